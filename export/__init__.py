@@ -1,0 +1,1 @@
+"""Exporters: the formats table (`formats.py`) and one module per format."""

@@ -1,0 +1,25 @@
+"""What every exported file records about where it came from (ONNX `metadata_props`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from toolkit import __version__
+from toolkit.fsutil import sha256_file
+from toolkit.spec import METADATA_PREFIX, IOSpec
+
+
+def export_metadata(spec: IOSpec, checkpoint: Path, ckpt: dict[str, Any], precision: str) -> dict[str, str]:
+    props = spec.to_metadata()
+    props.update(
+        {
+            f"{METADATA_PREFIX}version": __version__,
+            f"{METADATA_PREFIX}precision": precision,
+            f"{METADATA_PREFIX}checkpoint": checkpoint.name,
+            f"{METADATA_PREFIX}checkpoint_sha256": sha256_file(checkpoint),
+            f"{METADATA_PREFIX}recipe": str(ckpt.get("recipe", "")),
+            f"{METADATA_PREFIX}epoch": str(ckpt.get("epoch", "")),
+        }
+    )
+    return props

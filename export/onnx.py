@@ -1,0 +1,136 @@
+"""fp32 ONNX export: the wrapped model (normalisation + decoding in-graph), dynamic batch.
+
+The file is only written after `onnx.checker` passes and ONNX Runtime agrees with PyTorch on a
+few inputs; a model that disagrees is refused, never left on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import CheckFailed, UserError
+from toolkit.fsutil import atomic_path
+from toolkit.spec import INPUT_NAMES, OUTPUT_NAMES
+
+from .metadata import export_metadata
+
+OPSET = 18
+MAX_BATCH = 256
+FP32_TOLERANCE = 1e-4
+
+
+@dataclass
+class OnnxCheck:
+    max_abs_diff: float
+    mean_abs_diff: float
+    inputs: int
+
+
+def probe_inputs(height: int, width: int, count: int = 3, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Inputs for the ORT-vs-torch check: smooth patterns, noise, and a batch of 2 (dynamic N)."""
+    rng = np.random.default_rng(seed)
+    h = np.arange(height, dtype=np.float32)[:, None]
+    w = np.arange(width, dtype=np.float32)[None, :]
+    smooth_bg = np.stack([(np.sin(0.1 * h + 0.2 * w + c) + 1) / 2 for c in range(3)])[None]
+    smooth_fg = np.stack([(np.cos(0.05 * h * w / height + c) + 1) / 2 for c in range(3)])[None]
+    feeds = [{"bg": smooth_bg.astype(np.float32), "fgbg": smooth_fg.astype(np.float32)}]
+    for n in range(1, count):
+        shape = (1 + n % 2, 3, height, width)
+        feeds.append({k: rng.random(shape, dtype=np.float32) for k in INPUT_NAMES})
+    return feeds
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = OPSET) -> tuple[Path, OnnxCheck]:
+    """Export `checkpoint` to `out` (a `.onnx` path); returns the path and the ORT-vs-torch check."""
+    import torch
+
+    from toolkit.checkpoint import build_model, load_checkpoint, spec_of
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    ckpt = load_checkpoint(checkpoint)
+    spec = spec_of(ckpt)
+    model = build_model(ckpt)
+    with tempfile.TemporaryDirectory(prefix="toolkit-export-") as tmp:
+        raw = Path(tmp) / "model.onnx"
+        _torch_export(model, raw, spec.height, spec.width, opset)
+        proto = _finish(raw, export_metadata(spec, checkpoint, ckpt, "fp32"))
+        final = Path(tmp) / "final.onnx"
+        final.write_bytes(proto.SerializeToString())
+        check = compare_with_torch(final, model)
+        if not check.max_abs_diff <= FP32_TOLERANCE:
+            raise CheckFailed(
+                f"{out}: not written: ONNX Runtime disagrees with PyTorch "
+                f"(max abs diff {check.max_abs_diff:.2e} > {FP32_TOLERANCE:.0e})"
+            )
+        with atomic_path(out) as dst:
+            dst.write_bytes(final.read_bytes())
+    return out, check
+
+
+def _torch_export(model: Any, path: Path, height: int, width: int, opset: int) -> None:
+    import torch
+
+    # The exporter logs a warning per missing optional library (torchvision): not ours to show.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    example = (torch.rand(2, 3, height, width), torch.rand(2, 3, height, width))
+    log = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(log):
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                model.eval(),
+                example,
+                str(path),
+                input_names=list(INPUT_NAMES),
+                output_names=list(OUTPUT_NAMES),
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                dynamic_shapes={"bg": {0: batch}, "fgbg": {0: batch}},
+                verbose=False,
+            )
+        except Exception as e:  # the exporter raises many types; report one line
+            raise UserError(f"ONNX export failed: {str(e).strip().splitlines()[0][:300]}") from e
+
+
+def _finish(path: Path, props: dict[str, str]) -> Any:
+    """Attach metadata (merging, since set_model_props replaces), infer shapes, run the checker."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    merged = {p.key: p.value for p in proto.metadata_props} | props
+    onnx.helper.set_model_props(proto, merged)
+    proto.doc_string = "EVA4 mask + depth network; inputs bg/fgbg RGB in [0,1]; outputs mask/depth in [0,1]"
+    proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def compare_with_torch(onnx_path: Path, model: Any) -> OnnxCheck:
+    """Max/mean |ORT - torch| over the probe inputs (both outputs)."""
+    import torch
+
+    from toolkit.runtime.onnx_runner import OnnxRunner
+
+    spec = model.spec
+    diffs: list[np.ndarray] = []
+    with OnnxRunner(onnx_path) as runner:
+        feeds = probe_inputs(spec.height, spec.width)
+        for feed in feeds:
+            got = runner.infer(feed)
+            with torch.inference_mode():
+                ref = model(*(torch.from_numpy(feed[n]) for n in INPUT_NAMES))
+            for name, r in zip(OUTPUT_NAMES, ref):
+                diffs.append(np.abs(got[name] - r.numpy()).ravel())
+    d = np.concatenate(diffs)
+    return OnnxCheck(float(d.max()), float(d.mean()), len(feeds))

@@ -1,0 +1,73 @@
+"""Shared fixtures: the original author's epoch-12 checkpoint, its import, and its ONNX export."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LEGACY_FIXTURE = ROOT / "tests" / "fixtures" / "eva4-week15-epoch12.pt"
+
+
+def golden_inputs(h: int = 128, w: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """architecture.md's golden input pair, in [0, 1] (before normalisation), [1, 3, h, w]."""
+    hh = np.arange(h, dtype=np.float64)[:, None]
+    ww = np.arange(w, dtype=np.float64)[None, :]
+    bg = np.stack([(np.sin(0.1 * hh + 0.2 * ww + c) + 1) / 2 for c in range(3)])[None]
+    fg = np.stack([(np.cos(0.05 * hh * ww / 128 + c) + 1) / 2 for c in range(3)])[None]
+    return bg.astype(np.float32), fg.astype(np.float32)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, block_torch: bool = False):
+    """Run `python -m toolkit ...` in a subprocess (optionally with torch made unimportable)."""
+    code = "import sys\n"
+    if block_torch:
+        code += "sys.modules['torch'] = None  # any `import torch` now raises ImportError\n"
+    code += "from toolkit.cli import main\nmain(sys.argv[1:])\n"
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200", **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, timeout=600
+    )
+
+
+@pytest.fixture(scope="session")
+def legacy_fixture() -> Path:
+    assert LEGACY_FIXTURE.is_file(), "the epoch-12 fixture is part of the repository"
+    return LEGACY_FIXTURE
+
+
+@pytest.fixture(scope="session")
+def imported_ckpt(tmp_path_factory, legacy_fixture) -> Path:
+    from toolkit.legacy import import_legacy
+
+    out = tmp_path_factory.mktemp("imported") / "epoch12.pt"
+    import_legacy(legacy_fixture, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported_onnx(tmp_path_factory, imported_ckpt) -> Path:
+    from export.onnx import export_onnx
+
+    out = tmp_path_factory.mktemp("export") / "model.onnx"
+    export_onnx(imported_ckpt, out)
+    return out
+
+
+@pytest.fixture
+def image_pair(tmp_path) -> tuple[Path, Path]:
+    """A 96x80 bg/fgbg JPEG pair (not the model's size, so resizing is exercised)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    bg = (rng.random((80, 96, 3)) * 255).astype(np.uint8)
+    fg = bg.copy()
+    fg[20:70, 30:60] = [200, 120, 90]
+    Image.fromarray(bg).save(tmp_path / "bg.jpg")
+    Image.fromarray(fg).save(tmp_path / "fgbg.jpg")
+    return tmp_path / "bg.jpg", tmp_path / "fgbg.jpg"

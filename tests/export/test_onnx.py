@@ -1,0 +1,71 @@
+"""fp32 ONNX export of the epoch-12 fixture: graph, metadata, agreement with PyTorch."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from export.onnx import FP32_TOLERANCE, export_onnx
+from tests.conftest import golden_inputs
+from toolkit.checkpoint import build_model, load_checkpoint
+from toolkit.errors import CheckFailed
+from toolkit.fsutil import sha256_file
+from toolkit.runtime.onnx_runner import OnnxRunner
+from toolkit.spec import SEED_SPEC, IOSpec
+
+
+def test_graph_contract(exported_onnx, imported_ckpt):
+    m = onnx.load(str(exported_onnx))
+    onnx.checker.check_model(m, full_check=True)
+    assert [i.name for i in m.graph.input] == ["bg", "fgbg"]
+    assert [o.name for o in m.graph.output] == ["mask", "depth"]
+    for value in list(m.graph.input) + list(m.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert dims[0].dim_param  # dynamic batch
+        assert [d.dim_value for d in dims[2:]] == [128, 128]
+    props = {p.key: p.value for p in m.metadata_props}
+    assert props["toolkit.precision"] == "fp32"
+    assert props["toolkit.input_size"] == "128x128"
+    assert props["toolkit.checkpoint_sha256"] == sha256_file(imported_ckpt)
+    assert IOSpec.from_metadata(props) == SEED_SPEC
+    assert "clip" in props["toolkit.decoding"] or "affine_clip" in props["toolkit.decoding"]
+    ops = {n.op_type for n in m.graph.node}
+    assert {"Sub", "Div", "Clip", "Resize"} <= ops  # normalisation, decoding, upsampling in-graph
+
+
+def test_onnxruntime_matches_pytorch_on_golden_input_and_batches(exported_onnx, imported_ckpt):
+    model = build_model(load_checkpoint(imported_ckpt))
+    bg, fg = golden_inputs()
+    rng = np.random.default_rng(3)
+    for batch in (1, 3):
+        feed = {
+            "bg": np.concatenate([bg] + [rng.random(bg.shape, dtype=np.float32) for _ in range(batch - 1)]),
+            "fgbg": np.concatenate([fg] + [rng.random(fg.shape, dtype=np.float32) for _ in range(batch - 1)]),
+        }
+        with OnnxRunner(exported_onnx) as r:
+            got = r.infer(feed)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(feed["bg"]), torch.from_numpy(feed["fgbg"]))
+        for name, t in zip(("mask", "depth"), ref):
+            assert got[name].shape == (batch, 1, 128, 128)
+            assert np.abs(got[name] - t.numpy()).max() <= FP32_TOLERANCE
+    # architecture.md's golden raw values, decoded with the seed recipe's affine + clip.
+    assert got["mask"][0, 0, 64, 64] == pytest.approx(0.079 + 0.254 * 2.661829, abs=1e-4)
+    assert got["depth"][0, 0, 64, 64] == pytest.approx(0.35 - 0.208 * 0.175016, abs=1e-4)
+
+
+def test_export_refuses_a_model_that_disagrees(imported_ckpt, tmp_path, monkeypatch):
+    import export.onnx as mod
+
+    real = mod.compare_with_torch
+
+    def broken(path, model):
+        check = real(path, model)
+        check.max_abs_diff = 0.5
+        return check
+
+    monkeypatch.setattr(mod, "compare_with_torch", broken)
+    with pytest.raises(CheckFailed, match="not written"):
+        export_onnx(imported_ckpt, tmp_path / "model.onnx")
+    assert list(tmp_path.iterdir()) == []

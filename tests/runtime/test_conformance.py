@@ -1,0 +1,80 @@
+"""One conformance test over every runner: same protocol, same I/O contract, same answers."""
+
+import numpy as np
+import pytest
+
+from tests.conftest import golden_inputs
+from toolkit.errors import UserError
+from toolkit.runtime import RUNNERS, open_runner
+
+
+@pytest.fixture(params=sorted(RUNNERS))
+def model_file(request, imported_ckpt, exported_onnx):
+    if request.param == ".engine":
+        pytest.importorskip("tensorrt", reason="TensorRT is not installed (GPU extra); engines cannot be built here")
+    return {".pt": imported_ckpt, ".onnx": exported_onnx}[request.param]
+
+
+def test_runner_protocol(model_file):
+    runner = open_runner(model_file)
+    assert runner.spec.size == (128, 128)
+    with pytest.raises(RuntimeError):
+        runner.infer({})
+    bg, fg = golden_inputs()
+    with runner:
+        out = runner.infer({"bg": np.repeat(bg, 2, 0), "fgbg": np.repeat(fg, 2, 0)})
+        assert set(out) == {"mask", "depth"}
+        for v in out.values():
+            assert v.dtype == np.float32 and v.shape == (2, 1, 128, 128)
+            assert 0.0 <= v.min() and v.max() <= 1.0
+        with pytest.raises(UserError, match="missing input"):
+            runner.infer({"bg": bg})
+        with pytest.raises(UserError, match="model takes 128x128"):
+            runner.infer({"bg": bg[..., :64, :64], "fgbg": fg[..., :64, :64]})
+    assert not runner.active
+
+
+def test_runners_agree(imported_ckpt, exported_onnx):
+    bg, fg = golden_inputs()
+    outs = []
+    for path in (imported_ckpt, exported_onnx):
+        with open_runner(path) as r:
+            outs.append(r.infer({"bg": bg, "fgbg": fg}))
+    for name in ("mask", "depth"):
+        assert np.abs(outs[0][name] - outs[1][name]).max() < 1e-4
+
+
+def test_open_runner_errors(tmp_path):
+    with pytest.raises(UserError, match="no such model"):
+        open_runner(tmp_path / "missing.onnx")
+    (tmp_path / "m.txt").write_text("x")
+    with pytest.raises(UserError, match="unknown model type"):
+        open_runner(tmp_path / "m.txt")
+    (tmp_path / "trunc.onnx").write_bytes(b"\x08\x07garbage")
+    with pytest.raises(UserError, match="trunc.onnx: not a loadable ONNX model"):
+        open_runner(tmp_path / "trunc.onnx")
+    with pytest.raises(UserError, match="is a folder"):
+        open_runner(tmp_path)
+
+
+def test_engine_without_tensorrt_names_the_extra(tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        (tmp_path / "m.engine").write_bytes(b"\x00" * 16)
+        with pytest.raises(UserError, match=r"toolkit\[gpu\]"):
+            open_runner(tmp_path / "m.engine")
+    else:
+        pytest.skip("TensorRT is installed: the missing-extra message does not apply")
+
+
+def test_onnx_with_other_input_names_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 8, 8])
+    g = helper.make_graph([helper.make_node("Identity", ["image"], ["out"])], "g", [x], [y])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "other.onnx")
+    with pytest.raises(UserError, match="expected \\['bg', 'fgbg'\\]"):
+        open_runner(tmp_path / "other.onnx")

@@ -1,0 +1,88 @@
+"""Exit codes of the contract: 0 ok, 1 a check failed, 2 bad input with one line and no traceback."""
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def _one_clean_line(r):
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+def test_import_legacy_and_summary(legacy_fixture, tmp_path):
+    r = run_cli("import-legacy", str(legacy_fixture), "--out", str(tmp_path / "new.pt"))
+    assert r.returncode == 0, r.stderr
+    assert "convblock3" in r.stdout and "493,408" in r.stdout
+    r = run_cli("summary", str(tmp_path / "new.pt"))
+    assert r.returncode == 0, r.stderr
+    assert "493,408" in r.stdout and "677,824" in r.stdout and "91 layer calls" in r.stdout
+
+
+def test_import_legacy_refuses_a_forbidden_global(tmp_path):
+    import pickle
+
+    from toolkit.legacy import LEGACY_MAGIC
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, ("touch PWNED",))
+
+    head = b"".join(pickle.dumps(x, protocol=2) for x in (LEGACY_MAGIC, 1001, {}))
+    (tmp_path / "evil.pt").write_bytes(head + pickle.dumps(Evil(), protocol=4))
+    r = run_cli("import-legacy", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "o.pt"), cwd=tmp_path)
+    assert r.returncode == 2
+    assert "posix.system" in _one_clean_line(r)
+    assert not (tmp_path / "o.pt").exists() and not (tmp_path / "PWNED").exists()
+
+
+def test_export_writes_model_onnx(imported_ckpt, tmp_path):
+    r = run_cli("export", str(imported_ckpt), "--out", str(tmp_path / "exp"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "exp" / "model.onnx").is_file()
+    assert "max abs diff" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "make_args",
+    [
+        lambda t: ["export", str(t / "missing.pt"), "--out", str(t / "o")],
+        lambda t: ["export", str(t / "junk.pt"), "--out", str(t / "o")],
+        lambda t: ["summary", str(t / "junk.pt")],
+        lambda t: ["import-legacy", str(t / "junk.pt"), "--out", str(t / "o.pt")],
+        lambda t: ["infer", str(t / "junk.jpg"), str(t / "junk.jpg"), "--model", str(t / "junk.onnx"), "--out", str(t / "o")],
+        lambda t: ["infer", str(t / "img.png"), str(t / "junk.jpg"), "--model", "MODEL", "--out", str(t / "o")],
+        lambda t: ["infer", str(t / "img.png"), str(t / "img.png"), "--model", "MODEL", "--out", str(t / "afile")],
+        lambda t: ["infer", str(t / "img.png"), str(t / "img.png"), "--model", "MODEL", "--out", str(t / "o"), "--batch-size", "0"],
+        lambda t: ["parity", "--model", str(t / "junk.onnx"), "--reference", str(t / "junk.pt")],
+        lambda t: ["train", "--image-size", "30", "--out", str(t / "o")],
+        lambda t: ["train", "--batch-size", "-1", "--out", str(t / "o")],
+        lambda t: ["data", "check", str(t / "nothing-here")],
+    ],
+    ids=["missing-ckpt", "junk-ckpt", "summary-junk", "legacy-junk", "junk-model", "junk-image",
+         "out-is-file", "zero-batch", "parity-junk", "size-not-div-4", "negative-batch", "missing-data"],
+)
+def test_bad_input_is_one_line_and_exit_2(make_args, tmp_path, exported_onnx):
+    from PIL import Image
+
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x07 not onnx")
+    (tmp_path / "afile").write_text("x")
+    Image.new("RGB", (40, 40)).save(tmp_path / "img.png")
+    args = [str(exported_onnx) if a == "MODEL" else a for a in make_args(tmp_path)]
+    before = set(tmp_path.rglob("*"))
+    r = run_cli(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    _one_clean_line(r)
+    assert set(tmp_path.rglob("*")) == before  # nothing written, nothing half-written
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"x")
+    r = run_cli("summary", str(tmp_path / "junk.pt"), "--debug")
+    assert r.returncode == 2 and "Traceback" in r.stderr

@@ -1,0 +1,69 @@
+"""Parity: passes on the fp32 export, fails (exit 1) on a deliberately perturbed model."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from tests.conftest import run_cli
+from toolkit.compare import Thresholds, compare_runners, run_parity
+from toolkit.runtime import open_runner
+
+
+@pytest.fixture(scope="module")
+def perturbed_onnx(exported_onnx, tmp_path_factory):
+    """The fp32 export with the final depth/mask convolution's weights scaled by 1.05."""
+    m = onnx.load(str(exported_onnx))
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    last_weight = convs[-1].input[1]
+    for init in m.graph.initializer:
+        if init.name == last_weight:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.05, init.name))
+            break
+    else:
+        pytest.fail("final convolution weight not found among initializers")
+    out = tmp_path_factory.mktemp("perturbed") / "perturbed.onnx"
+    onnx.save(m, out)
+    return out
+
+
+def test_fp32_export_passes(exported_onnx, imported_ckpt):
+    report = run_parity([exported_onnx], imported_ckpt, limit=4, batch_size=2)
+    assert report, report.results[0].failures
+    r = report.results[0]
+    assert r.precision == "fp32" and r.pairs == 4
+    assert max(r.max_abs.values()) <= 1e-4 and r.mask_iou >= 0.999
+
+
+def test_perturbed_model_fails(perturbed_onnx, imported_ckpt):
+    report = run_parity([perturbed_onnx], imported_ckpt, limit=4, batch_size=2)
+    assert not report
+    assert any("max abs diff" in f for f in report.results[0].failures)
+
+
+def test_thresholds_can_be_overridden(perturbed_onnx, imported_ckpt):
+    lenient = Thresholds(max_abs=1.0, mask_iou=0.0)
+    report = run_parity([perturbed_onnx], imported_ckpt, limit=2, batch_size=2, overrides=lenient)
+    assert report
+
+
+def test_identical_runner_has_zero_difference(imported_ckpt):
+    rng = np.random.default_rng(0)
+    feeds = [{k: rng.random((2, 3, 128, 128), dtype=np.float32) for k in ("bg", "fgbg")}]
+    report = compare_runners(open_runner(imported_ckpt), [open_runner(imported_ckpt)], feeds)
+    r = report.results[0]
+    assert r.max_abs == {"mask": 0.0, "depth": 0.0} and r.mask_iou == 1.0 and r.depth_rmse == 0.0
+
+
+def test_cli_exit_codes_and_json(exported_onnx, perturbed_onnx, imported_ckpt, tmp_path):
+    ok = run_cli("parity", "--model", str(exported_onnx), "--reference", str(imported_ckpt), "--limit", "2",
+                 "--json", str(tmp_path / "p.json"))
+    assert ok.returncode == 0, ok.stderr
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert data["passed"] is True and data["models"][0]["precision"] == "fp32"
+    bad = run_cli("parity", "--model", str(exported_onnx), "--model", str(perturbed_onnx), "--reference",
+                  str(imported_ckpt), "--limit", "2")
+    assert bad.returncode == 1
+    assert "perturbed.onnx" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,70 @@
+"""infer on .pt and .onnx; the .onnx path must work with torch unimportable."""
+
+import numpy as np
+from PIL import Image
+
+from tests.conftest import run_cli
+from toolkit.infer import infer_files
+
+
+def _check_outputs(folder, size):
+    for name in ("mask.png", "depth.png", "panel.png"):
+        assert (folder / name).is_file(), name
+    mask = Image.open(folder / "mask.png")
+    depth = Image.open(folder / "depth.png")
+    assert mask.size == size and mask.mode == "L"
+    assert depth.size == size and depth.mode == "RGB"  # a colour map
+    assert Image.open(folder / "panel.png").size[0] >= 4 * size[0]
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_infer_pt_and_onnx_agree(imported_ckpt, exported_onnx, image_pair, tmp_path):
+    bg, fgbg = image_pair
+    infer_files(imported_ckpt, bg, fgbg, tmp_path / "pt")
+    infer_files(exported_onnx, bg, fgbg, tmp_path / "onnx")
+    _check_outputs(tmp_path / "pt", (96, 80))
+    _check_outputs(tmp_path / "onnx", (96, 80))
+    a = np.asarray(Image.open(tmp_path / "pt" / "mask.png"), dtype=int)
+    b = np.asarray(Image.open(tmp_path / "onnx" / "mask.png"), dtype=int)
+    assert np.abs(a - b).max() <= 1
+
+
+def test_infer_onnx_without_torch(exported_onnx, image_pair, tmp_path):
+    bg, fgbg = image_pair
+    r = run_cli("infer", str(bg), str(fgbg), "--model", str(exported_onnx), "--out", str(tmp_path / "o"),
+                block_torch=True)
+    assert r.returncode == 0, r.stderr
+    _check_outputs(tmp_path / "o", (96, 80))
+
+
+def test_pt_model_without_torch_names_the_extra(imported_ckpt, image_pair, tmp_path):
+    bg, fgbg = image_pair
+    r = run_cli("infer", str(bg), str(fgbg), "--model", str(imported_ckpt), "--out", str(tmp_path / "o"),
+                block_torch=True)
+    assert r.returncode == 2
+    assert "toolkit[train]" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_folders_pair_by_name(exported_onnx, tmp_path):
+    rng = np.random.default_rng(1)
+    (tmp_path / "bgs").mkdir()
+    (tmp_path / "fgs").mkdir()
+    for name in ("a", "b"):
+        img = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+        Image.fromarray(img).save(tmp_path / "bgs" / f"{name}.png")
+        Image.fromarray(img).convert("P").save(tmp_path / "fgs" / f"{name}.png")  # palette input
+    Image.fromarray(img).save(tmp_path / "fgs" / "lonely.png")
+    report = infer_files(exported_onnx, tmp_path / "bgs", tmp_path / "fgs", tmp_path / "out", batch_size=2)
+    assert report.pairs == 2
+    assert any("skipped 1" in n for n in report.notes)
+    for name in ("a", "b"):
+        _check_outputs(tmp_path / "out" / name, (64, 64))
+
+
+def test_different_sizes_are_reconciled_and_said(exported_onnx, tmp_path):
+    Image.new("RGB", (50, 40), (10, 20, 30)).save(tmp_path / "bg.png")
+    Image.new("RGBA", (64, 48), (10, 20, 30, 255)).save(tmp_path / "fg.png")
+    report = infer_files(exported_onnx, tmp_path / "bg.png", tmp_path / "fg.png", tmp_path / "out")
+    assert any("resized" in n for n in report.notes)
+    _check_outputs(tmp_path / "out", (64, 48))

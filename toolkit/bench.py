@@ -1,0 +1,74 @@
+"""Latency and throughput per model and batch size, beside a baseline measured in the same run.
+
+Absolute times mean little across machines (an AVX2 EPYC vs an AMX Xeon), so every row also
+carries its speed relative to the first model given (put the PyTorch checkpoint first to make
+eager PyTorch the baseline). No torch at import: `.onnx` models bench on the edge install.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import UserError
+from .runtime import open_runner
+
+
+@dataclass
+class BenchRow:
+    model: str
+    backend: str
+    precision: str
+    batch: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    images_per_s: float
+    speedup: float = 1.0  # images/s relative to the baseline (first model) at the same batch
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bench(
+    models: list[str | Path],
+    batches: list[int],
+    *,
+    warmup: int = 3,
+    iters: int = 20,
+    threads: int | None = None,
+    on_row: Callable[[BenchRow], None] | None = None,
+) -> list[BenchRow]:
+    if not models:
+        raise UserError("bench: give at least one --model")
+    if any(b <= 0 for b in batches) or warmup < 0 or iters <= 0:
+        raise UserError("bench: batch sizes and --iters must be positive, --warmup not negative")
+    rows: list[BenchRow] = []
+    baseline: dict[int, float] = {}
+    rng = np.random.default_rng(0)
+    for i, path in enumerate(models):
+        with open_runner(path, threads=threads) as runner:
+            h, w = runner.spec.size  # type: ignore[union-attr]
+            for b in batches:
+                feed = {k: rng.random((b, 3, h, w), dtype=np.float32) for k in ("bg", "fgbg")}
+                for _ in range(warmup):
+                    runner.infer(feed)
+                times = []
+                for _ in range(iters):
+                    t0 = time.perf_counter()
+                    runner.infer(feed)
+                    times.append(time.perf_counter() - t0)
+                t = np.asarray(times) * 1000
+                ips = b * iters / (t.sum() / 1000)
+                if i == 0:
+                    baseline[b] = ips
+                row = BenchRow(str(path), runner.backend, runner.precision, b, float(np.percentile(t, 50)),
+                               float(np.percentile(t, 90)), float(np.percentile(t, 99)), ips, ips / baseline[b])
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+    return rows

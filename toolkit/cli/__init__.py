@@ -1,0 +1,67 @@
+"""The `toolkit` command line: a thin Typer shell over the library.
+
+Each area has its own module that registers its commands on `app`; none of them imports
+torch at module level, so `toolkit infer --model m.onnx` works on the edge install.
+`main()` turns the toolkit's own errors into one line on stderr and the contract's exit
+codes (2 bad input, 1 failed check); `--debug` anywhere on the line shows the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import typer
+
+from ..errors import ToolkitError
+
+app = typer.Typer(
+    name="toolkit",
+    help="Train, export, deploy and verify the EVA4 mask + depth network.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DEBUG_ENV = "TOOLKIT_DEBUG"
+
+
+def _register() -> None:
+    from . import data_cmd, model_cmd, run_cmd, train_cmd
+
+    app.add_typer(data_cmd.data_app, name="data")
+    for module in (train_cmd, model_cmd, run_cmd):
+        module.register(app)
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:
+        args = [a for a in args if a != "--debug"]
+        os.environ[DEBUG_ENV] = "1"
+    try:
+        app(args=args, prog_name="toolkit")
+    except ToolkitError as e:
+        _fail(str(e), e.exit_code)
+    except OSError as e:
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        _fail(f"{where}{e.strerror or e}", 2)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+def _fail(message: str, code: int) -> None:
+    if debug_enabled():
+        traceback.print_exc()
+    line = " ".join(str(message).split())  # always one line
+    print(f"error: {line}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+_register()

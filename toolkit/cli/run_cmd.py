@@ -1,0 +1,144 @@
+"""Commands that run models: infer, parity, doctor, demo (no torch at import)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import CheckFailed
+from ..fsutil import write_text_atomic
+from .common import console, err_console
+
+
+def infer(
+    bg: Path = typer.Argument(..., help="Background image (or a folder of them)."),
+    fgbg: Path = typer.Argument(..., help="The same background with a person (or a folder, paired by name)."),
+    model: Path = typer.Option(..., "--model", "-m", help="Model file: .pt, .onnx or .engine (backend by suffix)."),
+    out: Path = typer.Option(Path("infer-out"), "--out", "-o", help="Output folder."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Pairs per batch when given folders."),
+) -> None:
+    """Write mask.png, depth.png and panel.png (bg | fgbg | mask | depth) at the input's size."""
+    from ..infer import infer_files
+
+    report = infer_files(model, bg, fgbg, out, batch_size=batch_size)
+    for note in report.notes:
+        err_console.print(f"note: {note}")
+    panels = [p for p in report.written if p.name == "panel.png"]
+    console.print(f"{report.pairs} pair(s) -> {len(report.written)} files under {out}")
+    if len(panels) == 1:
+        console.print(f"panel: {panels[0]}")
+
+
+def parity(
+    model: List[Path] = typer.Option(..., "--model", "-m", help="Model(s) to check (repeat the option)."),
+    reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="PyTorch checkpoint (default: the one in the model's metadata)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data set folder or zip (default: a small synthetic set)."),
+    limit: int = typer.Option(16, "--limit", help="Number of pairs to compare on."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON."),
+    max_abs: Optional[float] = typer.Option(None, "--max-abs", help="Override: max |model - torch|."),
+    mask_iou: Optional[float] = typer.Option(None, "--mask-iou", help="Override: minimum mask IoU vs torch."),
+    depth_rmse: Optional[float] = typer.Option(None, "--depth-rmse", help="Override: maximum depth RMSE vs torch."),
+) -> None:
+    """Run each model beside the PyTorch reference; exit 1 when a threshold fails."""
+    from ..compare import Thresholds, run_parity
+
+    overrides = Thresholds(max_abs=max_abs, mask_iou=mask_iou, depth_rmse=depth_rmse)
+    report = run_parity(model, reference, data, limit=limit, batch_size=batch_size, overrides=overrides)
+    print_parity(report)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
+        console.print(f"wrote {json_out}")
+    if not report:
+        raise CheckFailed("parity failed: " + "; ".join(f"{Path(r.model).name}: {', '.join(r.failures)}" for r in report.results if not r))
+
+
+def print_parity(report) -> None:  # noqa: ANN001 - a ParityReport
+    table = Table(title=f"parity vs {Path(report.reference).name} on {report.pairs} pairs")
+    for col in ("model", "backend", "precision", "max |d| mask", "max |d| depth", "mean |d|", "mask IoU", "mask Dice", "depth IoU", "depth RMSE", "verdict"):
+        table.add_column(col)
+    for r in report.results:
+        table.add_row(
+            Path(r.model).name, r.backend, r.precision,
+            f"{r.max_abs['mask']:.2e}", f"{r.max_abs['depth']:.2e}",
+            f"{max(r.mean_abs.values()):.2e}", f"{r.mask_iou:.4f}", f"{r.mask_dice:.4f}",
+            f"{r.depth_iou:.4f}", f"{r.depth_rmse:.5f}",
+            "[green]PASS[/green]" if r else "[red]FAIL[/red]: " + "; ".join(r.failures),
+        )
+    console.print(table)
+
+
+def doctor(json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the checks as JSON.")) -> None:
+    """What is installed and usable: PyTorch and CUDA, ONNX Runtime providers, TensorRT."""
+    from ..doctor import run_checks
+
+    checks = run_checks()
+    table = Table(title="toolkit doctor")
+    for col in ("component", "version", "status", "fix"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(c.name, c.version, ("[green]ok[/green] " if c.ok else "[yellow]--[/yellow] ") + c.verdict, c.fix)
+    console.print(table)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps([c.to_dict() for c in checks], indent=2) + "\n")
+
+
+def demo(
+    out: Path = typer.Option(Path("demo-run"), "--out", "-o", help="Folder for every artefact of the demo."),
+    epochs: int = typer.Option(4, "--epochs", help="Training epochs (the demo's budget)."),
+    image_size: int = typer.Option(64, "--image-size", help="Training/model input size (multiple of 4)."),
+) -> None:
+    """The whole pipeline on the embedded default: synth -> train -> export -> infer -> parity."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        from ..errors import MissingDependency
+
+        raise MissingDependency("PyTorch (the demo trains a model)", "train") from e
+    from ..demo import DemoSettings, run_demo
+    from .common import image_size as check_size, positive
+
+    settings = DemoSettings(epochs=positive(epochs, "--epochs"), image_size=check_size(image_size))
+    result = run_demo(out, settings, say=console.print)
+    total = sum(result.seconds.values())
+    console.print(f"demo finished: parity {'PASS' if result.parity_passed else 'FAIL'}; stages took {total:.0f} s besides training")
+
+
+def bench(
+    model: List[Path] = typer.Option(..., "--model", "-m", help="Model(s); the first is the baseline for ratios."),
+    batch: str = typer.Option("1,8", "--batch", help="Comma-separated batch sizes."),
+    warmup: int = typer.Option(3, "--warmup"),
+    iters: int = typer.Option(20, "--iters"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads (default: the backend's)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows as JSON."),
+) -> None:
+    """Latency percentiles and throughput per model and batch size, with same-run ratios."""
+    from ..bench import bench as run
+    from ..errors import UserError
+
+    try:
+        batches = [int(b) for b in batch.split(",") if b.strip()]
+    except ValueError:
+        raise UserError(f"--batch must be comma-separated integers, got {batch!r}") from None
+    rows = run(model, batches, warmup=warmup, iters=iters, threads=threads)
+    table = Table(title="toolkit bench (ratios vs the first model, same run)")
+    for col in ("model", "backend", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "vs baseline"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(Path(r.model).name, r.backend, str(r.batch), f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
+                      f"{r.p99_ms:.2f}", f"{r.images_per_s:.1f}", f"{r.speedup:.2f}x")
+    console.print(table)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("infer")(infer)
+    app.command("parity")(parity)
+    app.command("doctor")(doctor)
+    app.command("demo")(demo)
+    app.command("bench")(bench)

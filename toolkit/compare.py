@@ -1,0 +1,227 @@
+"""Parity: run backends beside the PyTorch reference on the same pairs and judge agreement.
+
+Shaped after Polygraphy's comparator: the result is truthy when every threshold passes. Per
+model it reports, for each output, max and mean |model - reference|, and the mask IoU/Dice and
+depth IoU/RMSE of the model's outputs measured against the reference's. Thresholds depend on
+the model's precision (recorded in its metadata) and can be overridden.
+
+No torch at module level: the reference runner imports it when it opens the checkpoint.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from . import metrics
+from .errors import UserError
+from .runtime import Runner, open_runner
+from .spec import INPUT_NAMES, OUTPUT_NAMES
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Pass conditions; None means "not judged"."""
+
+    max_abs: float | None = None
+    mask_iou: float | None = None
+    depth_iou: float | None = None
+    depth_rmse: float | None = None
+
+
+DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
+    "fp32": Thresholds(max_abs=1e-4, mask_iou=0.999),
+    "fp16": Thresholds(mask_iou=0.99, depth_rmse=0.01),
+    "int8": Thresholds(mask_iou=0.97, depth_rmse=0.02),
+}
+
+
+@dataclass
+class ParityResult:
+    model: str
+    backend: str
+    precision: str
+    pairs: int
+    max_abs: dict[str, float]
+    mean_abs: dict[str, float]
+    mask_iou: float
+    mask_dice: float
+    depth_iou: float
+    depth_rmse: float
+    thresholds: Thresholds
+    failures: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return not self.failures
+
+    def judge(self) -> "ParityResult":
+        t, f = self.thresholds, []
+        worst = max(self.max_abs.values())
+        if t.max_abs is not None and not worst <= t.max_abs:
+            f.append(f"max abs diff {worst:.2e} > {t.max_abs:.0e}")
+        if t.mask_iou is not None and not self.mask_iou >= t.mask_iou:
+            f.append(f"mask IoU {self.mask_iou:.4f} < {t.mask_iou}")
+        if t.depth_iou is not None and not self.depth_iou >= t.depth_iou:
+            f.append(f"depth IoU {self.depth_iou:.4f} < {t.depth_iou}")
+        if t.depth_rmse is not None and not self.depth_rmse <= t.depth_rmse:
+            f.append(f"depth RMSE {self.depth_rmse:.4f} > {t.depth_rmse}")
+        self.failures = f
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["passed"] = bool(self)
+        return d
+
+
+@dataclass
+class ParityReport:
+    reference: str
+    pairs: int
+    results: list[ParityResult]
+
+    def __bool__(self) -> bool:
+        return all(self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "pairs": self.pairs,
+            "passed": bool(self),
+            "models": [r.to_dict() for r in self.results],
+        }
+
+
+class _Accumulator:
+    """Collects a candidate's outputs beside the reference's, batch by batch."""
+
+    def __init__(self) -> None:
+        self.max_abs = {n: 0.0 for n in OUTPUT_NAMES}
+        self.abs_sum = {n: 0.0 for n in OUTPUT_NAMES}
+        self.count = 0
+        self.got: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
+        self.ref: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
+
+    def add(self, got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
+        for n in OUTPUT_NAMES:
+            if got[n].shape != ref[n].shape:
+                raise UserError(f"output {n} has shape {list(got[n].shape)}, the reference {list(ref[n].shape)}")
+            d = np.abs(got[n].astype(np.float64) - ref[n])
+            self.max_abs[n] = max(self.max_abs[n], float(d.max()) if d.size else 0.0)
+            self.abs_sum[n] += float(d.sum())
+            self.got[n].append(got[n])
+            self.ref[n].append(ref[n])
+        self.count += int(ref[OUTPUT_NAMES[0]].size)
+
+    def result(self, runner: Runner, pairs: int, thresholds: Thresholds) -> ParityResult:
+        got = {n: np.concatenate(v) for n, v in self.got.items()}
+        ref = {n: np.concatenate(v) for n, v in self.ref.items()}
+        return ParityResult(
+            model=str(runner.path),
+            backend=runner.backend,
+            precision=runner.precision,
+            pairs=pairs,
+            max_abs=dict(self.max_abs),
+            mean_abs={n: self.abs_sum[n] / max(self.count, 1) for n in OUTPUT_NAMES},
+            mask_iou=metrics.mask_iou(got["mask"], ref["mask"]),
+            mask_dice=metrics.mask_dice(got["mask"], ref["mask"]),
+            depth_iou=metrics.depth_iou(got["depth"], ref["depth"]),
+            depth_rmse=metrics.rmse(got["depth"], ref["depth"]),
+            thresholds=thresholds,
+        ).judge()
+
+
+def compare_runners(
+    reference: Runner,
+    candidates: list[Runner],
+    feeds: Iterable[dict[str, np.ndarray]],
+    overrides: Thresholds | None = None,
+) -> ParityReport:
+    """Run every candidate and the reference on each feed; judge each candidate."""
+    accs = [_Accumulator() for _ in candidates]
+    pairs = 0
+    with reference:
+        for runner in candidates:
+            runner.activate()
+        try:
+            for feed in feeds:
+                ref = reference.infer(feed)
+                for runner, acc in zip(candidates, accs):
+                    acc.add(runner.infer(feed), ref)
+                pairs += int(feed[INPUT_NAMES[0]].shape[0])
+        finally:
+            for runner in candidates:
+                runner.deactivate()
+    if pairs == 0:
+        raise UserError("parity: no input pairs to compare on")
+    results = []
+    for runner, acc in zip(candidates, accs):
+        t = DEFAULT_THRESHOLDS.get(runner.precision, DEFAULT_THRESHOLDS["fp32"])
+        if overrides is not None:
+            t = replace(t, **{k: v for k, v in asdict(overrides).items() if v is not None})
+        results.append(acc.result(runner, pairs, t))
+    return ParityReport(str(reference.path), pairs, results)
+
+
+def dataset_feeds(
+    data: str | Path, size: tuple[int, int], *, limit: int = 16, batch_size: int = 8
+) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of (bg, fgbg) at the model's size from a data set (folder or zip), evenly sampled."""
+    from .data.reader import open_dataset
+
+    ds = open_dataset(data)
+    n = min(limit, len(ds))
+    picks = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
+    for i in range(0, len(picks), batch_size):
+        items = [ds.load(int(j), size) for j in picks[i : i + batch_size]]
+        yield {k: np.stack([it[k] for it in items]).astype(np.float32) for k in INPUT_NAMES}
+
+
+def find_reference(model: Path, runner: Runner) -> Path:
+    """The checkpoint a model's metadata names, looked up beside the model (sha256 checked)."""
+    from .fsutil import sha256_file
+
+    name = runner.metadata.get("toolkit.checkpoint")
+    digest = runner.metadata.get("toolkit.checkpoint_sha256")
+    if not name:
+        raise UserError(f"{model}: its metadata names no checkpoint; pass --reference CKPT")
+    for folder in (model.parent, model.parent.parent, Path.cwd()):
+        candidate = folder / name
+        if candidate.is_file() and (not digest or sha256_file(candidate) == digest):
+            return candidate
+    raise UserError(f"{model}: reference checkpoint '{name}' (from its metadata) not found beside it; pass --reference CKPT")
+
+
+def run_parity(
+    models: list[str | Path],
+    reference: str | Path | None = None,
+    data: str | Path | None = None,
+    *,
+    limit: int = 16,
+    batch_size: int = 8,
+    overrides: Thresholds | None = None,
+) -> ParityReport:
+    """Open the models and the reference, pick the pairs, compare. The CLI's `parity`."""
+    if not models:
+        raise UserError("parity: give at least one --model")
+    if limit <= 0 or batch_size <= 0:
+        raise UserError("parity: --limit and --batch-size must be positive")
+    runners = [open_runner(m) for m in models]
+    ref_path = Path(reference) if reference else find_reference(Path(models[0]), runners[0])
+    ref_runner = open_runner(ref_path)
+    size = ref_runner.spec.size  # type: ignore[union-attr]
+    for r in runners:
+        if r.spec.size != size:  # type: ignore[union-attr]
+            raise UserError(f"{r.path}: takes {r.spec.height}x{r.spec.width}, the reference {size[0]}x{size[1]}")  # type: ignore[union-attr]
+    if data is not None:
+        return compare_runners(ref_runner, runners, dataset_feeds(data, size, limit=limit, batch_size=batch_size), overrides)
+    from .data.synth import synthesize
+
+    with tempfile.TemporaryDirectory(prefix="toolkit-parity-") as tmp:
+        synthesize(Path(tmp) / "data", backgrounds=2, foregrounds=4, placements=2, size=max(size), seed=1234)
+        feeds = dataset_feeds(Path(tmp) / "data", size, limit=limit, batch_size=batch_size)
+        return compare_runners(ref_runner, runners, feeds, overrides)

@@ -1,0 +1,35 @@
+"""Exceptions that map onto the contract's exit codes.
+
+`UserError` (exit 2) is bad usage or bad input: its message is printed as one line, no
+traceback. `CheckFailed` (exit 1) is a check that ran and did not pass (parity thresholds,
+data check). Everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class ToolkitError(Exception):
+    """Base class of the toolkit's own, expected failures."""
+
+    exit_code = 2
+
+
+class UserError(ToolkitError):
+    """Bad usage or bad input: one clear line, exit code 2."""
+
+    exit_code = 2
+
+
+class CheckFailed(ToolkitError):
+    """A check ran to completion and failed: exit code 1."""
+
+    exit_code = 1
+
+
+class MissingDependency(UserError):
+    """An optional backend is not installed; the message names the extra to install."""
+
+    def __init__(self, what: str, extra: str):
+        super().__init__(f"{what} is not installed: pip install 'toolkit[{extra}]'")
+        self.what = what
+        self.extra = extra

@@ -1,0 +1,136 @@
+"""Inference on image files with any backend: pairs in, mask/depth/panel PNGs out.
+
+Images of any mode Pillow reads are converted to RGB, resized to the model's input size, run
+in batches, and the outputs are resized back to each input image's own size. No torch here:
+with an `.onnx` model this runs on the edge install.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from . import imageio
+from .errors import UserError
+from .fsutil import ensure_dir
+from .runtime import Runner, open_runner
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+
+@dataclass
+class PairJob:
+    """One (bg, fgbg) pair and where its outputs go."""
+
+    bg: Path
+    fgbg: Path
+    out: Path
+
+
+@dataclass
+class InferReport:
+    written: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    pairs: int = 0
+
+
+def plan_jobs(bg: Path, fgbg: Path, out: Path) -> tuple[list[PairJob], list[str]]:
+    """Two files -> one job writing into `out`; two folders -> one job per name-matched pair."""
+    for p in (bg, fgbg):
+        if not p.exists():
+            raise UserError(f"{p}: no such file or folder")
+    if bg.is_dir() != fgbg.is_dir():
+        raise UserError(f"{bg} and {fgbg}: give two image files or two folders, not one of each")
+    if not bg.is_dir():
+        return [PairJob(bg, fgbg, out)], []
+    return pair_folders(bg, fgbg, out)
+
+
+def pair_folders(bg_dir: Path, fgbg_dir: Path, out: Path) -> tuple[list[PairJob], list[str]]:
+    """Pair by file stem; an fgbg named `combined_s<k>_...` also pairs with bg `Shelves_<k>`."""
+    from .data.names import parse_background_name, parse_pair_name
+
+    bgs = {p.stem: p for p in sorted(bg_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    by_number = {n: p for p in bgs.values() if (n := parse_background_name(p.name)) is not None}
+    jobs, notes = [], []
+    unpaired = 0
+    for f in sorted(fgbg_dir.iterdir()):
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        b = bgs.get(f.stem)
+        if b is None and (name := parse_pair_name(f.name)) is not None:
+            b = by_number.get(name.bg)
+        if b is None:
+            unpaired += 1
+            continue
+        jobs.append(PairJob(b, f, out / f.stem))
+    if unpaired:
+        notes.append(f"skipped {unpaired} fgbg image(s) with no matching background in {bg_dir}")
+    if not jobs:
+        raise UserError(f"{fgbg_dir}: no image pairs found with {bg_dir} (pairs are matched by file name)")
+    return jobs, notes
+
+
+def load_pair(job: PairJob, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
+    """Original-size RGB images and their model-size versions; differing sizes are reconciled."""
+    bg = imageio.read_rgb(job.bg)
+    fgbg = imageio.read_rgb(job.fgbg)
+    note = None
+    if bg.shape != fgbg.shape:
+        note = (
+            f"{job.fgbg.name}: bg is {bg.shape[1]}x{bg.shape[0]} and fgbg {fgbg.shape[1]}x{fgbg.shape[0]}; "
+            f"both resized to the model's {size[1]}x{size[0]}, outputs at the fgbg's size"
+        )
+    return bg, fgbg, imageio.resize(bg, size), imageio.resize(fgbg, size), note
+
+
+def write_outputs(out: Path, bg: np.ndarray, fgbg: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> list[Path]:
+    """mask.png, depth.png (colour map) and panel.png at the fgbg image's size (atomic writes)."""
+    h, w = fgbg.shape[:2]
+    mask = np.clip(imageio.resize(mask, (h, w)), 0.0, 1.0)
+    depth = np.clip(imageio.resize(depth, (h, w)), 0.0, 1.0)
+    depth_rgb = imageio.colorize_depth(depth)
+    ensure_dir(out)
+    paths = [imageio.save_png(out / "mask.png", mask), imageio.save_png(out / "depth.png", depth_rgb)]
+    bg_tile = imageio.resize(bg, (h, w)) if bg.shape[:2] != (h, w) else bg
+    panel = imageio.make_panel([bg_tile, fgbg, mask, depth_rgb], ["bg", "fgbg", "mask", "depth"])
+    paths.append(imageio.save_png(out / "panel.png", panel))
+    return paths
+
+
+def _batches(jobs: list[PairJob], n: int) -> Iterator[list[PairJob]]:
+    for i in range(0, len(jobs), n):
+        yield jobs[i : i + n]
+
+
+def infer_files(
+    model: str | Path | Runner, bg: str | Path, fgbg: str | Path, out: str | Path, *, batch_size: int = 8
+) -> InferReport:
+    """Run `model` on a pair of images (or two folders of pairs) and write the PNGs under `out`."""
+    if batch_size <= 0:
+        raise UserError(f"--batch-size must be a positive number, got {batch_size}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    jobs, notes = plan_jobs(Path(bg), Path(fgbg), out)
+    runner = open_runner(model) if not isinstance(model, Runner) else model
+    report = InferReport(notes=list(notes))
+    with runner:
+        assert runner.spec is not None
+        size = runner.spec.size
+        for group in _batches(jobs, batch_size):
+            loaded = [load_pair(job, size) for job in group]
+            feed = {
+                "bg": imageio.to_nchw([x[2] for x in loaded]),
+                "fgbg": imageio.to_nchw([x[3] for x in loaded]),
+            }
+            result = runner.infer(feed)
+            for i, (job, (bg_img, fg_img, _, _, note)) in enumerate(zip(group, loaded)):
+                if note:
+                    report.notes.append(note)
+                report.written += write_outputs(job.out, bg_img, fg_img, result["mask"][i, 0], result["depth"][i, 0])
+                report.pairs += 1
+    return report

@@ -1,0 +1,118 @@
+"""The runner protocol every backend follows, and `open_runner`, which picks one by file suffix.
+
+Shaped after Polygraphy's runners: `activate()` loads the model, `infer(feed) -> dict` runs it,
+`deactivate()` frees it; a runner is a context manager. Every runner takes
+`{"bg", "fgbg"}` float32 `[N, 3, H, W]` in [0, 1] and returns `{"mask", "depth"}` float32
+`[N, 1, H, W]` in [0, 1] (toolkit.spec), so nothing downstream cares which backend ran.
+
+No torch here: opening an `.onnx` model must work on the edge install.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import UserError
+from ..spec import INPUT_NAMES, IOSpec
+
+
+class Runner(abc.ABC):
+    """One model file on one backend."""
+
+    backend: str = "?"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.spec: IOSpec | None = None
+        self.metadata: dict[str, str] = {}
+        self.active = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.name} ({self.backend})"
+
+    @property
+    def precision(self) -> str:
+        return self.metadata.get("toolkit.precision", "fp32")
+
+    def activate(self) -> "Runner":
+        if not self.active:
+            self._activate()
+            self.active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.active:
+            self._deactivate()
+            self.active = False
+
+    def __enter__(self) -> "Runner":
+        return self.activate()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.deactivate()
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self.active:
+            raise RuntimeError(f"{self.name}: infer() before activate()")
+        return self._infer(self.check_feed(feed))
+
+    def check_feed(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Same names, float32, [N, 3, H, W] at the model's size: one clear error otherwise."""
+        assert self.spec is not None
+        missing = [n for n in INPUT_NAMES if n not in feed]
+        if missing:
+            raise UserError(f"{self.name}: missing input(s) {missing}")
+        out = {}
+        shapes = set()
+        for n in INPUT_NAMES:
+            a = np.ascontiguousarray(feed[n], dtype=np.float32)
+            if a.ndim != 4 or a.shape[1] != 3:
+                raise UserError(f"{self.name}: input {n} must be [N, 3, H, W], got {list(a.shape)}")
+            if a.shape[2:] != self.spec.size:
+                raise UserError(
+                    f"{self.name}: input {n} is {a.shape[2]}x{a.shape[3]}, the model takes "
+                    f"{self.spec.height}x{self.spec.width}"
+                )
+            shapes.add(a.shape)
+            out[n] = a
+        if len(shapes) != 1:
+            raise UserError(f"{self.name}: bg and fgbg batches differ in shape")
+        return out
+
+    @abc.abstractmethod
+    def _activate(self) -> None: ...
+
+    def _deactivate(self) -> None:
+        return None
+
+    @abc.abstractmethod
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+# suffix -> (module, class); imported lazily so only the chosen backend's library loads.
+RUNNERS: dict[str, tuple[str, str]] = {
+    ".pt": ("toolkit.runtime.torch_runner", "TorchRunner"),
+    ".onnx": ("toolkit.runtime.onnx_runner", "OnnxRunner"),
+    ".engine": ("toolkit.runtime.tensorrt_runner", "TensorRTRunner"),
+}
+
+
+def open_runner(path: str | Path, **options: Any) -> Runner:
+    """The runner for a model file, chosen by suffix; the file is checked but not yet loaded."""
+    import importlib
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a model file")
+    if not path.exists():
+        raise UserError(f"{path}: no such model file")
+    entry = RUNNERS.get(path.suffix.lower())
+    if entry is None:
+        raise UserError(f"{path}: unknown model type '{path.suffix}' (expected one of {', '.join(RUNNERS)})")
+    module = importlib.import_module(entry[0])
+    return getattr(module, entry[1])(path, **options)

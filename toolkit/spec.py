@@ -1,0 +1,158 @@
+"""The one source of truth for what goes into and comes out of every backend.
+
+Every backend (PyTorch, ONNX Runtime, TensorRT) takes `{"bg", "fgbg"}` float32 `[N, 3, H, W]`
+RGB in [0, 1] and returns `{"mask", "depth"}` float32 `[N, 1, H, W]` in [0, 1]. The input
+normalisation and the output decoding live inside the model (a wrapper module in PyTorch, the
+same ops in the ONNX graph), and are described here once, so that image loading, metrics,
+panels, parity and benchmarks never care which backend ran.
+
+No torch here: this module is part of the edge install.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+INPUT_NAMES: tuple[str, str] = ("bg", "fgbg")
+OUTPUT_NAMES: tuple[str, str] = ("mask", "depth")
+
+# Statistics the original training code used (architecture.md, dataset.md).
+BG_MEAN = (0.449, 0.367, 0.308)
+BG_STD = (0.226, 0.217, 0.208)
+FGBG_MEAN = (0.450, 0.376, 0.322)
+FGBG_STD = (0.238, 0.230, 0.224)
+MASK_MEAN, MASK_STD = 0.079, 0.254
+DEPTH_MEAN, DEPTH_STD = 0.350, 0.208
+
+DEFAULT_IMAGE_SIZE = 128
+METADATA_PREFIX = "toolkit."
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-channel `(x - mean) / std` applied to an RGB input in [0, 1]."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Normalise a `[N, 3, H, W]` float array (reference implementation in numpy)."""
+        m = np.asarray(self.mean, np.float32).reshape(1, 3, 1, 1)
+        s = np.asarray(self.std, np.float32).reshape(1, 3, 1, 1)
+        return (x - m) / s
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a raw network output becomes a value in [0, 1].
+
+    kind "affine_clip": `clip(raw * scale + offset, 0, 1)` — outputs trained with L1/SmoothL1 on
+    targets normalised by (offset, scale), as in the seed recipe.
+    kind "sigmoid": `sigmoid(raw)` — outputs trained as logits.
+    """
+
+    kind: str = "affine_clip"
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("affine_clip", "sigmoid"):
+            raise ValueError(f"unknown decoding kind {self.kind!r}")
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        if self.kind == "sigmoid":
+            return (1.0 / (1.0 + np.exp(-raw))).astype(np.float32)
+        return np.clip(raw * self.scale + self.offset, 0.0, 1.0).astype(np.float32)
+
+    def encode_target(self, target: np.ndarray) -> np.ndarray:
+        """The inverse of the affine part: a [0, 1] target in the network's raw space."""
+        if self.kind == "sigmoid":
+            return target
+        return (target - self.offset) / self.scale
+
+    def describe(self) -> str:
+        if self.kind == "sigmoid":
+            return "sigmoid(raw)"
+        return f"clip(raw * {self.scale:g} + {self.offset:g}, 0, 1)"
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """Input size, input names, normalisation and output decoding of one trained model."""
+
+    height: int = DEFAULT_IMAGE_SIZE
+    width: int = DEFAULT_IMAGE_SIZE
+    bg: Normalisation = field(default_factory=lambda: Normalisation(BG_MEAN, BG_STD))
+    fgbg: Normalisation = field(default_factory=lambda: Normalisation(FGBG_MEAN, FGBG_STD))
+    mask: Decoding = field(default_factory=lambda: Decoding("affine_clip", MASK_STD, MASK_MEAN))
+    depth: Decoding = field(default_factory=lambda: Decoding("affine_clip", DEPTH_STD, DEPTH_MEAN))
+
+    def __post_init__(self) -> None:
+        for n, v in (("height", self.height), ("width", self.width)):
+            if int(v) <= 0 or int(v) % 4:
+                raise ValueError(f"image {n} must be a positive multiple of 4, got {v}")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    def with_size(self, height: int, width: int | None = None) -> "IOSpec":
+        d = self.to_dict()
+        d["height"], d["width"] = int(height), int(width if width is not None else height)
+        return IOSpec.from_dict(d)
+
+    def normalisation(self, name: str) -> Normalisation:
+        return {"bg": self.bg, "fgbg": self.fgbg}[name]
+
+    def decoding(self, name: str) -> Decoding:
+        return {"mask": self.mask, "depth": self.depth}[name]
+
+    # -- serialisation: checkpoints hold the dict, ONNX metadata_props hold strings ----------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("bg", "fgbg"):
+            d[k] = {"mean": list(d[k]["mean"]), "std": list(d[k]["std"])}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "IOSpec":
+        try:
+            return cls(
+                height=int(d["height"]),
+                width=int(d["width"]),
+                bg=Normalisation(tuple(map(float, d["bg"]["mean"])), tuple(map(float, d["bg"]["std"]))),
+                fgbg=Normalisation(tuple(map(float, d["fgbg"]["mean"])), tuple(map(float, d["fgbg"]["std"]))),
+                mask=Decoding(str(d["mask"]["kind"]), float(d["mask"]["scale"]), float(d["mask"]["offset"])),
+                depth=Decoding(str(d["depth"]["kind"]), float(d["depth"]["scale"]), float(d["depth"]["offset"])),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"invalid I/O spec: {e}") from e
+
+    def to_metadata(self) -> dict[str, str]:
+        """String key/values for ONNX `metadata_props` and engine sidecars."""
+        return {
+            f"{METADATA_PREFIX}input_size": f"{self.height}x{self.width}",
+            f"{METADATA_PREFIX}inputs": ",".join(INPUT_NAMES),
+            f"{METADATA_PREFIX}outputs": ",".join(OUTPUT_NAMES),
+            f"{METADATA_PREFIX}normalisation": json.dumps(
+                {k: self.to_dict()[k] for k in ("bg", "fgbg")}, sort_keys=True
+            ),
+            f"{METADATA_PREFIX}decoding": json.dumps(
+                {k: self.to_dict()[k] for k in ("mask", "depth")}, sort_keys=True
+            ),
+            f"{METADATA_PREFIX}iospec": json.dumps(self.to_dict(), sort_keys=True),
+        }
+
+    @classmethod
+    def from_metadata(cls, props: Mapping[str, str]) -> "IOSpec":
+        raw = props.get(f"{METADATA_PREFIX}iospec")
+        if raw is None:
+            raise ValueError("model metadata has no toolkit I/O spec")
+        return cls.from_dict(json.loads(raw))
+
+
+SEED_SPEC = IOSpec()
