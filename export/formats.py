@@ -6,9 +6,10 @@ fp16, int8 and TensorRT rows join this table as those formats land.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from toolkit.errors import ToolkitError
 

@@ -51,7 +51,6 @@ def probe_inputs(height: int, width: int, count: int = 3, seed: int = 0) -> list
 
 def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = OPSET) -> tuple[Path, OnnxCheck]:
     """Export `checkpoint` to `out` (a `.onnx` path); returns the path and the ORT-vs-torch check."""
-    import torch
 
     from toolkit.checkpoint import build_model, load_checkpoint, spec_of
 

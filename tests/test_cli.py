@@ -7,7 +7,7 @@ from tests.conftest import run_cli
 
 def _one_clean_line(r):
     assert "Traceback" not in r.stderr, r.stderr
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     return lines[0]
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from toolkit.checkpoint import FORMAT, load_checkpoint
-from toolkit.errors import UserError
 from toolkit.legacy import LEGACY_MAGIC, LegacyImportError, import_legacy, read_legacy
 from toolkit.model import UNUSED_LEGACY_MODULES
 

@@ -8,9 +8,10 @@ eager PyTorch the baseline). No torch at import: `.onnx` models bench on the edg
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -8,7 +8,6 @@ and epoch/step, and, for training checkpoints, optimiser/scheduler/RNG state for
 
 from __future__ import annotations
 
-import math
 import pickle
 from pathlib import Path
 from typing import Any

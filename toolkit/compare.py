@@ -11,9 +11,10 @@ No torch at module level: the reference runner imports it when it opens the chec
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class ParityResult:
     def __bool__(self) -> bool:
         return not self.failures
 
-    def judge(self) -> "ParityResult":
+    def judge(self) -> ParityResult:
         t, f = self.thresholds, []
         worst = max(self.max_abs.values())
         if t.max_abs is not None and not worst <= t.max_abs:

@@ -8,9 +8,9 @@ its output is; the demo ends with the parity verdict and the panel's path.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .errors import CheckFailed
 from .fsutil import ensure_dir
@@ -19,11 +19,11 @@ from .fsutil import ensure_dir
 @dataclass
 class DemoSettings:
     image_size: int = 64
-    backgrounds: int = 8
+    backgrounds: int = 10
     foregrounds: int = 8
     placements: int = 2
-    synth_size: int = 96
-    epochs: int = 4
+    synth_size: int = 160  # the original's image size
+    epochs: int = 10
     batch_size: int = 8
     max_steps: int | None = None
     seed: int = 0
@@ -100,11 +100,11 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, say: Callabl
     return result
 
 
-def _panel(report) -> Path:  # noqa: ANN001 - an InferReport
+def _panel(report) -> Path:
     return next(p for p in report.written if p.name == "panel.png")
 
 
-def _materialise(ds, sample, folder: Path) -> tuple[Path, Path]:  # noqa: ANN001
+def _materialise(ds, sample, folder: Path) -> tuple[Path, Path]:
     """Copy one pair out of the data set (which may be zipped) as plain image files."""
     from .fsutil import write_bytes_atomic
 

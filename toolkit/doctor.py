@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib
 import platform
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass

@@ -7,9 +7,9 @@ with an `.onnx` model this runs on the edge install.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

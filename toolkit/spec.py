@@ -12,8 +12,9 @@ No torch here: this module is part of the edge install.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -100,7 +101,7 @@ class IOSpec:
     def size(self) -> tuple[int, int]:
         return (self.height, self.width)
 
-    def with_size(self, height: int, width: int | None = None) -> "IOSpec":
+    def with_size(self, height: int, width: int | None = None) -> IOSpec:
         d = self.to_dict()
         d["height"], d["width"] = int(height), int(width if width is not None else height)
         return IOSpec.from_dict(d)
@@ -119,7 +120,7 @@ class IOSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "IOSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> IOSpec:
         try:
             return cls(
                 height=int(d["height"]),
@@ -148,7 +149,7 @@ class IOSpec:
         }
 
     @classmethod
-    def from_metadata(cls, props: Mapping[str, str]) -> "IOSpec":
+    def from_metadata(cls, props: Mapping[str, str]) -> IOSpec:
         raw = props.get(f"{METADATA_PREFIX}iospec")
         if raw is None:
             raise ValueError("model metadata has no toolkit I/O spec")

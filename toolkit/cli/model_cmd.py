@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -37,8 +36,8 @@ def import_legacy(
 
 
 def summary(
-    ckpt: Optional[Path] = typer.Argument(None, help="A toolkit checkpoint (default: a fresh network at 128 px)."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Input size (default: the checkpoint's, or 128)."),
+    ckpt: Path | None = typer.Argument(None, help="A toolkit checkpoint (default: a fresh network at 128 px)."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Input size (default: the checkpoint's, or 128)."),
 ) -> None:
     """The layer table with output shapes and parameter counts."""
     _need_torch()
@@ -78,9 +77,8 @@ def export(
     _need_torch()
     from export.formats import run_exports
 
-    from ..fsutil import ensure_dir
-
     from ..checkpoint import load_checkpoint
+    from ..fsutil import ensure_dir
 
     existing_path(ckpt)
     load_checkpoint(ckpt)  # a bad checkpoint is bad input (exit 2), not a failed export

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -34,15 +33,15 @@ def infer(
 
 
 def parity(
-    model: List[Path] = typer.Option(..., "--model", "-m", help="Model(s) to check (repeat the option)."),
-    reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="PyTorch checkpoint (default: the one in the model's metadata)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Data set folder or zip (default: a small synthetic set)."),
+    model: list[Path] = typer.Option(..., "--model", "-m", help="Model(s) to check (repeat the option)."),
+    reference: Path | None = typer.Option(None, "--reference", "-r", help="PyTorch checkpoint (default: the one in the model's metadata)."),
+    data: Path | None = typer.Option(None, "--data", help="Data set folder or zip (default: a small synthetic set)."),
     limit: int = typer.Option(16, "--limit", help="Number of pairs to compare on."),
     batch_size: int = typer.Option(8, "--batch-size"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON."),
-    max_abs: Optional[float] = typer.Option(None, "--max-abs", help="Override: max |model - torch|."),
-    mask_iou: Optional[float] = typer.Option(None, "--mask-iou", help="Override: minimum mask IoU vs torch."),
-    depth_rmse: Optional[float] = typer.Option(None, "--depth-rmse", help="Override: maximum depth RMSE vs torch."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the report as JSON."),
+    max_abs: float | None = typer.Option(None, "--max-abs", help="Override: max |model - torch|."),
+    mask_iou: float | None = typer.Option(None, "--mask-iou", help="Override: minimum mask IoU vs torch."),
+    depth_rmse: float | None = typer.Option(None, "--depth-rmse", help="Override: maximum depth RMSE vs torch."),
 ) -> None:
     """Run each model beside the PyTorch reference; exit 1 when a threshold fails."""
     from ..compare import Thresholds, run_parity
@@ -57,7 +56,7 @@ def parity(
         raise CheckFailed("parity failed: " + "; ".join(f"{Path(r.model).name}: {', '.join(r.failures)}" for r in report.results if not r))
 
 
-def print_parity(report) -> None:  # noqa: ANN001 - a ParityReport
+def print_parity(report) -> None:
     table = Table(title=f"parity vs {Path(report.reference).name} on {report.pairs} pairs")
     for col in ("model", "backend", "precision", "max |d| mask", "max |d| depth", "mean |d|", "mask IoU", "mask Dice", "depth IoU", "depth RMSE", "verdict"):
         table.add_column(col)
@@ -72,7 +71,7 @@ def print_parity(report) -> None:  # noqa: ANN001 - a ParityReport
     console.print(table)
 
 
-def doctor(json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the checks as JSON.")) -> None:
+def doctor(json_out: Path | None = typer.Option(None, "--json", help="Also write the checks as JSON.")) -> None:
     """What is installed and usable: PyTorch and CUDA, ONNX Runtime providers, TensorRT."""
     from ..doctor import run_checks
 
@@ -89,7 +88,7 @@ def doctor(json_out: Optional[Path] = typer.Option(None, "--json", help="Also wr
 
 def demo(
     out: Path = typer.Option(Path("demo-run"), "--out", "-o", help="Folder for every artefact of the demo."),
-    epochs: int = typer.Option(4, "--epochs", help="Training epochs (the demo's budget)."),
+    epochs: int = typer.Option(10, "--epochs", help="Training epochs (the demo's budget)."),
     image_size: int = typer.Option(64, "--image-size", help="Training/model input size (multiple of 4)."),
 ) -> None:
     """The whole pipeline on the embedded default: synth -> train -> export -> infer -> parity."""
@@ -100,21 +99,22 @@ def demo(
 
         raise MissingDependency("PyTorch (the demo trains a model)", "train") from e
     from ..demo import DemoSettings, run_demo
-    from .common import image_size as check_size, positive
+    from .common import image_size as check_size
+    from .common import positive
 
     settings = DemoSettings(epochs=positive(epochs, "--epochs"), image_size=check_size(image_size))
-    result = run_demo(out, settings, say=console.print)
+    result = run_demo(out, settings, say=lambda line: console.print(line, markup=False, soft_wrap=True))
     total = sum(result.seconds.values())
     console.print(f"demo finished: parity {'PASS' if result.parity_passed else 'FAIL'}; stages took {total:.0f} s besides training")
 
 
 def bench(
-    model: List[Path] = typer.Option(..., "--model", "-m", help="Model(s); the first is the baseline for ratios."),
+    model: list[Path] = typer.Option(..., "--model", "-m", help="Model(s); the first is the baseline for ratios."),
     batch: str = typer.Option("1,8", "--batch", help="Comma-separated batch sizes."),
     warmup: int = typer.Option(3, "--warmup"),
     iters: int = typer.Option(20, "--iters"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads (default: the backend's)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows as JSON."),
+    threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: the backend's)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the rows as JSON."),
 ) -> None:
     """Latency percentiles and throughput per model and batch size, with same-run ratios."""
     from ..bench import bench as run

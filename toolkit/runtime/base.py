@@ -11,8 +11,9 @@ No torch here: opening an `.onnx` model must work on the edge install.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class Runner(abc.ABC):
     def precision(self) -> str:
         return self.metadata.get("toolkit.precision", "fp32")
 
-    def activate(self) -> "Runner":
+    def activate(self) -> Runner:
         if not self.active:
             self._activate()
             self.active = True
@@ -50,10 +51,10 @@ class Runner(abc.ABC):
             self._deactivate()
             self.active = False
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self.activate()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.deactivate()
 
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,0 +1,197 @@
+"""A synthetic data set in the original layout, with exact depth (numpy + Pillow only).
+
+Why: the original 9 GB set is not downloadable here, yet training, export and parity must run on
+a fresh machine. So this writes the same folders and names as dataset.md (`Background/`,
+`OverlayedImages/<it>/`, `OverlayedMasks/<it>/`, `DepthImage/<it>/`, or one zip per kind), and
+one reader serves both. Unlike the original (depth estimated by a network), the depth here is
+exact: each room is a box seen through a pinhole camera, ray-traced per pixel.
+
+Geometry: camera at (0, Hc, 0) looking along +z, y up, focal length f pixels, principal point
+(cx, cy). Pixel centre (u + 0.5, v + 0.5) has ray (dx, dy, 1) with dx = (u + 0.5 - cx) / f and
+dy = (cy - v - 0.5) / f, so the ray parameter t is the depth along the optical axis. Room: floor
+y = 0, ceiling y = Hr, back wall z = Zb, side walls x = -Xl and x = Xr; bookcases are boxes.
+A floor pixel therefore has depth Hc * f / (v + 0.5 - cy); a back-wall pixel has depth Zb.
+
+People are flat figures (head, torso, limbs as ellipses and capsules) standing upright on the
+floor at depth Z, given a rounded relief (each part bulges towards the camera by up to its
+half-thickness), so their depth is nearest-surface too; the composite is a true z-test.
+
+Depth files: 8-bit grey, near = bright, log-spaced between DEPTH_NEAR_M and DEPTH_FAR_M
+(`metres_to_gray`, `gray_to_metres`), so each grey level is the same ~1.2 % of the distance.
+Seeds: every background k, foreground m and placement it has its own random stream, so adding
+backgrounds never changes existing ones, and the same seed gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import UserError
+from ..fsutil import atomic_path, ensure_dir, write_bytes_atomic
+from .figures import Figure, make_figure, render_figure
+from .names import FOLDER_NAMES, format_background_name, format_pair_name
+from .scene import (  # re-exported: the synthetic set's depth mapping is part of its API
+    DEPTH_FAR_M,
+    DEPTH_NEAR_M,
+    Scene,
+    _rng,
+    gray_to_metres,
+    make_scene,
+    metres_to_gray,
+)
+
+JPEG_QUALITY = 95
+SUPERSAMPLE = 3  # odd, so the centre sub-sample of each pixel is the pixel centre
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+__all__ = ["DEPTH_FAR_M", "DEPTH_NEAR_M", "SynthReport", "gray_to_metres", "make_figure", "make_scene",
+           "metres_to_gray", "synthesize"]
+
+
+
+# -- compositing and writing ----------------------------------------------------------------
+def _blocks(a: np.ndarray, ss: int) -> np.ndarray:
+    """Mean over each ss x ss block (sub-samples -> pixels)."""
+    h, w = a.shape[0] // ss, a.shape[1] // ss
+    return a.reshape(h, ss, w, ss, *a.shape[2:]).mean(axis=(1, 3))
+
+
+def composite(scene: Scene, sub: dict, bg: np.ndarray, fig: Figure, place: tuple[float, float],
+              mirror: bool, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stand `fig` in `scene` at a placement: (fgbg HxWx3, mask coverage HxW, depth metres HxW).
+
+    `place` = (share of the free depth range, share of the free width); `bg` is the background
+    image as written (noise included) so the composite differs from it only where the person is.
+    """
+    c, ss, half = scene.camera, SUPERSAMPLE, fig.half_width
+    x, z = scene.place(fig, place)
+    u0 = int(np.clip(math.floor(c.cx + c.f * (x - half) / z), 0, c.size))
+    u1 = int(np.clip(math.ceil(c.cx + c.f * (x + half) / z) + 1, 0, c.size))
+    v0 = int(np.clip(math.floor(c.cy - c.f * (fig.height + 0.05 - c.height) / z), 0, c.size))
+    v1 = int(np.clip(math.ceil(c.cy + c.f * c.height / z) + 1, 0, c.size))
+    mid = ss // 2
+    depth = sub["depth"][mid::ss, mid::ss].copy()
+    fgbg, mask = bg.copy(), np.zeros(depth.shape)
+    if u1 <= u0 or v1 <= v0:
+        return fgbg, mask, depth
+    cu = (np.arange(u0 * ss, u1 * ss) + 0.5) / ss
+    cv = (np.arange(v0 * ss, v1 * ss) + 0.5) / ss
+    fx = (z * (cu - c.cx) / c.f - x) * (-1.0 if mirror else 1.0)
+    fy = c.height + z * (c.cy - cv) / c.f
+    pd, pcol = render_figure(fig, fx, fy, z)
+    vis = pd < sub["depth"][v0 * ss:v1 * ss, u0 * ss:u1 * ss]
+    to_l = scene.light - np.array([x, 1.2, z])
+    d2 = float((to_l ** 2).sum())
+    light = (scene.ambient + 0.8 * max(0.0, -to_l[2]) / math.sqrt(d2) / (1 + 0.05 * d2)) * scene.exposure
+    cov = _blocks(vis.astype(float), ss)
+    person = _blocks(pcol * vis[..., None], ss) * light * scene.light_tint
+    noise = rng.normal(0, 0.012, person.shape)
+    fgbg[v0:v1, u0:u1] = bg[v0:v1, u0:u1] * (1 - cov[..., None]) + (person + noise) * cov[..., None]
+    mask[v0:v1, u0:u1] = cov
+    centre = vis[mid::ss, mid::ss]
+    depth[v0:v1, u0:u1] = np.where(centre, pd[mid::ss, mid::ss], depth[v0:v1, u0:u1])
+    return np.clip(fgbg, 0, 1), mask, depth
+
+
+def _jpeg(arr01: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(arr01, 0, 1) * 255 + 0.5).astype(np.uint8)).save(buf, "JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
+class _Writer:
+    """Writes members either as files under `out` or into one zip per kind (atomic either way)."""
+
+    def __init__(self, out: Path, zipped: bool):
+        self.out, self.zipped, self.count = out, zipped, 0
+        self._stack = contextlib.ExitStack()
+        self._zips: dict[str, zipfile.ZipFile] = {}
+
+    def __enter__(self) -> _Writer:  # noqa: PYI034 (typing.Self needs 3.11)
+        if self.zipped:
+            for kind, folder in FOLDER_NAMES.items():
+                tmp = self._stack.enter_context(atomic_path(self.out / f"{folder}.zip"))
+                self._zips[kind] = self._stack.enter_context(zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.__exit__(*exc)
+
+    def add(self, kind: str, member: str, data: bytes) -> None:
+        if self.zipped:  # fixed date, mode and system: same inputs, same zip bytes
+            info = zipfile.ZipInfo(member, ZIP_DATE)
+            info.compress_type, info.external_attr, info.create_system = zipfile.ZIP_STORED, 0o644 << 16, 3
+            self._zips[kind].writestr(info, data)
+        else:
+            write_bytes_atomic(self.out / member, data)
+        self.count += 1
+
+    def written(self) -> list[Path]:
+        return [self.out / (f"{f}.zip" if self.zipped else f) for f in FOLDER_NAMES.values()]
+
+
+@dataclass(frozen=True)
+class SynthReport:
+    out: Path
+    backgrounds: int
+    foregrounds: int
+    placements: int
+    size: int
+    seed: int
+    zipped: bool
+    files: int
+    written: tuple[Path, ...]
+
+    @property
+    def pairs(self) -> int:
+        return self.backgrounds * self.foregrounds * self.placements
+
+    def summary(self) -> str:
+        what = "zip files" if self.zipped else "folders"
+        return (f"wrote {self.files} images ({self.backgrounds} backgrounds, {self.pairs} pairs, "
+                f"{self.size}x{self.size}, seed {self.seed}) to {self.out} as {what}: "
+                + ", ".join(p.name for p in self.written))
+
+
+def synthesize(out: str | Path, backgrounds: int = 8, foregrounds: int = 6, placements: int = 2,
+               size: int = 160, seed: int = 0, zip: bool = False) -> SynthReport:
+    """Write a synthetic set in the original layout under `out` (folders, or zips with `zip`).
+
+    Files of the same names are replaced (atomically); nothing else in `out` is touched. Members
+    are generated in a fixed order (s, it, p); the second half of the placements use the mirrored
+    foregrounds, as iterations 20..39 did in the original.
+    """
+    for name, v, lo in (("backgrounds", backgrounds, 1), ("foregrounds", foregrounds, 1),
+                        ("placements", placements, 1), ("size", size, 32), ("seed", seed, 0)):
+        if int(v) < lo:
+            raise UserError(f"synth: {name} must be at least {lo}, got {v}")
+    if size > 4096:
+        raise UserError(f"synth: size must be at most 4096, got {size}")
+    out = ensure_dir(out)
+    figures = [make_figure(seed, m) for m in range(1, foregrounds + 1)]
+    places = [tuple(_rng(seed, 3, it).uniform([0, 0.1], [1, 0.9])) for it in range(placements)]
+    first_mirrored = (placements + 1) // 2
+    with _Writer(out, zip) as w:
+        for k in range(1, backgrounds + 1):
+            scene = make_scene(seed, k, size)
+            sub = scene.render(SUPERSAMPLE)
+            rng = _rng(seed, 4, k)
+            bg = np.clip(_blocks(sub["rgb"], SUPERSAMPLE) + rng.normal(0, 0.012, (size, size, 3)), 0, 1)
+            w.add("bg", f"{FOLDER_NAMES['bg']}/{format_background_name(k)}", _jpeg(bg))
+            for it in range(placements):
+                for m, fig in enumerate(figures, start=1):
+                    fgbg, mask, depth = composite(scene, sub, bg, fig, places[it], it >= first_mirrored, rng)
+                    name = format_pair_name(k, m, it)
+                    w.add("fgbg", f"{FOLDER_NAMES['fgbg']}/{it}/{name}", _jpeg(fgbg))
+                    w.add("mask", f"{FOLDER_NAMES['mask']}/{it}/{name}", _jpeg(mask))
+                    w.add("depth", f"{FOLDER_NAMES['depth']}/{it}/{name}", _jpeg(metres_to_gray(depth)))
+    return SynthReport(out, backgrounds, foregrounds, placements, size, seed, bool(zip), w.count,
+                       tuple(w.written()))

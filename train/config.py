@@ -1,0 +1,143 @@
+"""What a training run is asked to do (`TrainConfig`) and how the network is trained (`RECIPES`).
+
+A recipe is everything that defines *how* the weights are fitted — optimiser, learning rate,
+losses and their weights, and the output decoding the losses imply — so a checkpoint can name
+its recipe and an exported model decodes its outputs the way they were trained. Recipes are a
+table so new ones are one entry, not a new code path. The config is what a user chooses per run
+(data, size, epochs, device, ...); it is stored in every checkpoint so `--resume` can restore it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import UserError
+from toolkit.spec import SEED_SPEC, IOSpec
+
+DEFAULT_OUT = Path("runs/train")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the weights are fitted. Losses are computed on the raw outputs against targets
+    encoded into the raw space with the spec's decoding (`Decoding.encode_target`)."""
+
+    name: str
+    description: str
+    spec: IOSpec = SEED_SPEC  # only its decodings matter here; the size comes from the config
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str = "constant"  # stepped once per optimiser step
+    mask_loss: str = "l1"
+    depth_loss: str = "l1"
+    mask_weight: float = 1.0
+    depth_weight: float = 2.0
+
+
+RECIPES: dict[str, Recipe] = {
+    "seed": Recipe(
+        name="seed",
+        description="the original author's: SGD lr 0.01 momentum 0.9, L1(mask) + 2 L1(depth) on "
+        "targets normalised with mask 0.079/0.254 and depth 0.35/0.208, affine_clip decoding",
+    ),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise UserError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}") from None
+
+
+# Fields that decide the weights' trajectory: a resumed run must keep them as they were.
+TRAJECTORY_FIELDS = ("data", "batch_size", "image_size", "lr", "momentum", "recipe", "seed", "holdout")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. `None` means: data -> a synthetic set made in `<out>/data`; out ->
+    `runs/train` (or the folder of the run being resumed); lr / momentum -> the recipe's;
+    max_steps -> no limit beyond `epochs`."""
+
+    data: Path | None = None
+    out: Path | None = None
+    epochs: int = 12
+    batch_size: int = 32
+    image_size: int = 128
+    lr: float | None = None
+    momentum: float | None = None
+    device: str = "auto"
+    max_steps: int | None = None
+    recipe: str = "seed"
+    seed: int = 0
+    workers: int = 2
+    holdout: float = 0.2
+    log_every: int = 10
+    resume: Path | None = None
+    tensorboard: bool = True
+    samples: bool = True
+    synth: dict[str, int] = field(default_factory=dict)  # options for the default synthetic set
+
+    def validate(self) -> TrainConfig:
+        """Reject bad options with one line each, before any work is done."""
+        def positive(name: str, value: Any) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise UserError(f"{name} must be a positive whole number, got {value!r}")
+
+        positive("epochs", self.epochs)
+        positive("batch size", self.batch_size)
+        positive("image size", self.image_size)
+        positive("log_every", self.log_every)
+        if self.image_size % 4:
+            raise UserError(f"image size must be a multiple of 4 (the network pools twice), got {self.image_size}")
+        if self.max_steps is not None:
+            positive("max steps", self.max_steps)
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise UserError(f"workers must be 0 or more, got {self.workers!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if not 0.0 < float(self.holdout) < 1.0:
+            raise UserError(f"holdout must be between 0 and 1 (exclusive), got {self.holdout}")
+        for name, value in (("lr", self.lr), ("momentum", self.momentum)):
+            if value is not None and not (float(value) >= 0.0 and float(value) < float("inf")):
+                raise UserError(f"{name} must be a finite number >= 0, got {value}")
+        if self.lr is not None and self.lr <= 0:
+            raise UserError(f"lr must be > 0, got {self.lr}")
+        get_recipe(self.recipe)
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out is not None else DEFAULT_OUT
+
+    @property
+    def effective_lr(self) -> float:
+        return float(self.lr) if self.lr is not None else get_recipe(self.recipe).lr
+
+    @property
+    def effective_momentum(self) -> float:
+        return float(self.momentum) if self.momentum is not None else get_recipe(self.recipe).momentum
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (paths as strings) so it survives `torch.load(weights_only=True)`."""
+        d = dataclasses.asdict(self)
+        for k in ("data", "out", "resume"):
+            d[k] = None if d[k] is None else str(d[k])
+        d["synth"] = dict(self.synth)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        for k in ("data", "out", "resume"):
+            if kw.get(k) is not None:
+                kw[k] = Path(kw[k])
+        return cls(**kw)
