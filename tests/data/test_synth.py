@@ -9,17 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from toolkit.data.figures import make_figure
 from toolkit.data.names import parse_pair_name
+from toolkit.data.scene import BACK_WALL, BOX, FLOOR
 from toolkit.data.synth import (
-    BACK_WALL,
-    BOX,
     DEPTH_FAR_M,
     DEPTH_NEAR_M,
-    FLOOR,
     SUPERSAMPLE,
     composite,
     gray_to_metres,
-    make_figure,
     make_scene,
     metres_to_gray,
     synthesize,
