@@ -26,7 +26,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check toolkit train export tests benchmarks
+	$(BIN)/ruff check toolkit train export tests
 
 clean:
 	rm -rf $(VENV) demo-run runs .pytest_cache

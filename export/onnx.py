@@ -61,7 +61,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = OPSET) 
     with tempfile.TemporaryDirectory(prefix="toolkit-export-") as tmp:
         raw = Path(tmp) / "model.onnx"
         _torch_export(model, raw, spec.height, spec.width, opset)
-        proto = _finish(raw, export_metadata(spec, checkpoint, ckpt, "fp32"))
+        proto = _finish(raw, export_metadata(spec, checkpoint, ckpt, "fp32", out))
         final = Path(tmp) / "final.onnx"
         final.write_bytes(proto.SerializeToString())
         check = compare_with_torch(final, model)

@@ -29,7 +29,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     if block_torch:
         code += "sys.modules['torch'] = None  # any `import torch` now raises ImportError\n"
     code += "from toolkit.cli import main\nmain(sys.argv[1:])\n"
-    full_env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200", **(env or {}))
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    full_env.pop("COLUMNS", None)  # output is piped here, as in CI logs: it must not be cut
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, timeout=600
     )

@@ -29,7 +29,7 @@ def test_refuses_a_pickle_that_needs_code(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bad = tmp_path / "evil.pt"
     torch.save({"format": "toolkit.checkpoint", "payload": _Evil()}, bad)
-    with pytest.raises(UserError, match="evil.pt: not a toolkit checkpoint"):
+    with pytest.raises(UserError, match="evil.pt: refused: the file needs code to load"):
         load_checkpoint(bad)
     assert not (tmp_path / "PWNED").exists()
 

@@ -40,11 +40,6 @@ def test_import_legacy_refuses_a_forbidden_global(tmp_path):
     assert not (tmp_path / "o.pt").exists() and not (tmp_path / "PWNED").exists()
 
 
-def test_export_writes_model_onnx(imported_ckpt, tmp_path):
-    r = run_cli("export", str(imported_ckpt), "--out", str(tmp_path / "exp"))
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "exp" / "model.onnx").is_file()
-    assert "max abs diff" in r.stdout
 
 
 @pytest.mark.parametrize(
@@ -86,3 +81,34 @@ def test_debug_shows_the_traceback(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"x")
     r = run_cli("summary", str(tmp_path / "junk.pt"), "--debug")
     assert r.returncode == 2 and "Traceback" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args,says",
+    [(["nosuchcommand"], "--help"), (["infer"], "--help"), (["summary", "--image-size", "abc"], "--help"),
+     (["bench", "--model", "x.onnx", "--batch", ","], "--batch"), (["bench", "--model", "x.onnx", "--threads", "-1"], "--threads")],
+)
+def test_usage_errors_are_one_line(args, says, exported_onnx):
+    r = run_cli(*[str(exported_onnx) if a == "x.onnx" else a for a in args])
+    assert r.returncode == 2
+    assert says in _one_clean_line(r)
+
+
+def test_summary_explanation_is_one_line_when_piped():
+    r = run_cli("summary")
+    assert r.returncode == 0, r.stderr
+    line = next(line for line in r.stdout.splitlines() if "677,824" in line)
+    assert "493,408 used" in line and "155,648" in line
+
+
+def test_outputs_get_the_usual_file_mode(imported_ckpt, tmp_path):
+    import os
+    import stat
+
+    r = run_cli("export", str(imported_ckpt), "--out", str(tmp_path / "exp"))
+    assert r.returncode == 0, r.stderr
+    assert "max abs diff" in r.stdout
+    mode = stat.S_IMODE(os.stat(tmp_path / "exp" / "model.onnx").st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask

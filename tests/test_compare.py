@@ -12,21 +12,25 @@ from toolkit.compare import Thresholds, compare_runners, run_parity
 from toolkit.runtime import open_runner
 
 
-@pytest.fixture(scope="module")
-def perturbed_onnx(exported_onnx, tmp_path_factory):
-    """The fp32 export with the final depth/mask convolution's weights scaled by 1.05."""
+def _edit_last_conv(exported_onnx, out, edit):
+    """A copy of the fp32 export with the final convolution's weights changed by `edit`."""
     m = onnx.load(str(exported_onnx))
     convs = [n for n in m.graph.node if n.op_type == "Conv"]
     last_weight = convs[-1].input[1]
     for init in m.graph.initializer:
         if init.name == last_weight:
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.05, init.name))
+            init.CopyFrom(numpy_helper.from_array(edit(numpy_helper.to_array(init)), init.name))
             break
     else:
         pytest.fail("final convolution weight not found among initializers")
-    out = tmp_path_factory.mktemp("perturbed") / "perturbed.onnx"
     onnx.save(m, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def perturbed_onnx(exported_onnx, tmp_path_factory):
+    """Final convolution's weights scaled by 1.05: close, but not fp32-equal."""
+    return _edit_last_conv(exported_onnx, tmp_path_factory.mktemp("perturbed") / "perturbed.onnx", lambda w: w * 1.05)
 
 
 def test_fp32_export_passes(exported_onnx, imported_ckpt):
@@ -67,3 +71,45 @@ def test_cli_exit_codes_and_json(exported_onnx, perturbed_onnx, imported_ckpt, t
                   str(imported_ckpt), "--limit", "2")
     assert bad.returncode == 1
     assert "perturbed.onnx" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_nan_outputs_fail_and_json_stays_valid(exported_onnx, imported_ckpt, tmp_path):
+    def poison(w):
+        w = w.copy()
+        w.flat[0] = np.nan
+        return w
+
+    nan_model = _edit_last_conv(exported_onnx, tmp_path / "nan.onnx", poison)
+    lenient = Thresholds(max_abs=1.0, mask_iou=0.0, depth_rmse=1.0)
+    report = run_parity([nan_model], imported_ckpt, limit=2, batch_size=2, overrides=lenient)
+    assert not report
+    r = report.results[0]
+    assert sum(r.nonfinite.values()) > 0 and any("NaN" in f for f in r.failures)
+    assert r.max_abs["mask"] == float("inf")
+    json.dumps(report.to_dict(), allow_nan=False)  # NaN/inf become null
+
+
+def test_mask_iou_threshold_is_judged(perturbed_onnx, imported_ckpt):
+    strict = Thresholds(max_abs=1.0, mask_iou=1.01)  # nothing can reach it
+    report = run_parity([perturbed_onnx], imported_ckpt, limit=2, batch_size=2, overrides=strict)
+    assert [f for f in report.results[0].failures if f.startswith("mask IoU")]
+
+
+def test_reference_found_from_metadata(tmp_path, imported_ckpt):
+    """Export into a sibling folder; parity finds the checkpoint by the recorded relative path."""
+    import shutil
+
+    from export.onnx import export_onnx
+
+    run = tmp_path / "run"
+    run.mkdir()
+    ckpt = shutil.copy(imported_ckpt, run / "best.pt")
+    onnx_path, _ = export_onnx(ckpt, tmp_path / "exports" / "model.onnx")
+    r = run_cli("parity", "--model", str(onnx_path), "--limit", "2", cwd=tmp_path.parent)
+    assert r.returncode == 0, r.stderr
+    assert "best.pt" in r.stdout and "PASS" in r.stdout
+
+
+def test_threshold_options_are_range_checked(exported_onnx, imported_ckpt):
+    r = run_cli("parity", "--model", str(exported_onnx), "--reference", str(imported_ckpt), "--mask-iou", "2")
+    assert r.returncode == 2 and "--mask-iou" in r.stderr

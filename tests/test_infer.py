@@ -68,3 +68,21 @@ def test_different_sizes_are_reconciled_and_said(exported_onnx, tmp_path):
     report = infer_files(exported_onnx, tmp_path / "bg.png", tmp_path / "fg.png", tmp_path / "out")
     assert any("resized" in n for n in report.notes)
     _check_outputs(tmp_path / "out", (64, 48))
+
+
+def test_folder_with_a_bad_image_writes_the_rest_and_fails(exported_onnx, tmp_path):
+    from tests.conftest import run_cli
+
+    (tmp_path / "bgs").mkdir()
+    (tmp_path / "fgs").mkdir()
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (64, 64), (100, 90, 80)).save(tmp_path / "bgs" / f"{name}.jpg")
+        Image.new("RGB", (64, 64), (100, 90, 80)).save(tmp_path / "fgs" / f"{name}.jpg")
+    (tmp_path / "fgs" / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (tmp_path / "fgs" / "d.jpg").mkdir()  # a folder with an image's name is not a pair
+    r = run_cli("infer", str(tmp_path / "bgs"), str(tmp_path / "fgs"), "--model", str(exported_onnx),
+                "--out", str(tmp_path / "out"), "--batch-size", "2")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "b.jpg" in r.stderr and "1 of 3 pair(s)" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "c"]
+    _check_outputs(tmp_path / "out" / "a", (64, 64))

@@ -56,7 +56,8 @@ class _Evil:
         (__import__("subprocess").Popen, "true", "subprocess.Popen"),
     ],
 )
-def test_refuses_forbidden_globals_and_runs_nothing(tmp_path, fn, arg, name):
+def test_refuses_forbidden_globals_and_runs_nothing(tmp_path, monkeypatch, fn, arg, name):
+    monkeypatch.chdir(tmp_path)  # `touch PWNED` would land here if anything ran
     bad = tmp_path / "evil.pt"
     bad.write_bytes(_legacy_file(pickle.dumps(_Evil(fn, arg), protocol=4)))
     with pytest.raises(LegacyImportError, match=name):
@@ -92,3 +93,42 @@ def test_storage_bytes_must_be_complete(tmp_path, legacy_fixture):
     bad.write_bytes(legacy_fixture.read_bytes()[:-4])
     with pytest.raises(LegacyImportError, match="truncated"):
         read_legacy(bad)
+
+
+def _module_pickle(modules) -> bytes:
+    """A legacy-layout file whose root is an allowed `__main__.Net` with a chosen `_modules`."""
+    body = (
+        b"\x80\x02c__main__\nNet\nq\x00)\x81q\x01}q\x02(X\x08\x00\x00\x00_modulesq\x03"
+        + pickle.dumps(modules, protocol=2)[2:-1]
+        + b"ub."
+    )
+    return _legacy_file(body)
+
+
+def test_malformed_module_state_is_a_clear_error(tmp_path):
+    bad = tmp_path / "badmod.pt"
+    bad.write_bytes(_module_pickle(7))
+    with pytest.raises(LegacyImportError, match="badmod.pt: malformed module state"):
+        read_legacy(bad)
+
+
+def test_self_referencing_pickle_is_a_clear_error(tmp_path):
+    import collections
+
+    loop = collections.OrderedDict()
+    loop["x"] = loop
+    bad = tmp_path / "cyclic.pt"
+    bad.write_bytes(_legacy_file(pickle.dumps(loop, protocol=2)))
+    with pytest.raises(LegacyImportError, match="cyclic.pt"):
+        read_legacy(bad)
+
+
+def test_a_toolkit_checkpoint_needs_no_import(imported_ckpt):
+    with pytest.raises(LegacyImportError, match="already a toolkit checkpoint"):
+        read_legacy(imported_ckpt)
+
+
+def test_epoch_comes_from_the_file_name(legacy_fixture, tmp_path):
+    assert import_legacy(legacy_fixture, tmp_path / "a.pt").epoch == 12  # eva4-week15-epoch12.pt
+    assert import_legacy(legacy_fixture, tmp_path / "b.pt", epoch=3).epoch == 3
+    assert load_checkpoint(tmp_path / "a.pt")["epoch"] == 12

@@ -18,6 +18,8 @@ import numpy as np
 from .errors import UserError
 from .runtime import open_runner
 
+MAX_BATCH = 256  # the exported models' dynamic batch limit
+
 
 @dataclass
 class BenchRow:
@@ -46,8 +48,10 @@ def bench(
 ) -> list[BenchRow]:
     if not models:
         raise UserError("bench: give at least one --model")
-    if any(b <= 0 for b in batches) or warmup < 0 or iters <= 0:
-        raise UserError("bench: batch sizes and --iters must be positive, --warmup not negative")
+    if any(b <= 0 or b > MAX_BATCH for b in batches) or warmup < 0 or iters <= 0:
+        raise UserError(f"bench: batch sizes must be in 1..{MAX_BATCH}, --iters positive, --warmup not negative")
+    if threads is not None and threads <= 0:
+        raise UserError(f"bench: --threads must be a positive number, got {threads}")
     rows: list[BenchRow] = []
     baseline: dict[int, float] = {}
     rng = np.random.default_rng(0)

@@ -69,16 +69,14 @@ def load_checkpoint(path: str | Path, *, check_finite: bool = True) -> dict[str,
         raise UserError(f"{path}: is a folder, expected a checkpoint file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "GLOBAL" in str(e):
-            raise UserError(
-                f"{path}: not a toolkit checkpoint (it needs code to load; "
-                f"for the original author's files use `toolkit import-legacy`)"
-            ) from e
-        raise UserError(f"{path}: not a readable checkpoint ({first})") from e
     except Exception as e:  # torch.load raises many types on garbage (KeyError, RuntimeError, ...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = str(e)
+        if isinstance(e, pickle.UnpicklingError) and ("Unsupported global" in text or "GLOBAL" in text):
+            raise UserError(
+                f"{path}: refused: the file needs code to load, which a toolkit checkpoint never does "
+                f"(for the original author's files use `toolkit import-legacy`)"
+            ) from e
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise UserError(f"{path}: not a readable checkpoint ({first[:200]})") from e
     validate_checkpoint(ckpt, path, check_finite=check_finite)
     return ckpt

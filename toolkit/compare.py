@@ -54,6 +54,8 @@ class ParityResult:
     depth_iou: float
     depth_rmse: float
     thresholds: Thresholds
+    nonfinite: dict[str, int] = field(default_factory=dict)  # NaN/inf values the model produced
+    empty_masks: int = 0  # images where both masks are empty (their IoU of 1.0 says little)
     failures: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -61,6 +63,9 @@ class ParityResult:
 
     def judge(self) -> ParityResult:
         t, f = self.thresholds, []
+        bad = sum(self.nonfinite.values())
+        if bad:
+            f.append(f"{bad} NaN/inf output values")
         worst = max(self.max_abs.values())
         if t.max_abs is not None and not worst <= t.max_abs:
             f.append(f"max abs diff {worst:.2e} > {t.max_abs:.0e}")
@@ -74,7 +79,7 @@ class ParityResult:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = _finite_or_none(asdict(self))
         d["passed"] = bool(self)
         return d
 
@@ -90,6 +95,8 @@ class ParityReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "note": "mask/depth figures are measured against the reference's outputs; "
+            "empty_masks counts images where both masks are empty",
             "reference": self.reference,
             "pairs": self.pairs,
             "passed": bool(self),
@@ -104,6 +111,7 @@ class _Accumulator:
         self.max_abs = {n: 0.0 for n in OUTPUT_NAMES}
         self.abs_sum = {n: 0.0 for n in OUTPUT_NAMES}
         self.count = 0
+        self.nonfinite = {n: 0 for n in OUTPUT_NAMES}
         self.got: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
         self.ref: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
 
@@ -111,9 +119,13 @@ class _Accumulator:
         for n in OUTPUT_NAMES:
             if got[n].shape != ref[n].shape:
                 raise UserError(f"output {n} has shape {list(got[n].shape)}, the reference {list(ref[n].shape)}")
+            bad = int((~np.isfinite(got[n])).sum())
+            self.nonfinite[n] += bad
             d = np.abs(got[n].astype(np.float64) - ref[n])
-            self.max_abs[n] = max(self.max_abs[n], float(d.max()) if d.size else 0.0)
-            self.abs_sum[n] += float(d.sum())
+            # NaN compares false with everything: count it as an infinite difference instead.
+            worst = float("inf") if bad else (float(d.max()) if d.size else 0.0)
+            self.max_abs[n] = max(self.max_abs[n], worst)
+            self.abs_sum[n] += float(np.nan_to_num(d, nan=np.inf).sum())
             self.got[n].append(got[n])
             self.ref[n].append(ref[n])
         self.count += int(ref[OUTPUT_NAMES[0]].size)
@@ -133,7 +145,25 @@ class _Accumulator:
             depth_iou=metrics.depth_iou(got["depth"], ref["depth"]),
             depth_rmse=metrics.rmse(got["depth"], ref["depth"]),
             thresholds=thresholds,
+            nonfinite=dict(self.nonfinite),
+            empty_masks=_both_empty(got["mask"], ref["mask"]),
         ).judge()
+
+
+def _both_empty(got: np.ndarray, ref: np.ndarray, threshold: float = 0.5) -> int:
+    flat = lambda a: a.reshape(a.shape[0], -1) > threshold  # noqa: E731
+    return int((~flat(got).any(axis=1) & ~flat(ref).any(axis=1)).sum())
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def compare_runners(
@@ -183,18 +213,20 @@ def dataset_feeds(
 
 
 def find_reference(model: Path, runner: Runner) -> Path:
-    """The checkpoint a model's metadata names, looked up beside the model (sha256 checked)."""
+    """The checkpoint a model's metadata names: its recorded path relative to the model, then
+    its name beside the model or in the current folder; the SHA-256 must match."""
     from .fsutil import sha256_file
 
     name = runner.metadata.get("toolkit.checkpoint")
     digest = runner.metadata.get("toolkit.checkpoint_sha256")
+    rel = runner.metadata.get("toolkit.checkpoint_relpath")
     if not name:
         raise UserError(f"{model}: its metadata names no checkpoint; pass --reference CKPT")
-    for folder in (model.parent, model.parent.parent, Path.cwd()):
-        candidate = folder / name
+    candidates = ([model.parent / rel] if rel else []) + [model.parent / name, Path.cwd() / name]
+    for candidate in candidates:
         if candidate.is_file() and (not digest or sha256_file(candidate) == digest):
             return candidate
-    raise UserError(f"{model}: reference checkpoint '{name}' (from its metadata) not found beside it; pass --reference CKPT")
+    raise UserError(f"{model}: reference checkpoint '{rel or name}' (from its metadata) not found or changed; pass --reference CKPT")
 
 
 def run_parity(

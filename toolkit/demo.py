@@ -62,11 +62,9 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, say: Callabl
         return path
 
     data = out / "data"
-    if not data.is_dir():
-        partial = out / ".data.partial"
-        stage("synth", lambda: (synthesize(partial, backgrounds=s.backgrounds, foregrounds=s.foregrounds,
-                                           placements=s.placements, size=s.synth_size, seed=s.seed),
-                                partial.rename(data), data)[-1])
+    if not data.is_dir():  # synthesize writes a partial folder and renames it: atomic
+        stage("synth", lambda: (synthesize(data, backgrounds=s.backgrounds, foregrounds=s.foregrounds,
+                                           placements=s.placements, size=s.synth_size, seed=s.seed), data)[-1])
     else:
         result.artefacts["synth"] = data
         say(f"[synth] {data}  (reused)")

@@ -28,11 +28,13 @@ def _module(name: str) -> Any | None:
         return None
 
 
-def _simple(name: str, module: str, role: str, extra: str) -> Callable[[], Check]:
+def _simple(name: str, module: str, role: str) -> Callable[[], Check]:
+    """A package of the edge install: missing means the install itself is broken."""
+
     def check() -> Check:
         m = _module(module)
         if m is None:
-            return Check(name, "-", False, f"missing: {role} unavailable", f"pip install 'toolkit[{extra}]'")
+            return Check(name, "-", False, f"missing: {role} unavailable", "pip install toolkit")
         return Check(name, str(getattr(m, "__version__", "?")), True, role)
 
     return check
@@ -80,9 +82,9 @@ def _cuda_python() -> Check:
 
 CHECKS: tuple[Callable[[], Check], ...] = (
     lambda: Check("python", platform.python_version(), True, platform.platform()),
-    _simple("numpy", "numpy", "arrays", "edge"),
-    _simple("Pillow", "PIL", "image files", "edge"),
-    _simple("onnx", "onnx", "ONNX files and metadata", "edge"),
+    _simple("numpy", "numpy", "arrays"),
+    _simple("Pillow", "PIL", "image files"),
+    _simple("onnx", "onnx", "ONNX files and metadata"),
     _onnxruntime,
     _torch,
     _tensorrt,

@@ -34,6 +34,7 @@ class PairJob:
 class InferReport:
     written: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # one line per pair that could not be read
     pairs: int = 0
 
 
@@ -53,12 +54,12 @@ def pair_folders(bg_dir: Path, fgbg_dir: Path, out: Path) -> tuple[list[PairJob]
     """Pair by file stem; an fgbg named `combined_s<k>_...` also pairs with bg `Shelves_<k>`."""
     from .data.names import parse_background_name, parse_pair_name
 
-    bgs = {p.stem: p for p in sorted(bg_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    bgs = {p.stem: p for p in sorted(bg_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
     by_number = {n: p for p in bgs.values() if (n := parse_background_name(p.name)) is not None}
     jobs, notes = [], []
     unpaired = 0
     for f in sorted(fgbg_dir.iterdir()):
-        if f.suffix.lower() not in IMAGE_SUFFIXES:
+        if f.suffix.lower() not in IMAGE_SUFFIXES or not f.is_file():
             continue
         b = bgs.get(f.stem)
         if b is None and (name := parse_pair_name(f.name)) is not None:
@@ -109,7 +110,11 @@ def _batches(jobs: list[PairJob], n: int) -> Iterator[list[PairJob]]:
 def infer_files(
     model: str | Path | Runner, bg: str | Path, fgbg: str | Path, out: str | Path, *, batch_size: int = 8
 ) -> InferReport:
-    """Run `model` on a pair of images (or two folders of pairs) and write the PNGs under `out`."""
+    """Run `model` on a pair of images (or two folders of pairs) and write the PNGs under `out`.
+
+    A pair whose images cannot be read is skipped and reported in `failures`; the others are
+    written, each output atomically. A single pair that fails raises its error directly.
+    """
     if batch_size <= 0:
         raise UserError(f"--batch-size must be a positive number, got {batch_size}")
     out = Path(out)
@@ -122,15 +127,31 @@ def infer_files(
         assert runner.spec is not None
         size = runner.spec.size
         for group in _batches(jobs, batch_size):
-            loaded = [load_pair(job, size) for job in group]
+            loaded, ready = [], []
+            for job in group:
+                try:
+                    loaded.append(load_pair(job, size))
+                    ready.append(job)
+                except UserError as e:
+                    if len(jobs) == 1:
+                        raise
+                    report.failures.append(str(e))
+            if not ready:
+                continue
             feed = {
                 "bg": imageio.to_nchw([x[2] for x in loaded]),
                 "fgbg": imageio.to_nchw([x[3] for x in loaded]),
             }
             result = runner.infer(feed)
-            for i, (job, (bg_img, fg_img, _, _, note)) in enumerate(zip(group, loaded)):
+            for name, values in result.items():
+                bad = int((~np.isfinite(values)).sum())
+                if bad:
+                    report.notes.append(f"{runner.path.name} produced {bad} NaN/inf {name} values: the model is broken")
+            for i, (job, (bg_img, fg_img, _, _, note)) in enumerate(zip(ready, loaded)):
                 if note:
                     report.notes.append(note)
-                report.written += write_outputs(job.out, bg_img, fg_img, result["mask"][i, 0], result["depth"][i, 0])
+                mask = np.nan_to_num(result["mask"][i, 0], nan=0.0)
+                depth = np.nan_to_num(result["depth"][i, 0], nan=0.0)
+                report.written += write_outputs(job.out, bg_img, fg_img, mask, depth)
                 report.pairs += 1
     return report

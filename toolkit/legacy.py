@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -156,22 +157,28 @@ class LegacyModel:
 def read_legacy(path: str | Path) -> LegacyModel:
     """Parse a legacy whole-module (or state-dict) checkpoint into numpy arrays."""
     path = Path(path)
+    if path.is_dir():
+        raise LegacyImportError(f"{path}: is a folder, expected a checkpoint file")
     if not path.is_file():
         raise LegacyImportError(f"{path}: no such file")
     data = path.read_bytes()
     if not data:
         raise LegacyImportError(f"{path}: empty file")
+    state: dict[str, np.ndarray] = {}
     try:
         if zipfile.is_zipfile(io.BytesIO(data)):
             root, storages = _read_zip_layout(data, str(path))
         else:
             root, storages = _read_stream_layout(data, str(path))
+        if isinstance(root, dict) and root.get("format") == "toolkit.checkpoint":
+            raise LegacyImportError(f"{path}: already a toolkit checkpoint; no import needed")
+        _flatten(root, "", state, storages, str(path))
     except LegacyImportError:
         raise
-    except (pickle.UnpicklingError, EOFError, struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
-        raise LegacyImportError(f"{path}: not a readable legacy checkpoint ({type(e).__name__}: {e})") from e
-    state: dict[str, np.ndarray] = {}
-    _flatten(root, "", state, storages, str(path))
+    except (pickle.UnpicklingError, EOFError, struct.error, ValueError, TypeError, KeyError, IndexError,
+            AttributeError, RecursionError, zipfile.BadZipFile, MemoryError) as e:
+        detail = str(e).splitlines()[0][:200] if str(e) else ""
+        raise LegacyImportError(f"{path}: not a readable legacy checkpoint ({type(e).__name__}: {detail})") from e
     if not state:
         raise LegacyImportError(f"{path}: the file holds no tensors")
     root_class = root.qualname if isinstance(root, _Module) else type(root).__name__
@@ -236,6 +243,9 @@ def _tensor(ref: _TensorRef, storages: dict[str, np.ndarray], name: str, source:
 def _flatten(obj: Any, prefix: str, out: dict[str, np.ndarray], storages: dict[str, np.ndarray], source: str) -> None:
     if isinstance(obj, _Module):
         d = obj.__dict__
+        for group in ("_parameters", "_buffers", "_modules"):
+            if not isinstance(d.get(group) or {}, dict):
+                raise LegacyImportError(f"{source}: malformed module state ({prefix or 'root'}{group} is not a dict)")
         for group in ("_parameters", "_buffers"):
             for name, ref in (d.get(group) or {}).items():
                 if ref is not None:
@@ -256,12 +266,20 @@ def _flatten(obj: Any, prefix: str, out: dict[str, np.ndarray], storages: dict[s
 class ImportReport:
     source: Path
     out: Path
+    root_class: str
+    epoch: int
     tensors: int
     parameters: int
     dropped: dict[str, int]  # unused module -> parameter count dropped
 
 
-def import_legacy(source: str | Path, out: str | Path) -> ImportReport:
+def epoch_from_name(path: Path) -> int:
+    """The original files are `Models_pt/<epoch>.pt`: the number ending the stem, else 0."""
+    m = re.search(r"(\d+)$", path.stem)
+    return int(m.group(1)) if m else 0
+
+
+def import_legacy(source: str | Path, out: str | Path, *, epoch: int | None = None) -> ImportReport:
     """Convert an original checkpoint into the toolkit's format (seed recipe decoding, 128 px)."""
     import torch  # lazy: the edge install never gets here
 
@@ -281,10 +299,11 @@ def import_legacy(source: str | Path, out: str | Path) -> ImportReport:
                 dropped[module] = dropped.get(module, 0) + int(arr.size)
             continue
         state[key] = torch.from_numpy(arr.copy(order="C"))
+    epoch = epoch_from_name(source) if epoch is None else epoch
     ckpt = make_checkpoint(
         state,
         SEED_SPEC,
-        epoch=0,
+        epoch=epoch,
         recipe="seed",
         source=f"import-legacy {source.name} sha256:{sha256_file(source)}",
     )
@@ -293,4 +312,4 @@ def import_legacy(source: str | Path, out: str | Path) -> ImportReport:
     net.load_state_dict(ckpt["model"])
     params = sum(p.numel() for p in net.parameters())
     save_checkpoint(out, ckpt)
-    return ImportReport(source, out, len(state), params, dropped)
+    return ImportReport(source, out, legacy.root_class, epoch, len(state), params, dropped)

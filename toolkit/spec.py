@@ -12,6 +12,7 @@ No torch here: this module is part of the edge install.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -40,6 +41,12 @@ class Normalisation:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    def __post_init__(self) -> None:
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("normalisation needs 3 means and 3 stds (RGB)")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)) or min(self.std) <= 0:
+            raise ValueError("normalisation values must be finite, with std > 0")
+
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Normalise a `[N, 3, H, W]` float array (reference implementation in numpy)."""
         m = np.asarray(self.mean, np.float32).reshape(1, 3, 1, 1)
@@ -63,6 +70,8 @@ class Decoding:
     def __post_init__(self) -> None:
         if self.kind not in ("affine_clip", "sigmoid"):
             raise ValueError(f"unknown decoding kind {self.kind!r}")
+        if not (math.isfinite(self.scale) and math.isfinite(self.offset)) or self.scale == 0:
+            raise ValueError("decoding scale and offset must be finite, scale non-zero")
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         if self.kind == "sigmoid":
@@ -130,7 +139,7 @@ class IOSpec:
                 mask=Decoding(str(d["mask"]["kind"]), float(d["mask"]["scale"]), float(d["mask"]["offset"])),
                 depth=Decoding(str(d["depth"]["kind"]), float(d["depth"]["scale"]), float(d["depth"]["offset"])),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
             raise ValueError(f"invalid I/O spec: {e}") from e
 
     def to_metadata(self) -> dict[str, str]:
@@ -153,7 +162,10 @@ class IOSpec:
         raw = props.get(f"{METADATA_PREFIX}iospec")
         if raw is None:
             raise ValueError("model metadata has no toolkit I/O spec")
-        return cls.from_dict(json.loads(raw))
+        try:
+            return cls.from_dict(json.loads(raw))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"invalid I/O spec in metadata: {e}") from e
 
 
 SEED_SPEC = IOSpec()

@@ -52,9 +52,14 @@ class Summary:
         )
 
 
-def summarize(net: EVA4Net | None = None, height: int = 128, width: int = 128) -> Summary:
-    """Run one forward with hooks on every leaf module and collect the calls in order."""
-    net = (net or EVA4Net()).eval()
+def summarize(height: int = 128, width: int = 128) -> Summary:
+    """Run one forward with hooks on every leaf module and collect the calls in order.
+
+    The forward runs on PyTorch's `meta` device: shapes only, no memory for activations, so any
+    input size is cheap. Only the architecture matters here, not a checkpoint's weights.
+    """
+    with torch.device("meta"):
+        net = EVA4Net().eval()
     names = {m: n for n, m in net.named_modules()}
     rows: list[LayerRow] = []
     seen: set[nn.Module] = set()
@@ -71,7 +76,7 @@ def summarize(net: EVA4Net | None = None, height: int = 128, width: int = 128) -
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad():
-            x = torch.zeros(1, 3, height, width)
+            x = torch.zeros(1, 3, height, width, device="meta")
             net(x, x)
     finally:
         for h in handles:

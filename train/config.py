@@ -56,61 +56,85 @@ def get_recipe(name: str) -> Recipe:
         raise UserError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}") from None
 
 
-# Fields that decide the weights' trajectory: a resumed run must keep them as they were.
+# Fields that decide the weights' trajectory: a resumed run must keep them as they were (`data`
+# may point at a moved copy of the same set; see `train.state.load_resume`).
 TRAJECTORY_FIELDS = ("data", "batch_size", "image_size", "lr", "momentum", "recipe", "seed", "holdout")
+
+# What a field left at None means for a new run. None itself means "not given": a resumed run
+# then keeps the run's own value, and only options actually given are compared with the run's.
+DEFAULTS: dict[str, Any] = {"epochs": 12, "batch_size": 32, "image_size": 128, "recipe": "seed", "seed": 0,
+                            "workers": 2, "holdout": 0.2}
 
 
 @dataclass
 class TrainConfig:
-    """One training run. `None` means: data -> a synthetic set made in `<out>/data`; out ->
-    `runs/train` (or the folder of the run being resumed); lr / momentum -> the recipe's;
-    max_steps -> no limit beyond `epochs`."""
+    """One training run. `None` means "not given": data -> a synthetic set made in `<out>/data`;
+    out -> `runs/train` (or the folder of the run being resumed); lr / momentum -> the recipe's;
+    max_steps -> no limit beyond `epochs`. The fields of `DEFAULTS` take their default at once
+    for a new run; with `resume` set they stay None when not given and the resumed run's own
+    settings are used (`train.state.load_resume`), so an option given with the default's value
+    is told apart from one left out.
+
+    `deterministic` asks for deterministic kernels (and no cuDNN autotuning): on the CPU a
+    resumed run is bit-identical to an unbroken one anyway, on CUDA only with it."""
 
     data: Path | None = None
     out: Path | None = None
-    epochs: int = 12
-    batch_size: int = 32
-    image_size: int = 128
+    epochs: int | None = None
+    batch_size: int | None = None
+    image_size: int | None = None
     lr: float | None = None
     momentum: float | None = None
     device: str = "auto"
     max_steps: int | None = None
-    recipe: str = "seed"
-    seed: int = 0
-    workers: int = 2
-    holdout: float = 0.2
+    recipe: str | None = None
+    seed: int | None = None
+    workers: int | None = None
+    holdout: float | None = None
     log_every: int = 10
     resume: Path | None = None
     tensorboard: bool = True
     samples: bool = True
+    deterministic: bool = False
     synth: dict[str, int] = field(default_factory=dict)  # options for the default synthetic set
+
+    def __post_init__(self) -> None:
+        if self.resume is None:
+            for k, v in DEFAULTS.items():
+                if getattr(self, k) is None:
+                    setattr(self, k, v)
+
+    def with_defaults(self) -> TrainConfig:
+        """A copy with every unset field of `DEFAULTS` given its default."""
+        return dataclasses.replace(self, **{k: v for k, v in DEFAULTS.items() if getattr(self, k) is None})
 
     def validate(self) -> TrainConfig:
         """Reject bad options with one line each, before any work is done."""
         def positive(name: str, value: Any) -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise UserError(f"{name} must be a positive whole number, got {value!r}")
 
         positive("epochs", self.epochs)
         positive("batch size", self.batch_size)
         positive("image size", self.image_size)
         positive("log_every", self.log_every)
-        if self.image_size % 4:
+        if self.image_size is not None and self.image_size % 4:
             raise UserError(f"image size must be a multiple of 4 (the network pools twice), got {self.image_size}")
-        if self.max_steps is not None:
-            positive("max steps", self.max_steps)
-        if not isinstance(self.workers, int) or self.workers < 0:
+        positive("max steps", self.max_steps)
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 0):
             raise UserError(f"workers must be 0 or more, got {self.workers!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if not 0.0 < float(self.holdout) < 1.0:
+        if self.holdout is not None and not 0.0 < float(self.holdout) < 1.0:
             raise UserError(f"holdout must be between 0 and 1 (exclusive), got {self.holdout}")
         for name, value in (("lr", self.lr), ("momentum", self.momentum)):
             if value is not None and not (float(value) >= 0.0 and float(value) < float("inf")):
                 raise UserError(f"{name} must be a finite number >= 0, got {value}")
         if self.lr is not None and self.lr <= 0:
             raise UserError(f"lr must be > 0, got {self.lr}")
-        get_recipe(self.recipe)
+        if self.recipe is not None:
+            get_recipe(self.recipe)
         return self
 
     @property
@@ -119,11 +143,11 @@ class TrainConfig:
 
     @property
     def effective_lr(self) -> float:
-        return float(self.lr) if self.lr is not None else get_recipe(self.recipe).lr
+        return float(self.lr) if self.lr is not None else get_recipe(self.recipe or DEFAULTS["recipe"]).lr
 
     @property
     def effective_momentum(self) -> float:
-        return float(self.momentum) if self.momentum is not None else get_recipe(self.recipe).momentum
+        return float(self.momentum) if self.momentum is not None else get_recipe(self.recipe or DEFAULTS["recipe"]).momentum
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (paths as strings) so it survives `torch.load(weights_only=True)`."""

@@ -3,7 +3,9 @@
 Determinism is designed in rather than hoped for: the batch order of an epoch is a function of
 (seed, epoch) (`train.dataset.epoch_order`), the DataLoader draws from its own generator and not
 from the global RNG, and a checkpoint records the position inside the epoch. So on the CPU a run
-stopped at any step and resumed ends with exactly the weights of a run that never stopped.
+stopped at any step and resumed ends with exactly the weights of a run that never stopped. On
+CUDA that holds only with `deterministic` (`--deterministic`): by default cuDNN autotunes its
+kernels for speed (`benchmark`), and the kernels it picks may differ between the two runs.
 
 `best.pt` is the epoch with the highest score `val mask IoU - val depth RMSE` (both on [0, 1]
 values: overlap of the person, and depth error in the same units), or the lowest training loss
@@ -12,14 +14,16 @@ when there is no held-out part.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from toolkit.checkpoint import make_checkpoint, save_checkpoint
-from toolkit.errors import UserError
+from toolkit.errors import ToolkitError, UserError
 from toolkit.fsutil import ensure_dir
 from toolkit.metrics import MetricAccumulator
 from toolkit.model import EVA4Net, MaskDepthModel
@@ -167,42 +171,134 @@ def score_of(row: dict[str, Any]) -> float:
     return -float(row.get("train_loss", float("inf")))
 
 
-def prepare_data(config: TrainConfig, out: Path, say: Callable[[str], None]):
-    """(pairs, train indices, held-out indices, to_metres or None)."""
-    from toolkit.data import reader, split, synth
+def open_data(config: TrainConfig, resuming: bool = False):
+    """(pairs, train indices, held-out indices) of a given `--data`, opened and split before the
+    run folder is made, so a missing or unusable data set leaves nothing behind."""
+    from toolkit.data import reader
 
-    to_metres = None
-    if config.data is None:
-        data = out / "data"
-        if not data.is_dir():
-            partial = out / ".data.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            say(f"making a synthetic data set in {data}")
-            synth.synthesize(partial, **config.synth)
-            os.replace(partial, data)
-        pairs = reader.open_dataset(data)
-        to_metres = synth.gray_to_metres
-    else:
-        if not Path(config.data).exists():
-            raise UserError(f"{config.data}: no such data folder or zip")
-        pairs = reader.open_dataset(config.data)
+    assert config.data is not None
+    if not Path(config.data).exists():
+        hint = (" (the data set of the run being resumed; if it moved, give --data with its new place)"
+                if resuming else "")
+        raise UserError(f"{config.data}: no such data folder or zip{hint}")
+    pairs = reader.open_dataset(config.data)
+    return (pairs, *_split(pairs, config, config.data))
+
+
+def synthetic_data(config: TrainConfig, out: Path, say: Callable[[str], None]):
+    """(pairs, train indices, held-out indices, to_metres) of the default synthetic set in
+    `<out>/data`, made on first use (`synthesize` writes `<out>/.data.partial` and renames it)."""
+    from toolkit.data import reader, synth
+
+    data = out / "data"
+    if not data.is_dir():
+        say(f"making a synthetic data set in {data}")
+        synth.synthesize(data, **config.synth)
+    pairs = reader.open_dataset(data)
+    return (pairs, *_split(pairs, config, data), synth.gray_to_metres)
+
+
+def _split(pairs: Any, config: TrainConfig, where: Path) -> tuple[list[int], list[int]]:
+    from toolkit.data import split
+
     train_idx, val_idx = split.split_by_background(pairs, holdout=config.holdout, seed=config.seed)
     if not len(train_idx):
-        raise UserError(f"{config.data or out / 'data'}: no training pairs left after holding out backgrounds")
-    return pairs, list(train_idx), list(val_idx), to_metres
+        raise UserError(f"{where}: no training pairs left after holding out backgrounds")
+    return list(train_idx), list(val_idx)
+
+
+# PyTorch re-raises an error of a DataLoader worker with the worker's whole traceback folded into
+# its message ("Caught UserError in DataLoader worker process 1. Original Traceback ...").
+_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+
+
+def worker_error_message(error: BaseException) -> str | None:
+    """The original one-line message of a toolkit error raised in a DataLoader worker, or None
+    when `error` is not one (errors raised in this process pass through unchanged)."""
+    text = str(error)
+    if not isinstance(error, ToolkitError) or _WORKER_TRACEBACK not in text:
+        return None
+    last = text.rstrip().splitlines()[-1]  # "toolkit.errors.UserError: <message>"
+    for cls in type(error).__mro__:
+        for name in (f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__):
+            if last.startswith(name + ": "):
+                return last[len(name) + 2:]
+    return last
+
+
+@contextlib.contextmanager
+def deterministic_kernels(enabled: bool, cuda: bool) -> Iterator[None]:
+    """`--deterministic`: deterministic algorithms (a warning where an op has none) and cuDNN
+    without autotuning. Otherwise cuDNN autotunes on CUDA (`benchmark`, faster, but its choice
+    of kernels can differ between runs, so a resumed CUDA run is not bit-identical). The global
+    settings are restored afterwards."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        if enabled:
+            if cuda:  # cuBLAS is deterministic only with a fixed workspace (read when first used)
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        elif cuda:
+            torch.backends.cudnn.benchmark = True
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
 
 
 def run(config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train as `config` says; see the module docstring and `train.state` for resume."""
+    """Train as `config` says; see the module docstring and `train.state` for resume.
+
+    Options, device and a given data set are checked before the run folder is made; a run
+    folder this call made is removed again when it fails before writing a checkpoint."""
     config.validate()
     ckpt = None
     if config.resume is not None:
         config, ckpt, _ = load_resume(config)
-    out = ensure_dir(config.run_dir)
+    else:  # the data path is stored absolute, so --resume works from any working directory
+        config = replace(config.with_defaults(),
+                         data=None if config.data is None else Path(config.data).resolve()).validate()
+    device = resolve_device(config.device)
+    given = open_data(config, resuming=ckpt is not None) if config.data is not None else None
+    if given is not None and ckpt is not None:
+        _check_same_data(ckpt, config.data, len(given[0]), len(given[2]))
+    out = config.run_dir
+    made = out  # the outermost folder this call makes (None: the run folder exists already)
+    while not made.parent.exists() and made.parent != made:
+        made = made.parent
+    made = None if out.exists() else made
+    out = ensure_dir(out)
+    try:
+        with deterministic_kernels(config.deterministic, device.type == "cuda"):
+            return _train(config, ckpt, device, out, given, progress)
+    except BaseException as e:
+        if made is not None and not (out / "last.pt").exists():
+            shutil.rmtree(made, ignore_errors=True)
+        if isinstance(e, ToolkitError):
+            # Expected errors: drop the finished frames' locals now, so the DataLoader worker
+            # processes they hold stop here rather than whenever the error is dropped.
+            traceback.clear_frames(e.__traceback__)
+            message = worker_error_message(e)  # e.g. a broken image read in a worker process
+            if message is not None:
+                raise UserError(message) from None
+        raise
+
+
+def _check_same_data(ckpt: dict[str, Any], data: Path, pairs: int, held_out: int) -> None:
+    """A resumed run's data set (maybe a moved copy) must hold what the run was trained on."""
+    was = ckpt["training"].get("data")
+    if isinstance(was, dict) and (was.get("pairs"), was.get("held_out")) != (pairs, held_out):
+        raise UserError(f"{data}: holds {pairs} pairs ({held_out} held out) but the run being resumed was trained "
+                        f"on {was.get('pairs')} ({was.get('held_out')} held out); resume with the same data set")
+
+
+def _train(config: TrainConfig, ckpt: dict[str, Any] | None, device: torch.device, out: Path,
+           given: tuple[Any, list[int], list[int]] | None, progress: bool) -> TrainResult:
     if ckpt is None and (out / "last.pt").exists() and progress:
         print(f"note: {out} holds an earlier run; starting a new one over it "
               f"(--resume {out} continues a run, --out picks another folder)", file=sys.stderr)
-    device = resolve_device(config.device)
     cuda = device.type == "cuda"
     recipe = get_recipe(config.recipe)
     spec = recipe.spec.with_size(config.image_size)
@@ -222,10 +318,14 @@ def run(config: TrainConfig, progress: bool = True) -> TrainResult:
         restore_rng(ckpt["training"]["rng"])
         pos = position_of(ckpt)
         say(f"resuming {config.resume} at step {pos.step} (epoch {pos.epoch + 1}, batch {pos.batch})")
-    if cuda:
-        torch.backends.cudnn.benchmark = True
 
-    pairs, train_idx, val_idx, to_metres = prepare_data(config, out, say)
+    if given is not None:
+        (pairs, train_idx, val_idx), to_metres = given, None
+    else:
+        pairs, train_idx, val_idx, to_metres = synthetic_data(config, out, say)
+        if ckpt is not None:
+            _check_same_data(ckpt, out / "data", len(pairs), len(val_idx))
+    data_counts = {"pairs": len(pairs), "held_out": len(val_idx)}
     size = (config.image_size, config.image_size)
     sampler = EpochBatches(len(train_idx), config.batch_size, config.seed)
     loader_gen = torch.Generator()
@@ -247,7 +347,7 @@ def run(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     def save(path: Path, metrics: dict[str, Any]) -> None:
         written.append(path)
-        state = training_state(optimizer, scheduler, config, pos, cuda)
+        state = training_state(optimizer, scheduler, config, pos, cuda, data=data_counts)
         save_checkpoint(path, make_checkpoint(model.net.state_dict(), spec, epoch=pos.epoch, step=pos.step,
                                               recipe=recipe.name, source="toolkit train", metrics=metrics,
                                               training=state))

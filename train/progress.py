@@ -24,7 +24,7 @@ class EpochProgress:
 
     def print(self, message: str) -> None:
         if self.enabled:
-            self.console.print(message, markup=False)
+            self.console.print(message, markup=False, soft_wrap=True)  # whole lines, also when piped
 
     def start_epoch(self, epoch: int, epochs: int, total: int, done: int = 0) -> None:
         if not self.enabled:

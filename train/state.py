@@ -1,10 +1,11 @@
 """Everything `--resume` needs, as plain data that survives `torch.load(weights_only=True)`.
 
 `checkpoint["training"]` holds the optimiser and scheduler state, every RNG the run may draw
-from (torch CPU, CUDA, numpy, Python `random`), the config, the position inside the epoch, the
-best score so far and the epoch history. Numpy's and Python's RNG states are tuples holding
-arrays and big integers, which the safe unpickler does not accept as such, so they are turned
-into tensors, ints and strings here and back again on restore.
+from (torch CPU, CUDA, numpy, Python `random`), the config (its data path absolute), the
+position inside the epoch, the best score so far, the epoch history and the data set's pair
+counts. Numpy's and Python's RNG states are tuples holding arrays and big integers, which the
+safe unpickler does not accept as such, so they are turned into tensors, ints and strings here
+and back again on restore.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from toolkit.checkpoint import load_checkpoint
 from toolkit.errors import UserError
 
-from .config import TRAJECTORY_FIELDS, TrainConfig
+from .config import DEFAULTS, TRAJECTORY_FIELDS, TrainConfig
 
 # Per-invocation options: a resumed run takes them from the new command line, not the checkpoint.
 INVOCATION_FIELDS = ("max_steps", "device", "workers", "log_every", "tensorboard", "samples")
@@ -87,9 +88,10 @@ def to_cpu(obj: Any) -> Any:
 
 
 def training_state(optimizer: torch.optim.Optimizer, scheduler: Any, config: TrainConfig,
-                   pos: Position, cuda: bool) -> dict[str, Any]:
-    """The `training` entry of a checkpoint."""
-    return {
+                   pos: Position, cuda: bool, data: dict[str, int] | None = None) -> dict[str, Any]:
+    """The `training` entry of a checkpoint. `data`: the data set's pair counts, which a resume
+    with `--data` elsewhere checks."""
+    state = {
         "optimizer": to_cpu(optimizer.state_dict()),
         "scheduler": to_cpu(scheduler.state_dict()),
         "rng": rng_state(cuda),
@@ -98,6 +100,9 @@ def training_state(optimizer: torch.optim.Optimizer, scheduler: Any, config: Tra
         "best": {"score": float(pos.best_score), "epoch": int(pos.best_epoch)},
         "history": [dict(row) for row in pos.history],
     }
+    if data is not None:
+        state["data"] = {k: int(v) for k, v in data.items()}
+    return state
 
 
 def resume_path(path: Path) -> Path:
@@ -113,11 +118,14 @@ def resume_path(path: Path) -> Path:
 def load_resume(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any], Path]:
     """The checkpoint to resume and the config to continue with.
 
-    The run's own settings win for everything that shapes the weights (`TRAJECTORY_FIELDS`); a
-    different value given now is an error rather than a silently different run. `epochs` is
-    taken from now when it was changed from the default (to extend a run), the per-invocation
-    options (`INVOCATION_FIELDS`) always are, and the run folder is the checkpoint's unless `out`
-    is given.
+    A resumed run keeps its own settings. Options left at None in `config` were not given and
+    take the run's value; a trajectory setting (`TRAJECTORY_FIELDS`) given with the run's own
+    value is fine, with another value it is an error rather than a silently different run.
+    `epochs` and `max_steps` may be given to extend the run; the per-invocation options
+    (`INVOCATION_FIELDS`) come from `config`, as does `deterministic` when set (a run started
+    deterministic stays so). `data`, when given, points the run at a moved copy of its data set
+    (the loop checks it holds as many pairs); otherwise the run's own (absolute) data path is
+    used. The run folder is the checkpoint's unless `out` is given.
     """
     assert config.resume is not None
     path = resume_path(config.resume)
@@ -125,15 +133,28 @@ def load_resume(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any], Path]
     training = ckpt.get("training") or {}
     if not isinstance(training.get("config"), dict) or "optimizer" not in training:
         raise UserError(f"{path}: holds no training state to resume from (not written by `toolkit train`)")
-    saved = TrainConfig.from_dict(training["config"])
-    defaults = TrainConfig()
+    saved = TrainConfig.from_dict(training["config"]).with_defaults()
     for name in TRAJECTORY_FIELDS:
-        given, was = getattr(config, name), getattr(saved, name)
-        if given != getattr(defaults, name) and given != was:
+        given = getattr(config, name)
+        if name == "data" or given is None:
+            continue
+        if name == "lr":
+            same, was = config.effective_lr == saved.effective_lr, saved.effective_lr
+        elif name == "momentum":
+            same, was = config.effective_momentum == saved.effective_momentum, saved.effective_momentum
+        else:
+            was = getattr(saved, name)
+            same = given == was
+        if not same:
             flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} {given} differs from the run being resumed ({was}); a resumed run keeps its settings")
+            raise UserError(f"{flag} {given} differs from the run being resumed ({was}); a resumed run keeps "
+                            f"its settings (only --epochs and --max-steps may extend it)")
     changes: dict[str, Any] = {name: getattr(config, name) for name in INVOCATION_FIELDS}
-    changes["epochs"] = config.epochs if config.epochs != defaults.epochs else saved.epochs
+    changes["workers"] = config.workers if config.workers is not None else DEFAULTS["workers"]
+    changes["epochs"] = config.epochs if config.epochs is not None else saved.epochs
+    changes["deterministic"] = bool(config.deterministic or saved.deterministic)
+    if config.data is not None:
+        changes["data"] = Path(config.data).resolve()
     changes["out"] = config.out if config.out is not None else path.parent
     changes["resume"] = path
     return replace(saved, **changes).validate(), ckpt, path

@@ -189,3 +189,82 @@ def test_default_set_is_fast(tmp_path):
     with zipfile.ZipFile(tmp_path / "d" / "OverlayedMasks.zip") as zf:
         keys = {parse_pair_name(n).key for n in zf.namelist()}
     assert len(keys) == 96
+
+
+ZIPS = ["Background.zip", "DepthImage.zip", "OverlayedImages.zip", "OverlayedMasks.zip"]
+TINY = {"foregrounds": 1, "placements": 1, "size": 32}
+
+
+def test_a_non_empty_out_is_refused_unless_force_which_replaces_it_whole(tmp_path):
+    from toolkit.data.reader import open_dataset
+
+    out = tmp_path / "set"
+    synthesize(out, backgrounds=3, **TINY)
+    before = files_under(out)
+    with pytest.raises(UserError, match="not empty.*--force"):
+        synthesize(out, backgrounds=2, **TINY)
+    assert files_under(out) == before
+    # --force: the old set goes whole, not mixed with the new one
+    synthesize(out, backgrounds=2, force=True, **TINY)
+    assert sorted(n for n in files_under(out) if n.startswith("Background/")) == [
+        "Background/Shelves_1.jpg", "Background/Shelves_2.jpg"]
+    assert len(open_dataset(out)) == 2
+    synthesize(out, backgrounds=2, zip=True, force=True, **TINY)  # zips replace folders, no duplicates
+    assert sorted(p.name for p in out.iterdir()) == ZIPS
+    assert len(open_dataset(out)) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["set"]  # no .partial or .old sibling left
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert synthesize(empty, backgrounds=1, **TINY).files == 4  # an empty folder is fine
+
+
+def test_an_interrupted_synth_leaves_out_as_it_was(tmp_path, monkeypatch):
+    import toolkit.data.synth as synth_module
+
+    out = tmp_path / "set"
+    synthesize(out, backgrounds=2, **TINY)
+    before = files_under(out)
+    real, calls = synth_module._jpeg, []
+
+    def failing(arr):
+        calls.append(1)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+        return real(arr)
+
+    monkeypatch.setattr(synth_module, "_jpeg", failing)
+    with pytest.raises(OSError):
+        synthesize(out, backgrounds=3, force=True, **TINY)
+    assert files_under(out) == before
+    calls.clear()
+    with pytest.raises(OSError):
+        synthesize(tmp_path / "new", backgrounds=3, **TINY)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+
+
+def test_a_stale_partial_folder_is_replaced(tmp_path):
+    stale = tmp_path / ".set.partial"
+    (stale / "Background").mkdir(parents=True)
+    (stale / "Background" / "Shelves_9.jpg").write_bytes(b"old")
+    synthesize(tmp_path / "set", backgrounds=1, **TINY)
+    assert "Background/Shelves_9.jpg" not in files_under(tmp_path / "set")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+
+
+def test_cli_synth_refuses_a_non_empty_out_with_one_line_and_force_replaces(tmp_path, capsys):
+    cli = pytest.importorskip("toolkit.cli", exc_type=ImportError)
+    out = tmp_path / "set"
+    args = ["data", "synth", "--out", str(out), "--foregrounds", "1", "--placements", "1", "--size", "32"]
+    with pytest.raises(SystemExit) as info:
+        cli.main([*args, "--backgrounds", "3"])
+    assert info.value.code == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        cli.main([*args, "--backgrounds", "2", "--zip"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1 and "--force" in err[0] and str(out) in err[0], err
+    assert sorted(p.name for p in out.iterdir()) == ["Background", "DepthImage", "OverlayedImages", "OverlayedMasks"]
+    with pytest.raises(SystemExit) as info:
+        cli.main([*args, "--backgrounds", "2", "--zip", "--force"])
+    assert info.value.code == 0
+    assert sorted(p.name for p in out.iterdir()) == ZIPS

@@ -78,3 +78,43 @@ def test_onnx_with_other_input_names_is_refused(tmp_path):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "other.onnx")
     with pytest.raises(UserError, match="expected \\['bg', 'fgbg'\\]"):
         open_runner(tmp_path / "other.onnx")
+
+
+def _identity_model(path, dtype, size=8, props=None):
+    import onnx
+    from onnx import helper
+
+    ins = [helper.make_tensor_value_info(n, dtype, ["N", 3, size, size]) for n in ("bg", "fgbg")]
+    outs = [helper.make_tensor_value_info(n, dtype, ["N", 1, size, size]) for n in ("mask", "depth")]
+    nodes = [helper.make_node("ReduceMean", [i], [o], axes=[1], keepdims=1) for i, o in (("bg", "mask"), ("fgbg", "depth"))]
+    m = helper.make_model(helper.make_graph(nodes, "g", ins, outs), opset_imports=[helper.make_opsetid("", 17)])
+    if props:
+        helper.set_model_props(m, props)
+    onnx.save(m, path)
+    return path
+
+
+def test_float16_io_is_refused_in_one_line(tmp_path):
+    from onnx import TensorProto
+
+    with pytest.raises(UserError, match="tensor\\(float16\\).*float32"):
+        open_runner(_identity_model(tmp_path / "half.onnx", TensorProto.FLOAT16))
+
+
+def test_metadata_that_disagrees_with_the_graph_is_refused(tmp_path):
+    from onnx import TensorProto
+
+    from toolkit.spec import IOSpec
+
+    props = IOSpec().with_size(64).to_metadata()
+    with pytest.raises(UserError, match="metadata says 64x64 but the graph takes 8x8"):
+        open_runner(_identity_model(tmp_path / "lying.onnx", TensorProto.FLOAT, props=props))
+
+
+def test_foreign_model_without_metadata_runs_at_its_fixed_size(tmp_path):
+    from onnx import TensorProto
+
+    with open_runner(_identity_model(tmp_path / "plain.onnx", TensorProto.FLOAT)) as r:
+        assert r.spec.size == (8, 8)
+        out = r.infer({"bg": np.ones((1, 3, 8, 8), np.float32), "fgbg": np.zeros((1, 3, 8, 8), np.float32)})
+    assert out["mask"].shape == (1, 1, 8, 8) and out["mask"].max() == 1.0

@@ -104,11 +104,20 @@ def test_bad_options_are_user_errors(tiny_data, tmp_path, small_config, change, 
 def test_cuda_without_cuda_is_a_user_error(tiny_data, tmp_path, small_config):
     with pytest.raises(UserError, match="CUDA is not available"):
         loop.run(small_config(tiny_data, tmp_path / "run", device="cuda"), progress=False)
+    assert not (tmp_path / "run").exists()  # checked before the run folder is made
 
 
-def test_missing_data_is_a_user_error(tmp_path, small_config):
+def test_missing_or_unusable_data_is_a_user_error_before_the_run_folder(tmp_path, small_config):
     with pytest.raises(UserError, match="no such data"):
         loop.run(small_config(tmp_path / "absent", tmp_path / "run"), progress=False)
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_text("not a data set")
+    with pytest.raises(UserError):
+        loop.run(small_config(garbage, tmp_path / "run"), progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError):
+        loop.run(small_config(tmp_path / "empty", tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, small_config, monkeypatch):
@@ -141,3 +150,58 @@ def test_epoch_order_is_a_function_of_seed_and_epoch():
     assert [len(b) for b in full] == [4, 4, 1] and len(sampler) == 3
     sampler.set_epoch(2, start=1)
     assert list(sampler) == full[1:] and len(sampler) == 2
+
+
+def _with_truncated_fgbg(tiny_data, where):
+    """A copy of the tiny set with one composite cut in half (a truncated JPEG)."""
+    import shutil
+
+    data = shutil.copytree(tiny_data, where)
+    bad = sorted((data / "OverlayedImages").rglob("*.jpg"))[0]
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    return data, bad
+
+
+def test_bad_image_read_in_a_worker_is_one_clean_line(tiny_data, tmp_path, small_config):
+    """PyTorch re-raises a worker's error with the worker's traceback in its message: the user
+    sees the original one-line message instead, and no run folder is left behind."""
+    data, bad = _with_truncated_fgbg(tiny_data, tmp_path / "set")
+    out = tmp_path / "new" / "run"
+    with pytest.raises(UserError) as info:
+        loop.run(small_config(data, out, workers=2, holdout=0.01), progress=False)
+    message = str(info.value)
+    assert bad.name in message and "not a readable image" in message, message
+    assert "Traceback" not in message and 'File "' not in message and "worker" not in message, message
+    assert len(message.splitlines()) == 1
+    assert not (tmp_path / "new").exists()  # the folders this run made are gone again
+
+
+def test_worker_error_message_passes_other_errors_through():
+    assert loop.worker_error_message(UserError("plain")) is None
+    assert loop.worker_error_message(RuntimeError("Original Traceback (most recent call last):\nx")) is None
+    folded = UserError("Caught UserError in DataLoader worker process 1.\nOriginal Traceback (most recent call "
+                       "last):\n  File \"x.py\", line 1, in f\ntoolkit.errors.UserError: a.jpg: broken\n")
+    assert loop.worker_error_message(folded) == "a.jpg: broken"
+
+
+def test_deterministic_sets_the_flags_while_training_and_restores_them(tiny_data, tmp_path, small_config, monkeypatch):
+    seen: list[tuple[bool, bool, bool]] = []
+    real = loop.train_one_epoch
+
+    def spy(*args, **kw):
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                     torch.backends.cudnn.benchmark))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(loop, "train_one_epoch", spy)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    out = tmp_path / "run"
+    loop.run(small_config(tiny_data, out, max_steps=1, deterministic=True), progress=False)
+    assert seen == [(True, True, False)]
+    assert load_checkpoint(out / "last.pt")["training"]["config"]["deterministic"] is True
+    # a run started deterministic stays so when resumed without the flag
+    loop.run(small_config(tiny_data, None, max_steps=2, resume=out), progress=False)
+    assert seen[-1] == (True, True, False)
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark) == before

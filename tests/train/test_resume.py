@@ -77,3 +77,59 @@ def test_resume_of_a_finished_run_does_nothing(tiny_data, tmp_path, small_config
     before = Path(out / "last.pt").read_bytes()
     result = loop.run(small_config(tiny_data, None, max_steps=2, resume=out / "last.pt"), progress=False)
     assert result.steps == 2 and Path(out / "last.pt").read_bytes() == before
+
+
+def _resume(out, **kw) -> loop.TrainResult:
+    """Resume as the command line does: only the options given are set (the rest None)."""
+    from train.config import TrainConfig
+
+    base = {"resume": out, "device": "cpu", "workers": 0, "tensorboard": False}
+    base.update(kw)
+    return loop.run(TrainConfig(**base), progress=False)
+
+
+def test_resume_keeps_settings_accepts_the_same_values_and_extends(tiny_data, tmp_path, small_config):
+    out = tmp_path / "run"
+    loop.run(small_config(tiny_data, out, max_steps=1), progress=False)  # epochs 1, batch 4, 32 px
+    # not given: the run's own settings (epochs 1 -> the run ends after 3 steps)
+    assert _resume(out, max_steps=5).steps == 3
+    # given with the run's own values: fine, not "cannot change"
+    assert _resume(out, batch_size=4, image_size=32, seed=0, recipe="seed", lr=0.01, holdout=0.2).steps == 3
+    # --epochs equal to the default is still an explicit request to extend the run
+    result = _resume(out, epochs=12, max_steps=5)
+    assert result.steps == 5
+    assert load_checkpoint(out / "last.pt")["training"]["config"]["epochs"] == 12
+    for change, flag in (({"batch_size": 32}, "--batch-size"), ({"image_size": 128}, "--image-size"),
+                         ({"lr": 0.1}, "--lr"), ({"seed": 1}, "--seed")):
+        with pytest.raises(UserError, match=f"{flag} .* differs from the run being resumed"):
+            _resume(out, **change)
+
+
+def test_data_path_is_stored_absolute_and_may_move(tiny_data, tmp_path, small_config, monkeypatch):
+    import shutil
+
+    first = tmp_path / "a"
+    shutil.copytree(tiny_data, first / "set")
+    monkeypatch.chdir(first)
+    loop.run(small_config(Path("set"), Path("run"), max_steps=1), progress=False)
+    out = first / "run"
+    config = load_checkpoint(out / "last.pt")["training"]["config"]
+    assert config["data"] == str(first / "set") and Path(config["data"]).is_absolute()
+
+    elsewhere = tmp_path / "b"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert _resume(out, max_steps=2).steps == 2  # the relative path given then still finds the data
+
+    moved = shutil.move(first / "set", tmp_path / "moved")
+    with pytest.raises(UserError, match=r"no such data folder.*--data"):
+        _resume(out, max_steps=3)
+    assert _resume(out, data=Path("../moved"), max_steps=3).steps == 3
+    assert load_checkpoint(out / "last.pt")["training"]["config"]["data"] == str(moved)
+
+    from toolkit.data.synth import synthesize
+
+    other = synthesize(tmp_path / "other", backgrounds=3, foregrounds=1, placements=1, size=32).out
+    with pytest.raises(UserError, match="same data set"):
+        _resume(out, data=other, max_steps=4)
+    assert load_checkpoint(out / "last.pt")["training"]["position"]["step"] == 3

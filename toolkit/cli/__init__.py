@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         args = [a for a in args if a != "--debug"]
         os.environ[DEBUG_ENV] = "1"
     try:
-        app(args=args, prog_name="toolkit")
+        code = app(args=args, prog_name="toolkit", standalone_mode=False)
     except ToolkitError as e:
         _fail(str(e), e.exit_code)
     except OSError as e:
@@ -54,6 +54,19 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"{where}{e.strerror or e}", 2)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except Exception as e:
+        # Typer's (vendored) Click errors: usage mistakes, bad option values, Abort.
+        if not hasattr(e, "exit_code"):
+            raise
+        if type(e).__name__ == "Abort":
+            _fail("aborted", 130)
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        if not message.strip():  # no_args_is_help: the help was printed already
+            raise SystemExit(e.exit_code) from None
+        ctx = getattr(e, "ctx", None)
+        where = getattr(ctx, "command_path", "toolkit") if ctx is not None else "toolkit"
+        _fail(f"{message} (see `{where} --help`)", int(e.exit_code))
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 def _fail(message: str, code: int) -> None:

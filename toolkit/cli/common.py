@@ -1,15 +1,29 @@
-"""Small helpers shared by the command modules (console, option parsing)."""
+"""Small helpers shared by the command modules (consoles, option checks)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from ..errors import UserError
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Piped output (CI logs, `| tee`) would otherwise be cut to Rich's 80-column default, hiding
+# table cells and wrapping one-line messages; a terminal keeps its own width.
+_PIPE_WIDTH = 200
+
+
+def _console(stderr: bool) -> Console:
+    # No `file=`: Rich looks up sys.stdout/sys.stderr at each print, so captured streams work.
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or "COLUMNS" in os.environ else _PIPE_WIDTH
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+console = _console(stderr=False)
+err_console = _console(stderr=True)
 
 
 def existing_path(path: Path, what: str = "file") -> Path:

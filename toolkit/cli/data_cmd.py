@@ -42,10 +42,15 @@ def synth_cmd(
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 160,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same bytes.")] = 0,
     zip_: Annotated[bool, typer.Option("--zip", help="Write one zip file per kind instead of folders.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing, non-empty --out folder whole.")] = False,
 ) -> None:
-    """Write a synthetic data set with exact depth, in the original names and layout."""
+    """Write a synthetic data set with exact depth, in the original names and layout.
+
+    The set is written beside --out (as .NAME.partial) and renamed into place when complete.
+    --out must not exist or be empty; --force replaces a non-empty one whole.
+    """
     report = synthesize(out, backgrounds=backgrounds, foregrounds=foregrounds, placements=placements,
-                        size=size, seed=seed, zip=zip_)
+                        size=size, seed=seed, zip=zip_, force=force)
     console.print(report.summary(), soft_wrap=True)
 
 

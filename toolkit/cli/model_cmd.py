@@ -9,6 +9,7 @@ from rich.table import Table
 
 from ..errors import CheckFailed, MissingDependency, UserError
 from .common import console, existing_path
+from .common import image_size as check_size
 
 
 def _need_torch() -> None:
@@ -21,14 +22,15 @@ def _need_torch() -> None:
 def import_legacy(
     old: Path = typer.Argument(..., help="The original author's checkpoint (Models_pt/<n>.pt)."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the toolkit checkpoint."),
+    epoch: int | None = typer.Option(None, "--epoch", help="Epoch to record (default: the number ending the file name, e.g. 12.pt)."),
 ) -> None:
     """Convert an original checkpoint to the toolkit's format without running code from it."""
     _need_torch()
     from ..legacy import import_legacy as run
 
     existing_path(old)
-    report = run(old, out)
-    console.print(f"read {report.source} (whole-module legacy file, restricted unpickler)")
+    report = run(old, out, epoch=epoch)
+    console.print(f"read {report.source} ({report.root_class}, restricted unpickler: no code from the file ran)")
     dropped = ", ".join(f"{k} ({v:,})" for k, v in report.dropped.items())
     if dropped:
         console.print(f"dropped modules the forward never calls: {dropped}")
@@ -41,18 +43,15 @@ def summary(
 ) -> None:
     """The layer table with output shapes and parameter counts."""
     _need_torch()
-    from ..checkpoint import build_model, load_checkpoint, spec_of
+    from ..checkpoint import load_checkpoint, spec_of
     from ..summary import summarize
 
-    net, size = None, 128
+    size = 128
     if ckpt is not None:
-        c = load_checkpoint(ckpt)
-        net, size = build_model(c).net, spec_of(c).height
+        size = spec_of(load_checkpoint(ckpt)).height
     if image_size is not None:
-        if image_size <= 0 or image_size % 4:
-            raise UserError(f"--image-size must be a positive multiple of 4, got {image_size}")
-        size = image_size
-    s = summarize(net, size, size)
+        size = check_size(image_size)
+    s = summarize(size, size)
     table = Table(title=f"EVA4 mask + depth network at {size}x{size}", show_lines=False)
     for col, just in (("#", "right"), ("layer", "left"), ("type", "left"), ("output shape", "left"), ("params", "right")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
@@ -67,7 +66,7 @@ def summary(
 
 def export(
     ckpt: Path = typer.Argument(..., help="A toolkit checkpoint (.pt)."),
-    out: Path = typer.Option(Path("export"), "--out", "-o", help="Output folder."),
+    out: Path = typer.Option(Path("exports"), "--out", "-o", help="Output folder."),
 ) -> None:
     """Write model.onnx (normalisation and decoding in-graph, dynamic batch, metadata).
 
@@ -78,11 +77,10 @@ def export(
     from export.formats import run_exports
 
     from ..checkpoint import load_checkpoint
-    from ..fsutil import ensure_dir
-
     existing_path(ckpt)
     load_checkpoint(ckpt)  # a bad checkpoint is bad input (exit 2), not a failed export
-    ensure_dir(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
     outcomes = run_exports(ckpt, out, ["onnx"])
     failed = [o for o in outcomes if not o.ok]
     for o in outcomes:
@@ -93,7 +91,7 @@ def export(
                 f"{detail.max_abs_diff:.2e}, mean {detail.mean_abs_diff:.2e} on {detail.inputs} inputs"
             )
     if failed:
-        raise CheckFailed("; ".join(f"{o.format.filename}: {o.error}" for o in failed))
+        raise CheckFailed("; ".join(str(o.error) for o in failed))
 
 
 def register(app: typer.Typer) -> None:

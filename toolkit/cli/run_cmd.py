@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from ..errors import CheckFailed
+from ..errors import CheckFailed, UserError
 from ..fsutil import write_text_atomic
 from .common import console, err_console
 
@@ -30,6 +31,10 @@ def infer(
     console.print(f"{report.pairs} pair(s) -> {len(report.written)} files under {out}")
     if len(panels) == 1:
         console.print(f"panel: {panels[0]}")
+    if report.failures:
+        for failure in report.failures:
+            err_console.print(f"skipped: {failure}", markup=False)
+        raise UserError(f"{len(report.failures)} of {len(report.failures) + report.pairs} pair(s) could not be read (listed above)")
 
 
 def parity(
@@ -46,11 +51,14 @@ def parity(
     """Run each model beside the PyTorch reference; exit 1 when a threshold fails."""
     from ..compare import Thresholds, run_parity
 
+    for name, value, lo, hi in (("--max-abs", max_abs, 0, None), ("--mask-iou", mask_iou, 0, 1), ("--depth-rmse", depth_rmse, 0, 1)):
+        if value is not None and not (value >= lo and (hi is None or value <= hi)):
+            raise UserError(f"{name} must be in [{lo}, {hi if hi is not None else 'inf'}], got {value}")
     overrides = Thresholds(max_abs=max_abs, mask_iou=mask_iou, depth_rmse=depth_rmse)
     report = run_parity(model, reference, data, limit=limit, batch_size=batch_size, overrides=overrides)
     print_parity(report)
     if json_out is not None:
-        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
+        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
         console.print(f"wrote {json_out}")
     if not report:
         raise CheckFailed("parity failed: " + "; ".join(f"{Path(r.model).name}: {', '.join(r.failures)}" for r in report.results if not r))
@@ -64,7 +72,8 @@ def print_parity(report) -> None:
         table.add_row(
             Path(r.model).name, r.backend, r.precision,
             f"{r.max_abs['mask']:.2e}", f"{r.max_abs['depth']:.2e}",
-            f"{max(r.mean_abs.values()):.2e}", f"{r.mask_iou:.4f}", f"{r.mask_dice:.4f}",
+            f"{max(r.mean_abs.values()):.2e}",
+            f"{r.mask_iou:.4f}" + (f" ({r.empty_masks} empty)" if r.empty_masks else ""), f"{r.mask_dice:.4f}",
             f"{r.depth_iou:.4f}", f"{r.depth_rmse:.5f}",
             "[green]PASS[/green]" if r else "[red]FAIL[/red]: " + "; ".join(r.failures),
         )
@@ -80,7 +89,8 @@ def doctor(json_out: Path | None = typer.Option(None, "--json", help="Also write
     for col in ("component", "version", "status", "fix"):
         table.add_column(col)
     for c in checks:
-        table.add_row(c.name, c.version, ("[green]ok[/green] " if c.ok else "[yellow]--[/yellow] ") + c.verdict, c.fix)
+        status = ("[green]ok[/green] " if c.ok else "[yellow]--[/yellow] ") + escape(c.verdict)
+        table.add_row(escape(c.name), escape(c.version), status, escape(c.fix))
     console.print(table)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps([c.to_dict() for c in checks], indent=2) + "\n")
@@ -118,12 +128,13 @@ def bench(
 ) -> None:
     """Latency percentiles and throughput per model and batch size, with same-run ratios."""
     from ..bench import bench as run
-    from ..errors import UserError
 
     try:
         batches = [int(b) for b in batch.split(",") if b.strip()]
     except ValueError:
-        raise UserError(f"--batch must be comma-separated integers, got {batch!r}") from None
+        batches = []
+    if not batches:
+        raise UserError(f"--batch must be comma-separated integers, got {batch!r}")
     rows = run(model, batches, warmup=warmup, iters=iters, threads=threads)
     table = Table(title="toolkit bench (ratios vs the first model, same run)")
     for col in ("model", "backend", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "vs baseline"):

@@ -34,13 +34,25 @@ layout. The run folder (--out, default runs/train) holds:
   tensorboard/ the same figures for TensorBoard (when installed)
 
   data/        the synthetic set, when no --data was given
+
+A resumed run keeps its own settings: giving one again with the same value
+is fine, a different value is an error. --epochs and --max-steps may extend
+it; --device and --workers apply to this invocation. The run's data path is
+stored absolute, so --resume works from any folder; if the data set was
+moved, --data points the run at the moved copy (same pairs).
+
+Resuming gives exactly the weights of a run that never stopped on the CPU;
+on CUDA only with --deterministic (by default cuDNN autotunes its kernels
+for speed, and may pick different ones after a resume).
 """
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train", help=HELP)
     def train(
-        data: Annotated[Path | None, typer.Option("--data", help="Data folder or zip (default: a synthetic set).")] = None,
+        data: Annotated[Path | None, typer.Option(
+            "--data", help="Data folder or zip (default: a synthetic set). With --resume: where the run's data set "
+            "is now, if it moved.")] = None,
         epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs to train in all (default 12).")] = None,
         batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step (default 32).")] = None,
         image_size: Annotated[int | None, typer.Option(
@@ -54,6 +66,9 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
         workers: Annotated[int | None, typer.Option("--workers", help="Data loading processes (default 2).")] = None,
         lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the recipe's).")] = None,
+        deterministic: Annotated[bool, typer.Option(
+            "--deterministic", help="Deterministic kernels, no cuDNN autotuning: slower on CUDA, but a resumed "
+            "run is bit-identical there too (a run started so stays so).")] = False,
     ) -> None:
         try:
             import torch  # noqa: F401
@@ -62,21 +77,18 @@ def register(app: typer.Typer) -> None:
         from train.config import TrainConfig
         from train.loop import run
 
+        # Only the options given reach the config: None is "not given", so a resumed run can tell
+        # an option repeated with the run's own value from one left out.
         given = {"data": data, "epochs": epochs, "batch_size": batch_size, "image_size": image_size,
                  "out": out, "resume": resume, "max_steps": max_steps, "recipe": recipe, "seed": seed,
                  "workers": workers, "lr": lr}
-        config = TrainConfig(device=device, **{k: v for k, v in given.items() if v is not None})
-        if resume is not None:
-            from train.config import TRAJECTORY_FIELDS
-
-            from ..errors import UserError
-
-            fixed = [f"--{k.replace('_', '-')}" for k in TRAJECTORY_FIELDS if given.get(k) is not None]
-            if fixed:
-                raise UserError(f"{', '.join(fixed)} cannot change when resuming: the run keeps its own settings")
+        config = TrainConfig(device=device, deterministic=deterministic,
+                             **{k: v for k, v in given.items() if v is not None})
         result = run(config, progress=True)  # epoch summaries always; Rich draws the bar only on a terminal
-        console.print(f"trained {result.steps} steps ({result.epochs} epochs complete) in {result.out}")
-        console.print(f"  last.pt      {result.last}")
-        console.print(f"  best.pt      {result.best if result.best else '(none yet: no epoch finished)'}")
+        lines = [f"trained {result.steps} steps ({result.epochs} epochs complete) in {result.out}",
+                 f"  last.pt      {result.last}",
+                 f"  best.pt      {result.best if result.best else '(none yet: no epoch finished)'}"]
         csv = result.out / "metrics.csv"
-        console.print(f"  metrics.csv  {csv if csv.exists() else '(none yet: no epoch finished)'}")
+        lines.append(f"  metrics.csv  {csv if csv.exists() else '(none yet: no epoch finished)'}")
+        for line in lines:  # whole lines, also when piped (no wrapping at 80 columns)
+            console.print(line, soft_wrap=True, markup=False, highlight=False)

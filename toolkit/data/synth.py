@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,12 +164,15 @@ class SynthReport:
 
 
 def synthesize(out: str | Path, backgrounds: int = 8, foregrounds: int = 6, placements: int = 2,
-               size: int = 160, seed: int = 0, zip: bool = False) -> SynthReport:
-    """Write a synthetic set in the original layout under `out` (folders, or zips with `zip`).
+               size: int = 160, seed: int = 0, zip: bool = False, force: bool = False) -> SynthReport:
+    """Write a synthetic set in the original layout as the folder `out` (folders, or zips with `zip`).
 
-    Files of the same names are replaced (atomically); nothing else in `out` is touched. Members
-    are generated in a fixed order (s, it, p); the second half of the placements use the mirrored
-    foregrounds, as iterations 20..39 did in the original.
+    The set is one unit: it is written into the sibling `.<name>.partial` (a stale one left by an
+    interrupted call is removed first) and renamed to `out` at the end, so `out` never holds a
+    half-written set nor a mix of two. An existing `out` must be an empty folder, or with `force`
+    is replaced whole (every file in it goes). Members are generated in a fixed order
+    (s, it, p); the second half of the placements use the mirrored foregrounds, as iterations
+    20..39 did in the original.
     """
     for name, v, lo in (("backgrounds", backgrounds, 1), ("foregrounds", foregrounds, 1),
                         ("placements", placements, 1), ("size", size, 32), ("seed", seed, 0)):
@@ -175,23 +180,68 @@ def synthesize(out: str | Path, backgrounds: int = 8, foregrounds: int = 6, plac
             raise UserError(f"synth: {name} must be at least {lo}, got {v}")
     if size > 4096:
         raise UserError(f"synth: size must be at most 4096, got {size}")
-    out = ensure_dir(out)
-    figures = [make_figure(seed, m) for m in range(1, foregrounds + 1)]
-    places = [tuple(_rng(seed, 3, it).uniform([0, 0.1], [1, 0.9])) for it in range(placements)]
-    first_mirrored = (placements + 1) // 2
-    with _Writer(out, zip) as w:
-        for k in range(1, backgrounds + 1):
-            scene = make_scene(seed, k, size)
-            sub = scene.render(SUPERSAMPLE)
-            rng = _rng(seed, 4, k)
-            bg = np.clip(_blocks(sub["rgb"], SUPERSAMPLE) + rng.normal(0, 0.012, (size, size, 3)), 0, 1)
-            w.add("bg", f"{FOLDER_NAMES['bg']}/{format_background_name(k)}", _jpeg(bg))
-            for it in range(placements):
-                for m, fig in enumerate(figures, start=1):
-                    fgbg, mask, depth = composite(scene, sub, bg, fig, places[it], it >= first_mirrored, rng)
-                    name = format_pair_name(k, m, it)
-                    w.add("fgbg", f"{FOLDER_NAMES['fgbg']}/{it}/{name}", _jpeg(fgbg))
-                    w.add("mask", f"{FOLDER_NAMES['mask']}/{it}/{name}", _jpeg(mask))
-                    w.add("depth", f"{FOLDER_NAMES['depth']}/{it}/{name}", _jpeg(metres_to_gray(depth)))
-    return SynthReport(out, backgrounds, foregrounds, placements, size, seed, bool(zip), w.count,
-                       tuple(w.written()))
+    out = Path(out)
+    # the folder itself (not a link to it), with a name to put the sibling beside
+    target = out.resolve() if out.name in ("", ".", "..") or out.is_symlink() else out
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if target.is_dir() and not force and any(target.iterdir()):
+        raise UserError(f"{out}: exists and is not empty; pick a new folder, or --force to replace it whole")
+    partial = target.with_name(f".{target.name}.partial")
+    if partial.is_dir() and not partial.is_symlink():
+        shutil.rmtree(partial)
+    elif partial.exists() or partial.is_symlink():
+        partial.unlink()
+    ensure_dir(partial)
+    try:
+        figures = [make_figure(seed, m) for m in range(1, foregrounds + 1)]
+        places = [tuple(_rng(seed, 3, it).uniform([0, 0.1], [1, 0.9])) for it in range(placements)]
+        first_mirrored = (placements + 1) // 2
+        with _Writer(partial, zip) as w:
+            for k in range(1, backgrounds + 1):
+                scene = make_scene(seed, k, size)
+                sub = scene.render(SUPERSAMPLE)
+                rng = _rng(seed, 4, k)
+                bg = np.clip(_blocks(sub["rgb"], SUPERSAMPLE) + rng.normal(0, 0.012, (size, size, 3)), 0, 1)
+                w.add("bg", f"{FOLDER_NAMES['bg']}/{format_background_name(k)}", _jpeg(bg))
+                for it in range(placements):
+                    for m, fig in enumerate(figures, start=1):
+                        fgbg, mask, depth = composite(scene, sub, bg, fig, places[it], it >= first_mirrored, rng)
+                        name = format_pair_name(k, m, it)
+                        w.add("fgbg", f"{FOLDER_NAMES['fgbg']}/{it}/{name}", _jpeg(fgbg))
+                        w.add("mask", f"{FOLDER_NAMES['mask']}/{it}/{name}", _jpeg(mask))
+                        w.add("depth", f"{FOLDER_NAMES['depth']}/{it}/{name}", _jpeg(metres_to_gray(depth)))
+        _replace_folder(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    written = tuple(out / p.relative_to(partial) for p in w.written())
+    return SynthReport(out, backgrounds, foregrounds, placements, size, seed, bool(zip), w.count, written)
+
+
+def _replace_folder(src: Path, dst: Path) -> None:
+    """Rename the finished folder `src` to `dst`; an existing `dst` is moved aside first and
+    removed only once `src` is in its place."""
+    old = None
+    if dst.is_dir():
+        if any(dst.iterdir()):
+            old = dst.with_name(f".{dst.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(dst, old)
+        else:
+            dst.rmdir()
+    try:
+        os.replace(src, dst)
+    except OSError as e:
+        if old is not None:
+            os.replace(old, dst)  # put the old set back
+        raise UserError(f"{dst}: cannot put the new data set in place ({e.strerror or e})") from None
+    with contextlib.suppress(OSError):  # make the rename durable
+        fd = os.open(dst.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

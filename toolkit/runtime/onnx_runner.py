@@ -34,14 +34,22 @@ class OnnxRunner(Runner):
                 f"{self.path}: model has inputs {sorted(inputs)} and outputs {sorted(outputs)}, "
                 f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}"
             )
+        for value in list(session.get_inputs()) + list(session.get_outputs()):
+            if value.type != "tensor(float)":
+                raise UserError(f"{self.path}: {value.name} is {value.type}, the toolkit's models use float32 inputs and outputs")
         self.metadata = dict(session.get_modelmeta().custom_metadata_map)
+        shape = inputs["bg"].shape
+        fixed = tuple(shape[2:]) if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]) else None
+        if len(shape) != 4 or shape[1] != 3:
+            raise UserError(f"{self.path}: input bg has shape {shape}, expected [N, 3, H, W]")
         try:
             self.spec = IOSpec.from_metadata(self.metadata)
         except ValueError:
-            shape = inputs["bg"].shape
-            if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+            if fixed is None:
                 raise UserError(f"{self.path}: model has no toolkit metadata and no fixed input size") from None
-            self.spec = IOSpec().with_size(shape[2], shape[3])
+            self.spec = IOSpec().with_size(*fixed)
+        if fixed is not None and fixed != self.spec.size:
+            raise UserError(f"{self.path}: metadata says {self.spec.height}x{self.spec.width} but the graph takes {fixed[0]}x{fixed[1]}")
         self.session = session
 
     def _session(self):
@@ -71,5 +79,9 @@ class OnnxRunner(Runner):
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self.session is not None
-        values = self.session.run(list(OUTPUT_NAMES), {n: feed[n] for n in INPUT_NAMES})
+        try:
+            values = self.session.run(list(OUTPUT_NAMES), {n: feed[n] for n in INPUT_NAMES})
+        except Exception as e:  # ORT's own exception types (Fail, InvalidArgument, RuntimeException)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{self.path}: ONNX Runtime failed to run the model ({first[:200]})") from e
         return {n: np.asarray(v, dtype=np.float32) for n, v in zip(OUTPUT_NAMES, values)}
