@@ -113,3 +113,17 @@ def test_reference_found_from_metadata(tmp_path, imported_ckpt):
 def test_threshold_options_are_range_checked(exported_onnx, imported_ckpt):
     r = run_cli("parity", "--model", str(exported_onnx), "--reference", str(imported_ckpt), "--mask-iou", "2")
     assert r.returncode == 2 and "--mask-iou" in r.stderr
+
+
+def test_worst_pair_png(perturbed_onnx, imported_ckpt, tmp_path):
+    from PIL import Image
+
+    r = run_cli("parity", "--model", str(perturbed_onnx), "--reference", str(imported_ckpt), "--limit", "3",
+                "--png-dir", str(tmp_path / "png"), "--json", str(tmp_path / "p.json"))
+    assert r.returncode == 1
+    png = tmp_path / "png" / "worst-perturbed.png"
+    panel = Image.open(png)
+    assert panel.size[0] >= 8 * 128 and panel.mode == "RGB"  # 8 tiles: inputs, ref/model/diff per output
+    report = json.loads((tmp_path / "p.json").read_text())
+    worst = report["models"][0]["worst_pair_max_abs"]
+    assert worst == pytest.approx(max(report["models"][0]["max_abs"].values()))

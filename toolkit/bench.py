@@ -1,8 +1,9 @@
 """Latency and throughput per model and batch size, beside a baseline measured in the same run.
 
 Absolute times mean little across machines (an AVX2 EPYC vs an AMX Xeon), so every row also
-carries its speed relative to the first model given (put the PyTorch checkpoint first to make
-eager PyTorch the baseline). No torch at import: `.onnx` models bench on the edge install.
+carries its speed relative to the baseline: PyTorch eager on the checkpoint the first model was
+exported from (found through its metadata) when torch is installed, else the first model given.
+No torch at import: `.onnx` models bench on the edge install.
 """
 
 from __future__ import annotations
@@ -77,3 +78,24 @@ def bench(
                 if on_row:
                     on_row(row)
     return rows
+
+
+def with_baseline(models: list[Path], baseline: Path | None) -> tuple[list[Path], str]:
+    """Put the baseline first: the given checkpoint, or the first model's source checkpoint."""
+    if baseline is not None:
+        return [baseline, *[m for m in models if m != baseline]], f"baseline: {baseline.name} (given)"
+    first = models[0]
+    if first.suffix == ".pt":
+        return models, f"baseline: {first.name} (PyTorch eager)"
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return models, f"baseline: {first.name} (PyTorch is not installed, so not eager PyTorch)"
+    from .compare import find_reference
+
+    try:
+        with open_runner(first) as runner:
+            ref = find_reference(first, runner)
+    except UserError:
+        return models, f"baseline: {first.name} (its source checkpoint was not found; pass --baseline CKPT)"
+    return [ref, *models], f"baseline: {ref.name} (PyTorch eager, the checkpoint {first.name} came from)"

@@ -57,6 +57,7 @@ class ParityResult:
     nonfinite: dict[str, int] = field(default_factory=dict)  # NaN/inf values the model produced
     empty_masks: int = 0  # images where both masks are empty (their IoU of 1.0 says little)
     failures: list[str] = field(default_factory=list)
+    worst: WorstPair | None = field(default=None, repr=False)
 
     def __bool__(self) -> bool:
         return not self.failures
@@ -79,8 +80,9 @@ class ParityResult:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        d = _finite_or_none(asdict(self))
+        d = _finite_or_none({k: v for k, v in asdict(self).items() if k != "worst"})
         d["passed"] = bool(self)
+        d["worst_pair_max_abs"] = _finite_or_none(self.worst.max_abs) if self.worst else None
         return d
 
 
@@ -104,6 +106,34 @@ class ParityReport:
         }
 
 
+@dataclass
+class WorstPair:
+    """The input pair on which a model differed most from the reference, with both outputs."""
+
+    max_abs: float
+    inputs: dict[str, np.ndarray]  # bg, fgbg: [3, H, W]
+    got: dict[str, np.ndarray]  # mask, depth: [H, W]
+    ref: dict[str, np.ndarray]
+
+    def panel(self) -> np.ndarray:
+        """bg | fgbg | mask ref | mask model | |diff| | depth ref | depth model | |diff| (uint8 RGB).
+
+        Difference maps are scaled to their own maximum (printed in the label) so that even
+        1e-6 disagreements show where they are.
+        """
+        from . import imageio
+
+        tiles, labels = [imageio.from_nchw(self.inputs[n][None])[0] for n in INPUT_NAMES], list(INPUT_NAMES)
+        for n in OUTPUT_NAMES:
+            got, ref = np.nan_to_num(self.got[n], nan=1.0), self.ref[n]
+            diff = np.abs(got - ref)
+            top = float(diff.max()) or 1.0
+            show = (lambda a: imageio.colorize_depth(a)) if n == "depth" else (lambda a: a)
+            tiles += [show(ref), show(got), imageio.colorize_depth(diff / top)]
+            labels += [f"{n} ref", f"{n} model", f"|diff| max {float(diff.max()):.1e}"]
+        return imageio.make_panel(tiles, labels)
+
+
 class _Accumulator:
     """Collects a candidate's outputs beside the reference's, batch by batch."""
 
@@ -114,8 +144,9 @@ class _Accumulator:
         self.nonfinite = {n: 0 for n in OUTPUT_NAMES}
         self.got: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
         self.ref: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
+        self.worst: WorstPair | None = None
 
-    def add(self, got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
+    def add(self, got: dict[str, np.ndarray], ref: dict[str, np.ndarray], feed: dict[str, np.ndarray]) -> None:
         for n in OUTPUT_NAMES:
             if got[n].shape != ref[n].shape:
                 raise UserError(f"output {n} has shape {list(got[n].shape)}, the reference {list(ref[n].shape)}")
@@ -129,6 +160,12 @@ class _Accumulator:
             self.got[n].append(got[n])
             self.ref[n].append(ref[n])
         self.count += int(ref[OUTPUT_NAMES[0]].size)
+        per_image = np.max([np.nan_to_num(np.abs(got[n] - ref[n]), nan=np.inf).reshape(len(ref[n]), -1).max(axis=1)
+                            for n in OUTPUT_NAMES], axis=0)
+        i = int(per_image.argmax())
+        if self.worst is None or per_image[i] > self.worst.max_abs:
+            self.worst = WorstPair(float(per_image[i]), {n: feed[n][i] for n in INPUT_NAMES},
+                                   {n: got[n][i, 0] for n in OUTPUT_NAMES}, {n: ref[n][i, 0] for n in OUTPUT_NAMES})
 
     def result(self, runner: Runner, pairs: int, thresholds: Thresholds) -> ParityResult:
         got = {n: np.concatenate(v) for n, v in self.got.items()}
@@ -147,6 +184,7 @@ class _Accumulator:
             thresholds=thresholds,
             nonfinite=dict(self.nonfinite),
             empty_masks=_both_empty(got["mask"], ref["mask"]),
+            worst=self.worst,
         ).judge()
 
 
@@ -182,7 +220,7 @@ def compare_runners(
             for feed in feeds:
                 ref = reference.infer(feed)
                 for runner, acc in zip(candidates, accs):
-                    acc.add(runner.infer(feed), ref)
+                    acc.add(runner.infer(feed), ref, feed)
                 pairs += int(feed[INPUT_NAMES[0]].shape[0])
         finally:
             for runner in candidates:

@@ -44,6 +44,7 @@ def parity(
     limit: int = typer.Option(16, "--limit", help="Number of pairs to compare on."),
     batch_size: int = typer.Option(8, "--batch-size"),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the report as JSON."),
+    png_dir: Path | None = typer.Option(None, "--png-dir", help="Write worst-<model>.png: the pair each model differs most on, with difference maps."),
     max_abs: float | None = typer.Option(None, "--max-abs", help="Override: max |model - torch|."),
     mask_iou: float | None = typer.Option(None, "--mask-iou", help="Override: minimum mask IoU vs torch."),
     depth_rmse: float | None = typer.Option(None, "--depth-rmse", help="Override: maximum depth RMSE vs torch."),
@@ -60,6 +61,13 @@ def parity(
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
         console.print(f"wrote {json_out}")
+    if png_dir is not None:
+        from ..imageio import save_png
+
+        for r in report.results:
+            if r.worst is not None:
+                path = save_png(png_dir / f"worst-{Path(r.model).stem}.png", r.worst.panel())
+                console.print(f"wrote {path} (worst pair, max abs diff {r.worst.max_abs:.2e})")
     if not report:
         raise CheckFailed("parity failed: " + "; ".join(f"{Path(r.model).name}: {', '.join(r.failures)}" for r in report.results if not r))
 
@@ -119,8 +127,11 @@ def demo(
 
 
 def bench(
-    model: list[Path] = typer.Option(..., "--model", "-m", help="Model(s); the first is the baseline for ratios."),
+    model: list[Path] = typer.Option(..., "--model", "-m", help="Model(s) to time (repeat the option)."),
     batch: str = typer.Option("1,8", "--batch", help="Comma-separated batch sizes."),
+    baseline: Path | None = typer.Option(
+        None, "--baseline", help="Model the ratios are against (default: PyTorch eager on the first model's source checkpoint)."
+    ),
     warmup: int = typer.Option(3, "--warmup"),
     iters: int = typer.Option(20, "--iters"),
     threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: the backend's)."),
@@ -128,6 +139,7 @@ def bench(
 ) -> None:
     """Latency percentiles and throughput per model and batch size, with same-run ratios."""
     from ..bench import bench as run
+    from ..bench import with_baseline
 
     try:
         batches = [int(b) for b in batch.split(",") if b.strip()]
@@ -135,8 +147,10 @@ def bench(
         batches = []
     if not batches:
         raise UserError(f"--batch must be comma-separated integers, got {batch!r}")
-    rows = run(model, batches, warmup=warmup, iters=iters, threads=threads)
-    table = Table(title="toolkit bench (ratios vs the first model, same run)")
+    models, note = with_baseline(list(model), baseline)
+    console.print(note)
+    rows = run(models, batches, warmup=warmup, iters=iters, threads=threads)
+    table = Table(title="toolkit bench (speed-up vs the baseline, same run)")
     for col in ("model", "backend", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "vs baseline"):
         table.add_column(col)
     for r in rows:

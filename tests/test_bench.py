@@ -1,0 +1,44 @@
+"""bench: percentiles and same-run ratios against a PyTorch eager baseline."""
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+from toolkit.bench import bench, with_baseline
+from toolkit.errors import UserError
+
+
+def test_baseline_is_the_source_checkpoint(exported_onnx, imported_ckpt, tmp_path):
+    import shutil
+
+    model = shutil.copy(exported_onnx, tmp_path / "model.onnx")
+    shutil.copy(imported_ckpt, tmp_path / imported_ckpt.name)  # found beside the model via its metadata
+    models, note = with_baseline([model], None)
+    assert models[0].suffix == ".pt" and "PyTorch eager" in note
+    models, note = with_baseline([model], model)
+    assert models == [model] and "given" in note
+
+
+def test_rows_and_ratios(exported_onnx, imported_ckpt):
+    rows = bench([imported_ckpt, exported_onnx], [1, 2], warmup=0, iters=2, threads=1)
+    assert [(r.backend, r.batch) for r in rows] == [("pytorch", 1), ("pytorch", 2), ("onnxruntime", 1), ("onnxruntime", 2)]
+    for r in rows:
+        assert 0 < r.p50_ms <= r.p90_ms <= r.p99_ms and r.images_per_s > 0
+    assert rows[0].speedup == 1.0 and rows[2].speedup == pytest.approx(rows[2].images_per_s / rows[0].images_per_s)
+
+
+def test_bad_options(exported_onnx):
+    with pytest.raises(UserError, match="batch sizes"):
+        bench([exported_onnx], [0])
+    with pytest.raises(UserError, match="threads"):
+        bench([exported_onnx], [1], threads=0)
+
+
+def test_cli_json(exported_onnx, imported_ckpt, tmp_path):
+    r = run_cli("bench", "--model", str(exported_onnx), "--baseline", str(imported_ckpt), "--batch", "1",
+                "--iters", "2", "--warmup", "0", "--json", str(tmp_path / "b.json"))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "b.json").read_text())
+    assert [row["backend"] for row in rows] == ["pytorch", "onnxruntime"]
+    assert "speed-up vs the baseline" in r.stdout
