@@ -91,7 +91,8 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, say: Callabl
     r = report.results[0]
     verdict = "PASS" if report else "FAIL: " + "; ".join(r.failures)
     say(f"[parity] {onnx_path.name} vs {ckpt.name} on {report.pairs} pairs: max abs diff "
-        f"{max(r.max_abs.values()):.2e}, mask IoU {r.mask_iou:.4f} -> {verdict}")
+        f"{max(r.max_abs.values()):.2e}, mask IoU {r.mask_iou:.4f}"
+        + (f" ({r.empty_masks} pairs with no mask in either)" if r.empty_masks else "") + f" -> {verdict}")
     say(f"panel: {result.artefacts['infer']}")
     if not report:
         raise CheckFailed("demo: parity failed")
