@@ -40,12 +40,63 @@ def _simple(name: str, module: str, role: str) -> Callable[[], Check]:
     return check
 
 
+GPU_EXTRA = "pip install 'toolkit[gpu]'"
+ORT_GPU_FIX = "pip uninstall onnxruntime && pip install 'toolkit[gpu]'"  # the two share one module
+
+
 def _onnxruntime() -> Check:
     ort = _module("onnxruntime")
     if ort is None:
         return Check("onnxruntime", "-", False, "missing: infer/parity/bench on .onnx disabled", "pip install toolkit")
     providers = ort.get_available_providers()
-    return Check("onnxruntime", ort.__version__, True, "providers: " + ", ".join(providers))
+    gpu = [p for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") if p in providers]
+    detail = f"; GPU providers: {', '.join(gpu)}" if gpu else "; no GPU providers (CPU only)"
+    return Check("onnxruntime", ort.__version__, True, "providers: " + ", ".join(providers) + detail)
+
+
+def _ort_gpu_providers() -> Check:
+    """Which of ONNX Runtime's CUDA and TensorRT execution providers this install has."""
+    ort = _module("onnxruntime")
+    if ort is None:
+        return Check("onnxruntime GPU providers", "-", False, "missing: onnxruntime is not installed", "pip install toolkit")
+    providers = ort.get_available_providers()
+    has = {name: f"{name}Provider" in providers for name in ("CUDAExecution", "TensorrtExecution")}
+    if all(has.values()):
+        return Check("onnxruntime GPU providers", ort.__version__, True, "CUDA and TensorRT execution providers available (.onnx on the GPU)")
+    if has["CUDAExecution"]:
+        return Check(
+            "onnxruntime GPU providers", ort.__version__, True,
+            "CUDA execution provider available; TensorRT EP missing: the ONNX Runtime tensorrt provider falls back to CUDA",
+            ORT_GPU_FIX,
+        )
+    return Check(
+        "onnxruntime GPU providers", ort.__version__, False,
+        "missing: CUDA and TensorRT execution providers; .onnx models run on the CPU only (GPU providers fall back to CPU)",
+        ORT_GPU_FIX,
+    )
+
+
+def _cudnn() -> Check:
+    """cuDNN: needed by ONNX Runtime's CUDA/TensorRT providers (PyTorch bundles its own)."""
+    torch = _module("torch")
+    if torch is not None and torch.cuda.is_available() and torch.backends.cudnn.is_available():
+        return Check("cuDNN", str(torch.backends.cudnn.version()), True, "via PyTorch: GPU training uses cuDNN")
+    from importlib import metadata
+
+    for dist in ("nvidia-cudnn-cu13", "nvidia-cudnn-cu12", "nvidia-cudnn-cu11"):
+        try:
+            return Check("cuDNN", metadata.version(dist), True, f"{dist}: available to ONNX Runtime's CUDA provider")
+        except metadata.PackageNotFoundError:
+            continue
+    import ctypes.util
+
+    if ctypes.util.find_library("cudnn"):
+        return Check("cuDNN", "?", True, "system libcudnn found")
+    return Check(
+        "cuDNN", "-", False,
+        "not found: ONNX Runtime's CUDA/TensorRT providers cannot load (infer/parity/bench of .onnx on the GPU fall back to CPU)",
+        "install cuDNN 9 for your CUDA (pip install nvidia-cudnn-cu12, or nvidia-cudnn-cu13)",
+    )
 
 
 def _torch() -> Check:
@@ -68,16 +119,41 @@ def _torch() -> Check:
 def _tensorrt() -> Check:
     trt = _module("tensorrt")
     if trt is None:
-        return Check("tensorrt", "-", False, "missing: --engine export and .engine models disabled", "pip install 'toolkit[gpu]'")
-    return Check("tensorrt", trt.__version__, True, "TensorRT engines can be built and run")
+        return Check(
+            "tensorrt", "-", False,
+            "missing: `toolkit export --engine` and .engine models in infer/parity/bench disabled", GPU_EXTRA,
+        )
+    version = str(getattr(trt, "__version__", "?"))
+    major = version.split(".")[0]
+    if not major.isdigit() or int(major) < 10:
+        return Check("tensorrt", version, False, "too old: engines need TensorRT 10 or newer (`export --engine`, .engine models disabled)", GPU_EXTRA)
+    typing = "always strongly typed" if int(major) >= 11 else "strongly typed networks"
+    return Check("tensorrt", version, True, f"engines can be built (`export --engine`) and run; {typing}")
 
 
 def _cuda_python() -> Check:
     for module, label in (("cuda.bindings", "cuda-python"), ("pycuda", "pycuda")):
         m = _module(module)
         if m is not None:
-            return Check(label, str(getattr(m, "__version__", "?")), True, "GPU buffers for TensorRT engines")
-    return Check("cuda-python", "-", False, "missing: .engine models cannot be run", "pip install 'toolkit[gpu]'")
+            return Check(label, str(getattr(m, "__version__", "?")), True, "GPU buffers for TensorRT engines; " + _gpu_verdict())
+    return Check(
+        "cuda-python", "-", False,
+        "missing: .engine models cannot be run (infer/parity/bench) and `export --engine` cannot record the GPU",
+        GPU_EXTRA,
+    )
+
+
+def _gpu_verdict() -> str:
+    from .errors import UserError
+    from .runtime.cuda_buffers import gpu_info
+
+    try:
+        info = gpu_info()
+    except UserError as e:
+        return f"no usable GPU ({e})"
+    except Exception as e:  # a broken driver install: report, never crash the doctor
+        return f"no usable GPU ({type(e).__name__})"
+    return "no GPU found" if info is None else f"GPU: {info.name}, compute {info.compute_capability}"
 
 
 CHECKS: tuple[Callable[[], Check], ...] = (
@@ -86,7 +162,9 @@ CHECKS: tuple[Callable[[], Check], ...] = (
     _simple("Pillow", "PIL", "image files"),
     _simple("onnx", "onnx", "ONNX files and metadata"),
     _onnxruntime,
+    _ort_gpu_providers,
     _torch,
+    _cudnn,
     _tensorrt,
     _cuda_python,
 )

@@ -9,9 +9,13 @@ from toolkit.runtime import RUNNERS, open_runner
 
 
 @pytest.fixture(params=sorted(RUNNERS))
-def model_file(request, imported_ckpt, exported_onnx):
+def model_file(request, imported_ckpt, exported_onnx, tmp_path_factory):
     if request.param == ".engine":
         pytest.importorskip("tensorrt", reason="TensorRT is not installed (GPU extra); engines cannot be built here")
+        from export.tensorrt import build_engine
+
+        out = tmp_path_factory.mktemp("engine") / "model.fp32.engine"
+        return build_engine(exported_onnx, out, precision="fp32").engine
     return {".pt": imported_ckpt, ".onnx": exported_onnx}[request.param]
 
 

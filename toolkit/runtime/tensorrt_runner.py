@@ -1,30 +1,229 @@
-"""TensorRT backend for `.engine` files.
+"""TensorRT backend for `.engine` files (TensorRT 10 and 11; no PyTorch).
 
-The engine path (building, sidecar checks, cuda-python buffers) arrives with the export stage;
-until then an engine is refused with one clear line rather than half-run.
+A plan holds no metadata and only runs on the TensorRT version and GPU it was built for, so
+every engine has a sidecar `<engine>.json` (written by `export.tensorrt.build_engine`). The
+sidecar is read and checked before anything is deserialised: a missing or unreadable sidecar,
+another TensorRT version, another GPU, or an engine file that is not the one the sidecar
+describes, is refused in one line. The I/O spec comes from the sidecar.
+
+Running uses the name-based API: `set_input_shape` per batch (inside the profile recorded in the
+sidecar), `set_tensor_address`, async copies and `execute_async_v3` on a stream of our own
+(never stream 0), then a synchronise; buffers come from cuda-python (or pycuda).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from ..errors import MissingDependency, UserError
+from ..fsutil import sha256_file
+from ..spec import INPUT_NAMES, METADATA_PREFIX, OUTPUT_NAMES, IOSpec
 from .base import Runner
+
+SIDECAR_FORMAT = "toolkit.engine-sidecar/1"
+SIDECAR_KEYS = (
+    "format", "tensorrt_version", "gpu_name", "compute_capability", "input_size", "iospec", "precision",
+    "batch_profile", "inputs", "outputs", "source_onnx", "source_onnx_sha256", "engine_sha256",
+)
+REBUILD = "rebuild it with `toolkit export --engine` on this machine"
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    """`model.fp16.engine` -> `model.fp16.engine.json`."""
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def load_sidecar(engine: str | Path) -> dict[str, Any]:
+    """Read and shape-check an engine's sidecar; every problem is one UserError line."""
+    path = sidecar_path(engine)
+    if not path.is_file():
+        raise UserError(f"{engine}: its sidecar {path} is missing (engines are only run with the sidecar written beside them at build time)")
+    try:
+        sidecar = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable engine sidecar ({str(e).splitlines()[0][:200]})") from e
+    if not isinstance(sidecar, dict):
+        raise UserError(f"{path}: engine sidecar must be a JSON object")
+    missing = [k for k in SIDECAR_KEYS if k not in sidecar]
+    if missing:
+        raise UserError(f"{path}: engine sidecar lacks {', '.join(missing)}")
+    if sidecar["format"] != SIDECAR_FORMAT:
+        raise UserError(f"{path}: unknown engine sidecar format {sidecar['format']!r} (expected {SIDECAR_FORMAT})")
+    try:
+        batch_profile(sidecar)
+        spec = sidecar_spec(sidecar)
+    except ValueError as e:
+        raise UserError(f"{path}: {e}") from e
+    if list(sidecar["input_size"]) != [spec.height, spec.width]:
+        raise UserError(f"{path}: input_size {sidecar['input_size']} disagrees with its I/O spec ({spec.height}x{spec.width})")
+    if list(sidecar["inputs"]) != list(INPUT_NAMES) or list(sidecar["outputs"]) != list(OUTPUT_NAMES):
+        raise UserError(f"{path}: engine I/O {sidecar['inputs']} -> {sidecar['outputs']}, expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}")
+    return sidecar
+
+
+def sidecar_spec(sidecar: Mapping[str, Any]) -> IOSpec:
+    return IOSpec.from_dict(sidecar["iospec"])
+
+
+def batch_profile(sidecar: Mapping[str, Any]) -> tuple[int, int, int]:
+    """The (min, opt, max) batch the engine's optimisation profile was built for."""
+    p = sidecar.get("batch_profile")
+    try:
+        values = (int(p["min"]), int(p["opt"]), int(p["max"]))  # type: ignore[index]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"invalid batch_profile {p!r}") from e
+    check_profile(values)
+    return values
+
+
+def check_profile(batch: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A (min, opt, max) batch profile with 1 <= min <= opt <= max, else ValueError."""
+    if len(batch) != 3:
+        raise ValueError(f"batch profile must be (min, opt, max), got {batch!r}")
+    lo, opt, hi = (int(b) for b in batch)
+    if not 1 <= lo <= opt <= hi:
+        raise ValueError(f"batch profile must satisfy 1 <= min <= opt <= max, got min={lo} opt={opt} max={hi}")
+    return lo, opt, hi
+
+
+def check_sidecar(sidecar: Mapping[str, Any], *, trt_version: str, gpu_name: str, compute_capability: str | None = None) -> None:
+    """Refuse an engine built with another TensorRT or for another GPU (before deserialising it)."""
+    built = str(sidecar.get("tensorrt_version", "?"))
+    if built != trt_version:
+        raise UserError(f"engine was built with TensorRT {built}, this machine has TensorRT {trt_version}: {REBUILD}")
+    built_gpu = str(sidecar.get("gpu_name", "?"))
+    if built_gpu != gpu_name:
+        raise UserError(f"engine was built for GPU '{built_gpu}', this machine has '{gpu_name}': {REBUILD}")
+    built_cc = str(sidecar.get("compute_capability", "?"))
+    if compute_capability is not None and built_cc != compute_capability:
+        raise UserError(f"engine was built for compute capability {built_cc}, this GPU has {compute_capability}: {REBUILD}")
+
+
+def check_batch(n: int, profile: tuple[int, int, int], *, where: str = "engine") -> None:
+    lo, _, hi = profile
+    if not lo <= n <= hi:
+        raise UserError(
+            f"{where}: batch of {n} is outside the engine's optimisation profile ({lo}..{hi}); "
+            "split the batch or rebuild with a larger --batch profile"
+        )
+
+
+def _tensorrt() -> Any:
+    try:
+        import tensorrt
+    except ImportError as e:
+        raise MissingDependency("TensorRT (needed to run a .engine file)", "gpu") from e
+    return tensorrt
 
 
 class TensorRTRunner(Runner):
     backend = "tensorrt"
 
-    def __init__(self, path: str | Path, **_options: object):
+    def __init__(self, path: str | Path, *, threads: int | None = None, **_options: object):
         super().__init__(path)
+        self.threads = threads  # accepted for a uniform open_runner(); TensorRT has no thread knob
+        trt = _tensorrt()
+        from . import cuda_buffers
+
+        if cuda_buffers.available_backend() is None:
+            raise MissingDependency("cuda-python", "gpu")
+        self.sidecar = load_sidecar(self.path)
+        gpu = cuda_buffers.gpu_info()
+        assert gpu is not None  # a backend is installed, so gpu_info() answers or raises
         try:
-            import tensorrt  # noqa: F401
-        except ImportError as e:
-            raise MissingDependency("TensorRT (needed to run a .engine file)", "gpu") from e
-        raise UserError(f"{self.path}: running TensorRT engines is not supported by this toolkit version yet")
+            check_sidecar(self.sidecar, trt_version=str(trt.__version__), gpu_name=gpu.name, compute_capability=gpu.compute_capability)
+        except UserError as e:
+            raise UserError(f"{self.path}: {e}") from None
+        digest = sha256_file(self.path)
+        if digest != self.sidecar["engine_sha256"]:
+            raise UserError(f"{self.path}: the engine file is not the one its sidecar {sidecar_path(self.path).name} describes (SHA-256 differs); rebuild both")
+        self.profile = batch_profile(self.sidecar)
+        self.spec = sidecar_spec(self.sidecar)
+        meta = self.sidecar.get("metadata") or {}
+        self.metadata = {str(k): str(v) for k, v in meta.items()}
+        self.metadata[f"{METADATA_PREFIX}precision"] = str(self.sidecar["precision"])
+        self._runtime: Any = None
+        self._engine: Any = None
+        self._context: Any = None
+        self._buffers: Any = None
+        self._names: list[str] = []
 
-    def _activate(self) -> None:  # pragma: no cover - unreachable until engines are supported
-        raise NotImplementedError
+    def _activate(self) -> None:
+        trt = _tensorrt()
+        from .cuda_buffers import CudaBuffers
 
-    def _infer(self, feed):  # pragma: no cover
-        raise NotImplementedError
+        logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(logger)
+        engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            raise UserError(f"{self.path}: TensorRT could not deserialise the engine (see the TensorRT log above); {REBUILD}")
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        if sorted(inputs) != sorted(INPUT_NAMES) or sorted(outputs) != sorted(OUTPUT_NAMES):
+            raise UserError(
+                f"{self.path}: engine has inputs {sorted(inputs)} and outputs {sorted(outputs)}, "
+                f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}"
+            )
+        for n in names:
+            if trt.nptype(engine.get_tensor_dtype(n)) != np.float32:
+                raise UserError(f"{self.path}: engine tensor {n} is {engine.get_tensor_dtype(n)}, the toolkit's engines take and give float32")
+        for n in INPUT_NAMES:
+            built_max = int(engine.get_tensor_profile_shape(n, 0)[2][0])
+            if built_max != self.profile[2]:
+                raise UserError(f"{self.path}: engine profile max batch for {n} is {built_max}, its sidecar says {self.profile[2]}; rebuild both")
+        context = engine.create_execution_context()
+        if context is None:
+            raise UserError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
+        buffers = CudaBuffers()
+        try:
+            h, w = self.spec.size  # type: ignore[union-attr]
+            for n in INPUT_NAMES:  # size every buffer for the profile's largest batch, once
+                _set_shape(context, n, (self.profile[2], 3, h, w), self.path)
+            for n in names:
+                nbytes = int(np.prod(tuple(context.get_tensor_shape(n)))) * np.dtype(np.float32).itemsize
+                buffers.allocate(n, nbytes)
+        except BaseException:
+            buffers.close()
+            raise
+        self._runtime, self._engine, self._context, self._buffers = runtime, engine, context, buffers
+        self._names = names
+
+    def _deactivate(self) -> None:
+        buffers, self._buffers = self._buffers, None
+        self._context = None  # context before engine before runtime, then the device memory
+        self._engine = None
+        self._runtime = None
+        if buffers is not None:
+            buffers.close()
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self._context is not None and self._buffers is not None
+        n = feed[INPUT_NAMES[0]].shape[0]
+        check_batch(n, self.profile, where=str(self.path))
+        ctx, buf = self._context, self._buffers
+        for name in INPUT_NAMES:
+            _set_shape(ctx, name, feed[name].shape, self.path)
+        out = {name: np.empty(tuple(ctx.get_tensor_shape(name)), np.float32) for name in OUTPUT_NAMES}
+        for name in self._names:
+            if not ctx.set_tensor_address(name, buf.address(name)):
+                raise UserError(f"{self.path}: TensorRT refused the address of tensor {name}")
+        for name in INPUT_NAMES:
+            buf.to_device(name, feed[name])
+        if not ctx.execute_async_v3(buf.stream_handle):
+            raise UserError(f"{self.path}: TensorRT failed to enqueue the engine (see the TensorRT log above)")
+        for name in OUTPUT_NAMES:
+            buf.to_host(out[name], name)
+        buf.synchronize()
+        return out
+
+
+def _set_shape(context: Any, name: str, shape: tuple[int, ...], path: Path) -> None:
+    if not context.set_input_shape(name, tuple(int(d) for d in shape)):
+        raise UserError(f"{path}: TensorRT refused input shape {list(shape)} for {name} (outside the engine's profile?)")

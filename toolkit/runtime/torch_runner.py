@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MissingDependency
+from ..errors import MissingDependency, UserError
 from ..spec import INPUT_NAMES, OUTPUT_NAMES
 from .base import Runner
 
@@ -22,9 +22,13 @@ def _torch():
 class TorchRunner(Runner):
     backend = "pytorch"
 
-    def __init__(self, path: str | Path, *, threads: int | None = None, device: str = "cpu"):
+    def __init__(self, path: str | Path, *, threads: int | None = None, device: str | None = None, provider: str = "cpu"):
+        """`provider` is the option every runner takes: "cuda" runs on the GPU, anything else on the CPU."""
         super().__init__(path)
-        _torch()
+        torch = _torch()
+        device = device or ("cuda" if provider in ("cuda", "tensorrt") else "cpu")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"{self.path}: --provider {provider} asks for CUDA, but PyTorch sees no CUDA device")
         from ..checkpoint import load_checkpoint, spec_of
 
         self.threads = threads

@@ -1,0 +1,265 @@
+"""TensorRT engines from the exported ONNX files (TensorRT 10 and 11), plus their sidecars.
+
+One path for both majors: a strongly typed network (TensorRT 11 is always strongly typed and has
+no FP16/INT8 builder flags; on 10 the STRONGLY_TYPED creation flag is set), so the precision is
+the ONNX file's own: fp32 from `model.onnx`, fp16 from `model.fp16.onnx` (fp16 weights, fp32
+I/O), int8 from the Q/DQ `model.int8.onnx`. No precision flag and no calibrator is ever set.
+
+The plan is written atomically, then its sidecar `<engine>.json` (what `TensorRTRunner` checks
+before it deserialises anything): TensorRT version, GPU and compute capability, I/O spec,
+precision, batch profile, the source ONNX and its SHA-256, the checkpoint's SHA-256, the
+toolkit version and the build time. A timing cache, when given, is loaded and saved back so
+later builds on the same machine reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from toolkit import __version__
+from toolkit.errors import MissingDependency, UserError
+from toolkit.fsutil import sha256_file, write_bytes_atomic, write_text_atomic
+from toolkit.runtime.tensorrt_runner import SIDECAR_FORMAT, check_profile, sidecar_path
+from toolkit.spec import INPUT_NAMES, METADATA_PREFIX, OUTPUT_NAMES, IOSpec
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_BATCH = (1, 8, 32)
+MIN_TRT_MAJOR = 10
+
+
+@dataclass
+class EngineReport:
+    engine: Path
+    sidecar: Path
+    precision: str
+    batch: tuple[int, int, int]
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    build_seconds: float
+    size_bytes: int
+    timing_cache: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OnnxSource:
+    """What the builder needs from the ONNX file, read with `onnx` (no TensorRT needed)."""
+
+    path: Path
+    spec: IOSpec
+    metadata: dict[str, str]
+    fixed_batch: int | None  # the batch dimension when the graph pins it, else None
+    has_qdq: bool
+
+
+def validate_build_args(precision: str, batch: tuple[int, int, int], workspace_mb: int) -> tuple[int, int, int]:
+    """Argument checks that need no TensorRT: one UserError line each."""
+    if precision not in PRECISIONS:
+        raise UserError(f"engine precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    try:
+        profile = check_profile(tuple(batch))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"engine {e}") from None
+    if int(workspace_mb) <= 0:
+        raise UserError(f"engine workspace must be a positive number of MiB, got {workspace_mb}")
+    return profile
+
+
+def read_onnx_source(onnx_path: Path) -> OnnxSource:
+    """The I/O spec (from the toolkit metadata), the batch dimension and whether Q/DQ nodes exist."""
+    import onnx
+
+    if not onnx_path.is_file():
+        raise UserError(f"{onnx_path}: no such ONNX file")
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as e:  # DecodeError and friends
+        raise UserError(f"{onnx_path}: not a loadable ONNX model ({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})") from e
+    props = {p.key: p.value for p in model.metadata_props}
+    try:
+        spec = IOSpec.from_metadata(props)
+    except ValueError as e:
+        raise UserError(f"{onnx_path}: {e} (engines are built from the toolkit's own ONNX exports)") from e
+    init_names = {i.name for i in model.graph.initializer}
+    inputs = {i.name: i for i in model.graph.input if i.name not in init_names}
+    outputs = [o.name for o in model.graph.output]
+    if sorted(inputs) != sorted(INPUT_NAMES) or sorted(outputs) != sorted(OUTPUT_NAMES):
+        raise UserError(f"{onnx_path}: model has inputs {sorted(inputs)} and outputs {sorted(outputs)}, expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}")
+    fixed: set[int | None] = set()
+    for name in INPUT_NAMES:
+        dims = inputs[name].type.tensor_type.shape.dim
+        values = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        if len(values) != 4 or values[1] != 3:
+            raise UserError(f"{onnx_path}: input {name} has shape {values}, expected [N, 3, H, W]")
+        if values[2:] != [None, None] and tuple(values[2:]) != spec.size:
+            raise UserError(f"{onnx_path}: metadata says {spec.height}x{spec.width} but input {name} is {values[2]}x{values[3]}")
+        fixed.add(values[0])
+    has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+    return OnnxSource(onnx_path, spec, props, fixed.pop() if len(fixed) == 1 else None, has_qdq)
+
+
+def check_source(source: OnnxSource, precision: str, batch: tuple[int, int, int]) -> None:
+    """The ONNX file must be of the asked precision, and its batch axis must admit the profile."""
+    recorded = source.metadata.get(f"{METADATA_PREFIX}precision")
+    if recorded and recorded != precision:
+        raise UserError(
+            f"{source.path}: is a {recorded} model, not {precision}: a strongly typed engine takes its precision "
+            f"from the ONNX file (build {precision} from the {precision} export)"
+        )
+    if precision == "int8" and not source.has_qdq:
+        raise UserError(f"{source.path}: has no QuantizeLinear/DequantizeLinear nodes; int8 engines are built from the Q/DQ export")
+    if source.fixed_batch is not None and batch != (source.fixed_batch,) * 3:
+        n = source.fixed_batch
+        raise UserError(f"{source.path}: its batch is fixed at {n}, so the profile must be {n},{n},{n}")
+
+
+def trt_major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 0
+
+
+def make_sidecar(
+    *,
+    engine: Path,
+    plan_sha256: str,
+    source: OnnxSource,
+    precision: str,
+    batch: tuple[int, int, int],
+    trt_version: str,
+    gpu_name: str,
+    compute_capability: str,
+    checkpoint_sha256: str,
+    build_seconds: float,
+    built_at: str | None = None,
+) -> dict[str, Any]:
+    """The sidecar's content; `TensorRTRunner` reads it back (`load_sidecar`)."""
+    meta = dict(source.metadata)
+    meta[f"{METADATA_PREFIX}precision"] = precision
+    rel = meta.get(f"{METADATA_PREFIX}checkpoint_relpath")
+    if rel:  # recorded relative to the ONNX file: re-anchor it on the engine's folder
+        target = (source.path.resolve().parent / rel).resolve()
+        meta[f"{METADATA_PREFIX}checkpoint_relpath"] = os.path.relpath(target, engine.resolve().parent)
+    ckpt = checkpoint_sha256 or meta.get(f"{METADATA_PREFIX}checkpoint_sha256", "")
+    return {
+        "format": SIDECAR_FORMAT,
+        "engine": engine.name,
+        "engine_sha256": plan_sha256,
+        "tensorrt_version": trt_version,
+        "gpu_name": gpu_name,
+        "compute_capability": compute_capability,
+        "strongly_typed": True,
+        "input_size": [source.spec.height, source.spec.width],
+        "iospec": source.spec.to_dict(),
+        "precision": precision,
+        "batch_profile": {"min": batch[0], "opt": batch[1], "max": batch[2]},
+        "inputs": list(INPUT_NAMES),
+        "outputs": list(OUTPUT_NAMES),
+        "source_onnx": source.path.name,
+        "source_onnx_sha256": sha256_file(source.path),
+        "checkpoint_sha256": ckpt,
+        "toolkit_version": __version__,
+        "built_at": built_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "build_seconds": round(build_seconds, 3),
+        "metadata": meta,
+    }
+
+
+def _tensorrt() -> Any:
+    try:
+        import tensorrt
+    except ImportError as e:
+        raise MissingDependency("TensorRT (needed for --engine)", "gpu") from e
+    return tensorrt
+
+
+def _network_flags(trt: Any) -> int:
+    """STRONGLY_TYPED where the enum has it (10.x opt-in; 11.x always strong, flag ignored)."""
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return 0 if flag is None else 1 << int(flag)
+
+
+def build_engine(
+    onnx_path: Path,
+    out: Path,
+    *,
+    precision: str,
+    batch: tuple[int, int, int] = DEFAULT_BATCH,
+    workspace_mb: int = 1024,
+    timing_cache: Path | None = None,
+    checkpoint_sha256: str = "",
+) -> EngineReport:
+    """Build `out` (a `.engine` plan) and `out.json` from `onnx_path` on the current GPU."""
+    from toolkit.runtime.cuda_buffers import gpu_info
+
+    onnx_path, out = Path(onnx_path), Path(out)
+    profile = validate_build_args(precision, batch, workspace_mb)
+    source = read_onnx_source(onnx_path)
+    check_source(source, precision, profile)
+    trt = _tensorrt()
+    version = str(trt.__version__)
+    if trt_major(version) < MIN_TRT_MAJOR:
+        raise UserError(f"TensorRT {version} is too old: engines need TensorRT {MIN_TRT_MAJOR} or newer")
+    gpu = gpu_info(allow_torch=True)
+    if gpu is None:
+        raise MissingDependency("cuda-python (needed to record the GPU an engine is built for)", "gpu")
+
+    notes: list[str] = []
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)).strip() for i in range(parser.num_errors)]
+        first = (errors[0].splitlines()[0] if errors and errors[0] else "no error reported")[:300]
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise UserError(f"{onnx_path}: TensorRT could not parse the model: {first}{more}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    h, w = source.spec.size
+    opt_profile = builder.create_optimization_profile()
+    for name in INPUT_NAMES:
+        opt_profile.set_shape(name, (profile[0], 3, h, w), (profile[1], 3, h, w), (profile[2], 3, h, w))
+    config.add_optimization_profile(opt_profile)
+    cache = _load_timing_cache(config, timing_cache, notes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+
+    t0 = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - t0
+    if plan is None:
+        raise UserError(f"{out}: TensorRT failed to build the engine from {onnx_path.name} (see the TensorRT log above)")
+    data = bytes(plan)
+    write_bytes_atomic(out, data)
+    if timing_cache is not None:
+        write_bytes_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+    sidecar = make_sidecar(
+        engine=out, plan_sha256=hashlib.sha256(data).hexdigest(), source=source, precision=precision, batch=profile,
+        trt_version=version, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
+        checkpoint_sha256=checkpoint_sha256, build_seconds=seconds,
+    )
+    side = write_text_atomic(sidecar_path(out), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    return EngineReport(out, side, precision, profile, version, gpu.name, gpu.compute_capability, seconds, len(data), timing_cache, notes)
+
+
+def _load_timing_cache(config: Any, path: Path | None, notes: list[str]) -> Any:
+    """The timing cache from `path` (if it exists and TensorRT accepts it), else an empty one."""
+    blob = b""
+    if path is not None and path.is_file():
+        blob = path.read_bytes()
+    cache = config.create_timing_cache(blob)
+    if cache is None and blob:
+        notes.append(f"{path}: timing cache not accepted by this TensorRT (another version?); starting a new one")
+        cache = config.create_timing_cache(b"")
+    if cache is None:
+        raise UserError("TensorRT could not create a timing cache")
+    return cache

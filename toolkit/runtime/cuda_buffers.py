@@ -1,0 +1,246 @@
+"""CUDA streams, device buffers and copies for the TensorRT runner, without PyTorch.
+
+Two backends behind one small class: cuda-python (`cuda.bindings.runtime`, preferred; every call
+returns `(err, *values)` and every `err` is checked) and pycuda (its exceptions are turned into
+one-line errors). Both give plain integer device pointers and stream handles, which is what
+TensorRT's `set_tensor_address` and `execute_async_v3` take. Stream 0 is never used.
+
+`gpu_info()` names the current GPU and its compute capability for engine sidecars.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import MissingDependency, UserError
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    compute_capability: str  # "8.6"
+
+
+def check_cuda(result: Any, what: str) -> Any:
+    """Unpack a cuda-python `(err, *values)` result; any error becomes one UserError line.
+
+    Returns None, the single value, or a tuple of values.
+    """
+    if not isinstance(result, tuple):
+        result = (result,)
+    err, values = result[0], result[1:]
+    if int(err) != 0:
+        name = getattr(err, "name", None) or f"CUDA error {int(err)}"
+        raise UserError(f"CUDA call {what} failed: {name}{_error_string(err)}")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def _error_string(err: Any) -> str:
+    try:
+        from cuda.bindings import runtime as cudart
+
+        code, text = cudart.cudaGetErrorString(err)
+        if int(code) == 0 and text:
+            return f" ({text.decode() if isinstance(text, bytes) else text})"
+    except Exception:  # only a nicer message; the error name is already there
+        pass
+    return ""
+
+
+def _cudart() -> Any | None:
+    try:
+        return importlib.import_module("cuda.bindings.runtime")
+    except Exception:  # not installed, or a broken install: try the next backend
+        return None
+
+
+def _pycuda() -> Any | None:
+    try:
+        return importlib.import_module("pycuda.driver")
+    except Exception:
+        return None
+
+
+def available_backend() -> str | None:
+    """"cuda-python", "pycuda" or None (neither importable)."""
+    if _cudart() is not None:
+        return "cuda-python"
+    if _pycuda() is not None:
+        return "pycuda"
+    return None
+
+
+def gpu_info(*, allow_torch: bool = False) -> GpuInfo | None:
+    """The current CUDA device, from cuda-python, else pycuda, else (if allowed) torch.cuda.
+
+    None when no backend is installed; a UserError when one is but no device is usable.
+    """
+    cudart = _cudart()
+    if cudart is not None:
+        count = check_cuda(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+        if not count:
+            raise UserError("no CUDA device is visible (cudaGetDeviceCount returned 0)")
+        device = check_cuda(cudart.cudaGetDevice(), "cudaGetDevice")
+        prop = check_cuda(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+        name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+        return GpuInfo(name.rstrip("\x00").strip(), f"{prop.major}.{prop.minor}")
+    drv = _pycuda()
+    if drv is not None:
+        try:
+            drv.init()
+            dev = drv.Device(0)
+            major, minor = dev.compute_capability()
+            return GpuInfo(str(dev.name()).strip(), f"{major}.{minor}")
+        except Exception as e:  # pycuda.driver.Error and friends
+            raise UserError(f"pycuda found no usable CUDA device ({_first_line(e)})") from e
+    if allow_torch:
+        try:
+            import torch
+        except ImportError:
+            return None
+        if not torch.cuda.is_available():
+            raise UserError("no CUDA device is visible to PyTorch")
+        i = torch.cuda.current_device()
+        p = torch.cuda.get_device_properties(i)
+        return GpuInfo(p.name, f"{p.major}.{p.minor}")
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]
+
+
+class CudaBuffers:
+    """One non-default stream plus named device buffers; `close()` frees everything it made."""
+
+    def __init__(self) -> None:
+        self._rt = _cudart()
+        self._drv = None if self._rt is not None else _pycuda()
+        if self._rt is None and self._drv is None:
+            raise MissingDependency("cuda-python", "gpu")
+        self.backend = "cuda-python" if self._rt is not None else "pycuda"
+        self._ctx: Any = None
+        self._stream: Any = None
+        self._buffers: dict[str, tuple[Any, int]] = {}  # name -> (allocation, nbytes)
+        if self._rt is not None:
+            self._stream = check_cuda(self._rt.cudaStreamCreate(), "cudaStreamCreate")
+        else:
+            drv = self._drv
+            try:
+                drv.init()
+                self._ctx = drv.Device(0).retain_primary_context()  # the context TensorRT uses too
+                self._ctx.push()
+                self._stream = drv.Stream()
+            except Exception as e:
+                self.close()
+                raise UserError(f"pycuda could not set up a CUDA stream ({_first_line(e)})") from e
+        if self.stream_handle == 0:  # never the legacy default stream
+            self.close()
+            raise UserError("CUDA returned the default stream (0); refusing to run on it")
+
+    @property
+    def stream_handle(self) -> int:
+        if self._stream is None:
+            return 0
+        return int(self._stream) if self._rt is not None else int(self._stream.handle)
+
+    def allocate(self, name: str, nbytes: int) -> int:
+        """A device buffer of at least `nbytes` for `name` (reused when big enough); its address."""
+        old = self._buffers.get(name)
+        if old is not None and old[1] >= nbytes:
+            return self.address(name)
+        if old is not None:
+            self._free(old[0])
+            del self._buffers[name]
+        size = max(int(nbytes), 1)
+        if self._rt is not None:
+            mem = check_cuda(self._rt.cudaMalloc(size), f"cudaMalloc({size})")
+        else:
+            try:
+                mem = self._drv.mem_alloc(size)
+            except Exception as e:
+                raise UserError(f"pycuda could not allocate {size} bytes on the GPU ({_first_line(e)})") from e
+        self._buffers[name] = (mem, size)
+        return self.address(name)
+
+    def address(self, name: str) -> int:
+        return int(self._buffers[name][0])
+
+    def to_device(self, name: str, host: np.ndarray) -> None:
+        """Asynchronous host -> device copy on this stream; keep `host` alive until synchronize()."""
+        self._check_fits(name, host)
+        if self._rt is not None:
+            kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+            check_cuda(self._rt.cudaMemcpyAsync(self.address(name), host.ctypes.data, host.nbytes, kind, self._stream), f"cudaMemcpyAsync(H2D {name})")
+        else:
+            self._pycuda_call(lambda: self._drv.memcpy_htod_async(self._buffers[name][0], host, self._stream), f"H2D copy of {name}")
+
+    def to_host(self, host: np.ndarray, name: str) -> None:
+        """Asynchronous device -> host copy into the contiguous array `host`."""
+        self._check_fits(name, host)
+        if self._rt is not None:
+            kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+            check_cuda(self._rt.cudaMemcpyAsync(host.ctypes.data, self.address(name), host.nbytes, kind, self._stream), f"cudaMemcpyAsync(D2H {name})")
+        else:
+            self._pycuda_call(lambda: self._drv.memcpy_dtoh_async(host, self._buffers[name][0], self._stream), f"D2H copy of {name}")
+
+    def synchronize(self) -> None:
+        if self._rt is not None:
+            check_cuda(self._rt.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        else:
+            self._pycuda_call(self._stream.synchronize, "stream synchronize")
+
+    def close(self) -> None:
+        """Free every buffer, destroy the stream, release the context; safe to call twice.
+
+        Errors here are collected and raised after everything was attempted.
+        """
+        errors: list[str] = []
+        for name, (mem, _) in list(self._buffers.items()):
+            try:
+                self._free(mem)
+            except UserError as e:
+                errors.append(f"{name}: {e}")
+        self._buffers.clear()
+        if self._stream is not None:
+            try:
+                if self._rt is not None:
+                    check_cuda(self._rt.cudaStreamDestroy(self._stream), "cudaStreamDestroy")
+            except UserError as e:
+                errors.append(str(e))
+            self._stream = None
+        if self._ctx is not None:
+            try:
+                self._ctx.pop()
+                self._ctx.detach()
+            except Exception as e:
+                errors.append(_first_line(e))
+            self._ctx = None
+        if errors:
+            raise UserError("freeing CUDA resources failed: " + "; ".join(errors))
+
+    def _free(self, mem: Any) -> None:
+        if self._rt is not None:
+            check_cuda(self._rt.cudaFree(mem), "cudaFree")
+        else:
+            self._pycuda_call(mem.free, "free")
+
+    def _check_fits(self, name: str, host: np.ndarray) -> None:
+        if not host.flags.c_contiguous:
+            raise ValueError(f"{name}: host array must be C-contiguous")
+        if host.nbytes > self._buffers[name][1]:
+            raise ValueError(f"{name}: {host.nbytes} bytes do not fit its {self._buffers[name][1]}-byte device buffer")
+
+    @staticmethod
+    def _pycuda_call(fn: Any, what: str) -> None:
+        try:
+            fn()
+        except Exception as e:
+            raise UserError(f"CUDA {what} failed ({_first_line(e)})") from e
