@@ -45,6 +45,7 @@ def bench(
     warmup: int = 3,
     iters: int = 20,
     threads: int | None = None,
+    provider: str = "cpu",
     on_row: Callable[[BenchRow], None] | None = None,
 ) -> list[BenchRow]:
     if not models:
@@ -57,7 +58,7 @@ def bench(
     baseline: dict[int, float] = {}
     rng = np.random.default_rng(0)
     for i, path in enumerate(models):
-        with open_runner(path, threads=threads) as runner:
+        with open_runner(path, threads=threads, provider=provider) as runner:
             h, w = runner.spec.size  # type: ignore[union-attr]
             for b in batches:
                 feed = {k: rng.random((b, 3, h, w), dtype=np.float32) for k in ("bg", "fgbg")}

@@ -275,13 +275,17 @@ def run_parity(
     limit: int = 16,
     batch_size: int = 8,
     overrides: Thresholds | None = None,
+    provider: str = "cpu",
 ) -> ParityReport:
-    """Open the models and the reference, pick the pairs, compare. The CLI's `parity`."""
+    """Open the models and the reference, pick the pairs, compare. The CLI's `parity`.
+
+    `provider` applies to the models under test; the PyTorch reference always runs on the CPU.
+    """
     if not models:
         raise UserError("parity: give at least one --model")
     if limit <= 0 or batch_size <= 0:
         raise UserError("parity: --limit and --batch-size must be positive")
-    runners = [open_runner(m) for m in models]
+    runners = [open_runner(m, provider=provider) for m in models]
     ref_path = Path(reference) if reference else find_reference(Path(models[0]), runners[0])
     ref_runner = open_runner(ref_path)
     size = ref_runner.spec.size  # type: ignore[union-attr]

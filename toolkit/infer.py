@@ -108,7 +108,8 @@ def _batches(jobs: list[PairJob], n: int) -> Iterator[list[PairJob]]:
 
 
 def infer_files(
-    model: str | Path | Runner, bg: str | Path, fgbg: str | Path, out: str | Path, *, batch_size: int = 8
+    model: str | Path | Runner, bg: str | Path, fgbg: str | Path, out: str | Path, *, batch_size: int = 8,
+    provider: str = "cpu",
 ) -> InferReport:
     """Run `model` on a pair of images (or two folders of pairs) and write the PNGs under `out`.
 
@@ -121,8 +122,8 @@ def infer_files(
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     jobs, notes = plan_jobs(Path(bg), Path(fgbg), out)
-    runner = open_runner(model) if not isinstance(model, Runner) else model
-    report = InferReport(notes=list(notes))
+    runner = open_runner(model, provider=provider) if not isinstance(model, Runner) else model
+    report = InferReport(notes=list(notes) + list(getattr(runner, "notes", [])))
     with runner:
         assert runner.spec is not None
         size = runner.spec.size

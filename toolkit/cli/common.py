@@ -19,7 +19,9 @@ def _console(stderr: bool) -> Console:
     # No `file=`: Rich looks up sys.stdout/sys.stderr at each print, so captured streams work.
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or "COLUMNS" in os.environ else _PIPE_WIDTH
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    # markup=False: paths and messages print as they are (a "[gpu]" in them is not a style tag);
+    # styled text is built explicitly with rich.text.Text.from_markup.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width, markup=False)
 
 
 console = _console(stderr=False)

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from .. import spec
 from ..data.inspect import channel_stats, check_dataset
@@ -101,7 +102,7 @@ def check_cmd(
         table.add_column(col)
     style = {"ok": "green", "note": "yellow", "FAIL": "bold red"}
     for item, value, verdict in report.rows():
-        table.add_row(item, value, f"[{style[verdict]}]{verdict}[/]")
+        table.add_row(item, value, Text(verdict, style=style[verdict]))
     console.print(table)
     for line in report.details(limit=max(show, 0)):
         console.print(line, markup=False)
@@ -110,4 +111,4 @@ def check_cmd(
         console.print(f"wrote {json_file}", soft_wrap=True)
     if not report.ok:
         raise CheckFailed(f"data check failed for {data}: {', '.join(report.problems())}")
-    console.print("[green]data check passed[/]")
+    console.print(Text("data check passed", style="green"))

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import CheckFailed, UserError
 from ..fsutil import write_text_atomic
 from .common import console, err_console
+
+PROVIDER_HELP = "Where .onnx/.pt models run: cpu, cuda (CUDA EP / PyTorch CUDA) or tensorrt (TensorRT EP); falls back with a note."
 
 
 def infer(
@@ -20,13 +22,14 @@ def infer(
     model: Path = typer.Option(..., "--model", "-m", help="Model file: .pt, .onnx or .engine (backend by suffix)."),
     out: Path = typer.Option(Path("infer-out"), "--out", "-o", help="Output folder."),
     batch_size: int = typer.Option(8, "--batch-size", help="Pairs per batch when given folders."),
+    provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
 ) -> None:
     """Write mask.png, depth.png and panel.png (bg | fgbg | mask | depth) at the input's size."""
     from ..infer import infer_files
 
-    report = infer_files(model, bg, fgbg, out, batch_size=batch_size)
+    report = infer_files(model, bg, fgbg, out, batch_size=batch_size, provider=provider)
     for note in report.notes:
-        err_console.print(f"note: {note}")
+        err_console.print(f"note: {note}")  # markup off: paths and extras print as they are
     panels = [p for p in report.written if p.name == "panel.png"]
     console.print(f"{report.pairs} pair(s) -> {len(report.written)} files under {out}")
     if len(panels) == 1:
@@ -48,6 +51,7 @@ def parity(
     max_abs: float | None = typer.Option(None, "--max-abs", help="Override: max |model - torch|."),
     mask_iou: float | None = typer.Option(None, "--mask-iou", help="Override: minimum mask IoU vs torch."),
     depth_rmse: float | None = typer.Option(None, "--depth-rmse", help="Override: maximum depth RMSE vs torch."),
+    provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
 ) -> None:
     """Run each model beside the PyTorch reference; exit 1 when a threshold fails."""
     from ..compare import Thresholds, run_parity
@@ -56,7 +60,7 @@ def parity(
         if value is not None and not (value >= lo and (hi is None or value <= hi)):
             raise UserError(f"{name} must be in [{lo}, {hi if hi is not None else 'inf'}], got {value}")
     overrides = Thresholds(max_abs=max_abs, mask_iou=mask_iou, depth_rmse=depth_rmse)
-    report = run_parity(model, reference, data, limit=limit, batch_size=batch_size, overrides=overrides)
+    report = run_parity(model, reference, data, limit=limit, batch_size=batch_size, overrides=overrides, provider=provider)
     print_parity(report)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
@@ -83,7 +87,7 @@ def print_parity(report) -> None:
             f"{max(r.mean_abs.values()):.2e}",
             f"{r.mask_iou:.4f}" + (f" ({r.empty_masks} empty)" if r.empty_masks else ""), f"{r.mask_dice:.4f}",
             f"{r.depth_iou:.4f}", f"{r.depth_rmse:.5f}",
-            "[green]PASS[/green]" if r else "[red]FAIL[/red]: " + "; ".join(r.failures),
+            Text("PASS", style="green") if r else Text("FAIL: " + "; ".join(r.failures), style="red"),
         )
     console.print(table)
 
@@ -97,8 +101,8 @@ def doctor(json_out: Path | None = typer.Option(None, "--json", help="Also write
     for col in ("component", "version", "status", "fix"):
         table.add_column(col)
     for c in checks:
-        status = ("[green]ok[/green] " if c.ok else "[yellow]--[/yellow] ") + escape(c.verdict)
-        table.add_row(escape(c.name), escape(c.version), status, escape(c.fix))
+        status = Text.assemble(("ok " if c.ok else "-- ", "green" if c.ok else "yellow"), c.verdict)
+        table.add_row(c.name, c.version, status, c.fix)
     console.print(table)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps([c.to_dict() for c in checks], indent=2) + "\n")
@@ -136,6 +140,7 @@ def bench(
     iters: int = typer.Option(20, "--iters"),
     threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: the backend's)."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the rows as JSON."),
+    provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
 ) -> None:
     """Latency percentiles and throughput per model and batch size, with same-run ratios."""
     from ..bench import bench as run
@@ -149,7 +154,7 @@ def bench(
         raise UserError(f"--batch must be comma-separated integers, got {batch!r}")
     models, note = with_baseline(list(model), baseline)
     console.print(note)
-    rows = run(models, batches, warmup=warmup, iters=iters, threads=threads)
+    rows = run(models, batches, warmup=warmup, iters=iters, threads=threads, provider=provider)
     table = Table(title="toolkit bench (speed-up vs the baseline, same run)")
     for col in ("model", "backend", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "vs baseline"):
         table.add_column(col)
