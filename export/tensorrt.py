@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import __version__
-from toolkit.errors import MissingDependency, UserError
+from toolkit.errors import MissingDependency, UserError, first_line
 from toolkit.fsutil import sha256_file, write_bytes_atomic, write_text_atomic
 from toolkit.runtime.tensorrt_runner import SIDECAR_FORMAT, check_profile, sidecar_path
 from toolkit.spec import INPUT_NAMES, METADATA_PREFIX, OUTPUT_NAMES, IOSpec
@@ -82,7 +82,7 @@ def read_onnx_source(onnx_path: Path) -> OnnxSource:
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as e:  # DecodeError and friends
-        raise UserError(f"{onnx_path}: not a loadable ONNX model ({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})") from e
+        raise UserError(f"{onnx_path}: not a loadable ONNX model ({first_line(e)})") from e
     props = {p.key: p.value for p in model.metadata_props}
     try:
         spec = IOSpec.from_metadata(props)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, first_line
 from .fsutil import atomic_path
 from .model import EVA4Net, MaskDepthModel
 from .spec import IOSpec
@@ -76,7 +76,7 @@ def load_checkpoint(path: str | Path, *, check_finite: bool = True) -> dict[str,
                 f"{path}: refused: the file needs code to load, which a toolkit checkpoint never does "
                 f"(for the original author's files use `toolkit import-legacy`)"
             ) from e
-        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        first = first_line(e)
         raise UserError(f"{path}: not a readable checkpoint ({first[:200]})") from e
     validate_checkpoint(ckpt, path, check_finite=check_finite)
     return ckpt

@@ -33,3 +33,10 @@ class MissingDependency(UserError):
         super().__init__(f"{what} is not installed: pip install 'toolkit[{extra}]'")
         self.what = what
         self.extra = extra
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or its type name): third-party errors
+    (ONNX Runtime, torch.load, pickle) can span many lines, and ours must fit on one."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -177,7 +177,7 @@ def read_legacy(path: str | Path) -> LegacyModel:
         raise
     except (pickle.UnpicklingError, EOFError, struct.error, ValueError, TypeError, KeyError, IndexError,
             AttributeError, RecursionError, zipfile.BadZipFile, MemoryError) as e:
-        detail = str(e).splitlines()[0][:200] if str(e) else ""
+        detail = first_line(e)
         raise LegacyImportError(f"{path}: not a readable legacy checkpoint ({type(e).__name__}: {detail})") from e
     if not state:
         raise LegacyImportError(f"{path}: the file holds no tensors")

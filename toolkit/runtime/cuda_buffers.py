@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingDependency, UserError
+from ..errors import MissingDependency, UserError, first_line
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def gpu_info(*, allow_torch: bool = False) -> GpuInfo | None:
             major, minor = dev.compute_capability()
             return GpuInfo(str(dev.name()).strip(), f"{major}.{minor}")
         except Exception as e:  # pycuda.driver.Error and friends
-            raise UserError(f"pycuda found no usable CUDA device ({_first_line(e)})") from e
+            raise UserError(f"pycuda found no usable CUDA device ({first_line(e)})") from e
     if allow_torch:
         try:
             import torch
@@ -112,9 +112,6 @@ def gpu_info(*, allow_torch: bool = False) -> GpuInfo | None:
     return None
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:200]
 
 
 class CudaBuffers:
@@ -140,7 +137,7 @@ class CudaBuffers:
                 self._stream = drv.Stream()
             except Exception as e:
                 self.close()
-                raise UserError(f"pycuda could not set up a CUDA stream ({_first_line(e)})") from e
+                raise UserError(f"pycuda could not set up a CUDA stream ({first_line(e)})") from e
         if self.stream_handle == 0:  # never the legacy default stream
             self.close()
             raise UserError("CUDA returned the default stream (0); refusing to run on it")
@@ -166,7 +163,7 @@ class CudaBuffers:
             try:
                 mem = self._drv.mem_alloc(size)
             except Exception as e:
-                raise UserError(f"pycuda could not allocate {size} bytes on the GPU ({_first_line(e)})") from e
+                raise UserError(f"pycuda could not allocate {size} bytes on the GPU ({first_line(e)})") from e
         self._buffers[name] = (mem, size)
         return self.address(name)
 
@@ -221,7 +218,7 @@ class CudaBuffers:
                 self._ctx.pop()
                 self._ctx.detach()
             except Exception as e:
-                errors.append(_first_line(e))
+                errors.append(first_line(e))
             self._ctx = None
         if errors:
             raise UserError("freeing CUDA resources failed: " + "; ".join(errors))
@@ -243,4 +240,4 @@ class CudaBuffers:
         try:
             fn()
         except Exception as e:
-            raise UserError(f"CUDA {what} failed ({_first_line(e)})") from e
+            raise UserError(f"CUDA {what} failed ({first_line(e)})") from e

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingDependency, UserError
+from ..errors import MissingDependency, UserError, first_line
 from ..spec import INPUT_NAMES, OUTPUT_NAMES, IOSpec
 from .base import Runner
 
@@ -184,7 +184,7 @@ class OnnxRunner(Runner):
         try:
             return ort.InferenceSession(str(self.path), so, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/... types
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise UserError(f"{self.path}: not a loadable ONNX model ({first[:200]})") from e
 
     def _accelerated_session(self, cpu_session: Any) -> Any:
@@ -231,6 +231,6 @@ class OnnxRunner(Runner):
         try:
             values = self.session.run(list(OUTPUT_NAMES), {n: feed[n] for n in INPUT_NAMES})
         except Exception as e:  # ORT's own exception types (Fail, InvalidArgument, RuntimeException)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise UserError(f"{self.path}: ONNX Runtime failed to run the model ({first[:200]})") from e
         return {n: np.asarray(v, dtype=np.float32) for n, v in zip(OUTPUT_NAMES, values)}

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingDependency, UserError
+from ..errors import MissingDependency, UserError, first_line
 from ..fsutil import sha256_file
 from ..spec import INPUT_NAMES, METADATA_PREFIX, OUTPUT_NAMES, IOSpec
 from .base import Runner
@@ -47,7 +47,7 @@ def load_sidecar(engine: str | Path) -> dict[str, Any]:
     try:
         sidecar = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable engine sidecar ({str(e).splitlines()[0][:200]})") from e
+        raise UserError(f"{path}: unreadable engine sidecar ({first_line(e)})") from e
     if not isinstance(sidecar, dict):
         raise UserError(f"{path}: engine sidecar must be a JSON object")
     missing = [k for k in SIDECAR_KEYS if k not in sidecar]
