@@ -27,3 +27,33 @@ def export_metadata(spec: IOSpec, checkpoint: Path, ckpt: dict[str, Any], precis
         }
     )
     return props
+
+
+def read_metadata(model: Any) -> dict[str, str]:
+    """An ONNX ModelProto's `metadata_props` as a dict."""
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def derived_metadata(source_props: dict[str, str], precision: str, source: Path, out: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The metadata of a model converted from `source` (fp16, int8): the source's props (the
+    converters copy them as-is, `precision` included), with the precision reset, the checkpoint's
+    relative path re-anchored on `out`'s folder, and the source file named and hashed."""
+    props = dict(source_props)
+    props[f"{METADATA_PREFIX}precision"] = precision
+    rel = props.get(f"{METADATA_PREFIX}checkpoint_relpath")
+    if rel:
+        target = (source.resolve().parent / rel).resolve()
+        props[f"{METADATA_PREFIX}checkpoint_relpath"] = os.path.relpath(target, out.resolve().parent)
+    props[f"{METADATA_PREFIX}source_onnx"] = source.name
+    props[f"{METADATA_PREFIX}source_onnx_sha256"] = sha256_file(source)
+    props[f"{METADATA_PREFIX}version"] = __version__
+    props.update(extra or {})
+    return props
+
+
+def set_metadata(model: Any, props: dict[str, str]) -> Any:
+    """Replace a ModelProto's `metadata_props` with `props` (onnx's helper replaces, never merges)."""
+    import onnx
+
+    onnx.helper.set_model_props(model, {k: str(v) for k, v in props.items()})
+    return model

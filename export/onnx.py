@@ -133,3 +133,100 @@ def compare_with_torch(onnx_path: Path, model: Any) -> OnnxCheck:
                 diffs.append(np.abs(got[name] - r.numpy()).ravel())
     d = np.concatenate(diffs)
     return OnnxCheck(float(d.max()), float(d.mean()), len(feeds))
+
+
+# -- graph regions, found by structure (no node names): used by the fp16 and int8 converters ---
+def nodes_from_inputs(graph: Any, stop_ops: set[str]) -> tuple[list[str], list[str]]:
+    """Walk forward from the graph inputs: (names of the nodes reached before any `stop_ops` node,
+    names of the `stop_ops` nodes where the walk stopped). E.g. stop at Conv: (the input
+    normalisation, the first convolutions)."""
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    inits = {i.name for i in graph.initializer}
+    inside: list[str] = []
+    stops: list[str] = []
+    seen: set[str] = set()
+    frontier = [i.name for i in graph.input if i.name not in inits]
+    while frontier:
+        for node in consumers.get(frontier.pop(), []):
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type in stop_ops:
+                stops.append(node.name)
+            else:
+                inside.append(node.name)
+                frontier.extend(node.output)
+    return inside, stops
+
+
+def nodes_to_outputs(graph: Any, stop_ops: set[str]) -> tuple[list[str], list[str]]:
+    """Walk backward from the graph outputs: (names of the nodes reached before any `stop_ops`
+    node, names of the `stop_ops` nodes where the walk stopped). E.g. stop at Conv: (the output
+    decoding, the final convolutions); stop at Resize: (each output's full-resolution head)."""
+    producer = {out: node for node in graph.node for out in node.output}
+    inside: list[str] = []
+    stops: list[str] = []
+    seen: set[str] = set()
+    frontier = [o.name for o in graph.output]
+    while frontier:
+        node = producer.get(frontier.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type in stop_ops:
+            stops.append(node.name)
+        else:
+            inside.append(node.name)
+            frontier.extend(node.input)
+    return inside, stops
+
+
+def ensure_node_names(graph: Any) -> None:
+    """Give every unnamed (or duplicate-named) node a unique name: converters pick nodes by name."""
+    used: set[str] = set()
+    for i, node in enumerate(graph.node):
+        if not node.name or node.name in used:
+            base = f"{node.op_type}_{i}"
+            name, k = base, 0
+            while name in used:
+                k += 1
+                name = f"{base}_{k}"
+            node.name = name
+        used.add(node.name)
+
+
+def batches(pairs: dict[str, np.ndarray], size: int = 8) -> list[dict[str, np.ndarray]]:
+    """`{"bg", "fgbg"}` arrays `[N, 3, H, W]` cut into feeds of at most `size` pairs."""
+    n = int(pairs[INPUT_NAMES[0]].shape[0])
+    return [{k: np.ascontiguousarray(pairs[k][i : i + size], dtype=np.float32) for k in INPUT_NAMES} for i in range(0, n, size)]
+
+
+def compare_with_onnx(reference: Path, candidate: Path, feeds: list[dict[str, np.ndarray]], thresholds: Any = None) -> Any:
+    """Parity of `candidate` against the ONNX `reference` in ONNX Runtime (no torch): a
+    `toolkit.compare.ParityResult`, judged by the thresholds of the candidate's recorded precision
+    unless `thresholds` (a `Thresholds`) overrides them."""
+    from dataclasses import replace
+
+    from toolkit.compare import DEFAULT_THRESHOLDS, compare_runners
+    from toolkit.runtime.onnx_runner import OnnxRunner
+
+    candidate_runner = OnnxRunner(candidate)
+    result = compare_runners(OnnxRunner(reference), [candidate_runner], feeds).results[0]
+    if thresholds is not None:
+        result = replace(result, thresholds=thresholds).judge()
+    elif result.precision not in DEFAULT_THRESHOLDS:
+        raise UserError(f"{candidate}: unknown precision {result.precision!r} in its metadata")
+    return result
+
+
+def parity_figures(result: Any) -> str:
+    """'mask IoU 0.9970, depth RMSE 0.0002, max abs 2.5e-03 on 16 pairs' (+ NaN/inf when any)."""
+    bad = sum(result.nonfinite.values())
+    text = (
+        f"mask IoU {result.mask_iou:.4f}, depth RMSE {result.depth_rmse:.4f}, "
+        f"max abs {max(result.max_abs.values()):.1e} on {result.pairs} pairs"
+    )
+    return text + (f", {bad} NaN/inf values" if bad else "")

@@ -67,31 +67,77 @@ def summary(
 def export(
     ckpt: Path = typer.Argument(..., help="A toolkit checkpoint (.pt)."),
     out: Path = typer.Option(Path("exports"), "--out", "-o", help="Output folder."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write model.fp16.onnx (fp32 I/O; checked against fp32)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx (static Q/DQ; refused when it fails the accuracy gate)."),
+    calib: Path | None = typer.Option(None, "--calib", help="Calibration data (folder or zip, original layout); default: a small synthetic set."),
+    int8_target: str | None = typer.Option(
+        None, "--int8-target", help="int8 flavour: cpu (U8S8 Q/DQ, fastest in ONNX Runtime) or tensorrt (symmetric, zero points 0); default cpu."
+    ),
+    calib_method: str | None = typer.Option(None, "--calib-method", help="int8 calibration: minmax, entropy or percentile. Default entropy."),
+    calib_pairs: int | None = typer.Option(
+        None, "--calib-pairs", help="int8 calibration pairs (default 32); the gate judges 16 pairs of held-out backgrounds."
+    ),
+    force: bool = typer.Option(False, "--force", help="Write the int8 model even when it fails the accuracy gate (with a warning)."),
+    engine: bool = typer.Option(False, "--engine", help="Build TensorRT engines model.<precision>.engine from each ONNX of this run (gpu extra)."),
+    batch: str | None = typer.Option(None, "--batch", help="Engine batch profile min,opt,max (default 1,8,32)."),
+    workspace: int | None = typer.Option(None, "--workspace", help="Engine builder workspace in MiB (default 1024)."),
+    triton: Path | None = typer.Option(None, "--triton", help="Also write a Triton model repository in this folder."),
+    triton_name: str | None = typer.Option(None, "--triton-name", help="The model's name in the Triton repository (default eva4)."),
 ) -> None:
-    """Write model.onnx (normalisation and decoding in-graph, dynamic batch, metadata).
+    """Write model.onnx (normalisation and decoding in-graph, dynamic batch, metadata), and the
+    formats asked for: fp16, int8, TensorRT engines, a Triton repository.
 
-    The model is checked with onnx.checker and compared with PyTorch in ONNX Runtime before it
-    is written; a model that disagrees is refused (exit 1).
+    Every file is checked before it is written (fp32: ONNX Runtime vs PyTorch; fp16 and int8: vs fp32).
+
+    A model that fails its check is refused (exit 1) and never left on disk; bad options are refused (exit 2) before anything is written.
     """
-    _need_torch()
-    from export.formats import run_exports
+    from export.formats import DEFAULT_TRITON_NAME, ExportOptions, exit_code, parse_batch, run_exports
 
-    from ..checkpoint import load_checkpoint
-    existing_path(ckpt)
-    load_checkpoint(ckpt)  # a bad checkpoint is bad input (exit 2), not a failed export
+    from ..fsutil import ensure_dir
+
+    int8_only = {"--int8-target": int8_target, "--calib-method": calib_method, "--calib-pairs": calib_pairs, "--force": force or None}
+    given = [name for name, value in int8_only.items() if value is not None]
+    if given and not int8:
+        raise UserError(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to --int8")
+    engine_only = {"--batch": batch, "--workspace": workspace}
+    given = [name for name, value in engine_only.items() if value is not None]
+    if given and not engine:
+        raise UserError(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to --engine")
+    if triton_name is not None and triton is None:
+        raise UserError("--triton-name only applies to --triton")
+    options = ExportOptions(fp16=fp16, int8=int8, engine=engine, triton=triton, calib=calib, force=force)
+    if int8_target is not None:
+        options.int8_target = int8_target
+    if calib_method is not None:
+        options.calib_method = calib_method
+    if calib_pairs is not None:
+        options.calib_pairs = calib_pairs
+    if batch is not None:
+        options.batch = parse_batch(batch)
+    if workspace is not None:
+        options.workspace_mb = workspace
+    options.triton_name = triton_name or DEFAULT_TRITON_NAME
+    options.validate()  # bad values and missing libraries: exit 2 before anything is written
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
-    outcomes = run_exports(ckpt, out, ["onnx"])
-    failed = [o for o in outcomes if not o.ok]
+    _need_torch()
+    from ..checkpoint import load_checkpoint
+
+    existing_path(ckpt)
+    load_checkpoint(ckpt)  # a bad checkpoint is bad input (exit 2), not a failed export
+    ensure_dir(out)
+    outcomes = run_exports(ckpt, out, options=options)
     for o in outcomes:
-        if o.ok:
-            detail = o.detail
-            console.print(
-                f"wrote {o.path} ({o.format.precision}); ONNX Runtime vs PyTorch: max abs diff "
-                f"{detail.max_abs_diff:.2e}, mean {detail.mean_abs_diff:.2e} on {detail.inputs} inputs"
-            )
+        for a in o.artifacts:
+            console.print(f"wrote {a.path} ({a.precision}); {a.summary}")
+            for note in a.notes:
+                console.print(f"  {note}")
+    failed = [o for o in outcomes if not o.ok]
     if failed:
-        raise CheckFailed("; ".join(str(o.error) for o in failed))
+        message = "; ".join(str(o.error) for o in failed)
+        if exit_code(outcomes) == UserError.exit_code:
+            raise UserError(message)
+        raise CheckFailed(message)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,405 @@
+"""int8 ONNX (`model.int8.onnx`): static Q/DQ quantisation of the fp32 export, with an accuracy gate.
+
+No torch: the fp32 `.onnx` is the input, ONNX Runtime's quantisation tools do the work.
+
+Steps: `quant_pre_process` (ONNX Runtime's optimiser folds BatchNorm into Conv; symbolic shape
+inference is skipped, it fails on this graph); calibration with a `CalibrationDataReader` over
+real pairs at the model's size; `quantize_static` with per-channel weights; then the gate.
+
+Pairs: a data set in the original layout (`--calib DIR`, folder or zip), split by whole
+backgrounds (toolkit.data.split): the calibration pairs come from one part, the gate judges on
+pairs from the held-out backgrounds only. Without `--calib`, a small synthetic set
+(toolkit.data.synth) is made in a temporary folder.
+
+Targets:
+  * ``cpu`` (default): Q/DQ, activations uint8 asymmetric, weights int8 symmetric per channel
+    (U8S8), `reduce_range` on x86 CPUs without VNNI (U8S8 can saturate there, ORT's guidance).
+  * ``tensorrt``: Q/DQ, int8 activations and weights, both symmetric (every zero point is int8 0,
+    which TensorRT asserts), with Optimum's TensorRT options (`ActivationSymmetric`,
+    `WeightSymmetric`, `AddQDQPairToWeight`, `DedicatedQDQPair`) and `QuantizeBias` off.
+
+Nodes kept in float, found by graph structure (never by name): the first convolutions (the
+ones the input normalisation feeds) and each output's full-resolution head (every node between
+the last Resize and the output: the last depthwise-separable block, the final 1-channel conv and
+the decoding). A per-node scan showed the heads' convolutions carry most of the error (quantising
+only the depth head's 1x1 conv gave depth RMSE 0.024); the first convs and final 1-channel convs
+alone made no measurable difference.
+
+Measured on this project's CPU box (AMD EPYC Zen 4, 2 vCPUs, AVX-512 VNNI, a shared KVM guest, so
++-10 % noise), ORT 1.32, the epoch-12 fixture at 128 px, batch 8, ms per image (median of 20);
+calibration on the 32 synthetic pairs `synthetic_pairs` makes, figures vs the fp32 model on its 16
+held-out pairs (mask IoU per image at 0.5, as `toolkit parity`; mean |mask diff|; depth RMSE):
+
+    variant                          float nodes     calib     ms/img  mask IoU  |d mask|  depth RMSE
+    fp32                             -               -          38-43      -        -         -
+    fp16 (ORT CPU)                   -               -          55-59   0.9936   0.0001     0.0001
+    Q/DQ U8S8        (cpu target)    none            minmax      18.5   0.6474   0.0301     0.0340
+    QOperator U8S8                   none            minmax      18.6   0.6125   0.0331     0.0340
+    Q/DQ S8S8 asymmetric             none            minmax      26.0   0.6474   0.0301     0.0340
+    Q/DQ S8S8 sym.   (tensorrt)      none            minmax      32.6   0.3203   0.0460     0.0646
+    Q/DQ U8S8        (cpu target)    first + heads   minmax      24.7   0.7745   0.0255     0.0233
+    QOperator U8S8                   first + heads   minmax      24.1   0.7692   0.0307     0.0233
+    Q/DQ S8S8 asymmetric             first + heads   minmax      30.7   0.7745   0.0255     0.0233
+    Q/DQ S8S8 sym.   (tensorrt)      first + heads   minmax      33.5   0.4812   0.0405     0.0375
+    Q/DQ U8S8        (cpu target)    none            entropy     17.5   0.7676   0.0186     0.0356
+    QOperator U8S8                   none            entropy     17.6   0.6877   0.0181     0.0356
+    Q/DQ S8S8 asymmetric             none            entropy     24.3   0.7676   0.0186     0.0356
+    Q/DQ S8S8 sym.   (tensorrt)      none            entropy     33.5   0.7018   0.0223     0.0544
+    Q/DQ U8S8        (cpu target)    first + heads   entropy     24.8   0.8808   0.0141     0.0170
+    QOperator U8S8                   first + heads   entropy     26.2   0.8749   0.0130     0.0170
+    Q/DQ S8S8 asymmetric             first + heads   entropy     27.5   0.8808   0.0141     0.0170
+    Q/DQ S8S8 sym.   (tensorrt)      first + heads   entropy     35.9   0.9367   0.0172     0.0222
+
+So on x86 with VNNI, U8S8 is the fastest int8 (about 2.2x fp32, 1.6x with the float heads) and
+Q/DQ is as fast as QOperator here, with the same depth error (QOperator U8S8 gave a wrong mask
+on an AVX-512/AMX Xeon, export-backends.md §3); S8S8 is slower with no accuracy gain, symmetric
+S8S8 slower still and less accurate (it wastes half its range on ReLU outputs): it is only for
+TensorRT, which needs zero points of 0. The float heads halve the depth error for ~35 % of the
+speed-up; entropy calibration beats minmax (14 s vs 3 s for 32 pairs here; percentile 31 s, no
+better) and is the default.
+
+Gate: the quantised model runs beside the fp32 model in ONNX Runtime on the held-out pairs and
+is judged with `toolkit.compare` at the int8 thresholds (mask IoU >= 0.97, depth RMSE <= 0.02);
+a failure refuses the file (CheckFailed, exit 1, nothing written, the figures in the message)
+unless `force`, which writes it with a warning. Note: the epoch-12 fixture's fp32 masks on
+synthetic pairs are nearly empty (0 to ~70 pixels above 0.5, most of them near 0.5), so its
+per-image mask IoU swings with tiny differences (fp16 itself only reaches 0.9936) and its int8
+export fails the gate there, as the table shows; real pairs (`--calib`) are the meaningful test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import platform
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import CheckFailed, UserError
+from toolkit.fsutil import atomic_path
+from toolkit.spec import INPUT_NAMES, METADATA_PREFIX
+
+from .metadata import derived_metadata, read_metadata, set_metadata
+from .onnx import batches, compare_with_onnx, ensure_node_names, nodes_from_inputs, nodes_to_outputs, parity_figures
+
+TARGETS = ("cpu", "tensorrt")
+METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_TARGET = "cpu"
+DEFAULT_METHOD = "entropy"
+DEFAULT_CALIB_PAIRS = 32
+DEFAULT_GATE_PAIRS = 16
+MAX_PAIRS = 4096
+CALIB_BATCH = 4  # pairs per calibration run (the calibrator keeps every activation of a batch)
+HOLDOUT = 0.2  # share of a user data set's backgrounds held out for the gate
+SYNTH_SEED = 20200415
+SYNTH_FOREGROUNDS, SYNTH_PLACEMENTS = 4, 2
+
+# Optimum's TensorRT preset plus no bias quantisation (export-backends.md §3).
+TENSORRT_OPTIONS = {
+    "ActivationSymmetric": True,
+    "WeightSymmetric": True,
+    "AddQDQPairToWeight": True,
+    "DedicatedQDQPair": True,
+    "QuantizeBias": False,
+}
+
+
+# -- the pairs: calibration part and held-out gate part, split by background ------------------
+@dataclass
+class CalibrationPairs:
+    calib: dict[str, np.ndarray]  # bg, fgbg: float32 [N, 3, H, W] in [0, 1]
+    gate: dict[str, np.ndarray]  # pairs from backgrounds not in `calib`
+    source: str  # "synthetic" or the data set's name
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def calib_count(self) -> int:
+        return int(self.calib[INPUT_NAMES[0]].shape[0])
+
+    @property
+    def gate_count(self) -> int:
+        return int(self.gate[INPUT_NAMES[0]].shape[0])
+
+    def everything(self) -> dict[str, np.ndarray]:
+        """Both parts together (checks that calibrate nothing, such as fp16's, use them all)."""
+        return {k: np.concatenate([self.calib[k], self.gate[k]]) for k in INPUT_NAMES}
+
+
+def check_pair_counts(calib_pairs: int, gate_pairs: int) -> None:
+    for name, n in (("calibration pairs", calib_pairs), ("gate pairs", gate_pairs)):
+        if not 1 <= int(n) <= MAX_PAIRS:
+            raise UserError(f"int8: {name} must be between 1 and {MAX_PAIRS}, got {n}")
+
+
+def check_calibration_data(data: str | Path, holdout: float = HOLDOUT) -> None:
+    """A usable `--calib` set (checked before anything is written): readable, with pairs from at
+    least 2 backgrounds (one part calibrates, the held-out part judges)."""
+    from toolkit.data.reader import open_dataset
+    from toolkit.data.split import split_by_background
+
+    if not Path(data).exists():
+        raise UserError(f"{data}: no such calibration data folder or zip")
+    with open_dataset(data) as ds:
+        if not split_by_background(ds, holdout=holdout)[1]:
+            raise UserError(
+                f"{data}: all its pairs share one background; the int8 gate needs pairs from at least 2 backgrounds "
+                "(one is held out to judge the quantised model)"
+            )
+
+
+def _even(indices: list[int], n: int) -> list[int]:
+    if n >= len(indices):
+        return list(indices)
+    picks = np.unique(np.linspace(0, len(indices) - 1, n).round().astype(int))
+    return [indices[int(i)] for i in picks]
+
+
+def load_pairs(
+    data: str | Path,
+    size: tuple[int, int],
+    *,
+    calib_pairs: int = DEFAULT_CALIB_PAIRS,
+    gate_pairs: int = DEFAULT_GATE_PAIRS,
+    holdout: float = HOLDOUT,
+    seed: int = 0,
+    name: str | None = None,
+) -> CalibrationPairs:
+    """Pairs from a data set (folder or zip, original layout) at `size`, split by background."""
+    from toolkit.data.reader import open_dataset
+    from toolkit.data.split import split_by_background
+
+    check_pair_counts(calib_pairs, gate_pairs)
+    with open_dataset(data) as ds:
+        train, held = split_by_background(ds, holdout=holdout, seed=seed)
+        if not held:
+            raise UserError(
+                f"{data}: all its pairs share one background; the int8 gate needs pairs from at least 2 backgrounds "
+                "(one is held out to judge the quantised model)"
+            )
+
+        def stack(indices: list[int]) -> dict[str, np.ndarray]:
+            items = [ds.load(i, size) for i in indices]
+            return {k: np.stack([it[k] for it in items]).astype(np.float32) for k in INPUT_NAMES}
+
+        calib_idx, gate_idx = _even(train, int(calib_pairs)), _even(held, int(gate_pairs))
+        pairs = CalibrationPairs(stack(calib_idx), stack(gate_idx), name or Path(data).name)
+    for what, got, asked in (("calibration", len(calib_idx), calib_pairs), ("gate", len(gate_idx), gate_pairs)):
+        if got < asked:
+            pairs.notes.append(f"{pairs.source}: only {got} {what} pairs available ({asked} asked)")
+    return pairs
+
+
+def synthetic_pairs(
+    workdir: str | Path,
+    size: tuple[int, int],
+    *,
+    calib_pairs: int = DEFAULT_CALIB_PAIRS,
+    gate_pairs: int = DEFAULT_GATE_PAIRS,
+) -> CalibrationPairs:
+    """A synthetic set made in `workdir` (whole backgrounds for each part), loaded as pairs."""
+    from toolkit.data.synth import synthesize
+
+    check_pair_counts(calib_pairs, gate_pairs)
+    per_bg = SYNTH_FOREGROUNDS * SYNTH_PLACEMENTS
+    calib_bgs, gate_bgs = -(-int(calib_pairs) // per_bg), -(-int(gate_pairs) // per_bg)
+    total = calib_bgs + gate_bgs
+    folder = Path(workdir) / "synthetic-calibration"
+    synthesize(folder, backgrounds=total, foregrounds=SYNTH_FOREGROUNDS, placements=SYNTH_PLACEMENTS,
+               size=max(size), seed=SYNTH_SEED, force=True)
+    return load_pairs(folder, size, calib_pairs=calib_pairs, gate_pairs=gate_pairs, holdout=gate_bgs / total,
+                      name="synthetic")
+
+
+# -- what to quantise -------------------------------------------------------------------------
+def float_nodes(model: Any) -> list[str]:
+    """Names of the nodes kept in float: the first convolutions and each output's head (the
+    nodes after the last Resize on the way to an output; the final convolutions when the graph
+    has no Resize). Found by structure, so it follows the graph, not its node names."""
+    graph = model.graph
+    ensure_node_names(graph)
+    _, first_convs = nodes_from_inputs(graph, {"Conv"})
+    heads, resizes = nodes_to_outputs(graph, {"Resize"})
+    if not resizes:  # no upsampling: keep only the final convolutions and the decoding
+        decoding, final_convs = nodes_to_outputs(graph, {"Conv"})
+        heads = decoding + final_convs
+    return list(dict.fromkeys(first_convs + heads))
+
+
+def _x86_without_vnni() -> bool:
+    """U8S8 can saturate on x86 without VNNI; ORT then advises `reduce_range` (7-bit weights)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return not any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def quant_settings(target: str) -> dict[str, Any]:
+    """quantize_static keyword arguments of a target (see the module docstring)."""
+    from onnxruntime.quantization import QuantFormat, QuantType
+
+    if target == "tensorrt":
+        return dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    per_channel=True, reduce_range=False, extra_options=dict(TENSORRT_OPTIONS))
+    return dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                per_channel=True, reduce_range=_x86_without_vnni(), extra_options={})
+
+
+def _reader(pairs: dict[str, np.ndarray], batch: int = CALIB_BATCH) -> Any:
+    """A CalibrationDataReader over `pairs`, in batches; `set_range` lets the calibrator reduce
+    batch by batch (CalibStridedMinMax) instead of keeping every activation of every batch."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    feeds = batches(pairs, batch)
+
+    class PairReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.start, self.end = 0, len(feeds)
+
+        def __len__(self) -> int:
+            return len(feeds)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.start, self.end = start_index, min(end_index, len(feeds))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self.start >= self.end:
+                return None
+            self.start += 1
+            return feeds[self.start - 1]
+
+    return PairReader()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """ORT's quantisation tools print progress and log warnings on the root logger: not ours to show."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+# -- the conversion ---------------------------------------------------------------------------
+@dataclass
+class Int8Report:
+    path: Path | None
+    target: str
+    method: str
+    calib_pairs: int
+    gate_pairs: int
+    parity: Any  # toolkit.compare.ParityResult vs fp32 on the held-out pairs
+    forced: bool = False
+    float_nodes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.parity)
+
+    def summary(self) -> str:
+        verdict = "gate passed" if self.passed else "gate FAILED, written with --force"
+        return (f"target {self.target}, {self.method} calibration on {self.calib_pairs} pairs; "
+                f"vs fp32 on held-out pairs: {parity_figures(self.parity)}; {verdict}")
+
+
+def quantize_int8(
+    source: str | Path,
+    out: str | Path,
+    pairs: CalibrationPairs,
+    *,
+    target: str = DEFAULT_TARGET,
+    method: str = DEFAULT_METHOD,
+    force: bool = False,
+    thresholds: Any = None,
+) -> tuple[Path | None, Int8Report]:
+    """Quantise the fp32 ONNX `source` to `out`; refuse it (CheckFailed) when the gate fails,
+    unless `force`. `thresholds` (a `toolkit.compare.Thresholds`) overrides the int8 ones."""
+    import onnx
+
+    source, out = Path(source), Path(out)
+    if target not in TARGETS:
+        raise UserError(f"int8 target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if method not in METHODS:
+        raise UserError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not source.is_file():
+        raise UserError(f"{source}: no such ONNX file")
+    try:
+        original = onnx.load(str(source))
+    except Exception as e:  # DecodeError and friends
+        raise UserError(f"{source}: not a loadable ONNX model ({type(e).__name__})") from e
+    props = read_metadata(original)
+    if props.get(f"{METADATA_PREFIX}precision", "fp32") != "fp32":
+        raise UserError(f"{source}: is a {props[f'{METADATA_PREFIX}precision']} model; int8 is quantised from the fp32 export")
+    if pairs.calib_count == 0 or pairs.gate_count == 0:
+        raise UserError("int8: no calibration or gate pairs")
+
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    settings = quant_settings(target)
+    settings["extra_options"]["CalibStridedMinMax"] = 1  # reduce per batch (any method)
+    calibrate_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                        "percentile": CalibrationMethod.Percentile}[method]
+    with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
+        pre, quantised, candidate = Path(tmp) / "pre.onnx", Path(tmp) / "quant.onnx", Path(tmp) / "model.int8.onnx"
+        try:
+            with _quiet():
+                quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+                pre_model = onnx.load(str(pre))
+                keep = float_nodes(pre_model)
+                onnx.save(pre_model, str(pre))
+                quantize_static(str(pre), str(quantised), _reader(pairs.calib), calibrate_method=calibrate_method,
+                                nodes_to_exclude=keep, **settings)
+        except (UserError, CheckFailed):
+            raise
+        except Exception as e:  # ORT's tools raise ValueError, RuntimeError, its own Fail, ...
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise CheckFailed(f"{out}: not written: int8 quantisation failed ({first})") from e
+        model = onnx.load(str(quantised))
+        activations = "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric"
+        weights = "int8 symmetric per-channel" + (" (7-bit, reduce_range: no VNNI)" if settings["reduce_range"] else "")
+        set_metadata(model, derived_metadata(props, "int8", source, out, {
+            f"{METADATA_PREFIX}int8_target": target,
+            f"{METADATA_PREFIX}int8_format": "QDQ",
+            f"{METADATA_PREFIX}int8_activations": activations,
+            f"{METADATA_PREFIX}int8_weights": weights,
+            f"{METADATA_PREFIX}int8_float_nodes": ",".join(keep),
+            f"{METADATA_PREFIX}calibration_method": method,
+            f"{METADATA_PREFIX}calibration_pairs": str(pairs.calib_count),
+            f"{METADATA_PREFIX}calibration_data": pairs.source,
+        }))
+        try:
+            onnx.checker.check_model(model)
+        except Exception as e:  # onnx.checker.ValidationError
+            raise CheckFailed(f"{out}: not written: the int8 model fails onnx.checker ({str(e).strip().splitlines()[0][:200]})") from e
+        candidate.write_bytes(model.SerializeToString())
+        result = compare_with_onnx(source, candidate, batches(pairs.gate), thresholds)
+    report = Int8Report(None, target, method, pairs.calib_count, pairs.gate_count, result, forced=False,
+                        float_nodes=keep, notes=list(pairs.notes))
+    figures = f"{parity_figures(result)} held out from the {pairs.source} data"
+    if not result:
+        why = "; ".join(result.failures)
+        if not force:
+            hint = "calibrate on real pairs with --calib DIR, or --force to write it anyway" if pairs.source == "synthetic" else "--force writes it anyway"
+            raise CheckFailed(f"{out}: not written: int8 model fails the accuracy gate vs fp32: {why} ({figures}); {hint}")
+        report.forced = True
+        report.notes.append(f"warning: int8 model fails the accuracy gate vs fp32 ({why}); written anyway (--force)")
+    verdict = "passed" if result else "FAILED (written with --force)"
+    set_metadata(model, read_metadata(model) | {f"{METADATA_PREFIX}int8_gate": f"vs fp32: {figures}: {verdict}"})
+    with atomic_path(out) as dst:
+        dst.write_bytes(model.SerializeToString())
+    report.path = out
+    return out, report

@@ -1,0 +1,278 @@
+"""The formats table, its options, the rows' wiring and the `toolkit export` command."""
+
+import dataclasses
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import export.formats as formats
+from export.formats import FORMATS, ExportOptions, exit_code, parse_batch, run_exports
+from export.onnx import OnnxCheck
+from tests.conftest import ROOT, run_cli
+from toolkit.compare import DEFAULT_THRESHOLDS, Thresholds
+from toolkit.errors import CheckFailed, UserError
+
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+
+
+# -- the table --------------------------------------------------------------------------------
+def test_one_row_per_format_in_dependency_order():
+    keys = [f.key for f in FORMATS]
+    assert keys == ["onnx", "fp16", "int8", "engine", "triton"]
+    assert len({f.filename for f in FORMATS}) == len(FORMATS)
+    assert [f.filename for f in FORMATS[:3]] == ["model.onnx", "model.fp16.onnx", "model.int8.onnx"]
+    for i, fmt in enumerate(FORMATS):
+        earlier = keys[:i]
+        assert set(fmt.needs) <= set(earlier), fmt.key
+        assert set(fmt.uses) <= set(earlier), fmt.key
+        assert callable(fmt.run)
+    assert all("onnx" in f.needs for f in FORMATS[1:])
+    assert {f.key: f.extra for f in FORMATS}["engine"] == "gpu"
+
+
+def test_options_select_rows_in_table_order(tmp_path):
+    assert ExportOptions().selected() == ["onnx"]
+    assert ExportOptions(int8=True, fp16=True, triton=tmp_path).selected() == ["onnx", "fp16", "int8", "triton"]
+    assert ExportOptions.from_keys(["int8", "onnx"]).selected() == ["onnx", "int8"]
+    with pytest.raises(UserError, match="unknown export format"):
+        ExportOptions.from_keys(["onnx", "bf16"])
+
+
+@pytest.mark.parametrize("text, expected", [("1,8,32", (1, 8, 32)), (" 2, 2 ,2", (2, 2, 2)), ((1, 4, 16), (1, 4, 16))])
+def test_parse_batch(text, expected):
+    assert parse_batch(text) == expected
+
+
+@pytest.mark.parametrize("text", ["8,4,1", "0,1,2", "1,2", "a,b,c", "1,8,100000"])
+def test_parse_batch_refuses(text):
+    with pytest.raises(UserError, match="--batch"):
+        parse_batch(text)
+
+
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        (dict(int8=True, int8_target="gpu"), "--int8-target"),
+        (dict(int8=True, calib_method="kl"), "--calib-method"),
+        (dict(int8=True, calib=Path("/no/such/folder")), "no such calibration data"),
+        (dict(calib=Path(".")), "--calib is used by"),
+        (dict(int8=True, calib_pairs=0), "calibration pairs"),
+        (dict(engine=True, workspace_mb=0), "--workspace"),
+        (dict(triton=Path("/tmp"), triton_name="a b"), "Triton model name"),
+    ],
+)
+def test_bad_options_are_user_errors(options, says):
+    with pytest.raises(UserError, match=says):
+        ExportOptions(**options).validate()
+
+
+# -- the rows' wiring (the fp32 export is stubbed with the session's export) ---------------------
+@pytest.fixture
+def stub_onnx(monkeypatch, exported_onnx):
+    """`export_onnx` copies the session's fp32 export instead of exporting again (8 s)."""
+    import export.onnx
+
+    calls = []
+
+    def fake(checkpoint, out):
+        calls.append(Path(out))
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(exported_onnx, out)
+        return Path(out), OnnxCheck(1e-7, 1e-8, 3)
+
+    monkeypatch.setattr(export.onnx, "export_onnx", fake)
+    return calls
+
+
+def test_run_exports_passes_the_fp32_model_to_fp16_and_int8(stub_onnx, imported_ckpt, tmp_path):
+    from toolkit.data.synth import synthesize
+
+    synthesize(tmp_path / "calib-set", backgrounds=3, foregrounds=2, placements=2, size=128, seed=5)
+    options = ExportOptions(fp16=True, int8=True, force=True, calib=tmp_path / "calib-set", calib_method="minmax",
+                            calib_pairs=8, gate_pairs=4)
+    outcomes = run_exports(imported_ckpt, tmp_path / "out", options=options)
+    assert [o.format.key for o in outcomes] == ["onnx", "fp16", "int8"]
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert [o.path.name for o in outcomes] == ["model.onnx", "model.fp16.onnx", "model.int8.onnx"]
+    assert [a.precision for o in outcomes for a in o.artifacts] == ["fp32", "fp16", "int8"]
+    assert outcomes[1].detail.parity.pairs == 12  # fp16 is checked on every pair
+    assert outcomes[2].detail.parity.pairs == 4  # int8 is judged on the held-out pairs only (1 background of 3)
+    assert all("mask IoU" in o.artifacts[0].summary for o in outcomes[1:])
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(outcomes[2].path)).metadata_props}
+    assert props["toolkit.source_onnx"] == "model.onnx"
+    assert props["toolkit.calibration_data"] == "calib-set" and props["toolkit.calibration_pairs"] == "8"
+    assert exit_code(outcomes) == 0
+
+
+def test_a_failed_row_is_one_line_and_its_dependents_do_not_run(monkeypatch, imported_ckpt, tmp_path):
+    import export.onnx
+
+    def refuse(checkpoint, out):
+        raise CheckFailed(f"{out}: not written: ONNX Runtime disagrees\nwith PyTorch")
+
+    monkeypatch.setattr(export.onnx, "export_onnx", refuse)
+    outcomes = run_exports(imported_ckpt, tmp_path / "out", options=ExportOptions(fp16=True))
+    assert [o.ok for o in outcomes] == [False, False]
+    assert "\n" not in outcomes[0].error and "disagrees with PyTorch" in outcomes[0].error
+    assert "needs onnx" in outcomes[1].error
+    assert exit_code(outcomes) == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_benchmark_style_keys_still_work(stub_onnx, imported_ckpt, tmp_path):
+    outcomes = run_exports(imported_ckpt, tmp_path, ["onnx"])
+    assert len(outcomes) == 1 and outcomes[0].ok and outcomes[0].path == tmp_path / "model.onnx"
+    assert outcomes[0].detail.max_abs_diff < 1e-4
+
+
+def test_engines_are_built_from_each_onnx_of_the_run_and_given_to_triton(stub_onnx, imported_ckpt, tmp_path, monkeypatch):
+    pytest.importorskip("export.tensorrt")
+    pytest.importorskip("export.triton")
+    import export.tensorrt
+    import export.triton
+
+    # no TensorRT here: skip the row's preflight and record what the row asks the builder for
+    rows = tuple(dataclasses.replace(f, preflight=None) if f.key == "engine" else f for f in FORMATS)
+    monkeypatch.setattr(formats, "FORMATS", rows)
+    built, repos = [], []
+
+    def fake_build(onnx_path, out, *, precision, batch, workspace_mb, timing_cache, checkpoint_sha256):
+        built.append((Path(onnx_path).name, Path(out).name, precision, batch, workspace_mb, timing_cache, checkpoint_sha256))
+        Path(out).write_bytes(b"plan")
+        return SimpleNamespace(tensorrt_version="10.x", gpu_name="fake", batch=batch, build_seconds=0.1, notes=[])
+
+    def fake_triton(repo, name, onnx_path, *, engine=None, max_batch_size=32):
+        repos.append((Path(repo), name, Path(onnx_path).name, engine and Path(engine).name, max_batch_size))
+        return Path(repo) / name
+
+    monkeypatch.setattr(export.tensorrt, "build_engine", fake_build)
+    monkeypatch.setattr(export.triton, "write_triton_repo", fake_triton)
+    options = ExportOptions(fp16=True, engine=True, batch=(1, 4, 16), workspace_mb=512, triton=tmp_path / "repo", calib_pairs=8, gate_pairs=8)
+    outcomes = run_exports(imported_ckpt, tmp_path / "out", options=options)
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert [o.format.key for o in outcomes] == ["onnx", "fp16", "engine", "triton"]
+    from toolkit.fsutil import sha256_file
+
+    digest = sha256_file(imported_ckpt)
+    cache = tmp_path / "out" / "tensorrt.timing-cache"
+    assert built == [
+        ("model.onnx", "model.fp32.engine", "fp32", (1, 4, 16), 512, cache, digest),
+        ("model.fp16.onnx", "model.fp16.engine", "fp16", (1, 4, 16), 512, cache, digest),
+    ]
+    assert [a.precision for a in outcomes[2].artifacts] == ["fp32", "fp16"]
+    assert repos == [(tmp_path / "repo", "eva4", "model.onnx", "model.fp16.engine", 16)]
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
+def test_engine_without_tensorrt_is_refused_before_anything_is_written(imported_ckpt, tmp_path):
+    with pytest.raises(UserError, match=r"TensorRT.*toolkit\[gpu\]"):
+        run_exports(imported_ckpt, tmp_path / "out", options=ExportOptions(engine=True))
+    assert not (tmp_path / "out").exists()
+
+
+def test_engine_with_a_cpu_int8_model_is_refused():
+    with pytest.raises(UserError, match="--int8-target tensorrt"):
+        ExportOptions(int8=True, engine=True, int8_target="cpu").validate()
+
+
+# -- the command ------------------------------------------------------------------------------
+def _main(*args):
+    from toolkit.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    return e.value.code
+
+
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        (["--int8", "--int8-target", "gpu"], "--int8-target must be one of cpu, tensorrt"),
+        (["--engine", "--batch", "8,4,1"], "1 <= min <= opt <= max"),
+        (["--int8", "--calib", "NOPE"], "no such calibration data"),
+        (["--int8", "--calib-method", "kl"], "--calib-method"),
+        (["--int8-target", "cpu"], "only applies to --int8"),
+        (["--force"], "only applies to --int8"),
+        (["--batch", "1,8,32"], "only applies to --engine"),
+        (["--triton-name", "x"], "only applies to --triton"),
+        (["--int8", "--calib", "ONEBG"], "at least 2 backgrounds"),
+    ],
+)
+def test_bad_flags_exit_2_before_anything_is_written(imported_ckpt, tmp_path, capsys, extra, says):
+    if "ONEBG" in extra:
+        from toolkit.data.synth import synthesize
+
+        synthesize(tmp_path / "one-bg", backgrounds=1, foregrounds=2, placements=1, size=64)
+    extra = [str(tmp_path / "nope") if a == "NOPE" else str(tmp_path / "one-bg") if a == "ONEBG" else a for a in extra]
+    assert _main("export", imported_ckpt, "--out", tmp_path / "out", *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and says in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
+def test_engine_flag_without_tensorrt_exits_2_naming_the_extra(imported_ckpt, tmp_path, capsys):
+    assert _main("export", imported_ckpt, "--out", tmp_path / "out", "--engine") == 2
+    assert "toolkit[gpu]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_prints_a_line_per_file_and_refuses_int8_with_exit_1(stub_onnx, imported_ckpt, tmp_path, capsys, monkeypatch):
+    # an unreachable gate makes the refusal certain, whatever the quantisation's figures
+    monkeypatch.setitem(DEFAULT_THRESHOLDS, "int8", Thresholds(mask_iou=1.01, depth_rmse=0.0))
+    out = tmp_path / "out"
+    code = _main("export", imported_ckpt, "--out", out, "--fp16", "--int8", "--calib-method", "minmax", "--calib-pairs", "8")
+    captured = capsys.readouterr()
+    assert code == 1
+    lines = [line for line in captured.out.splitlines() if line.startswith("wrote ")]
+    assert len(lines) == 2
+    assert "model.onnx (fp32)" in lines[0] and "max abs diff" in lines[0]
+    assert "model.fp16.onnx (fp16)" in lines[1] and "mask IoU" in lines[1] and "depth RMSE" in lines[1]
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "model.int8.onnx: not written" in err[0] and "mask IoU" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ["model.fp16.onnx", "model.onnx"]
+
+
+def test_force_writes_int8_and_exits_0(stub_onnx, imported_ckpt, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(DEFAULT_THRESHOLDS, "int8", Thresholds(mask_iou=1.01, depth_rmse=0.0))
+    out = tmp_path / "out"
+    code = _main("export", imported_ckpt, "--out", out, "--int8", "--int8-target", "tensorrt", "--calib-method", "minmax",
+                 "--calib-pairs", "8", "--force")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "model.int8.onnx (int8)" in captured.out and "target tensorrt" in captured.out and "warning" in captured.out
+    assert (out / "model.int8.onnx").is_file()
+
+
+def test_flag_errors_are_one_line_in_a_real_process(imported_ckpt, tmp_path):
+    r = run_cli("export", str(imported_ckpt), "--out", str(tmp_path / "o"), "--int8", "--int8-target", "gpu")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "--int8-target" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_fp16_and_int8_convert_an_existing_onnx_without_torch(exported_onnx, tmp_path):
+    code = f"""
+import sys
+sys.modules['torch'] = None
+from pathlib import Path
+from export.fp16 import convert_fp16
+from export.int8 import quantize_int8, synthetic_pairs
+from export.onnx import batches
+out = Path({str(tmp_path)!r})
+pairs = synthetic_pairs(out / 'pairs', (128, 128), calib_pairs=8, gate_pairs=8)
+convert_fp16({str(exported_onnx)!r}, out / 'model.fp16.onnx', batches(pairs.everything()))
+quantize_int8({str(exported_onnx)!r}, out / 'model.int8.onnx', pairs, method='minmax', force=True)
+assert sys.modules['torch'] is None
+print('ok')
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+    assert (tmp_path / "model.fp16.onnx").is_file() and (tmp_path / "model.int8.onnx").is_file()
