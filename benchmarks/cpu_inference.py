@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args()
 
-    from export.formats import FORMATS, run_exports
+    from export.formats import ExportOptions, run_exports
     from toolkit.bench import bench
     from toolkit.compare import run_parity
     from toolkit.legacy import import_legacy
@@ -83,12 +83,13 @@ def main() -> None:
         ckpt = args.ckpt
         if ckpt is None:
             ckpt = import_legacy(ROOT / "tests" / "fixtures" / "eva4-week15-epoch12.pt", tmp / "epoch12.pt").out
-        known = {f.key for f in FORMATS}
-        keys = ["onnx"] + [k for k in args.formats.split(",") if k and k != "onnx" and k in known]
-        skipped = [k for k in args.formats.split(",") if k and k not in known]
-        outcomes = run_exports_compat(run_exports, ckpt, tmp / "export", keys)
-        models = [o.path for o in outcomes if o.ok]
+        wanted = {k for k in args.formats.split(",") if k}
+        # --force: time the int8 model even when it misses the accuracy gate; parity says so below.
+        options = ExportOptions(fp16="fp16" in wanted, int8="int8" in wanted, force=True)
+        outcomes = run_exports(ckpt, tmp / "export", options=options)
+        models = [a.path for o in outcomes if o.ok for a in o.artifacts]
         failed = [f"{o.format.key}: {o.error}" for o in outcomes if not o.ok]
+        skipped: list[str] = []
 
         gflops, gemm_by = sgemm_gflops()
         floor_ms = GFLOP_PER_PAIR / gflops * 1000
@@ -116,11 +117,6 @@ def main() -> None:
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")
-
-
-def run_exports_compat(run_exports, ckpt: Path, out: Path, keys: list[str]):  # noqa: ANN001, ANN201
-    """The formats table's entry point (its options grow with the export stage)."""
-    return run_exports(ckpt, out, keys)
 
 
 if __name__ == "__main__":
