@@ -40,7 +40,7 @@ from toolkit.errors import CheckFailed, MissingDependency, UserError
 from toolkit.fsutil import atomic_path
 from toolkit.spec import METADATA_PREFIX
 
-from .metadata import derived_metadata, read_metadata, set_metadata
+from .metadata import derived_metadata, load_fp32_source, read_metadata, set_metadata
 from .onnx import compare_with_onnx, ensure_node_names, nodes_from_inputs, nodes_to_outputs, parity_figures
 
 FP16_MAX = 65504.0
@@ -194,17 +194,9 @@ def convert_fp16(
     import onnx
 
     source, out = Path(source), Path(out)
-    if not source.is_file():
-        raise UserError(f"{source}: no such ONNX file")
     if not feeds:
         raise UserError("fp16: no validation pairs to check the converted model on")
-    try:
-        model = onnx.load(str(source))
-    except Exception as e:  # DecodeError and friends
-        raise UserError(f"{source}: not a loadable ONNX model ({type(e).__name__})") from e
-    props = read_metadata(model)
-    if props.get(f"{METADATA_PREFIX}precision", "fp32") != "fp32":
-        raise UserError(f"{source}: is a {props[f'{METADATA_PREFIX}precision']} model; fp16 is converted from the fp32 export")
+    model, props = load_fp32_source(source, "fp16")
     converted, keep, notes = convert_fp16_model(model)
     set_metadata(
         converted,

@@ -85,7 +85,7 @@ from toolkit.errors import CheckFailed, UserError
 from toolkit.fsutil import atomic_path
 from toolkit.spec import INPUT_NAMES, METADATA_PREFIX
 
-from .metadata import derived_metadata, read_metadata, set_metadata
+from .metadata import derived_metadata, load_fp32_source, read_metadata, set_metadata
 from .onnx import batches, compare_with_onnx, ensure_node_names, nodes_from_inputs, nodes_to_outputs, parity_figures
 
 TARGETS = ("cpu", "tensorrt")
@@ -334,15 +334,7 @@ def quantize_int8(
         raise UserError(f"int8 target must be one of {', '.join(TARGETS)}, got {target!r}")
     if method not in METHODS:
         raise UserError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
-    if not source.is_file():
-        raise UserError(f"{source}: no such ONNX file")
-    try:
-        original = onnx.load(str(source))
-    except Exception as e:  # DecodeError and friends
-        raise UserError(f"{source}: not a loadable ONNX model ({type(e).__name__})") from e
-    props = read_metadata(original)
-    if props.get(f"{METADATA_PREFIX}precision", "fp32") != "fp32":
-        raise UserError(f"{source}: is a {props[f'{METADATA_PREFIX}precision']} model; int8 is quantised from the fp32 export")
+    original, props = load_fp32_source(source, "int8")
     if pairs.calib_count == 0 or pairs.gate_count == 0:
         raise UserError("int8: no calibration or gate pairs")
 

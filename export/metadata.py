@@ -57,3 +57,27 @@ def set_metadata(model: Any, props: dict[str, str]) -> Any:
 
     onnx.helper.set_model_props(model, {k: str(v) for k, v in props.items()})
     return model
+
+
+def load_fp32_source(source: Path, making: str) -> tuple[Any, dict[str, str]]:
+    """The fp32 export that fp16/int8 models are derived from, and its toolkit metadata.
+
+    One place for the checks both conversions need: the file exists, loads, and is fp32
+    (converting an already-reduced model would compound its error).
+    """
+    import onnx
+
+    from toolkit.errors import UserError
+
+    source = Path(source)
+    if not source.is_file():
+        raise UserError(f"{source}: no such ONNX file")
+    try:
+        model = onnx.load(str(source))
+    except Exception as e:  # DecodeError and friends
+        raise UserError(f"{source}: not a loadable ONNX model ({type(e).__name__})") from e
+    props = read_metadata(model)
+    precision = props.get(f"{METADATA_PREFIX}precision", "fp32")
+    if precision != "fp32":
+        raise UserError(f"{source}: is a {precision} model; {making} is made from the fp32 export")
+    return model, props
