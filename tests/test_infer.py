@@ -86,3 +86,28 @@ def test_folder_with_a_bad_image_writes_the_rest_and_fails(exported_onnx, tmp_pa
     assert "b.jpg" in r.stderr and "1 of 3 pair(s)" in r.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "c"]
     _check_outputs(tmp_path / "out" / "a", (64, 64))
+
+
+def test_skip_existing_and_fail_fast(exported_onnx, tmp_path):
+    (tmp_path / "bgs").mkdir()
+    (tmp_path / "fgs").mkdir()
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (64, 64), (100, 90, 80)).save(tmp_path / "bgs" / f"{name}.png")
+        Image.new("RGB", (64, 64), (100, 90, 80)).save(tmp_path / "fgs" / f"{name}.png")
+    first = infer_files(exported_onnx, tmp_path / "bgs", tmp_path / "fgs", tmp_path / "out", batch_size=2)
+    assert first.pairs == 3 and first.skipped == 0
+    (tmp_path / "out" / "b" / "panel.png").unlink()  # as if interrupted before b finished
+    again = infer_files(exported_onnx, tmp_path / "bgs", tmp_path / "fgs", tmp_path / "out", skip_existing=True)
+    assert again.pairs == 1 and again.skipped == 2
+    assert (tmp_path / "out" / "b" / "panel.png").is_file()
+
+    (tmp_path / "fgs" / "a.png").write_bytes(b"not an image")
+    import pytest
+
+    from toolkit.errors import UserError
+
+    with pytest.raises(UserError, match="a.png"):
+        infer_files(exported_onnx, tmp_path / "bgs", tmp_path / "fgs", tmp_path / "out2", fail_fast=True)
+    assert not (tmp_path / "out2").exists()
+    report = infer_files(exported_onnx, tmp_path / "bgs", tmp_path / "fgs", tmp_path / "out3")
+    assert report.pairs == 2 and len(report.failures) == 1

@@ -18,6 +18,7 @@ from .errors import UserError
 from .fsutil import ensure_dir
 from .runtime import Runner, open_runner
 
+OUTPUT_FILES = ("mask.png", "depth.png", "panel.png")  # panel last: its presence means the pair is done
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
@@ -36,6 +37,7 @@ class InferReport:
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # one line per pair that could not be read
     pairs: int = 0
+    skipped: int = 0  # pairs whose outputs were already there (skip_existing)
 
 
 def plan_jobs(bg: Path, fgbg: Path, out: Path) -> tuple[list[PairJob], list[str]]:
@@ -109,12 +111,14 @@ def _batches(jobs: list[PairJob], n: int) -> Iterator[list[PairJob]]:
 
 def infer_files(
     model: str | Path | Runner, bg: str | Path, fgbg: str | Path, out: str | Path, *, batch_size: int = 8,
-    provider: str = "cpu",
+    provider: str = "cpu", skip_existing: bool = False, fail_fast: bool = False,
 ) -> InferReport:
     """Run `model` on a pair of images (or two folders of pairs) and write the PNGs under `out`.
 
-    A pair whose images cannot be read is skipped and reported in `failures`; the others are
-    written, each output atomically. A single pair that fails raises its error directly.
+    A pair whose images cannot be read is skipped and reported in `failures` (or, with
+    `fail_fast`, stops the run); the others are written, each output atomically, so an
+    interrupted run can be re-run with `skip_existing` to do only the pairs not yet finished.
+    A single pair that fails raises its error directly.
     """
     if batch_size <= 0:
         raise UserError(f"--batch-size must be a positive number, got {batch_size}")
@@ -122,8 +126,13 @@ def infer_files(
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     jobs, notes = plan_jobs(Path(bg), Path(fgbg), out)
+    if skip_existing:
+        todo = [job for job in jobs if not all((job.out / name).is_file() for name in OUTPUT_FILES)]
+        skipped, jobs = len(jobs) - len(todo), todo
+    else:
+        skipped = 0
     runner = open_runner(model, provider=provider) if not isinstance(model, Runner) else model
-    report = InferReport(notes=list(notes) + list(getattr(runner, "notes", [])))
+    report = InferReport(notes=list(notes) + list(getattr(runner, "notes", [])), skipped=skipped)
     with runner:
         assert runner.spec is not None
         size = runner.spec.size
@@ -134,7 +143,7 @@ def infer_files(
                     loaded.append(load_pair(job, size))
                     ready.append(job)
                 except UserError as e:
-                    if len(jobs) == 1:
+                    if len(jobs) == 1 or fail_fast:
                         raise
                     report.failures.append(str(e))
             if not ready:

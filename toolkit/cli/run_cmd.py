@@ -23,15 +23,19 @@ def infer(
     out: Path = typer.Option(Path("infer-out"), "--out", "-o", help="Output folder."),
     batch_size: int = typer.Option(8, "--batch-size", help="Pairs per batch when given folders."),
     provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip pairs whose three PNGs are already in --out (resume a run)."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first unreadable pair instead of reporting them all at the end."),
 ) -> None:
     """Write mask.png, depth.png and panel.png (bg | fgbg | mask | depth) at the input's size."""
     from ..infer import infer_files
 
-    report = infer_files(model, bg, fgbg, out, batch_size=batch_size, provider=provider)
+    report = infer_files(model, bg, fgbg, out, batch_size=batch_size, provider=provider,
+                         skip_existing=skip_existing, fail_fast=fail_fast)
     for note in report.notes:
         err_console.print(f"note: {note}")  # markup off: paths and extras print as they are
     panels = [p for p in report.written if p.name == "panel.png"]
-    console.print(f"{report.pairs} pair(s) -> {len(report.written)} files under {out}")
+    done = f" ({report.skipped} already done, skipped)" if report.skipped else ""
+    console.print(f"{report.pairs} pair(s) -> {len(report.written)} files under {out}{done}")
     if len(panels) == 1:
         console.print(f"panel: {panels[0]}")
     if report.failures:
