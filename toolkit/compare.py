@@ -183,14 +183,9 @@ class _Accumulator:
             depth_rmse=metrics.rmse(got["depth"], ref["depth"]),
             thresholds=thresholds,
             nonfinite=dict(self.nonfinite),
-            empty_masks=_both_empty(got["mask"], ref["mask"]),
+            empty_masks=metrics.both_empty_count(got["mask"], ref["mask"]),
             worst=self.worst,
         ).judge()
-
-
-def _both_empty(got: np.ndarray, ref: np.ndarray, threshold: float = 0.5) -> int:
-    flat = lambda a: a.reshape(a.shape[0], -1) > threshold  # noqa: E731
-    return int((~flat(got).any(axis=1) & ~flat(ref).any(axis=1)).sum())
 
 
 def _finite_or_none(value: Any) -> Any:

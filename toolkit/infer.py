@@ -97,10 +97,11 @@ def write_outputs(out: Path, bg: np.ndarray, fgbg: np.ndarray, mask: np.ndarray,
     depth = np.clip(imageio.resize(depth, (h, w)), 0.0, 1.0)
     depth_rgb = imageio.colorize_depth(depth)
     ensure_dir(out)
-    paths = [imageio.save_png(out / "mask.png", mask), imageio.save_png(out / "depth.png", depth_rgb)]
+    mask_file, depth_file, panel_file = OUTPUT_FILES
+    paths = [imageio.save_png(out / mask_file, mask), imageio.save_png(out / depth_file, depth_rgb)]
     bg_tile = imageio.resize(bg, (h, w)) if bg.shape[:2] != (h, w) else bg
     panel = imageio.make_panel([bg_tile, fgbg, mask, depth_rgb], ["bg", "fgbg", "mask", "depth"])
-    paths.append(imageio.save_png(out / "panel.png", panel))
+    paths.append(imageio.save_png(out / panel_file, panel))  # last: marks the pair as done
     return paths
 
 

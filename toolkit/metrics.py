@@ -63,6 +63,13 @@ def iou_per_image(pred: np.ndarray, true: np.ndarray, threshold: float = 0.5) ->
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
+def both_empty_count(pred: np.ndarray, true: np.ndarray, threshold: float = 0.5) -> int:
+    """Images where neither prediction nor target has a pixel above `threshold`: their IoU and
+    Dice of 1.0 (see the module docstring) say nothing about agreement, so reports count them."""
+    _, na, nb = _per_image_counts(pred, true, threshold)
+    return int(((na == 0) & (nb == 0)).sum())
+
+
 def dice_per_image(pred: np.ndarray, true: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """2 |A and B| / (|A| + |B|) of each image (the F1 score); both empty -> 1.0."""
     inter, na, nb = _per_image_counts(pred, true, threshold)
