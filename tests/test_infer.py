@@ -111,3 +111,22 @@ def test_skip_existing_and_fail_fast(exported_onnx, tmp_path):
     assert not (tmp_path / "out2").exists()
     report = infer_files(exported_onnx, tmp_path / "bgs", tmp_path / "fgs", tmp_path / "out3")
     assert report.pairs == 2 and len(report.failures) == 1
+
+
+def test_a_folder_run_keeps_nothing_per_pair(exported_onnx, tmp_path):
+    """Streaming: files are counted, only the last panel is kept, and the per-pair "resized"
+    notes stop at a few plus a count (a 10,000-pair folder must not grow the report)."""
+    from toolkit.infer import SHOWN_SIZE_NOTES
+
+    (tmp_path / "bgs").mkdir()
+    (tmp_path / "fgs").mkdir()
+    n = SHOWN_SIZE_NOTES + 2
+    for i in range(n):
+        Image.new("RGB", (40, 32), (i, 90, 80)).save(tmp_path / "bgs" / f"p{i}.png")
+        Image.new("RGB", (48, 36), (i, 90, 80)).save(tmp_path / "fgs" / f"p{i}.png")
+    report = infer_files(exported_onnx, tmp_path / "bgs", tmp_path / "fgs", tmp_path / "out", batch_size=2)
+    assert report.pairs == n and report.files == 3 * n and report.resized == n
+    assert report.panel == tmp_path / "out" / f"p{n - 1}" / "panel.png"
+    assert sum("resized" in note for note in report.notes) == SHOWN_SIZE_NOTES + 1
+    assert report.notes[-1].startswith("... and 2 more pair(s)")
+    assert not hasattr(report, "written")

@@ -52,3 +52,29 @@ def test_any_size_divisible_by_four(h, w):
     with torch.no_grad():
         m, d = net(torch.zeros(2, 3, h, w), torch.zeros(2, 3, h, w))
     assert m.shape == d.shape == (2, 1, h, w)
+
+
+def test_joint_tail_is_the_same_computation_in_eval_and_differs_only_in_training_batchnorm():
+    """`joint_tail` stacks the two branches through the shared tail: identical outputs in eval
+    mode (what is exported), and in training one set of BatchNorm statistics for both branches."""
+    import torch
+
+    from toolkit.model import EVA4Net
+
+    torch.manual_seed(0)
+    net = EVA4Net().eval()
+    bg, fg = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        apart = net(bg, fg)
+        net.joint_tail = True
+        joint = net(bg, fg)
+    for a, b in zip(apart, joint):
+        assert a.shape == b.shape == (2, 1, 32, 32)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    net.train()
+    with torch.no_grad():
+        joint_train = net(bg, fg)
+        net.joint_tail = False
+        apart_train = net(bg, fg)
+    assert not torch.allclose(joint_train[1], apart_train[1], atol=1e-4)
+    assert "joint_tail" not in " ".join(net.state_dict())

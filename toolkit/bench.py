@@ -50,15 +50,23 @@ def bench(
 ) -> list[BenchRow]:
     if not models:
         raise UserError("bench: give at least one --model")
-    if any(b <= 0 or b > MAX_BATCH for b in batches) or warmup < 0 or iters <= 0:
-        raise UserError(f"bench: batch sizes must be in 1..{MAX_BATCH}, --iters positive, --warmup not negative")
+    bad = [b for b in batches if not 0 < b <= MAX_BATCH]
+    if bad or not batches:
+        raise UserError(f"--batch: batch sizes must be in 1..{MAX_BATCH}, got {','.join(map(str, bad or batches))}")
+    if iters <= 0:
+        raise UserError(f"--iters must be a positive number, got {iters}")
+    if warmup < 0:
+        raise UserError(f"--warmup must not be negative, got {warmup}")
     if threads is not None and threads <= 0:
         raise UserError(f"bench: --threads must be a positive number, got {threads}")
     rows: list[BenchRow] = []
     baseline: dict[int, float] = {}
     rng = np.random.default_rng(0)
-    for i, path in enumerate(models):
-        with open_runner(path, threads=threads, provider=provider) as runner:
+    # Every model is opened (and so checked) before any is timed: a bad last model is an error
+    # at once, not after minutes of timing the others.
+    runners = [open_runner(path, threads=threads, provider=provider) for path in models]
+    for i, (path, runner) in enumerate(zip(models, runners)):
+        with runner:
             h, w = runner.spec.size  # type: ignore[union-attr]
             for b in batches:
                 feed = {k: rng.random((b, 3, h, w), dtype=np.float32) for k in ("bg", "fgbg")}

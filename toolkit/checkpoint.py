@@ -4,11 +4,25 @@ A checkpoint is a `torch.save`d dict of plain data (tensors, numbers, strings, l
 `torch.load(path, weights_only=True)` reads it and no file can run code on load. It holds the
 state dict of `EVA4Net`, the `IOSpec` (input size, normalisation, output decoding), the recipe
 and epoch/step, and, for training checkpoints, optimiser/scheduler/RNG state for `--resume`.
+
+Integrity (format version 2): `save_checkpoint` stores `payload_sha256`, the SHA-256 of a
+canonical serialisation of every *other* entry of the dict (`payload_sha256()` defines it: the
+nested dicts/lists walked in sorted key order, each tensor as dtype, shape and its raw
+little-endian element bytes, each number/string/None as a typed token). It covers the weights,
+the I/O spec, the metadata and the training state alike, and does not depend on torch.save's
+zip layout or pickle protocol, so re-saving the same content gives the same hash.
+`load_checkpoint` recomputes it and refuses a mismatch (a file changed or damaged after it was
+written) in one line. Version 1 checkpoints (written before the hash existed) carry none and
+still load, unverified; a version 2 file without one is refused (the hash was stripped). A
+version newer than `FORMAT_VERSION` is refused with a request to upgrade.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +30,13 @@ import torch
 
 from . import __version__
 from .errors import UserError, first_line
-from .fsutil import atomic_path
+from .fsutil import atomic_path, regular_file_problem
 from .model import EVA4Net, MaskDepthModel
 from .spec import IOSpec
 
 FORMAT = "toolkit.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added payload_sha256; version 1 files still load (without the check)
+HASH_KEY = "payload_sha256"
 ARCH = {"name": "eva4-week15", "params": 493_408}
 
 
@@ -53,11 +68,75 @@ def make_checkpoint(
     }
 
 
+def payload_sha256(ckpt: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical serialisation of every entry of `ckpt` but `HASH_KEY`."""
+    h = hashlib.sha256(b"toolkit.checkpoint payload v1\0")
+    _feed(h, {k: v for k, v in ckpt.items() if k != HASH_KEY})
+    return h.hexdigest()
+
+
+def _token(h: Any, tag: bytes, data: bytes = b"") -> None:
+    h.update(tag + struct.pack("<Q", len(data)) + data)
+
+
+def _sort_key(key: Any) -> tuple[str, str]:
+    return (type(key).__name__, repr(key))  # keys may mix types (optimiser state uses ints)
+
+
+def _feed(h: Any, obj: Any) -> None:
+    """Typed, length-prefixed tokens: no two different payloads give the same byte stream."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous().reshape(-1)
+        _token(h, b"T", f"{t.dtype}|{tuple(obj.shape)}".encode())
+        h.update(struct.pack("<Q", t.numel() * t.element_size()))
+        if t.numel():
+            h.update(t.view(torch.uint8).numpy())  # little-endian on every platform torch ships for
+    elif isinstance(obj, dict):
+        _token(h, b"D", str(len(obj)).encode())
+        for key in sorted(obj, key=_sort_key):
+            _feed(h, key)
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        _token(h, b"L" if isinstance(obj, list) else b"U", str(len(obj)).encode())
+        for item in obj:
+            _feed(h, item)
+    elif obj is None or isinstance(obj, bool):
+        _token(h, b"B", repr(obj).encode())
+    elif isinstance(obj, int):
+        _token(h, b"I", str(obj).encode())
+    elif isinstance(obj, float):
+        _token(h, b"F", (repr(obj) if not math.isfinite(obj) else obj.hex()).encode())
+    elif isinstance(obj, str):
+        _token(h, b"S", obj.encode("utf-8", "surrogatepass"))
+    elif isinstance(obj, (bytes, bytearray)):
+        _token(h, b"Y", bytes(obj))
+    else:  # torch.dtype, torch.device, ... (what weights_only lets through): their repr is stable
+        _token(h, b"O", f"{type(obj).__module__}.{type(obj).__qualname__}:{obj!r}".encode())
+
+
 def save_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> Path:
-    """Write atomically: a crash mid-write leaves the previous file intact."""
+    """Write atomically with the payload's SHA-256: a crash mid-write leaves the previous file
+    intact, and a file changed afterwards is refused on load."""
     with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+        torch.save({**ckpt, HASH_KEY: payload_sha256(ckpt)}, tmp)
     return Path(path)
+
+
+def verify_payload(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> bool:
+    """Check the stored payload hash; True when verified, False for a version 1 file (no hash)."""
+    stored = ckpt.get(HASH_KEY)
+    if stored is None:
+        if ckpt.get("format_version") == 1:
+            return False
+        raise UserError(f"{path}: checkpoint carries no {HASH_KEY} (format version {ckpt.get('format_version')} always does)")
+    actual = payload_sha256(ckpt)
+    if stored != actual:
+        shown = stored[:12] if isinstance(stored, str) else type(stored).__name__
+        raise UserError(
+            f"{path}: checkpoint content does not match its SHA-256 (stored {shown}..., content {actual[:12]}...): "
+            f"the file was changed or damaged after it was written"
+        )
+    return True
 
 
 def load_checkpoint(path: str | Path, *, check_finite: bool = True) -> dict[str, Any]:
@@ -67,6 +146,9 @@ def load_checkpoint(path: str | Path, *, check_finite: bool = True) -> dict[str,
         raise UserError(f"{path}: no such checkpoint")
     if path.is_dir():
         raise UserError(f"{path}: is a folder, expected a checkpoint file")
+    problem = regular_file_problem(path)
+    if problem is not None:  # a FIFO or a device would block torch.load or never end
+        raise UserError(f"{path}: not a readable checkpoint ({problem})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many types on garbage (KeyError, RuntimeError, ...)
@@ -78,19 +160,29 @@ def load_checkpoint(path: str | Path, *, check_finite: bool = True) -> dict[str,
             ) from e
         first = first_line(e)
         raise UserError(f"{path}: not a readable checkpoint ({first[:200]})") from e
+    _check_header(ckpt, path)
+    verify_payload(ckpt, path)
     validate_checkpoint(ckpt, path, check_finite=check_finite)
     return ckpt
 
 
-def validate_checkpoint(ckpt: Any, path: str | Path = "checkpoint", *, check_finite: bool = True) -> None:
+def _check_header(ckpt: Any, path: str | Path) -> None:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not a toolkit checkpoint (no '{FORMAT}' header)")
     version = ckpt.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise UserError(f"{path}: checkpoint has an invalid format version {version!r}")
+    if version > FORMAT_VERSION:
         raise UserError(
             f"{path}: checkpoint format version {version} is newer than this toolkit reads "
             f"({FORMAT_VERSION}); upgrade toolkit"
         )
+
+
+def validate_checkpoint(ckpt: Any, path: str | Path = "checkpoint", *, check_finite: bool = True) -> None:
+    """The content checks (header, I/O spec, every tensor's name, shape and finiteness); the
+    payload hash is `load_checkpoint`'s business (an in-memory dict has none yet)."""
+    _check_header(ckpt, path)
     try:
         IOSpec.from_dict(ckpt["iospec"])
     except (KeyError, ValueError) as e:

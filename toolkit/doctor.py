@@ -172,3 +172,72 @@ CHECKS: tuple[Callable[[], Check], ...] = (
 
 def run_checks() -> list[Check]:
     return [c() for c in CHECKS]
+
+
+# --- `doctor --require NAME`: a CI or deployment script asks "is X usable here?" -------------------
+
+def _is_cuda(c: Check) -> bool:
+    return c.ok and c.verdict.startswith("CUDA ")
+
+
+def _has_cuda_ep(c: Check) -> bool:
+    return c.ok and "CUDA" in c.verdict and not c.verdict.startswith("missing")
+
+
+# requirement -> (the check that answers it, what that check must say beyond `ok`)
+REQUIREMENTS: dict[str, tuple[str, Callable[[Check], bool]]] = {
+    "python": ("python", lambda c: c.ok),
+    "numpy": ("numpy", lambda c: c.ok),
+    "pillow": ("Pillow", lambda c: c.ok),
+    "onnx": ("onnx", lambda c: c.ok),
+    "onnxruntime": ("onnxruntime", lambda c: c.ok),
+    "onnxruntime-gpu": ("onnxruntime GPU providers", _has_cuda_ep),
+    "torch": ("torch", lambda c: c.ok),
+    "cuda": ("torch", _is_cuda),
+    "cudnn": ("cuDNN", lambda c: c.ok),
+    "tensorrt": ("tensorrt", lambda c: c.ok),
+    "cuda-python": ("cuda-python", lambda c: c.ok),
+}
+# What fixes a requirement whose check has no fix of its own (PyTorch is there, CUDA is not).
+_HINTS = {
+    "cuda": "a CUDA build of PyTorch (pip install 'toolkit[train]' from the PyTorch CUDA index) on a machine with an NVIDIA GPU and driver",
+}
+_ALIASES = {"pil": "pillow", "pytorch": "torch", "ort": "onnxruntime", "ort-gpu": "onnxruntime-gpu", "trt": "tensorrt",
+            "pycuda": "cuda-python"}
+
+
+def parse_requirements(values: list[str]) -> list[str]:
+    """`["cuda,tensorrt", "torch"]` -> `["cuda", "tensorrt", "torch"]` (comma lists or repeated
+    options, case-insensitive, aliases resolved); an unknown name is a `UserError` (exit 2)."""
+    from .errors import UserError
+
+    names: list[str] = []
+    for value in values:
+        for raw in value.split(","):
+            name = raw.strip().lower()
+            if not name:
+                continue
+            name = _ALIASES.get(name, name)
+            if name not in REQUIREMENTS:
+                raise UserError(f"--require: unknown requirement {raw.strip()!r} (known: {', '.join(REQUIREMENTS)})")
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def unmet_requirements(names: list[str], checks: list[Check]) -> list[str]:
+    """One line per requirement the checks say is not usable: what, why, and the fix."""
+    by_name = {c.name: c for c in checks}
+    lines = []
+    for name in names:
+        check_name, usable = REQUIREMENTS[name]
+        c = by_name.get(check_name)
+        if c is None and check_name == "cuda-python":
+            c = by_name.get("pycuda")
+        if c is not None and usable(c):
+            continue
+        why = c.verdict if c is not None else "not checked"
+        hint = (c.fix if c is not None and c.fix else "") or _HINTS.get(name, "")
+        fix = f" (fix: {hint})" if hint else ""
+        lines.append(f"required {name} is not usable: {why}{fix}")
+    return lines

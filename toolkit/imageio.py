@@ -21,11 +21,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
-from .fsutil import write_bytes_atomic
+from .fsutil import regular_file_problem, write_bytes_atomic
 
 # A 160 x 160 data set never needs more; a larger header is almost surely a decompression bomb
 # (a tiny file that inflates to gigabytes). Pillow's own limit (~89 Mpx) only warns.
 MAX_IMAGE_PIXELS = 64_000_000
+# Files are read whole (zip members arrive as bytes too): a bigger "image" is refused unread.
+MAX_FILE_BYTES = 1024 * 1024 * 1024
 
 # Modes `open_image` hands out; everything else Pillow reads is converted to one of these.
 OPEN_MODES = ("L", "LA", "RGB", "RGBA", "I;16", "I", "F")
@@ -54,9 +56,10 @@ def open_image(source: Source, name: str | None = None) -> Image.Image:
         data = bytes(source)
     else:
         path = Path(source)
+        problem = regular_file_problem(path, MAX_FILE_BYTES)
+        if problem is not None and problem != "no such file":
+            raise UserError(f"{label}: not a readable image ({problem})")
         try:
-            if path.is_dir():
-                raise UserError(f"{label}: not a readable image (is a folder)")
             data = path.read_bytes()
         except FileNotFoundError:
             raise UserError(f"{label}: not a readable image (no such file)") from None
@@ -71,7 +74,10 @@ def open_image(source: Source, name: str | None = None) -> Image.Image:
 
 def _decode(data: bytes, label: str) -> Image.Image:
     try:
-        with warnings.catch_warnings():
+        # Pillow warns about damage it works around (corrupt EXIF or TIFF tags): recorded and
+        # dropped here, so a damaged file is a clean image or one error line, not stderr noise.
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
             # Pillow only *warns* between its limit and twice its limit: make that an error.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import imageio
 from .errors import UserError
-from .fsutil import ensure_dir
+from .fsutil import check_output_dir, ensure_dir
 from .runtime import Runner, open_runner
 
 OUTPUT_FILES = ("mask.png", "depth.png", "panel.png")  # panel last: its presence means the pair is done
@@ -31,13 +31,23 @@ class PairJob:
     out: Path
 
 
+SHOWN_SIZE_NOTES = 3  # per-pair "resized" notes kept verbatim; the rest are only counted
+
+
 @dataclass
 class InferReport:
-    written: list[Path] = field(default_factory=list)
+    """What a run did. Nothing here grows with the pairs that went well (a folder of 10,000
+    pairs streams): files are counted, only the last panel is kept, and per-pair notes are kept
+    for the first few and counted after that. Failures are kept, one line each (reported at the end)."""
+
+    files: int = 0  # output files written
+    panel: Path | None = None  # the panel of the last pair written
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # one line per pair that could not be read
     pairs: int = 0
     skipped: int = 0  # pairs whose outputs were already there (skip_existing)
+    resized: int = 0  # pairs whose bg and fgbg differed in size (both resized; see notes)
+    nonfinite: int = 0  # NaN/inf values the model produced (written as 0)
 
 
 def plan_jobs(bg: Path, fgbg: Path, out: Path) -> tuple[list[PairJob], list[str]]:
@@ -123,9 +133,7 @@ def infer_files(
     """
     if batch_size <= 0:
         raise UserError(f"--batch-size must be a positive number, got {batch_size}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
+    out = check_output_dir(Path(out))  # a file in the way (of it or a folder above it): refused before any work
     jobs, notes = plan_jobs(Path(bg), Path(fgbg), out)
     if skip_existing:
         todo = [job for job in jobs if not all((job.out / name).is_file() for name in OUTPUT_FILES)]
@@ -154,15 +162,21 @@ def infer_files(
                 "fgbg": imageio.to_nchw([x[3] for x in loaded]),
             }
             result = runner.infer(feed)
-            for name, values in result.items():
-                bad = int((~np.isfinite(values)).sum())
-                if bad:
-                    report.notes.append(f"{runner.path.name} produced {bad} NaN/inf {name} values: the model is broken")
+            report.nonfinite += sum(int((~np.isfinite(values)).sum()) for values in result.values())
             for i, (job, (bg_img, fg_img, _, _, note)) in enumerate(zip(ready, loaded)):
                 if note:
-                    report.notes.append(note)
+                    report.resized += 1
+                    if report.resized <= SHOWN_SIZE_NOTES:
+                        report.notes.append(note)
                 mask = np.nan_to_num(result["mask"][i, 0], nan=0.0)
                 depth = np.nan_to_num(result["depth"][i, 0], nan=0.0)
-                report.written += write_outputs(job.out, bg_img, fg_img, mask, depth)
+                paths = write_outputs(job.out, bg_img, fg_img, mask, depth)
+                report.files += len(paths)
+                report.panel = paths[-1]
                 report.pairs += 1
+            del loaded, ready, feed, result  # nothing of a finished batch outlives it
+    if report.resized > SHOWN_SIZE_NOTES:
+        report.notes.append(f"... and {report.resized - SHOWN_SIZE_NOTES} more pair(s) whose bg and fgbg differ in size (resized likewise)")
+    if report.nonfinite:
+        report.notes.append(f"{runner.path.name} produced {report.nonfinite} NaN/inf output values (written as 0): the model is broken")
     return report

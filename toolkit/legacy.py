@@ -160,7 +160,7 @@ def read_legacy(path: str | Path) -> LegacyModel:
     if path.is_dir():
         raise LegacyImportError(f"{path}: is a folder, expected a checkpoint file")
     if not path.is_file():
-        raise LegacyImportError(f"{path}: no such file")
+        raise LegacyImportError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
     data = path.read_bytes()
     if not data:
         raise LegacyImportError(f"{path}: empty file")

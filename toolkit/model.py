@@ -56,7 +56,18 @@ class EVA4Net(nn.Module):
     """Siamese stem, dilated depthwise-separable trunk, mask and depth branches, one shared tail.
 
     forward(bg, fgbg) takes normalised inputs and returns the raw `(mask, depth)` outputs.
+
+    `joint_tail` (not part of the state dict) runs the shared tail once on the mask and depth
+    features stacked along the batch instead of once each. In eval mode the two are the same
+    computation. In training they differ in BatchNorm: called once each, the tail's BatchNorm
+    layers normalise each branch by its own batch statistics but keep one set of running
+    statistics, a blend of both branches, which is what eval mode then applies to each. When
+    the branches' features differ (a mask trained as logits next to a depth), eval-mode outputs
+    drift from what was trained. Jointly, training normalises with the same blended statistics
+    that eval mode uses. The seed's recipe keeps the original per-branch calls.
     """
+
+    joint_tail: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -99,6 +110,9 @@ class EVA4Net(nn.Module):
         x = self.pool(x)
         m = x + self.convblock5_1x1(self.convblock5_(self.convblock5(x)))
         d = m + self.convblock6_1x1(self.convblock6_(self.convblock6(m)))
+        if self.joint_tail:
+            mask, depth = self.tail(torch.cat([m, d], dim=0)).chunk(2, dim=0)
+            return mask, depth
         return self.tail(m), self.tail(d)
 
 

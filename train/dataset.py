@@ -40,27 +40,39 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=g).tolist()
 
 
-def batches_per_epoch(n: int, batch_size: int) -> int:
-    """The last, smaller batch is kept: small sets would otherwise lose a share of every epoch."""
-    return (n + batch_size - 1) // batch_size
+def batches_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
+    """Steps per epoch for `world` processes taking `batch_size` each. The last, smaller batch
+    is kept: small sets would otherwise lose a share of every epoch."""
+    step = batch_size * world
+    return (n + step - 1) // step
 
 
 class EpochBatches(Sampler[list[int]]):
     """Batch sampler for one DataLoader kept across epochs: `set_epoch(e, start)` picks the order
     of epoch `e` and skips its first `start` batches (resume). It runs in the main process, so
-    persistent workers see the new order without being restarted."""
+    persistent workers see the new order without being restarted.
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+    With `world` > 1 processes, each step's global batch (`batch_size * world` indices of the
+    epoch's order) is dealt out round-robin and this sampler yields rank `rank`'s share. A short
+    last global batch is topped up from the start of the order so no rank gets an empty batch
+    (an empty rank would leave the others waiting in the gradient all-reduce)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
+        self.rank, self.world = int(rank), int(world)
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = int(epoch), int(start)
 
     def __len__(self) -> int:
-        return max(0, batches_per_epoch(self.n, self.batch_size) - self.start)
+        return max(0, batches_per_epoch(self.n, self.batch_size, self.world) - self.start)
 
     def __iter__(self) -> Iterator[list[int]]:
         order = epoch_order(self.n, self.seed, self.epoch)
-        for b in range(self.start, batches_per_epoch(self.n, self.batch_size)):
-            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+        step = self.batch_size * self.world
+        for b in range(self.start, batches_per_epoch(self.n, self.batch_size, self.world)):
+            chunk = order[b * step:(b + 1) * step]
+            while len(chunk) < self.world:  # top up a short last batch (see the class docstring)
+                chunk = chunk + order[:self.world - len(chunk)]
+            yield chunk[self.rank::self.world]

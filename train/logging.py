@@ -1,4 +1,5 @@
-"""What a run leaves to look at: `metrics.csv`, TensorBoard scalars, `samples.png`.
+"""What a run leaves to look at: `metrics.csv`, TensorBoard scalars and image grids,
+`samples.png` and `curves.png` (`RunLogs` is the loop's one handle on all of them).
 
 The CSV is rewritten whole from the run's history after every epoch (atomically), so after a
 `--resume` it is exactly the history held in the checkpoint — no duplicated or lost rows.
@@ -62,6 +63,11 @@ class TensorBoard:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
                 self.writer.add_scalar(f"{prefix}{k}", float(v), step)
 
+    def image(self, tag: str, grid: np.ndarray, step: int) -> None:
+        """An [H, W, 3] uint8 picture."""
+        if self.writer is not None:
+            self.writer.add_image(tag, grid, step, dataformats="HWC")
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.flush()
@@ -88,13 +94,74 @@ def samples_grid(columns: Sequence[np.ndarray], max_rows: int = 4, gap: int = 2)
     return grid
 
 
+SAMPLE_COLUMNS = ("bg", "fgbg", "mask_pred", "mask", "depth_pred", "depth")
+
+
 def write_samples(path: Path, bg: np.ndarray, fgbg: np.ndarray, mask_pred: np.ndarray,
                   mask_true: np.ndarray, depth_pred: np.ndarray, depth_true: np.ndarray,
                   max_rows: int = 4) -> Path:
     """`samples.png`: bg | fgbg | mask pred | mask true | depth pred | depth true, per row."""
+    return write_png(path, samples_grid([bg, fgbg, mask_pred, mask_true, depth_pred, depth_true], max_rows))
+
+
+def write_png(path: Path, picture: np.ndarray) -> Path:
     from PIL import Image
 
-    grid = samples_grid([bg, fgbg, mask_pred, mask_true, depth_pred, depth_true], max_rows)
     with atomic_path(path) as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
+        Image.fromarray(picture).save(tmp, format="PNG")
     return Path(path)
+
+
+class RunLogs:
+    """Everything a run writes besides checkpoints, in one place; a no-op on ranks other than 0.
+
+    - per step: the mean training loss every `log_every` steps to TensorBoard (`train/loss`);
+    - per epoch: the row to `metrics.csv` (rewritten whole) and TensorBoard (`epoch/...`), the
+      held-out samples to `samples.png` and TensorBoard (`samples`), and `curves.png`;
+    - `preview(grid, step)`: a sample grid every N steps between epochs.
+    """
+
+    def __init__(self, out: Path, *, enabled: bool = True, tensorboard: bool = True, samples: bool = True,
+                 purge_step: int | None = None):
+        import sys
+
+        self.out, self.enabled, self.samples = Path(out), enabled, samples
+        self.tb = TensorBoard(self.out / "tensorboard", enabled=enabled and tensorboard, purge_step=purge_step,
+                              say=lambda m: print(m, file=sys.stderr))
+        self.window: list[float] = []
+
+    def step_loss(self, loss: float, step: int, every: int, lr: float | None = None) -> None:
+        if not self.enabled:
+            return
+        self.window.append(loss)
+        if step % every == 0:
+            values = {"loss": sum(self.window) / len(self.window)}
+            if lr is not None:
+                values["lr"] = lr
+            self.tb.scalars(values, step, prefix="train/")
+            self.window.clear()
+
+    def preview(self, grid: np.ndarray, step: int) -> None:
+        if self.enabled:
+            self.tb.image("preview", grid, step)
+
+    def epoch(self, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]], step: int,
+              keep: Mapping[str, np.ndarray]) -> None:
+        if not self.enabled:
+            return
+        write_metrics_csv(self.out / "metrics.csv", history)
+        self.tb.scalars(row, step, prefix="epoch/")
+        if self.samples and keep:
+            grid = samples_grid([keep[k] for k in SAMPLE_COLUMNS])
+            write_png(self.out / "samples.png", grid)
+            self.tb.image("samples", grid, step)
+        self.finish(history)
+
+    def finish(self, history: Sequence[Mapping[str, Any]]) -> None:
+        if self.enabled and history:
+            from .curves import write_curves
+
+            write_curves(self.out / "curves.png", history)
+
+    def close(self) -> None:
+        self.tb.close()

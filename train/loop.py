@@ -1,28 +1,30 @@
 """The training job: `run(config)` from data to checkpoints, resumable bit for bit.
 
 Determinism is designed in rather than hoped for: the batch order of an epoch is a function of
-(seed, epoch) (`train.dataset.epoch_order`), the DataLoader draws from its own generator and not
-from the global RNG, and a checkpoint records the position inside the epoch. So on the CPU a run
-stopped at any step and resumed ends with exactly the weights of a run that never stopped. On
-CUDA that holds only with `deterministic` (`--deterministic`): by default cuDNN autotunes its
-kernels for speed (`benchmark`), and the kernels it picks may differ between the two runs.
+(seed, epoch) (`train.dataset.epoch_order`), augmentation draws are a function of (seed, step),
+the DataLoader draws from its own generator and not from the global RNG, and a checkpoint
+records the position inside the epoch. So on the CPU a run stopped at any step and resumed ends
+with exactly the weights of a run that never stopped. On CUDA that holds only with
+`deterministic` (`--deterministic`): by default cuDNN autotunes its kernels for speed
+(`benchmark`), and the kernels it picks may differ between the two runs.
 
 `best.pt` is the epoch with the highest score `val mask IoU - val depth RMSE` (both on [0, 1]
 values: overlap of the person, and depth error in the same units), or the lowest training loss
-when there is no held-out part.
+when there is no held-out part. With a recipe that averages weights (EMA), the averaged weights
+are what is evaluated and saved as the checkpoint's model; the optimiser's own weights travel in
+the checkpoint's training state for `--resume`.
+
+Several processes (`train.distributed`): every rank runs this same loop on its share of each
+batch; rank 0 alone makes the run folder, evaluates, logs and saves.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import math
-import os
+import functools
 import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,21 +35,25 @@ from torch.utils.data import DataLoader
 
 from toolkit.checkpoint import make_checkpoint, save_checkpoint
 from toolkit.errors import ToolkitError, UserError
-from toolkit.fsutil import ensure_dir
-from toolkit.metrics import MetricAccumulator
+from toolkit.fsutil import check_writable, ensure_dir
 from toolkit.model import EVA4Net, MaskDepthModel
-from toolkit.spec import SEED_SPEC
 
-from .config import Recipe, TrainConfig, get_recipe
+from . import distributed
+from .config import TrainConfig, get_recipe
 from .dataset import EpochBatches, PairTensors, batches_per_epoch
-from .logging import TensorBoard, write_metrics_csv, write_samples
+from .ema import WeightAverage
+from .environment import deterministic_kernels, resolve_device, worker_error_message
+from .logging import SAMPLE_COLUMNS, RunLogs, samples_grid
 from .losses import MaskDepthLoss
+from .optim import make_optimizer, make_scheduler
 from .progress import EpochProgress
+from .rundata import check_same_data, open_data, synthetic_data
+from .speed import apply_threads, autocast, grad_scaler, memory_format, prepare_model, resolve_speed
 from .state import Position, load_resume, position_of, restore_rng, seed_everything, training_state
+from .step import StepOptions, TrainingDiverged, evaluate, predict_arrays, score_of, train_one_epoch
 
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite: training stops, the last good checkpoint stays."""
+__all__ = ["TrainResult", "TrainingDiverged", "make_optimizer", "make_scheduler", "preflight", "run", "score_of",
+           "train_one_epoch", "worker_error_message"]
 
 
 @dataclass
@@ -58,201 +64,12 @@ class TrainResult:
     steps: int
     epochs: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    replicas: list[str] = field(default_factory=list)  # each rank's parameter hash (one for a single process)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise UserError(f"--device cuda: CUDA is not available to this PyTorch ({torch.__version__})")
-    return torch.device("cuda")
-
-
-def forward_raw(model: MaskDepthModel, bg: torch.Tensor, fgbg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw network outputs for [0, 1] inputs, normalised by the wrapper (the one place it is done)."""
-    return model.net(model.norm_bg(bg), model.norm_fgbg(fgbg))
-
-
-def make_optimizer(recipe: Recipe, params: Iterable[torch.nn.Parameter], lr: float, momentum: float):
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=recipe.weight_decay)
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=recipe.weight_decay)
-    raise UserError(f"recipe {recipe.name!r}: unknown optimizer {recipe.optimizer!r}")
-
-
-def make_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer):
-    """A scheduler always exists (a constant one for the seed), so checkpoints have its slot."""
-    if recipe.scheduler == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
-    raise UserError(f"recipe {recipe.name!r}: unknown scheduler {recipe.scheduler!r}")
-
-
-def _batch_to(batch: dict[str, torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    return [batch[k].to(device, non_blocking=True) for k in ("bg", "fgbg", "mask", "depth")]
-
-
-def train_one_epoch(model: MaskDepthModel, batches: Iterable[dict[str, torch.Tensor]], optimizer,
-                    scheduler, loss_fn: MaskDepthLoss, device: torch.device, *, limit: int | None = None,
-                    on_step: Callable[[float, int], None] | None = None,
-                    sums: dict[str, float] | None = None) -> dict[str, float]:
-    """Up to `limit` optimiser steps over `batches`. Returns the loss sums and counts of the
-    epoch, continued from `sums` (a resumed epoch adds in the same order as an unbroken one).
-    The loss is checked before each step, so a NaN never reaches the weights."""
-    model.train()
-    sums = dict(sums) if sums else {"loss": 0.0, "mask_loss": 0.0, "depth_loss": 0.0, "batches": 0, "images": 0}
-    # The parts are summed on the device (one sync per step, for the NaN check, not three).
-    parts_sum = torch.tensor([sums["mask_loss"], sums["depth_loss"]], dtype=torch.float64, device=device)
-    try:
-        for batch in batches if limit is None else itertools.islice(batches, limit):
-            bg, fgbg, mask, depth = _batch_to(batch, device)
-            mask_raw, depth_raw = forward_raw(model, bg, fgbg)
-            loss, parts = loss_fn(mask_raw, depth_raw, mask, depth)
-            value = float(loss.item())
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"the training loss became {value}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            parts_sum += torch.stack([parts["mask_loss"], parts["depth_loss"]]).to(torch.float64)
-            sums["loss"] += value
-            sums["batches"] += 1
-            sums["images"] += int(bg.shape[0])
-            if on_step is not None:
-                on_step(value, int(bg.shape[0]))
-    finally:
-        sums["mask_loss"], sums["depth_loss"] = (float(v) for v in parts_sum.tolist())
-    return sums
-
-
-@torch.no_grad()
-def evaluate(model: MaskDepthModel, batches: Iterable[dict[str, torch.Tensor]], loss_fn: MaskDepthLoss,
-             device: torch.device, *, to_metres: Callable[[np.ndarray], np.ndarray] | None = None,
-             keep: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-    """Validation losses and metrics (`toolkit.metrics`), keys prefixed `val_`.
-
-    The seed-style figures use the raw outputs when the model is trained in the seed's target
-    space, as the seed computed them. `keep`, when given, receives the first batch (for pictures).
-    """
-    model.eval()
-    seed_space = model.spec.mask == SEED_SPEC.mask and model.spec.depth == SEED_SPEC.depth
-    acc = MetricAccumulator(to_metres=to_metres)
-    losses = {"loss": 0.0, "mask_loss": 0.0, "depth_loss": 0.0}
-    n = 0
-    for batch in batches:
-        bg, fgbg, mask, depth = _batch_to(batch, device)
-        mask_raw, depth_raw = forward_raw(model, bg, fgbg)
-        loss, parts = loss_fn(mask_raw, depth_raw, mask, depth)
-        losses["loss"] += float(loss)
-        losses["mask_loss"] += float(parts["mask_loss"])
-        losses["depth_loss"] += float(parts["depth_loss"])
-        n += 1
-        pm, pd = model.decode_mask(mask_raw), model.decode_depth(depth_raw)
-        arrays = {k: t.float().cpu().numpy() for k, t in
-                  {"bg": bg, "fgbg": fgbg, "mask_pred": pm, "depth_pred": pd, "mask": mask, "depth": depth,
-                   "mask_raw": mask_raw, "depth_raw": depth_raw}.items()}
-        acc.update(arrays["mask_pred"], arrays["depth_pred"], arrays["mask"], arrays["depth"],
-                   pred_mask_raw=arrays["mask_raw"] if seed_space else None,
-                   pred_depth_raw=arrays["depth_raw"] if seed_space else None)
-        if keep is not None and not keep:
-            keep.update(arrays)
-    if not n:
-        return {}
-    out = {f"val_{k}": v / n for k, v in losses.items()}
-    out.update({f"val_{k}": v for k, v in acc.result().items()})
-    return out
-
-
-def score_of(row: dict[str, Any]) -> float:
-    """What `best.pt` maximises (see the module docstring)."""
-    if "val_mask_iou" in row:
-        return float(row["val_mask_iou"]) - float(row["val_depth_rmse"])
-    return -float(row.get("train_loss", float("inf")))
-
-
-def open_data(config: TrainConfig, resuming: bool = False):
-    """(pairs, train indices, held-out indices) of a given `--data`, opened and split before the
-    run folder is made, so a missing or unusable data set leaves nothing behind."""
-    from toolkit.data import reader
-
-    assert config.data is not None
-    if not Path(config.data).exists():
-        hint = (" (the data set of the run being resumed; if it moved, give --data with its new place)"
-                if resuming else "")
-        raise UserError(f"{config.data}: no such data folder or zip{hint}")
-    pairs = reader.open_dataset(config.data)
-    return (pairs, *_split(pairs, config, config.data))
-
-
-def synthetic_data(config: TrainConfig, out: Path, say: Callable[[str], None]):
-    """(pairs, train indices, held-out indices, to_metres) of the default synthetic set in
-    `<out>/data`, made on first use (`synthesize` writes `<out>/.data.partial` and renames it)."""
-    from toolkit.data import reader, synth
-
-    data = out / "data"
-    if not data.is_dir():
-        say(f"making a synthetic data set in {data}")
-        synth.synthesize(data, **config.synth)
-    pairs = reader.open_dataset(data)
-    return (pairs, *_split(pairs, config, data), synth.gray_to_metres)
-
-
-def _split(pairs: Any, config: TrainConfig, where: Path) -> tuple[list[int], list[int]]:
-    from toolkit.data import split
-
-    train_idx, val_idx = split.split_by_background(pairs, holdout=config.holdout, seed=config.seed)
-    if not len(train_idx):
-        raise UserError(f"{where}: no training pairs left after holding out backgrounds")
-    return list(train_idx), list(val_idx)
-
-
-# PyTorch re-raises an error of a DataLoader worker with the worker's whole traceback folded into
-# its message ("Caught UserError in DataLoader worker process 1. Original Traceback ...").
-_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
-
-
-def worker_error_message(error: BaseException) -> str | None:
-    """The original one-line message of a toolkit error raised in a DataLoader worker, or None
-    when `error` is not one (errors raised in this process pass through unchanged)."""
-    text = str(error)
-    if not isinstance(error, ToolkitError) or _WORKER_TRACEBACK not in text:
-        return None
-    last = text.rstrip().splitlines()[-1]  # "toolkit.errors.UserError: <message>"
-    for cls in type(error).__mro__:
-        for name in (f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__):
-            if last.startswith(name + ": "):
-                return last[len(name) + 2:]
-    return last
-
-
-@contextlib.contextmanager
-def deterministic_kernels(enabled: bool, cuda: bool) -> Iterator[None]:
-    """`--deterministic`: deterministic algorithms (a warning where an op has none) and cuDNN
-    without autotuning. Otherwise cuDNN autotunes on CUDA (`benchmark`, faster, but its choice
-    of kernels can differ between runs, so a resumed CUDA run is not bit-identical). The global
-    settings are restored afterwards."""
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    try:
-        if enabled:
-            if cuda:  # cuBLAS is deterministic only with a fixed workspace (read when first used)
-                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        elif cuda:
-            torch.backends.cudnn.benchmark = True
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
-
-
-def run(config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train as `config` says; see the module docstring and `train.state` for resume.
-
-    Options, device and a given data set are checked before the run folder is made; a run
-    folder this call made is removed again when it fails before writing a checkpoint."""
+def preflight(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The config to run (a resumed run's own, completed) and the checkpoint to resume, after
+    checking options, device and a given data set: mistakes surface before anything is made."""
     config.validate()
     ckpt = None
     if config.resume is not None:
@@ -260,42 +77,60 @@ def run(config: TrainConfig, progress: bool = True) -> TrainResult:
     else:  # the data path is stored absolute, so --resume works from any working directory
         config = replace(config.with_defaults(),
                          data=None if config.data is None else Path(config.data).resolve()).validate()
-    device = resolve_device(config.device)
-    given = open_data(config, resuming=ckpt is not None) if config.data is not None else None
-    if given is not None and ckpt is not None:
-        _check_same_data(ckpt, config.data, len(given[0]), len(given[2]))
-    out = config.run_dir
-    made = out  # the outermost folder this call makes (None: the run folder exists already)
-    while not made.parent.exists() and made.parent != made:
-        made = made.parent
-    made = None if out.exists() else made
-    out = ensure_dir(out)
-    try:
-        with deterministic_kernels(config.deterministic, device.type == "cuda"):
-            return _train(config, ckpt, device, out, given, progress)
-    except BaseException as e:
-        if made is not None and not (out / "last.pt").exists():
-            shutil.rmtree(made, ignore_errors=True)
-        if isinstance(e, ToolkitError):
-            # Expected errors: drop the finished frames' locals now, so the DataLoader worker
-            # processes they hold stop here rather than whenever the error is dropped.
-            traceback.clear_frames(e.__traceback__)
-            message = worker_error_message(e)  # e.g. a broken image read in a worker process
-            if message is not None:
-                raise UserError(message) from None
-        raise
+    resolve_speed(resolve_device(config.device), amp=config.amp, channels_last=config.channels_last,
+                  compile=config.compile)  # e.g. --amp fp16 on the CPU
+    if config.data is not None and not Path(config.data).exists():
+        open_data(config, resuming=ckpt is not None)  # raises the one-line "no such data" error
+    return config, ckpt
 
 
-def _check_same_data(ckpt: dict[str, Any], data: Path, pairs: int, held_out: int) -> None:
-    """A resumed run's data set (maybe a moved copy) must hold what the run was trained on."""
-    was = ckpt["training"].get("data")
-    if isinstance(was, dict) and (was.get("pairs"), was.get("held_out")) != (pairs, held_out):
-        raise UserError(f"{data}: holds {pairs} pairs ({held_out} held out) but the run being resumed was trained "
-                        f"on {was.get('pairs')} ({was.get('held_out')} held out); resume with the same data set")
+def run(config: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train as `config` says; see the module docstring and `train.state` for resume.
+
+    Options, device and a given data set are checked before the run folder is made; a run
+    folder this call made is removed again when it fails before writing a checkpoint."""
+    config, ckpt = preflight(config)
+    with distributed.process_group(resolve_device(config.device)) as (group, device):
+        given = open_data(config, resuming=ckpt is not None) if config.data is not None else None
+        if given is not None and ckpt is not None:
+            check_same_data(ckpt, config.data, len(given[0]), len(given[2]))
+        out = config.run_dir
+        made = out  # the outermost folder this call makes (None: the run folder exists already)
+        while not made.parent.exists() and made.parent != made:
+            made = made.parent
+        made = None if out.exists() or not group.main else made
+        out = ensure_dir(out)
+        try:
+            # A read-only or full run folder fails now, not at the first checkpoint (~2 MiB each,
+            # last.pt + best.pt + their temporary copies, samples and metrics: 64 MiB is ample).
+            check_writable(out, need_bytes=64 * 2**20)
+            with deterministic_kernels(config.deterministic, device.type == "cuda"):
+                return _train(config, ckpt, device, out, given, progress and group.main, group)
+        except BaseException as e:
+            if made is not None and not (out / "last.pt").exists():
+                shutil.rmtree(made, ignore_errors=True)
+            if isinstance(e, ToolkitError):
+                # Expected errors: drop the finished frames' locals now, so the DataLoader worker
+                # processes they hold stop here rather than whenever the error is dropped.
+                traceback.clear_frames(e.__traceback__)
+                message = worker_error_message(e)  # e.g. a broken image read in a worker process
+                if message is not None:
+                    raise UserError(message) from None
+            raise
+
+
+def _resume_world(ckpt: dict[str, Any], pos: Position, group: distributed.Group) -> None:
+    was = int(ckpt["training"].get("world", 1))
+    if was != group.world and pos.batch:
+        raise UserError(f"this run stopped inside an epoch with {was} training process(es); resume it with "
+                        f"{was} (the batches of the epoch are dealt out per process), or from a finished epoch")
 
 
 def _train(config: TrainConfig, ckpt: dict[str, Any] | None, device: torch.device, out: Path,
-           given: tuple[Any, list[int], list[int]] | None, progress: bool) -> TrainResult:
+           given: tuple[Any, list[int], list[int]] | None, progress: bool, group: distributed.Group) -> TrainResult:
+    if group.main:  # checkpoint temporaries left by a killed run (atomic writes never got to rename them)
+        for stale in [*out.glob(".last.pt.*.tmp"), *out.glob(".best.pt.*.tmp")]:
+            stale.unlink(missing_ok=True)
     if ckpt is None and (out / "last.pt").exists() and progress:
         print(f"note: {out} holds an earlier run; starting a new one over it "
               f"(--resume {out} continues a run, --out picks another folder)", file=sys.stderr)
@@ -305,29 +140,50 @@ def _train(config: TrainConfig, ckpt: dict[str, Any] | None, device: torch.devic
     bar = EpochProgress(enabled=progress)
     say = bar.print if progress else (lambda _msg: None)
 
+    speed = resolve_speed(device, amp=config.amp, channels_last=config.channels_last, compile=config.compile,
+                          processes=group.local_world)  # CPU threads shared by this machine's ranks
+    apply_threads(speed)
     seed_everything(config.seed)
-    model = MaskDepthModel(EVA4Net(), spec).to(device)
+    model = MaskDepthModel(EVA4Net(), spec)
+    model.net.joint_tail = recipe.joint_tail
+    prepare_model(model, device, replace(speed, compile=False))  # same parameters, same state dict keys
     optimizer = make_optimizer(recipe, model.net.parameters(), config.effective_lr, config.effective_momentum)
-    scheduler = make_scheduler(recipe, optimizer)
+    ema = WeightAverage(model.net, recipe.ema) if recipe.ema > 0 else None
+    if speed.compile:  # after the average's copy, which stays an eager module
+        model.net.compile()
     loss_fn = MaskDepthLoss(recipe)
     pos = Position()
     if ckpt is not None:
-        model.net.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["training"]["optimizer"])
-        scheduler.load_state_dict(ckpt["training"]["scheduler"])
-        restore_rng(ckpt["training"]["rng"])
+        training = ckpt["training"]
+        model.net.load_state_dict(training.get("live_model", ckpt["model"]))
+        if ema is not None:
+            ema.load_state_dict(ckpt["model"])
+            ema.updates = int(training.get("ema_updates", 0))
+        restore_rng(training["rng"])
         pos = position_of(ckpt)
+        _resume_world(ckpt, pos, group)
         say(f"resuming {config.resume} at step {pos.step} (epoch {pos.epoch + 1}, batch {pos.batch})")
 
     if given is not None:
         (pairs, train_idx, val_idx), to_metres = given, None
     else:
+        if not group.main:
+            group.barrier()  # rank 0 makes the synthetic set first
         pairs, train_idx, val_idx, to_metres = synthetic_data(config, out, say)
+        if group.main:
+            group.barrier()
         if ckpt is not None:
-            _check_same_data(ckpt, out / "data", len(pairs), len(val_idx))
+            check_same_data(ckpt, out / "data", len(pairs), len(val_idx))
+    if len(train_idx) < group.world:
+        raise UserError(f"{len(train_idx)} training pairs cannot feed {group.world} processes")
     data_counts = {"pairs": len(pairs), "held_out": len(val_idx)}
     size = (config.image_size, config.image_size)
-    sampler = EpochBatches(len(train_idx), config.batch_size, config.seed)
+    sampler = EpochBatches(len(train_idx), config.batch_size, config.seed, rank=group.rank, world=group.world)
+    per_epoch = batches_per_epoch(len(train_idx), config.batch_size, group.world)
+    scheduler = make_scheduler(recipe, optimizer, total_steps=config.epochs * per_epoch)
+    if ckpt is not None:  # after the scheduler is made: making it sets the optimiser's learning rate
+        optimizer.load_state_dict(ckpt["training"]["optimizer"])
+        scheduler.load_state_dict(ckpt["training"]["scheduler"])
     loader_gen = torch.Generator()
     loader_kw: dict[str, Any] = {"num_workers": config.workers, "pin_memory": cuda}
     if config.workers:
@@ -336,35 +192,49 @@ def _train(config: TrainConfig, ckpt: dict[str, Any] | None, device: torch.devic
                               generator=loader_gen, **loader_kw)
     # Its own generator too: validation (also run when --max-steps stops mid-epoch) must not
     # draw from the global RNG, or a resumed run's RNG state would differ from an unbroken one.
-    val_loader = DataLoader(PairTensors(pairs, val_idx, size), batch_size=config.batch_size, shuffle=False,
-                            generator=torch.Generator().manual_seed(config.seed), **loader_kw) if val_idx else None
-    per_epoch = batches_per_epoch(len(train_idx), config.batch_size)
+    val_loader = (DataLoader(PairTensors(pairs, val_idx, size), batch_size=config.batch_size, shuffle=False,
+                             generator=torch.Generator().manual_seed(config.seed), **loader_kw)
+                  if val_idx and group.main else None)
+    eval_model = model if ema is None else MaskDepthModel(ema.module, spec)
+    options = StepOptions(augment_seed=config.seed if recipe.augment else None, grad_clip=config.effective_clip_grad,
+                          ema=ema, net=distributed.wrap(model.net, group, device), all_finite=group.all_finite,
+                          autocast=functools.partial(autocast, device, speed), scaler=grad_scaler(device, speed),
+                          memory_format=memory_format(speed))
     last, best = out / "last.pt", out / "best.pt"
-    tb = TensorBoard(out / "tensorboard", enabled=config.tensorboard, purge_step=pos.step or None,
-                     say=lambda m: print(m, file=sys.stderr))
+    logs = RunLogs(out, enabled=group.main, tensorboard=config.tensorboard, samples=config.samples,
+                   purge_step=pos.step or None)
 
     written: list[Path] = []  # checkpoints this invocation wrote
 
     def save(path: Path, metrics: dict[str, Any]) -> None:
+        if not group.main:
+            return
         written.append(path)
         state = training_state(optimizer, scheduler, config, pos, cuda, data=data_counts)
-        save_checkpoint(path, make_checkpoint(model.net.state_dict(), spec, epoch=pos.epoch, step=pos.step,
-                                              recipe=recipe.name, source="toolkit train", metrics=metrics,
-                                              training=state))
+        state["world"] = group.world
+        if ema is not None:
+            state["live_model"] = {k: v.detach().cpu() for k, v in model.net.state_dict().items()}
+            state["ema_updates"] = ema.updates
+        weights = (ema.module if ema is not None else model.net).state_dict()
+        save_checkpoint(path, make_checkpoint(weights, spec, epoch=pos.epoch, step=pos.step, recipe=recipe.name,
+                                              source="toolkit train", metrics=metrics, training=state))
 
-    window: list[float] = []  # losses since the last TensorBoard point
+    preview = (torch.utils.data.default_collate([PairTensors(pairs, val_idx or train_idx, size)[i]
+                                                 for i in range(min(4, len(val_idx or train_idx)))])
+               if config.preview_every and group.main else None)
 
     def on_step(loss: float, images: int) -> None:
         pos.step += 1
         pos.batch += 1
-        window.append(loss)
-        bar.step(loss, images)
-        if pos.step % config.log_every == 0:
-            tb.scalars({"loss": sum(window) / len(window)}, pos.step, prefix="train/")
-            window.clear()
+        bar.step(loss, images * group.world)
+        logs.step_loss(loss, pos.step, config.log_every, lr=float(optimizer.param_groups[0]["lr"]))
+        if preview is not None and pos.step % config.preview_every == 0:
+            arrays = predict_arrays(eval_model, preview, device)
+            logs.preview(samples_grid([arrays[k] for k in SAMPLE_COLUMNS]), pos.step)
 
-    say(f"training on {device.type}: {len(train_idx)} pairs, {len(val_idx)} held out, "
-        f"{per_epoch} steps per epoch, run folder {out}")
+    say(f"training on {device.type}" + (f" x {group.world} processes" if group.active else "")
+        + f": {len(train_idx)} pairs, {len(val_idx)} held out, {per_epoch} steps per epoch, run folder {out}")
+    say(f"recipe {recipe.name}; speed options: {speed.describe()}")
     try:
         while pos.epoch < config.epochs and (config.max_steps is None or pos.step < config.max_steps):
             epoch, start = pos.epoch, pos.batch
@@ -373,11 +243,12 @@ def _train(config: TrainConfig, ckpt: dict[str, Any] | None, device: torch.devic
             limit = None if config.max_steps is None else config.max_steps - pos.step
             bar.start_epoch(epoch + 1, config.epochs, total=per_epoch, done=start)
             t0 = time.perf_counter()
-            sums = train_one_epoch(model, train_loader, optimizer, scheduler, loss_fn, device,
-                                   limit=limit, on_step=on_step, sums=pos.partial if start else None)
+            sums = train_one_epoch(model, train_loader, optimizer, scheduler, loss_fn, device, limit=limit,
+                                   on_step=on_step, sums=pos.partial if start else None, first_step=pos.step,
+                                   options=options)
             seconds = time.perf_counter() - t0
             bar.end_epoch()
-            images = sums["images"] - pos.partial.get("images", 0)
+            images = (sums["images"] - pos.partial.get("images", 0)) * group.world
             finished = pos.batch >= per_epoch
             if finished:
                 pos.epoch, pos.batch, pos.partial = epoch + 1, 0, {}
@@ -391,34 +262,33 @@ def _train(config: TrainConfig, ckpt: dict[str, Any] | None, device: torch.devic
                 row["images_per_s"] = images / max(seconds, 1e-9)
             keep: dict[str, np.ndarray] = {}
             if val_loader is not None:
-                row.update(evaluate(model, val_loader, loss_fn, device, to_metres=to_metres, keep=keep))
+                row.update(evaluate(eval_model, val_loader, loss_fn, device, to_metres=to_metres, keep=keep))
             pos.history.append(row)
             improved = score_of(row) > pos.best_score
             if improved:
                 pos.best_score, pos.best_epoch = score_of(row), pos.epoch
-            save(last, row)
-            if improved:
+            if improved:  # best.pt first: a kill between the two writes then redoes this epoch
                 save(best, row)
-            write_metrics_csv(out / "metrics.csv", pos.history)
-            tb.scalars(row, pos.step, prefix="epoch/")
-            if config.samples and keep:
-                write_samples(out / "samples.png", keep["bg"], keep["fgbg"], keep["mask_pred"], keep["mask"],
-                              keep["depth_pred"], keep["depth"])
+            save(last, row)
+            logs.epoch(row, pos.history, pos.step, keep)
             say(_summary(row))
+            group.barrier()  # the other ranks wait while rank 0 evaluates and saves
     except TrainingDiverged as e:
         good = last.exists() and (written or ckpt is not None)
         kept = f"; the last good checkpoint is {last}" if good else "; no checkpoint of this run was written"
         raise TrainingDiverged(f"{e} at step {pos.step + 1} (epoch {pos.epoch + 1}): training stopped{kept}") from None
     finally:
         bar.close()
-        tb.close()
+        logs.close()
+    replicas = distributed.check_replicas(model.net, group)
     if ckpt is not None and pos.step == position_of(ckpt).step:
         say(f"nothing to do: the run is at step {pos.step}, epoch {pos.epoch} of {config.epochs}"
             + (f", max steps {config.max_steps}" if config.max_steps is not None else ""))
     if not last.exists():  # resumed a finished run into a new folder: it still gets its last.pt
         save(last, pos.history[-1] if pos.history else {})
+    logs.finish(pos.history)
     return TrainResult(out=out, last=last, best=best if best.exists() else None, steps=pos.step,
-                       epochs=pos.epoch, history=list(pos.history))
+                       epochs=pos.epoch, history=list(pos.history), replicas=replicas)
 
 
 def _summary(row: dict[str, Any]) -> str:

@@ -24,7 +24,8 @@ from toolkit.errors import UserError
 from .config import DEFAULTS, TRAJECTORY_FIELDS, TrainConfig
 
 # Per-invocation options: a resumed run takes them from the new command line, not the checkpoint.
-INVOCATION_FIELDS = ("max_steps", "device", "workers", "log_every", "tensorboard", "samples")
+INVOCATION_FIELDS = ("max_steps", "device", "workers", "log_every", "tensorboard", "samples", "preview_every", "amp",
+                     "channels_last", "compile")
 
 
 @dataclass
@@ -140,6 +141,8 @@ def load_resume(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any], Path]
             continue
         if name == "lr":
             same, was = config.effective_lr == saved.effective_lr, saved.effective_lr
+        elif name == "clip_grad":
+            same, was = config.effective_clip_grad == saved.effective_clip_grad, saved.effective_clip_grad
         elif name == "momentum":
             same, was = config.effective_momentum == saved.effective_momentum, saved.effective_momentum
         else:

@@ -69,3 +69,32 @@ def test_export_refuses_a_model_that_disagrees(imported_ckpt, tmp_path, monkeypa
     with pytest.raises(CheckFailed, match="not written"):
         export_onnx(imported_ckpt, tmp_path / "model.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_improved_recipe_sigmoid_decoding_is_in_the_graph_and_matches(tmp_path):
+    """The decoding follows the recipe recorded in the checkpoint: a sigmoid mask exports as a
+    Sigmoid node, its metadata says so, and ONNX Runtime agrees with PyTorch."""
+    from toolkit.checkpoint import make_checkpoint, save_checkpoint
+    from toolkit.model import EVA4Net
+    from train.config import RECIPES
+
+    torch.manual_seed(0)
+    spec = RECIPES["improved"].spec.with_size(32)
+    ckpt = tmp_path / "improved.pt"
+    save_checkpoint(ckpt, make_checkpoint(EVA4Net().state_dict(), spec, recipe="improved"))
+    onnx_path, _ = export_onnx(ckpt, tmp_path / "model.onnx")
+    m = onnx.load(str(onnx_path))
+    props = {p.key: p.value for p in m.metadata_props}
+    assert props["toolkit.recipe"] == "improved"
+    assert IOSpec.from_metadata(props).mask.kind == "sigmoid" and IOSpec.from_metadata(props).depth == SEED_SPEC.depth
+    assert "Sigmoid" in {n.op_type for n in m.graph.node}
+    rng = np.random.default_rng(0)
+    feed = {k: rng.random((2, 3, 32, 32), dtype=np.float32) for k in ("bg", "fgbg")}
+    with OnnxRunner(onnx_path) as r:
+        got = r.infer(feed)
+    model = build_model(load_checkpoint(ckpt))
+    with torch.no_grad():
+        ref = model(torch.from_numpy(feed["bg"]), torch.from_numpy(feed["fgbg"]))
+    for name, t in zip(("mask", "depth"), ref):
+        assert np.abs(got[name] - t.numpy()).max() <= FP32_TOLERANCE
+    assert 0.0 < got["mask"].min() and got["mask"].max() < 1.0  # a sigmoid, not a clip

@@ -173,10 +173,26 @@ def test_engine_runner_without_tensorrt_names_the_extra(tmp_path, sidecar_on_dis
         engine, _ = sidecar_on_disk
         from toolkit.runtime.tensorrt_runner import TensorRTRunner
 
-        with pytest.raises(MissingDependency, match=r"TensorRT \(needed to run a .engine file\).*toolkit\[gpu\]"):
+        with pytest.raises(MissingDependency, match=r"TensorRT \(needed to run model\.engine, built with TensorRT 10\.13\.0\.35\).*toolkit\[gpu\]"):
             TensorRTRunner(engine)
     else:
         pytest.skip("TensorRT is installed: the missing-extra message does not apply")
+
+
+def test_sidecar_is_judged_before_tensorrt_is_imported(sidecar_on_disk, monkeypatch):
+    """Another TensorRT version, or an engine file the sidecar does not describe, is refused from
+    the sidecar and the package metadata alone: TensorRT is never imported for it."""
+    from toolkit.runtime import tensorrt_runner as tr
+
+    engine, side = sidecar_on_disk
+    monkeypatch.setattr(tr, "installed_tensorrt_version", lambda: "10.13.0.35")
+    monkeypatch.setattr(tr, "_tensorrt", lambda: pytest.fail("TensorRT was imported before the sidecar was judged"))
+    sidecar_path(engine).write_text(json.dumps(side | {"tensorrt_version": "8.6.1"}))
+    with pytest.raises(UserError, match="built with TensorRT 8.6.1, this machine has TensorRT 10.13.0.35"):
+        tr.TensorRTRunner(engine)
+    sidecar_path(engine).write_text(json.dumps(side))  # the right version; its engine_sha256 is not the file's
+    with pytest.raises(UserError, match="not the one its sidecar model.engine.json describes"):
+        tr.TensorRTRunner(engine)
 
 
 # ---- below: a real engine (TensorRT + a GPU + cuda-python) ------------------------------------

@@ -24,12 +24,13 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _small_config(data: Path | None, out: Path, **kw) -> TrainConfig:
     base = {"data": data, "out": out, "epochs": 1, "batch_size": 4, "image_size": 32, "device": "cpu",
-            "workers": 0, "tensorboard": False, "log_every": 1}
+            "workers": 0, "tensorboard": False, "log_every": 1, "recipe": "seed"}
     base.update(kw)
     return TrainConfig(**base)
 
 
 @pytest.fixture(scope="session")
 def small_config():
-    """A factory: CPU, 32 px, batch 4, no worker processes, no TensorBoard unless asked."""
+    """A factory: CPU, 32 px, batch 4, no worker processes, no TensorBoard unless asked, the seed
+    recipe (the plainest; the improved one has tests of its own)."""
     return _small_config

@@ -12,10 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from toolkit.cli import train_cmd
 from toolkit.errors import UserError
-
-# Skips only while the rest of the CLI package is still being assembled (it imports all areas).
-train_cmd = pytest.importorskip("toolkit.cli.train_cmd", exc_type=ImportError)
 
 
 @pytest.fixture
@@ -48,6 +46,26 @@ def test_train_command_runs_and_reports_its_files(app, tiny_data, tmp_path):
     assert isinstance(result.exception, UserError) and "--batch-size" in str(result.exception)
 
 
+def test_improved_recipe_on_zips_with_the_speed_and_logging_options(app, tmp_path):
+    """The other recipe, from the data set as zips, with the options a user turns on."""
+    from toolkit.checkpoint import load_checkpoint
+    from toolkit.data.synth import synthesize
+
+    synthesize(tmp_path / "zips", backgrounds=3, foregrounds=2, placements=1, size=48, zip=True)
+    assert sorted(p.suffix for p in (tmp_path / "zips").iterdir()) == [".zip"] * 4
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "zips"), "--recipe", "improved", "--epochs", "1", "--batch-size", "2",
+            "--image-size", "32", "--workers", "1", "--device", "cpu", "--out", str(out), "--clip-grad", "0.5",
+            "--amp", "off", "--no-channels-last", "--preview-every", "1", "--log-every", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["recipe"] == "improved" and ckpt["iospec"]["mask"]["kind"] == "sigmoid"
+    config = ckpt["training"]["config"]
+    assert (config["clip_grad"], config["amp"], config["channels_last"], config["preview_every"]) == (0.5, "off", False, 1)
+    assert (out / "curves.png").is_file() and (out / "samples.png").is_file()
+
+
 def test_help_describes_the_run_folder(app):
     result = CliRunner().invoke(app, ["train", "--help"])
     assert result.exit_code == 0
@@ -61,9 +79,12 @@ def test_help_describes_the_run_folder(app):
     (["--image-size", "30"], "multiple of 4"),
     (["--batch-size", "0"], "batch size"),
     (["--device", "tpu"], "device"),
+    (["--amp", "fp16", "--device", "cpu"], "fp16 needs a CUDA device"),
+    (["--amp", "fp8"], "amp must be"),
+    (["--clip-grad", "-1"], "clip-grad"),
+    (["--nproc", "0"], "--nproc"),
 ])
 def test_bad_options_exit_2_with_one_line(tmp_path, args, message):
-    pytest.importorskip("toolkit.cli", exc_type=ImportError)
     proc = subprocess.run([sys.executable, "-m", "toolkit", "train", "--out", str(tmp_path / "r"), *args],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2, proc.stderr
@@ -79,7 +100,8 @@ def test_bad_options_exit_2_with_one_line(tmp_path, args, message):
 ])
 def test_bad_data_or_device_leaves_no_run_folder(tmp_path, monkeypatch, capsys, args, message):
     """In-process `toolkit.cli.main` (the same path as the command, without a new interpreter)."""
-    cli = pytest.importorskip("toolkit.cli", exc_type=ImportError)
+    import toolkit.cli as cli
+
     if "cuda" in args:
         import torch
 

@@ -19,11 +19,23 @@ from train.losses import MaskDepthLoss
 
 def test_run_writes_checkpoints_metrics_and_samples(tiny_data, tmp_path, small_config):
     out = tmp_path / "run"
-    result = loop.run(small_config(tiny_data, out, epochs=2, tensorboard=True), progress=False)
+    result = loop.run(small_config(tiny_data, out, epochs=2, tensorboard=True, preview_every=2), progress=False)
     assert (result.steps, result.epochs) == (6, 2)
-    for name in ("last.pt", "best.pt", "metrics.csv", "samples.png"):
+    for name in ("last.pt", "best.pt", "metrics.csv", "samples.png", "curves.png"):
         assert (out / name).is_file(), name
-    assert any((out / "tensorboard").iterdir())
+    from PIL import Image
+
+    with Image.open(out / "curves.png") as im:  # one panel per figure group, a readable size
+        assert im.format == "PNG" and im.width >= 4 * im.height // 2 and im.height >= 200
+    with Image.open(out / "samples.png") as im:  # 6 columns of 32 px, 3 held-out rows
+        assert im.size == (6 * 32 + 5 * 2, 3 * 32 + 2 * 2)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Images("preview")] == [2, 4, 6]
+    assert [e.step for e in events.Images("samples")] == [3, 6]
+    assert {"train/loss", "train/lr", "epoch/val_mask_iou", "epoch/lr"} <= set(events.Tags()["scalars"])
     assert result.last == out / "last.pt" and result.best == out / "best.pt"
 
     ckpt = load_checkpoint(out / "last.pt")  # weights_only=True, validated
@@ -67,22 +79,33 @@ def test_default_synthetic_set_is_made_once_and_reused(tmp_path, small_config):
     assert stamp == {p: p.stat().st_mtime_ns for p in (out / "data").rglob("*") if p.is_file()}
 
 
-def test_overfits_a_fixed_batch(tiny_data):
-    """~30 steps on one fixed batch must drive its loss well down: the loop can learn at all."""
+@pytest.mark.parametrize("recipe, ratio", [("seed", 0.5), ("improved", 0.8)])
+def test_overfits_a_fixed_batch(tiny_data, recipe, ratio):
+    """~30 steps on one fixed batch must drive its loss well down: the loop can learn at all,
+    with either recipe's optimiser, schedule, losses, augmentation, clipping and averaging."""
     from toolkit.data.reader import open_dataset
+    from train.ema import WeightAverage
+    from train.step import StepOptions
 
+    r = RECIPES[recipe]
     torch.manual_seed(0)
     pairs = open_dataset(tiny_data)
     batch = next(iter(torch.utils.data.DataLoader(PairTensors(pairs, range(4), (32, 32)), batch_size=4)))
-    model = MaskDepthModel(EVA4Net(), RECIPES["seed"].spec.with_size(32))
-    opt = loop.make_optimizer(RECIPES["seed"], model.net.parameters(), 0.01, 0.9)
+    model = MaskDepthModel(EVA4Net(), r.spec.with_size(32))
+    opt = loop.make_optimizer(r, model.net.parameters(), r.lr, r.momentum)
+    ema = WeightAverage(model.net, r.ema) if r.ema else None
+    options = StepOptions(augment_seed=0 if r.augment else None, grad_clip=r.grad_clip, ema=ema)
     losses: list[float] = []
-    loop.train_one_epoch(model, itertools.repeat(batch, 30), opt, loop.make_scheduler(RECIPES["seed"], opt),
-                         MaskDepthLoss(RECIPES["seed"]), torch.device("cpu"),
-                         on_step=lambda loss, n: losses.append(loss))
+    loop.train_one_epoch(model, itertools.repeat(batch, 30), opt, loop.make_scheduler(r, opt, total_steps=30),
+                         MaskDepthLoss(r), torch.device("cpu"), on_step=lambda loss, n: losses.append(loss),
+                         options=options)
     assert len(losses) == 30
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    assert last < 0.5 * first, (first, last)
+    assert last < ratio * first, (first, last)  # the improved loss has Dice/SSIM terms that stay > 0 longer
+    if ema is not None:
+        assert ema.updates == 30
+        live, avg = model.net.state_dict(), ema.state_dict()
+        assert any(not torch.equal(live[k], avg[k]) for k in live if live[k].dtype.is_floating_point)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -24,8 +24,10 @@ def test_seed_recipe_is_the_original():
     assert (r.mask_loss, r.depth_loss, r.mask_weight, r.depth_weight) == ("l1", "l1", 1.0, 2.0)
     assert r.spec.mask.kind == "affine_clip" and (r.spec.mask.offset, r.spec.mask.scale) == (0.079, 0.254)
     assert (r.spec.depth.offset, r.spec.depth.scale) == (0.35, 0.208)
-    assert TrainConfig().effective_lr == 0.01 and TrainConfig().effective_momentum == 0.9
-    assert TrainConfig(lr=0.1).effective_lr == 0.1
+    seed = TrainConfig(recipe="seed")
+    assert seed.effective_lr == 0.01 and seed.effective_momentum == 0.9
+    assert TrainConfig(recipe="seed", lr=0.1).effective_lr == 0.1
+    assert TrainConfig().recipe == "improved" and TrainConfig().effective_lr == 3e-3
 
 
 def test_seed_loss_hand_values():
@@ -66,3 +68,48 @@ def test_unknown_recipe_and_loss_are_user_errors():
         get_recipe("nope")
     with pytest.raises(UserError, match="unknown loss"):
         MaskDepthLoss(dataclasses.replace(RECIPES["seed"], depth_loss="huber?"))
+
+
+def test_improved_recipe_decodes_the_mask_as_a_probability():
+    r = RECIPES["improved"]
+    assert r.spec.mask.kind == "sigmoid" and r.mask_loss == "bce_dice"
+    assert r.spec.depth == SEED_SPEC.depth and r.depth_loss == "l1_ssim_grad"
+    assert r.optimizer == "adamw" and r.ema > 0 and r.augment and r.grad_clip > 0
+
+
+def test_logit_losses_refuse_an_affine_decoding():
+    with pytest.raises(UserError, match="needs a sigmoid decoding"):
+        MaskDepthLoss(dataclasses.replace(RECIPES["seed"], mask_loss="bce_dice"))
+
+
+def test_bce_dice_hand_values():
+    """Perfect logits give ~0; logit 0 on an all-person target gives BCE ln 2 + Dice 1 - (2*0.5*16+1)/(8+16+1)."""
+    loss = MaskDepthLoss(RECIPES["improved"])
+    one = torch.ones(1, 1, 4, 4)
+    _, parts = loss(torch.full((1, 1, 4, 4), 30.0), torch.zeros(1, 1, 4, 4), one, full(0.35)[:1])
+    assert parts["mask_loss"].item() == pytest.approx(0.0, abs=1e-6)
+    _, parts = loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), one, full(0.35)[:1])
+    assert parts["mask_loss"].item() == pytest.approx(np.log(2) + 1 - 17 / 25, rel=1e-5)
+    # an empty target predicted empty is no loss for Dice (smoothing), BCE ~0
+    _, parts = loss(torch.full((1, 1, 4, 4), -30.0), torch.zeros(1, 1, 4, 4), 0 * one, full(0.35)[:1])
+    assert parts["mask_loss"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_depth_structure_loss_is_zero_only_at_the_target():
+    from train.losses import gradient_l1, ssim
+
+    loss = MaskDepthLoss(RECIPES["improved"])
+    g = torch.Generator().manual_seed(0)
+    depth = torch.rand(2, 1, 16, 16, generator=g)
+    raw = (depth - 0.35) / 0.208  # the raw output whose decoding is exactly the target
+    _, parts = loss(torch.zeros(2, 1, 16, 16), raw, torch.zeros(2, 1, 16, 16), depth)
+    assert parts["depth_loss"].item() == pytest.approx(0.0, abs=1e-5)
+    assert ssim(depth, depth).item() == pytest.approx(1.0, abs=1e-6)
+    flat = torch.full_like(depth, float(depth.mean()))
+    assert ssim(flat, depth).item() < 0.5 and gradient_l1(flat, depth).item() > 0.1
+    raw_off = raw + 0.5 * torch.randn(raw.shape, generator=g)
+    raw_off.requires_grad_(True)
+    total, parts = loss(torch.zeros(2, 1, 16, 16), raw_off, torch.zeros(2, 1, 16, 16), depth)
+    assert parts["depth_loss"].item() > 0.05
+    total.backward()
+    assert torch.isfinite(raw_off.grad).all() and raw_off.grad.abs().sum() > 0

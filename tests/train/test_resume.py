@@ -62,6 +62,35 @@ def test_resume_matches_uninterrupted_run(uninterrupted, tiny_data, tmp_path, sm
     assert [r["train_loss"] for r in full_rows] == [r["train_loss"] for r in res_rows]
 
 
+def test_improved_recipe_resumes_exactly_with_its_averaged_weights(tiny_data, tmp_path, small_config):
+    """Augmentation draws, the warm-up/cosine schedule, clipping and the weight average all
+    continue exactly: the averaged weights (the checkpoint's model) and the optimiser's own."""
+    full = loop.run(small_config(tiny_data, tmp_path / "full", epochs=2, recipe="improved"), progress=False)
+    assert full.steps == 6
+    loop.run(small_config(tiny_data, tmp_path / "run", epochs=2, recipe="improved", max_steps=4), progress=False)
+    loop.run(small_config(tiny_data, None, epochs=2, resume=tmp_path / "run", recipe="improved"), progress=False)
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "run" / "last.pt")
+    assert a["recipe"] == b["recipe"] == "improved" and a["iospec"]["mask"]["kind"] == "sigmoid"
+    assert_same(a["model"], b["model"], "model (averaged)")
+    assert_same(a["training"]["live_model"], b["training"]["live_model"], "live model")
+    assert a["training"]["ema_updates"] == b["training"]["ema_updates"] == 6
+    assert_same(a["training"]["optimizer"], b["training"]["optimizer"], "optimizer")
+    assert_same(a["training"]["scheduler"], b["training"]["scheduler"], "scheduler")
+    assert any(not torch.equal(a["model"][k], a["training"]["live_model"][k]) for k in a["model"])
+
+
+def test_resume_removes_checkpoint_temporaries_of_a_killed_run(tiny_data, tmp_path, small_config):
+    out = tmp_path / "run"
+    loop.run(small_config(tiny_data, out, max_steps=1), progress=False)
+    stale = [out / ".last.pt.x1y2z3.tmp", out / ".best.pt.abc.tmp"]
+    for f in stale:
+        f.write_bytes(b"half a checkpoint")
+    keep = out / ".notes.tmp"  # not ours: left alone
+    keep.write_text("x")
+    loop.run(small_config(tiny_data, None, max_steps=2, resume=out), progress=False)
+    assert not any(f.exists() for f in stale) and keep.exists()
+
+
 def test_resume_refuses_changed_settings_and_missing_state(tiny_data, tmp_path, small_config):
     out = tmp_path / "run"
     loop.run(small_config(tiny_data, out, max_steps=1), progress=False)

@@ -19,7 +19,7 @@ from ..data.inspect import channel_stats, check_dataset
 from ..data.reader import open_dataset
 from ..data.synth import synthesize
 from ..errors import CheckFailed
-from ..fsutil import write_text_atomic
+from ..fsutil import check_output_file, write_text_atomic
 from .common import console, existing_path, positive
 
 data_app = typer.Typer(
@@ -64,6 +64,8 @@ def stats_cmd(
 ) -> None:
     """Per-channel mean and std of bg, fgbg, mask and depth, beside the original's."""
     existing_path(data, "file or folder")
+    if json_file is not None:
+        check_output_file(json_file)
     hw = (positive(size, "--size"),) * 2 if size is not None else None
     if limit is not None:
         positive(limit, "--limit")
@@ -96,6 +98,8 @@ def check_cmd(
 ) -> None:
     """Decode every image; report unreadable, unpaired, odd and unsafe files (exit 1 if not ok)."""
     existing_path(data, "file or folder")
+    if json_file is not None:
+        check_output_file(json_file)
     report = check_dataset(data)
     table = Table(title=f"data check: {data}")
     for col in ("item", "value", "verdict"):

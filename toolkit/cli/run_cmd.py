@@ -33,11 +33,10 @@ def infer(
                          skip_existing=skip_existing, fail_fast=fail_fast)
     for note in report.notes:
         err_console.print(f"note: {note}")  # markup off: paths and extras print as they are
-    panels = [p for p in report.written if p.name == "panel.png"]
     done = f" ({report.skipped} already done, skipped)" if report.skipped else ""
-    console.print(f"{report.pairs} pair(s) -> {len(report.written)} files under {out}{done}")
-    if len(panels) == 1:
-        console.print(f"panel: {panels[0]}")
+    console.print(f"{report.pairs} pair(s) -> {report.files} files under {out}{done}")
+    if report.pairs == 1 and report.panel is not None:
+        console.print(f"panel: {report.panel}")
     if report.failures:
         for failure in report.failures:
             err_console.print(f"skipped: {failure}", markup=False)
@@ -63,6 +62,12 @@ def parity(
     for name, value, lo, hi in (("--max-abs", max_abs, 0, None), ("--mask-iou", mask_iou, 0, 1), ("--depth-rmse", depth_rmse, 0, 1)):
         if value is not None and not (value >= lo and (hi is None or value <= hi)):
             raise UserError(f"{name} must be in [{lo}, {hi if hi is not None else 'inf'}], got {value}")
+    from ..fsutil import check_output_dir, check_output_file
+
+    if json_out is not None:
+        check_output_file(json_out)  # before the work, not after it
+    if png_dir is not None:
+        check_output_dir(png_dir)
     overrides = Thresholds(max_abs=max_abs, mask_iou=mask_iou, depth_rmse=depth_rmse)
     report = run_parity(model, reference, data, limit=limit, batch_size=batch_size, overrides=overrides, provider=provider)
     print_parity(report)
@@ -96,10 +101,19 @@ def print_parity(report) -> None:
     console.print(table)
 
 
-def doctor(json_out: Path | None = typer.Option(None, "--json", help="Also write the checks as JSON.")) -> None:
-    """What is installed and usable: PyTorch and CUDA, ONNX Runtime providers, TensorRT."""
-    from ..doctor import run_checks
+def doctor(
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the checks as JSON."),
+    require: list[str] = typer.Option(
+        [], "--require", help="Exit 1 unless these are usable (comma list or repeated): cuda, tensorrt, onnxruntime-gpu, torch, "
+        "cudnn, cuda-python, onnxruntime, onnx, numpy, pillow, python."),
+) -> None:
+    """What is installed and usable: PyTorch and CUDA, ONNX Runtime providers, TensorRT.
 
+    Exits 0 whatever is missing, unless --require names something that is not usable: then one
+    line per such requirement on stderr and exit 1 (an unknown name is exit 2)."""
+    from ..doctor import parse_requirements, run_checks, unmet_requirements
+
+    required = parse_requirements(require)
     checks = run_checks()
     table = Table(title="toolkit doctor")
     for col in ("component", "version", "status", "fix"):
@@ -110,6 +124,11 @@ def doctor(json_out: Path | None = typer.Option(None, "--json", help="Also write
     console.print(table)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps([c.to_dict() for c in checks], indent=2) + "\n")
+    unmet = unmet_requirements(required, checks)
+    for line in unmet:
+        err_console.print(f"error: {line}")
+    if unmet:
+        raise typer.Exit(CheckFailed.exit_code)
 
 
 def demo(
@@ -156,6 +175,10 @@ def bench(
         batches = []
     if not batches:
         raise UserError(f"--batch must be comma-separated integers, got {batch!r}")
+    if json_out is not None:
+        from ..fsutil import check_output_file
+
+        check_output_file(json_out)  # before the timing, not after it
     models, note = with_baseline(list(model), baseline)
     console.print(note)
     rows = run(models, batches, warmup=warmup, iters=iters, threads=threads, provider=provider)

@@ -29,9 +29,15 @@ layout. The run folder (--out, default runs/train) holds:
   metrics.csv  a row per epoch: losses, mask IoU/Dice, depth RMSE/MAE/IoU
                (AbsRel, delta1 on synthetic data), seed-style IoU/Dice loss
 
-  samples.png  held-out examples: bg, fgbg, mask and depth (pred, true)
+  samples.png  held-out examples: bg | fgbg | mask pred | mask true |
+               depth pred | depth true, after every epoch
 
-  tensorboard/ the same figures for TensorBoard (when installed)
+  curves.png   losses, mask IoU/Dice, depth RMSE/IoU and the learning rate
+               per epoch
+
+  tensorboard/ the losses (every --log-every steps), the epoch figures and
+               the sample grids (every epoch, and every --preview-every
+               steps) for TensorBoard: tensorboard --logdir RUN_DIR
 
   data/        the synthetic set, when no --data was given
 
@@ -40,6 +46,16 @@ is fine, a different value is an error. --epochs and --max-steps may extend
 it; --device and --workers apply to this invocation. The run's data path is
 stored absolute, so --resume works from any folder; if the data set was
 moved, --data points the run at the moved copy (same pairs).
+
+Recipes: improved (the default: AdamW, warm-up + cosine, BCE + Dice mask
+with sigmoid decoding, L1 + SSIM + gradient depth loss, flips and colour
+jitter, weight averaging) and seed (the original author's: SGD, L1 losses),
+for comparison. The checkpoint records the recipe and its decoding, so
+every export decodes the outputs as they were trained.
+
+Several processes: --nproc N starts N local processes (gloo on CPU, nccl
+on GPUs); or run it under torchrun (torchrun --nproc-per-node N -m toolkit
+train ...). --batch-size is per process; rank 0 writes the run folder.
 
 Resuming gives exactly the weights of a run that never stopped on the CPU;
 on CUDA only with --deterministic (by default cuDNN autotunes its kernels
@@ -62,10 +78,23 @@ def register(app: typer.Typer) -> None:
             "--out", help="Run folder (default runs/train, or the resumed run's).")] = None,
         resume: Annotated[Path | None, typer.Option("--resume", help="Run folder or its last.pt to continue.")] = None,
         max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps in all.")] = None,
-        recipe: Annotated[str | None, typer.Option("--recipe", help="Training recipe (default seed).")] = None,
+        recipe: Annotated[str | None, typer.Option("--recipe", help="Training recipe: improved (default) or seed.")] = None,
         seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
         workers: Annotated[int | None, typer.Option("--workers", help="Data loading processes (default 2).")] = None,
         lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the recipe's).")] = None,
+        nproc: Annotated[int, typer.Option(
+            "--nproc", help="Training processes on this machine (DistributedDataParallel); default 1.")] = 1,
+        clip_grad: Annotated[float | None, typer.Option(
+            "--clip-grad", help="Max gradient norm, 0 for none (default: the recipe's).")] = None,
+        amp: Annotated[str, typer.Option(
+            "--amp", help="Mixed precision: auto (bf16 on CUDA where supported), off, bf16 or fp16.")] = "auto",
+        channels_last: Annotated[bool | None, typer.Option(
+            "--channels-last/--no-channels-last", help="Channels-last memory format (default: where it pays).")] = None,
+        compile_: Annotated[bool, typer.Option(
+            "--compile", help="torch.compile the training forward (slow first steps, faster after).")] = False,
+        log_every: Annotated[int, typer.Option("--log-every", help="Steps between TensorBoard loss points.")] = 10,
+        preview_every: Annotated[int, typer.Option(
+            "--preview-every", help="Steps between TensorBoard sample grids inside an epoch (0: per epoch only).")] = 0,
         deterministic: Annotated[bool, typer.Option(
             "--deterministic", help="Deterministic kernels, no cuDNN autotuning: slower on CUDA, but a resumed "
             "run is bit-identical there too (a run started so stays so).")] = False,
@@ -81,10 +110,16 @@ def register(app: typer.Typer) -> None:
         # an option repeated with the run's own value from one left out.
         given = {"data": data, "epochs": epochs, "batch_size": batch_size, "image_size": image_size,
                  "out": out, "resume": resume, "max_steps": max_steps, "recipe": recipe, "seed": seed,
-                 "workers": workers, "lr": lr}
-        config = TrainConfig(device=device, deterministic=deterministic,
+                 "workers": workers, "lr": lr, "clip_grad": clip_grad, "channels_last": channels_last}
+        config = TrainConfig(device=device, deterministic=deterministic, amp=amp, compile=compile_,
+                             log_every=log_every, preview_every=preview_every,
                              **{k: v for k, v in given.items() if v is not None})
-        result = run(config, progress=True)  # epoch summaries always; Rich draws the bar only on a terminal
+        if nproc != 1:
+            from train.distributed import launch
+
+            result = launch(config, nproc)
+        else:
+            result = run(config, progress=True)  # epoch summaries always; Rich draws the bar only on a terminal
         lines = [f"trained {result.steps} steps ({result.epochs} epochs complete) in {result.out}",
                  f"  last.pt      {result.last}",
                  f"  best.pt      {result.best if result.best else '(none yet: no epoch finished)'}"]

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..fsutil import regular_file_problem
 from ..imageio import read_gray, read_rgb
 from .names import (
     KINDS,
@@ -287,6 +288,9 @@ class PairDataset:
     def read_bytes(self, ref: FileRef) -> bytes:
         """The raw bytes of one file or zip member, with a one-line error naming it."""
         if ref.member is None:
+            problem = regular_file_problem(ref.container, MAX_MEMBER_BYTES)
+            if problem is not None:  # a FIFO named like an image would block the read
+                raise UserError(f"{ref}: cannot read ({problem})")
             try:
                 return Path(ref.container).read_bytes()
             except OSError as e:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..spec import INPUT_NAMES, IOSpec
+from ..spec import INPUT_NAMES, OUTPUT_NAMES, IOSpec
 
 
 class Runner(abc.ABC):
@@ -60,7 +60,20 @@ class Runner(abc.ABC):
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self.active:
             raise RuntimeError(f"{self.name}: infer() before activate()")
-        return self._infer(self.check_feed(feed))
+        feed = self.check_feed(feed)
+        return self.check_result(self._infer(feed), len(feed[INPUT_NAMES[0]]))
+
+    def check_result(self, result: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        """`{"mask", "depth"}`, each `[N, 1, H, W]` at the model's size: a model file that gives
+        anything else (another network with the same input names) is refused, not misread."""
+        assert self.spec is not None
+        want = (n, 1, *self.spec.size)
+        for name in OUTPUT_NAMES:
+            a = result.get(name)
+            shape = None if a is None else tuple(np.shape(a))
+            if shape != want:
+                raise UserError(f"{self.name}: output {name} has shape {list(shape) if shape else 'none'}, expected {list(want)}")
+        return dict(result)
 
     def check_feed(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Same names, float32, [N, 3, H, W] at the model's size: one clear error otherwise."""
@@ -112,6 +125,11 @@ def open_runner(path: str | Path, **options: Any) -> Runner:
         raise UserError(f"{path}: is a folder, expected a model file")
     if not path.exists():
         raise UserError(f"{path}: no such model file")
+    from ..fsutil import regular_file_problem
+
+    problem = regular_file_problem(path)
+    if problem is not None:  # a FIFO or a device would block the backend's loader
+        raise UserError(f"{path}: not a readable model file ({problem})")
     entry = RUNNERS.get(path.suffix.lower())
     if entry is None:
         raise UserError(f"{path}: unknown model type '{path.suffix}' (expected one of {', '.join(RUNNERS)})")

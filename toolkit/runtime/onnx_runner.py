@@ -166,6 +166,10 @@ class OnnxRunner(Runner):
             self.spec = IOSpec().with_size(*fixed)
         if fixed is not None and fixed != self.spec.size:
             raise UserError(f"{self.path}: metadata says {self.spec.height}x{self.spec.width} but the graph takes {fixed[0]}x{fixed[1]}")
+        for o in session.get_outputs():  # symbolic dims pass here; Runner.check_result sees the values
+            dims = list(o.shape) if o.shape is not None else []
+            if len(dims) != 4 or (isinstance(dims[1], int) and dims[1] != 1):
+                raise UserError(f"{self.path}: output {o.name} has shape {dims}, expected [N, 1, H, W]")
         self.notes = []
         if self.provider != "cpu":
             session = self._accelerated_session(session)

@@ -114,6 +114,28 @@ def check_batch(n: int, profile: tuple[int, int, int], *, where: str = "engine")
         )
 
 
+TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt_cu13", "tensorrt_cu12")
+
+
+def installed_tensorrt_version() -> str | None:
+    """TensorRT's version without importing it (package metadata), else by importing it; None
+    when it is not installed."""
+    import importlib.util
+    from importlib import metadata
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return None
+    for dist in TENSORRT_DISTRIBUTIONS:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    try:  # a system install (apt, tarball) without package metadata
+        return str(_tensorrt().__version__)
+    except MissingDependency:
+        return None
+
+
 def _tensorrt() -> Any:
     try:
         import tensorrt
@@ -128,21 +150,34 @@ class TensorRTRunner(Runner):
     def __init__(self, path: str | Path, *, threads: int | None = None, **_options: object):
         super().__init__(path)
         self.threads = threads  # accepted for a uniform open_runner(); TensorRT has no thread knob
+        # The sidecar is judged before TensorRT is imported (importing it costs seconds and needs
+        # the GPU libraries): a missing sidecar, one naming another TensorRT (read from the package
+        # metadata), or an engine file that is not the one it describes, is refused here.
+        installed = installed_tensorrt_version()
+        try:
+            self.sidecar = load_sidecar(self.path)
+        except UserError as e:
+            if installed is None:  # both problems in one line: fixing one would only show the other
+                raise UserError(f"{e}; TensorRT is not installed either: pip install 'toolkit[gpu]'") from None
+            raise
+        built = str(self.sidecar["tensorrt_version"])
+        if installed is None:
+            raise MissingDependency(f"TensorRT (needed to run {self.path.name}, built with TensorRT {built})", "gpu")
+        if installed != built:
+            raise UserError(f"{self.path}: engine was built with TensorRT {built}, this machine has TensorRT {installed}: {REBUILD}")
+        if sha256_file(self.path) != self.sidecar["engine_sha256"]:
+            raise UserError(f"{self.path}: the engine file is not the one its sidecar {sidecar_path(self.path).name} describes (SHA-256 differs); rebuild both")
         trt = _tensorrt()
         from . import cuda_buffers
 
         if cuda_buffers.available_backend() is None:
             raise MissingDependency("cuda-python", "gpu")
-        self.sidecar = load_sidecar(self.path)
         gpu = cuda_buffers.gpu_info()
         assert gpu is not None  # a backend is installed, so gpu_info() answers or raises
         try:
             check_sidecar(self.sidecar, trt_version=str(trt.__version__), gpu_name=gpu.name, compute_capability=gpu.compute_capability)
         except UserError as e:
             raise UserError(f"{self.path}: {e}") from None
-        digest = sha256_file(self.path)
-        if digest != self.sidecar["engine_sha256"]:
-            raise UserError(f"{self.path}: the engine file is not the one its sidecar {sidecar_path(self.path).name} describes (SHA-256 differs); rebuild both")
         self.profile = batch_profile(self.sidecar)
         self.spec = sidecar_spec(self.sidecar)
         meta = self.sidecar.get("metadata") or {}

@@ -1,0 +1,79 @@
+"""The decode -> infer -> encode threads: order, batching, stopping, and errors."""
+
+import threading
+import time
+
+import pytest
+
+from toolkit.deploy.pipeline import run_pipeline
+
+
+def _double(group):
+    return [x * 2 for x in group]
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_every_item_comes_out_once_in_order(pipelined):
+    out = []
+    n = run_pipeline(range(50), _double, lambda item, r: out.append((item, r)), batch=4, queue_size=3, pipelined=pipelined)
+    assert n == 50 and out == [(i, 2 * i) for i in range(50)]
+
+
+def test_batches_fill_up_when_frames_wait_and_never_exceed_batch():
+    sizes = []
+
+    def slow_infer(group):
+        sizes.append(len(group))
+        time.sleep(0.01)  # slower than the "decoder": frames pile up in the queue
+        return _double(group)
+
+    run_pipeline(range(40), slow_infer, lambda item, r: None, batch=4, queue_size=10)
+    assert max(sizes) == 4 and sum(sizes) == 40
+    assert sizes.count(4) >= 5  # most batches are full
+
+
+def test_stop_ends_decoding_and_drains_what_is_in_flight():
+    stop = threading.Event()
+    seen = []
+
+    def items():
+        for i in range(10_000):
+            if i == 5:
+                stop.set()  # as the SIGINT handler would, while frame 5 is being decoded
+            yield i
+
+    n = run_pipeline(items(), _double, lambda item, r: seen.append(item), batch=2, queue_size=4, stop=stop)
+    assert n == len(seen) and seen == list(range(n))
+    assert 5 <= n <= 12  # frame 5 and what was queued, not the rest of the stream
+
+
+@pytest.mark.parametrize("stage", ["decode", "infer", "emit"])
+def test_an_error_in_any_stage_is_raised_and_nothing_hangs(stage):
+    def items():
+        for i in range(1000):
+            if stage == "decode" and i == 7:
+                raise ValueError("bad frame 7")
+            yield i
+
+    def infer(group):
+        if stage == "infer" and 7 in group:
+            raise ValueError("bad frame 7")
+        return _double(group)
+
+    def emit(item, r):
+        if stage == "emit" and item == 7:
+            raise ValueError("bad frame 7")
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="bad frame 7"):
+        run_pipeline(items(), infer, emit, batch=3, queue_size=2)
+    assert time.perf_counter() - start < 10
+    deadline = time.monotonic() + 5  # each stage has signalled it is done; let the threads themselves end
+    while [t for t in threading.enumerate() if t.name.startswith("toolkit-")] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not [t for t in threading.enumerate() if t.name.startswith("toolkit-")]
+
+
+def test_batch_must_be_positive():
+    with pytest.raises(ValueError):
+        run_pipeline([1], _double, lambda i, r: None, batch=0)

@@ -1,0 +1,222 @@
+"""`toolkit serve` as a real process on 127.0.0.1: endpoints, bad input, load, SIGTERM."""
+
+import base64
+import hashlib
+import http.client
+import io
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import run_cli
+from tests.deploy.conftest import cli_process, multipart, running_server
+from tests.deploy.frames import background, walking_frames
+
+pytest.importorskip("starlette", reason="the serve extra is not installed")
+pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+
+UPLOAD_MB = 0.5
+
+
+def png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+BG, FGBG = png(background(48, 64)), png(walking_frames(5, 48, 64)[2])
+
+
+def pair_body(bg: bytes = BG, fgbg: bytes = FGBG):
+    return multipart({"bg": ("bg.png", bg, "image/png"), "fgbg": ("fgbg.png", fgbg, "image/png")})
+
+
+@pytest.fixture(scope="module")
+def server(exported_onnx):
+    with running_server(exported_onnx, "--max-upload-mb", str(UPLOAD_MB), "--max-batch", "8") as s:
+        yield s
+
+
+def test_health_ready_and_model_metadata(server, exported_onnx, imported_ckpt):
+    assert server.json("/healthz") == {"status": "ok"}
+    assert server.json("/readyz") == {"status": "ready"}
+    info = server.json("/v1/model")
+    assert info["model"] == exported_onnx.name and info["backend"] == "onnxruntime" and info["precision"] == "fp32"
+    assert info["input_size"] == [128, 128] and info["iospec"]["mask"]["kind"] == "affine_clip"
+    assert info["source_checkpoint_sha256"] == hashlib.sha256(imported_ckpt.read_bytes()).hexdigest()
+    assert info["max_batch"] == 8 and "batching" in info
+
+
+def test_infer_answers_what_toolkit_infer_writes(server, exported_onnx, tmp_path):
+    status, headers, body = server.request("/v1/infer", *pair_body())
+    assert status == 200 and headers["content-type"] == "application/json", body
+    doc = json.loads(body)
+    assert (doc["width"], doc["height"], doc["warnings"]) == (64, 48, [])
+    assert "X-Toolkit-Warning" not in headers and "x-toolkit-warning" not in headers
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(doc["mask_png"]))))
+    depth = np.asarray(Image.open(io.BytesIO(base64.b64decode(doc["depth_png"]))))
+    assert mask.shape == depth.shape == (48, 64)
+    (tmp_path / "bg.png").write_bytes(BG)
+    (tmp_path / "fgbg.png").write_bytes(FGBG)
+    r = run_cli("infer", str(tmp_path / "bg.png"), str(tmp_path / "fgbg.png"), "--model", str(exported_onnx), "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    reference = np.asarray(Image.open(tmp_path / "o" / "mask.png"))
+    assert np.abs(mask.astype(int) - reference).max() <= 1  # same pixels as the CLI (batching may move a rounding)
+    assert depth.std() > 0  # a real depth map, not a constant
+
+
+def test_json_base64_body_gives_the_same_answer(server):
+    _, _, multipart_body = server.request("/v1/infer", *pair_body())
+    doc = {"bg": base64.b64encode(BG).decode(), "fgbg": "data:image/png;base64," + base64.b64encode(FGBG).decode()}
+    status, _, body = server.request("/v1/infer", json.dumps(doc).encode(), {"Content-Type": "application/json"})
+    assert status == 200, body
+    assert json.loads(body)["mask_png"] == json.loads(multipart_body)["mask_png"]
+
+
+def test_panel_format_is_one_png(server):
+    status, headers, body = server.request("/v1/infer?format=panel", *pair_body())
+    assert status == 200 and headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(body)) as im:
+        assert im.width > 4 * 64 and im.height > 48  # bg | fgbg | mask | depth under their labels
+
+
+def test_mismatched_sizes_are_resized_with_a_warning_header(server):
+    status, headers, body = server.request("/v1/infer", *pair_body(bg=png(background(96, 128))))
+    assert status == 200, body
+    warning = {k.lower(): v for k, v in headers.items()}["x-toolkit-warning"]
+    assert warning == "bg is 128x96 and fgbg 64x48: bg resized to the fgbg's size"
+    assert json.loads(body)["warnings"] == [warning]
+
+
+@pytest.mark.parametrize(
+    "case,status,expect",
+    [
+        ("not-an-image", 400, "bg: not a readable image"),
+        ("truncated-png", 400, "fgbg: not a readable image"),
+        ("missing-field", 400, "missing the form field 'fgbg'"),
+        ("bad-format", 400, "format must be 'json' or 'panel'"),
+        ("bad-json", 400, "not valid JSON"),
+        ("bad-base64", 400, "'bg' is not valid base64"),
+        ("text-plain", 415, "send multipart/form-data"),
+        ("too-large", 413, "over the server's 524288 byte limit"),
+        ("too-many-pixels", 413, "fgbg: 5000x4000 pixels is over the server's 16000000 pixel limit"),
+    ],
+)
+def test_bad_requests_get_a_json_error_and_the_server_goes_on(server, case, status, expect):
+    path, (body, headers) = "/v1/infer", pair_body()
+    if case == "not-an-image":
+        body, headers = pair_body(bg=b"#!/bin/sh\necho hello\n")
+    elif case == "truncated-png":
+        body, headers = pair_body(fgbg=FGBG[: len(FGBG) // 2])
+    elif case == "missing-field":
+        body, headers = multipart({"bg": ("bg.png", BG, "image/png")})
+    elif case == "bad-format":
+        path += "?format=gif"
+    elif case == "bad-json":
+        body, headers = b"{not json", {"Content-Type": "application/json"}
+    elif case == "bad-base64":
+        body, headers = json.dumps({"bg": "%%%", "fgbg": "AAAA"}).encode(), {"Content-Type": "application/json"}
+    elif case == "text-plain":
+        body, headers = b"hello", {"Content-Type": "text/plain"}
+    elif case == "too-large":
+        body, headers = pair_body(bg=np.random.default_rng(0).bytes(int(UPLOAD_MB * 1024 * 1024) + 10))
+    elif case == "too-many-pixels":  # a small file that would decode to 240 MB of floats
+        body, headers = pair_body(fgbg=png(np.zeros((4000, 5000, 3), np.uint8)))
+    got, resp_headers, answer = server.request(path, body, headers)
+    assert got == status and resp_headers["content-type"] == "application/json", answer
+    assert expect in json.loads(answer)["error"]
+    assert server.json("/healthz") == {"status": "ok"}
+
+
+def test_chunked_upload_over_the_limit_is_413(server):
+    body, headers = pair_body(bg=np.random.default_rng(1).bytes(int(UPLOAD_MB * 1024 * 1024) + 10))
+    url = urlsplit(server.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))  # no Content-Length: the limit is counted while reading
+    conn.request("POST", "/v1/infer", body=chunks, headers=headers, encode_chunked=True)
+    response = conn.getresponse()
+    assert response.status == 413 and "byte limit" in json.loads(response.read())["error"]
+    conn.close()
+
+
+def test_load_40_requests_from_4_clients_no_errors_and_batches_form(server):
+    before = server.json("/v1/model")["batching"]
+
+    def client(_):
+        return [server.request("/v1/infer", *pair_body())[0] for _ in range(10)]
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = [s for batch in pool.map(client, range(4)) for s in batch]
+    assert statuses == [200] * 40
+    after = server.json("/v1/model")["batching"]
+    assert after["requests"] - before["requests"] == 40 and after["failures"] == before["failures"]
+    assert after["largest_batch"] >= 2  # concurrent requests were run together
+
+
+def test_sigterm_finishes_the_request_in_flight(exported_onnx):
+    with running_server(exported_onnx, "--max-wait-ms", "1500") as server:  # the batcher holds a lone request 1.5 s
+        answer = {}
+        t = threading.Thread(target=lambda: answer.update(r=server.request("/v1/infer", *pair_body())))
+        t.start()
+        time.sleep(0.7)
+        code, stdout, _ = server.stop()  # SIGTERM while the request waits for its batch
+        t.join(timeout=60)
+    assert answer["r"][0] == 200 and "mask_png" in json.loads(answer["r"][2])
+    assert code == 0 and "stopped (SIGTERM): 1 request(s)" in stdout
+
+
+def test_port_in_use_is_one_line_and_exit_2(exported_onnx):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run_cli("serve", "--model", str(exported_onnx), "--port", str(port), block_torch=True)
+    assert r.returncode == 2 and r.stderr.strip().startswith(f"error: cannot listen on 127.0.0.1:{port}"), r.stderr
+
+
+def test_missing_serve_extra_names_it(exported_onnx):
+    proc = cli_process("serve", "--model", str(exported_onnx), block=("starlette",))
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert stderr.strip() == "error: Starlette, uvicorn and python-multipart (the HTTP server) is not installed: pip install 'toolkit[serve]'"
+
+
+def test_a_crash_inside_inference_is_a_500_for_that_request_only(exported_onnx):
+    import uvicorn
+
+    from tests.deploy.poison import PoisonRunner
+    from toolkit.deploy.server import ServeSettings, create_app
+
+    runner = PoisonRunner(exported_onnx).activate()
+    app = create_app(runner, ServeSettings(max_batch=8, max_wait_ms=300))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        from tests.deploy.conftest import Server
+
+        client = Server(None, f"http://127.0.0.1:{sock.getsockname()[1]}")
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        black = png(np.zeros((48, 64, 3), np.uint8))
+        bodies = [pair_body(), pair_body(fgbg=black), pair_body(), pair_body()]
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda b: client.request("/v1/infer", *b), bodies))
+        assert [a[0] for a in answers] == [200, 500, 200, 200]
+        assert json.loads(answers[1][2]) == {"error": "inference failed: poisoned input"}
+        assert max(runner.batch_sizes) >= 2  # the poison shared a batch with good requests, which still succeeded
+        assert client.request("/v1/infer", *pair_body())[0] == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        runner.deactivate()

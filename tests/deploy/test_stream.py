@@ -1,0 +1,155 @@
+"""`toolkit stream` end to end on the edge install (an ONNX model, torch unimportable)."""
+
+import signal
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import run_cli
+from tests.deploy.conftest import CLIP_FRAMES, CLIP_H, CLIP_W, cli_process
+from tests.deploy.frames import background, walking_frames, write_video
+from toolkit.deploy.stream import compose_panel
+
+pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
+
+
+def panel_size(h: int, w: int) -> tuple[int, int]:
+    """(width, height) of the frame | overlay | depth panel, rounded up to even (H.264)."""
+    p, _ = compose_panel(np.zeros((h, w, 3), np.uint8), np.zeros((8, 8)), np.zeros((8, 8)))
+    return p.shape[1] + p.shape[1] % 2, p.shape[0] + p.shape[0] % 2
+
+
+def test_stream_video_to_mp4_with_masks(tmp_path, clip, exported_onnx):
+    from toolkit.deploy.video import probe_video
+
+    out, masks = tmp_path / "out.mp4", tmp_path / "masks"
+    r = run_cli("stream", "--model", str(exported_onnx), "--source", str(clip), "--out", str(out), "--bg-frames", "6",
+                "--masks-dir", str(masks), "--batch", "3", block_torch=True)
+    assert r.returncode == 0, r.stderr
+    assert "background: per-pixel median of the first 6 frame(s)" in r.stderr
+    assert f"{CLIP_FRAMES} frame(s)" in r.stdout and "fps" in r.stdout
+    n, w, h, fps = probe_video(out)
+    assert (n, (w, h), fps) == (CLIP_FRAMES, panel_size(CLIP_H, CLIP_W), 10.0)
+    files = sorted(masks.iterdir())
+    assert len(files) == CLIP_FRAMES and files[0].name == "mask_000000.png"
+    with Image.open(files[0]) as m:
+        assert m.mode == "L" and m.size == (CLIP_W, CLIP_H)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    import av
+
+    with av.open(str(out)) as container:
+        last = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)][-1]
+    strip = compose_panel(np.zeros((CLIP_H, CLIP_W, 3), np.uint8), np.zeros((4, 4)), np.zeros((4, 4)))[0].shape[0] - CLIP_H
+    tile = last[strip : strip + CLIP_H, :CLIP_W].astype(int)
+    errors = [np.abs(tile - f).mean() for f in walking_frames(CLIP_FRAMES, CLIP_H, CLIP_W)]
+    assert int(np.argmin(errors)) == CLIP_FRAMES - 1  # the first tile of the last output is the last frame (H.264 twice: ~12 off)
+
+
+def test_stream_folder_to_png_frames_with_a_background_image(tmp_path, exported_onnx):
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    for i, f in enumerate(walking_frames(4, 32, 40)):
+        Image.fromarray(f).save(frames_dir / f"{i:03d}.png")
+    Image.fromarray(background(64, 80)).save(tmp_path / "bg.png")  # twice the frames' size
+    r = run_cli("stream", "-m", str(exported_onnx), "-s", str(frames_dir), "-o", str(tmp_path / "out"), "--bg", str(tmp_path / "bg.png"),
+                block_torch=True)
+    assert r.returncode == 0, r.stderr
+    assert "resized to the frames' 40x32" in r.stderr
+    written = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in written] == [f"frame_{i:06d}.png" for i in range(4)]
+    panel, _ = compose_panel(np.zeros((32, 40, 3), np.uint8), np.zeros((4, 4)), np.zeros((4, 4)))
+    with Image.open(written[2]) as im:
+        assert im.size == (panel.shape[1], panel.shape[0])  # PNG frames are not padded
+        tile = np.asarray(im.convert("RGB"))[-32:, :40]
+    assert np.array_equal(tile, walking_frames(4, 32, 40)[2])  # the first tile is the frame itself, losslessly
+
+
+def test_stream_runs_a_pytorch_checkpoint_too(tmp_path, clip, imported_ckpt):
+    from toolkit.deploy.stream import stream
+
+    report = stream(imported_ckpt, str(clip), tmp_path / "out.mkv", bg_frames=4, max_frames=5, batch=2)
+    assert report.frames == 5 and (tmp_path / "out.mkv").is_file() and report.codec == "libx264"
+
+
+@pytest.mark.parametrize(
+    "case,expect",
+    [
+        ("unreadable", "not a readable video"),
+        ("empty-folder", "no frames"),
+        ("size-change", "frame 2 is 40x36 but the stream started at 40x32"),
+        ("both-bg", "give --bg IMAGE or --bg-frames N, not both"),
+        ("suffix", "unknown video suffix '.gif'"),
+        ("missing-source", "no such video file, folder or camera index"),
+    ],
+)
+def test_stream_bad_input_is_one_line_and_exit_2_with_no_output(tmp_path, exported_onnx, case, expect):
+    source, extra, out = tmp_path / "src", [], tmp_path / "out.mp4"
+    source.mkdir()
+    if case == "unreadable":
+        source = tmp_path / "broken.mp4"
+        source.write_bytes(b"this is not a video" * 50)
+    elif case == "size-change":
+        for i, (h, w) in enumerate([(32, 40), (32, 40), (36, 40)]):
+            Image.fromarray(walking_frames(1, h, w)[0]).save(source / f"{i}.png")
+    elif case == "both-bg":
+        extra = ["--bg", str(tmp_path / "bg.png"), "--bg-frames", "3"]
+    elif case == "suffix":
+        out = tmp_path / "out.gif"
+    elif case == "missing-source":
+        source = tmp_path / "nope.mp4"
+    r = run_cli("stream", "-m", str(exported_onnx), "-s", str(source), "-o", str(out), "--bg-frames", "1", *extra, block_torch=True)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and expect in lines[-1], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_sigint_finishes_the_frame_and_leaves_a_playable_partial_video(tmp_path, exported_onnx):
+    from toolkit.deploy.video import probe_video
+
+    total = 400
+    long_clip = write_video(tmp_path / "long.mp4", walking_frames(total, 32, 40), fps=25)
+    out, masks = tmp_path / "out.mp4", tmp_path / "masks"
+    proc = cli_process("stream", "-m", str(exported_onnx), "-s", str(long_clip), "-o", str(out), "--masks-dir", str(masks), "--bg-frames", "2")
+    try:
+        deadline = time.monotonic() + 120
+        while (not masks.is_dir() or len(list(masks.iterdir())) < 3) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "interrupted" in stdout
+    n, w, h, _ = probe_video(out)  # decodes to the end: the container was closed properly
+    assert 3 <= n < total and (w, h) == panel_size(32, 40)
+    assert len(list(masks.iterdir())) == n  # every frame in the video was finished, masks and all
+    assert f"{n} frame(s)" in stdout
+
+
+def test_missing_video_extra_names_it(tmp_path, clip, exported_onnx):
+    proc = cli_process("stream", "-m", str(exported_onnx), "-s", str(clip), "-o", str(tmp_path / "o.mp4"), block=("av",))
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert stderr.strip() == "error: PyAV (video files and cameras) is not installed: pip install 'toolkit[video]'"
+
+
+def test_deploy_modules_import_without_torch_pyav_or_starlette():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    modules = ["toolkit.deploy.background", "toolkit.deploy.video", "toolkit.deploy.pipeline", "toolkit.deploy.stream",
+               "toolkit.deploy.batcher", "toolkit.deploy.server", "toolkit.cli.deploy_cmd"]
+    code = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in ("torch", "av", "starlette", "uvicorn")) + "".join(
+        f"import {m}\n" for m in modules) + "print('ok')\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    r = run_cli("--help", block_torch=True)
+    assert r.returncode == 0 and "stream" in r.stdout and "serve" in r.stdout

@@ -1,0 +1,98 @@
+"""Commands that deploy a model: `stream` (camera/video/folder) and `serve` (HTTP). No torch at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import UserError
+from .common import console, err_console, positive
+from .run_cmd import PROVIDER_HELP
+
+
+def stream(
+    model: Path = typer.Option(..., "--model", "-m", help="Model file: .pt, .onnx or .engine (backend by suffix)."),
+    source: str = typer.Option(..., "--source", "-s", help="A video file, a folder of frames, or a camera index (0) / device (/dev/video0)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output video (.mp4, .mkv, .mov, .avi) or a folder for PNG frames."),
+    bg: Path | None = typer.Option(None, "--bg", help="Image of the empty scene (resized to the frames' size if it differs)."),
+    bg_frames: int | None = typer.Option(None, "--bg-frames", help="Learn the background as the per-pixel median of the first N frames (default 30)."),
+    masks_dir: Path | None = typer.Option(None, "--masks-dir", help="Also write each frame's raw mask as a grey PNG here."),
+    batch: int = typer.Option(4, "--batch", help="Largest batch of frames per inference (taken when frames are waiting)."),
+    max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after this many frames (a camera never ends by itself)."),
+    fps: float | None = typer.Option(None, "--fps", help="Output frame rate (default: the source's; 25 for a folder)."),
+    provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
+) -> None:
+    """Run a model on every frame: writes frame | mask overlay | depth colour map as a video (or PNGs).
+
+    Ctrl-C stops after the frames in flight and still closes the video properly.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..deploy.stream import stream as run_stream
+
+    if bg is not None and bg_frames is not None:
+        raise UserError("give --bg IMAGE or --bg-frames N, not both")
+    positive(batch, "--batch")
+    if fps is not None and fps <= 0:
+        raise UserError(f"--fps must be positive, got {fps}")
+    progress = Progress(
+        TextColumn("stream"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]:.1f} fps"), TimeElapsedColumn(),
+        console=err_console, transient=False,
+    )
+    task = progress.add_task("stream", total=None, fps=0.0)
+
+    def on_start(report, expected: int | None) -> None:
+        err_console.print(f"source: {report.source}")
+        err_console.print(report.background)
+        progress.update(task, total=expected)
+        progress.start()
+
+    def on_frame(done: int, rate: float) -> None:
+        progress.update(task, completed=done, fps=rate)
+
+    try:
+        report = run_stream(model, source, out, bg=bg, bg_frames=bg_frames or 30, masks_dir=masks_dir, batch=batch, provider=provider,
+                            fps=fps, max_frames=max_frames, on_start=on_start, on_frame=on_frame)
+    finally:
+        progress.stop()
+    for note in report.notes:
+        err_console.print(f"note: {note}")
+    stopped = " (interrupted: the frames so far)" if report.interrupted else ""
+    what = f"{report.codec} video" if report.codec != "png" else "PNG frames"
+    console.print(f"{report.frames} frame(s) in {report.seconds:.1f} s ({report.fps:.1f} fps) -> {out} ({what}){stopped}")
+    if masks_dir is not None:
+        console.print(f"{report.masks} mask(s) -> {masks_dir}")
+
+
+def serve(
+    model: Path = typer.Option(..., "--model", "-m", help="Model file: .pt, .onnx or .engine (backend by suffix)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", help="Port (0: any free port, printed at start)."),
+    max_batch: int = typer.Option(8, "--max-batch", help="Largest batch the dynamic batcher forms from concurrent requests."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long the batcher waits for more requests after the first."),
+    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest request body; larger ones get 413."),
+    provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
+) -> None:
+    """Serve the model over HTTP: POST /v1/infer, GET /v1/model, /healthz, /readyz, and an upload page at /."""
+    from ..deploy.server import ServeSettings, require_serve
+    from ..deploy.server import serve as run_server
+    from ..runtime import open_runner
+
+    require_serve()
+    positive(max_batch, "--max-batch")
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be in 0..65535, got {port}")
+    if max_upload_mb <= 0 or max_wait_ms < 0:
+        raise UserError("--max-upload-mb must be positive and --max-wait-ms not negative")
+    settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    runner = open_runner(model, provider=provider)
+    for note in getattr(runner, "notes", []):
+        err_console.print(f"note: {note}")
+    with runner:
+        run_server(runner, host, port, settings, say=lambda line: console.print(line, soft_wrap=True) or console.file.flush())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stream")(stream)
+    app.command("serve")(serve)

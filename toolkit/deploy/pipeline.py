@@ -1,0 +1,179 @@
+"""Decode -> infer -> encode as three threads with small bounded queues between them.
+
+Why threads: decoding (FFmpeg), inference (ONNX Runtime, PyTorch, TensorRT) and encoding
+(FFmpeg, Pillow, numpy) all release the GIL for their heavy parts, so on a device with a few
+cores they overlap, and the slowest stage sets the frame rate instead of the sum of all three.
+The queues are bounded (a few frames) so memory stays flat and a slow encoder slows the decoder
+down instead of buffering the whole video.
+
+Batching is opportunistic: the infer stage takes one frame (waiting for it), then whatever else
+is already queued, up to `batch`. A file that decodes faster than the model runs fills the
+batches (better throughput where the runner gains from it); a camera delivering frames one by
+one gets batches of one (no added latency).
+
+Stopping: setting `stop` (the SIGINT handler does) ends decoding after the current frame; the
+frames already decoded (at most the queue sizes) are still inferred and encoded, then every
+stage ends normally, so the caller closes its output as after a complete run. An exception in
+any stage sets `abort`: every stage quits at its next queue operation and `run_pipeline` raises
+that exception in the calling thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_END = object()
+_POLL_S = 0.05
+
+
+class _Aborted(Exception):
+    """Raised inside a stage when another stage failed: quit without touching the queues."""
+
+
+def run_pipeline(
+    items: Iterable[T],
+    infer_batch: Callable[[Sequence[T]], Sequence[R]],
+    emit: Callable[[T, R], None],
+    *,
+    batch: int = 1,
+    queue_size: int = 8,
+    stop: threading.Event | None = None,
+    pipelined: bool = True,
+) -> int:
+    """Feed `items` through `infer_batch` (lists of up to `batch`) into `emit`; return how many were emitted.
+
+    `items` is consumed in the decode thread (a generator's own work — decoding, resizing —
+    runs there). `pipelined=False` runs the same three steps one after another in this thread,
+    in fixed batches of `batch`: the baseline the benchmark compares against.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    stop = stop or threading.Event()
+    if not pipelined:
+        return _run_sequential(items, infer_batch, emit, batch, stop)
+
+    abort = threading.Event()
+    errors: list[BaseException] = []
+    inbox: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_size))
+    outbox: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_size))
+    emitted = [0]
+
+    def put(q: queue.Queue[Any], item: Any) -> None:
+        while True:
+            if abort.is_set():
+                raise _Aborted
+            try:
+                q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def get(q: queue.Queue[Any]) -> Any:
+        while True:
+            if abort.is_set():
+                raise _Aborted
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+
+    def decode() -> None:
+        for item in items:
+            put(inbox, item)
+            if stop.is_set():
+                break
+        put(inbox, _END)
+
+    def infer() -> None:
+        finished = False
+        while not finished:
+            first = get(inbox)
+            if first is _END:
+                break
+            group = [first]
+            while len(group) < batch:
+                try:
+                    more = inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _END:
+                    finished = True
+                    break
+                group.append(more)
+            results = infer_batch(group)
+            if len(results) != len(group):
+                raise RuntimeError(f"infer_batch returned {len(results)} results for {len(group)} items")
+            for item, result in zip(group, results):
+                put(outbox, (item, result))
+        put(outbox, _END)
+
+    def encode() -> None:
+        while True:
+            entry = get(outbox)
+            if entry is _END:
+                return
+            emit(*entry)
+            emitted[0] += 1
+
+    def guarded(stage: Callable[[], None], done: threading.Event) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                stage()
+            except _Aborted:
+                pass
+            except BaseException as e:  # noqa: BLE001 - handed to the calling thread
+                errors.append(e)
+                abort.set()
+            finally:
+                done.set()
+
+        return run
+
+    # Waiting is on events, not Thread.join: a KeyboardInterrupt that lands inside join() marks the
+    # joined thread as finished although it still runs (CPython < 3.13), and the caller would then
+    # close the video under a running encoder.
+    dones = [threading.Event() for _ in range(3)]
+    for stage, done in zip((decode, infer, encode), dones):
+        threading.Thread(target=guarded(stage, done), name=f"toolkit-{stage.__name__}", daemon=True).start()
+    try:
+        for done in dones:
+            while not done.wait(0.1):  # in slices: the main thread must stay free to run signal handlers
+                pass
+    except BaseException:
+        abort.set()  # a second Ctrl-C (KeyboardInterrupt) here: stop everything now...
+        for done in dones:  # ...but let each stage leave its current step, so the caller can close its output safely
+            done.wait(30)
+        raise
+    if errors:
+        raise errors[0]
+    return emitted[0]
+
+
+def _run_sequential(items: Iterable[T], infer_batch: Callable[[Sequence[T]], Sequence[R]], emit: Callable[[T, R], None],
+                    batch: int, stop: threading.Event) -> int:
+    emitted = 0
+    group: list[T] = []
+
+    def flush() -> int:
+        results = infer_batch(group)
+        for item, result in zip(group, results):
+            emit(item, result)
+        n = len(group)
+        group.clear()
+        return n
+
+    for item in items:
+        group.append(item)
+        if len(group) >= batch:
+            emitted += flush()
+        if stop.is_set():
+            break
+    if group:
+        emitted += flush()
+    return emitted

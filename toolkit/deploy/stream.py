@@ -1,0 +1,218 @@
+"""`toolkit stream`: a fixed camera's frames (or a video, or a folder) through any runner.
+
+Each frame is the `fgbg`; the background is an image of the empty scene or the per-pixel
+median of the first frames (`background.py`). The output is a video (or a folder of PNGs)
+showing frame | mask overlay | depth colour map at the frame's size, and optionally the raw
+masks as grey PNGs. Decoding, inference and encoding overlap (`pipeline.py`).
+
+Output safety: the video is written under a temporary name and renamed when it is closed, so
+`--out` is either absent or a complete, playable file. Ctrl-C (SIGINT) stops decoding, finishes
+the frames in flight, and closes and renames the video as after a complete run (the partial
+video plays); a second Ctrl-C aborts at once and leaves no file. A bad input (a frame of another
+size, ...) is an error and leaves no video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import imageio
+from ..errors import UserError
+from ..fsutil import atomic_path, check_output_dir, check_output_file, ensure_dir
+from ..runtime import Runner, open_runner
+from .background import load_background, median_background
+from .pipeline import run_pipeline
+from .video import FrameSource, PngFolderWriter, VideoWriter, open_source, video_format
+
+OVERLAY_RGB = np.array([40, 220, 90], np.float32)  # the mask's tint: green reads on skin and shelves alike
+OVERLAY_ALPHA = 0.6
+PANEL_LABELS = ("frame", "mask", "depth")
+
+
+@dataclass
+class StreamReport:
+    frames: int = 0
+    seconds: float = 0.0
+    source: str = ""
+    out: Path | None = None
+    codec: str = ""
+    background: str = ""
+    interrupted: bool = False
+    masks: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class FpsMeter:
+    """Frames per second over the last `window` frames: what the stream does *now*."""
+
+    def __init__(self, window: int = 30):
+        self.times: deque[float] = deque(maxlen=window)
+
+    def tick(self) -> float:
+        self.times.append(time.perf_counter())
+        if len(self.times) < 2:
+            return 0.0
+        return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)
+
+
+def compose_panel(frame: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """frame | mask overlay | depth colour map at the frame's size, and the mask at that size."""
+    h, w = frame.shape[:2]
+    mask = np.clip(imageio.resize(np.nan_to_num(mask), (h, w)), 0.0, 1.0)
+    depth = np.clip(imageio.resize(np.nan_to_num(depth), (h, w)), 0.0, 1.0)
+    a = (OVERLAY_ALPHA * mask)[:, :, None]
+    overlay = (frame.astype(np.float32) * (1.0 - a) + OVERLAY_RGB * a + 0.5).astype(np.uint8)
+    panel = imageio.make_panel([frame, overlay, imageio.colorize_depth(depth)], list(PANEL_LABELS))
+    return panel, mask
+
+
+@contextlib.contextmanager
+def sigint_sets(stop: threading.Event) -> Iterator[None]:
+    """While inside: the first SIGINT sets `stop`; a second one raises KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def stream(
+    model: str | Path | Runner,
+    source: str | FrameSource,
+    out: str | Path,
+    *,
+    bg: str | Path | None = None,
+    bg_frames: int = 30,
+    masks_dir: str | Path | None = None,
+    batch: int = 4,
+    provider: str = "cpu",
+    fps: float | None = None,
+    max_frames: int | None = None,
+    pipelined: bool = True,
+    stop: threading.Event | None = None,
+    on_start: Callable[[StreamReport, int | None], None] | None = None,
+    on_frame: Callable[[int, float], None] | None = None,
+) -> StreamReport:
+    """Run `model` on every frame of `source` and write the annotated output to `out`.
+
+    `on_start(report, expected_frames)` is called once the background is known; `on_frame(done,
+    fps)` after each frame is written. `stop` ends the stream early (SIGINT sets it when this
+    runs in the main thread).
+    """
+    if batch < 1:
+        raise UserError(f"--batch must be a positive number, got {batch}")
+    if bg is None and bg_frames < 1:
+        raise UserError(f"--bg-frames must be a positive number, got {bg_frames}")
+    if max_frames is not None and max_frames < 1:
+        raise UserError(f"--max-frames must be a positive number, got {max_frames}")
+    out = Path(out)
+    fmt = video_format(out)  # checks the suffix before any work
+    if fmt is None:  # a path that can never be written is refused now, not after the model loaded
+        check_output_dir(out)
+    else:
+        check_output_file(out)
+    if masks_dir is not None:
+        check_output_dir(masks_dir)
+    stop = stop or threading.Event()
+    runner = model if isinstance(model, Runner) else open_runner(model, provider=provider)
+    report = StreamReport(notes=list(getattr(runner, "notes", [])), out=out)
+    src = source if isinstance(source, FrameSource) else open_source(str(source), fps)
+    with src, runner, sigint_sets(stop):
+        report.source = f"{src.label} ({src.kind}, {src.fps:g} fps)"
+        frames: Iterator[np.ndarray] = iter(src)
+        if max_frames is not None:
+            frames = itertools.islice(frames, max_frames)
+        background, frames = _background(frames, src, bg, bg_frames, report)
+        expected = min(x for x in (src.expected, max_frames) if x) if (src.expected or max_frames) else None
+        if on_start is not None:
+            on_start(report, expected)
+        assert runner.spec is not None
+        size = runner.spec.size
+        bg_feed = imageio.to_nchw([imageio.resize(background.astype(np.float32) / 255.0, size)])
+        masks = ensure_dir(masks_dir) if masks_dir is not None else None
+        meter = FpsMeter()
+
+        def prepare(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return frame, imageio.resize(frame.astype(np.float32) / 255.0, size)
+
+        def infer_batch(group):
+            x = np.ascontiguousarray(np.stack([g[1] for g in group]).transpose(0, 3, 1, 2))
+            result = runner.infer({"bg": np.repeat(bg_feed, len(group), axis=0), "fgbg": x})
+            return [(result["mask"][i, 0], result["depth"][i, 0]) for i in range(len(group))]
+
+        def run(writer) -> int:
+            def emit(item, result) -> None:
+                panel, mask = compose_panel(item[0], *result)
+                writer.write(panel)
+                if masks is not None:
+                    imageio.save_png(masks / f"mask_{report.masks:06d}.png", mask)
+                    report.masks += 1
+                rate = meter.tick()
+                if on_frame is not None:
+                    on_frame(writer.count, rate)
+
+            return run_pipeline((prepare(f) for f in frames), infer_batch, emit, batch=batch, queue_size=2 * batch + 2,
+                                stop=stop, pipelined=pipelined)
+
+        start = time.perf_counter()
+        if fmt is None:
+            writer = PngFolderWriter(out)
+            report.frames = run(writer)
+        else:
+            with atomic_path(out) as tmp:
+                writer = VideoWriter(tmp, fmt[0], fmt[1], src.fps)
+                try:
+                    report.frames = run(writer)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        writer.close()
+                    raise
+                writer.close()
+                if report.frames == 0:
+                    raise UserError(f"{src.label}: stopped before the first frame was written; no video written")
+        report.seconds = time.perf_counter() - start
+        report.codec = writer.codec
+        report.interrupted = stop.is_set()
+        report.notes += src.notes
+    if report.frames == 0:
+        raise UserError(f"{src.label}: no frames")
+    return report
+
+
+def _background(frames: Iterator[np.ndarray], src: FrameSource, bg: str | Path | None, bg_frames: int,
+                report: StreamReport) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+    """The background (uint8 at the frame size) and the frames, with those looked at put back."""
+    if bg is not None:
+        first = next(frames, None)
+        if first is None:
+            raise UserError(f"{src.label}: no frames (an empty video or folder)")
+        background, report.background = load_background(bg, first.shape[:2])
+        return background, itertools.chain([first], frames)
+    head = list(itertools.islice(frames, bg_frames))
+    if not head:
+        raise UserError(f"{src.label}: no frames (an empty video or folder)")
+    background, report.background = median_background(head, bg_frames)
+    return background, itertools.chain(head, frames)

@@ -1,0 +1,259 @@
+"""Frames in (video file, camera, folder of images) and frames out (video file, folder of PNGs).
+
+Why PyAV: it is FFmpeg's own decoders and encoders behind a maintained Python API, with wheels
+that carry FFmpeg (H.264 via libx264 included) and the v4l2 camera input, so the edge device
+needs no system FFmpeg. It is an optional extra (`toolkit[video]`): a folder of images in and a
+folder of PNGs out work without it.
+
+Every source yields uint8 HxWx3 RGB arrays of one size; a frame of another size stops the stream
+with a `UserError` naming the frame (the background and the output video have one size). A
+video file that becomes undecodable part-way ends the stream there, with a note, rather than
+losing the frames already processed; one that yields nothing is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import imageio
+from ..errors import MissingDependency, UserError, first_line
+from ..fsutil import ensure_dir
+from ..infer import IMAGE_SUFFIXES
+
+# output suffix -> (container format, encoders to try in order)
+VIDEO_FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
+    ".mp4": ("mp4", ("libx264", "h264", "mpeg4")),
+    ".m4v": ("mp4", ("libx264", "h264", "mpeg4")),
+    ".mov": ("mov", ("libx264", "h264", "mpeg4")),
+    ".mkv": ("matroska", ("libx264", "h264", "mpeg4")),
+    ".avi": ("avi", ("mpeg4", "libx264")),
+}
+DEFAULT_FPS = 25.0
+
+
+def require_av() -> Any:
+    """PyAV, or one line naming the extra that installs it."""
+    try:
+        import av
+    except ImportError as e:
+        raise MissingDependency("PyAV (video files and cameras)", "video") from e
+    return av
+
+
+class FrameSource:
+    """An iterable of uint8 HxWx3 RGB frames of one size; a context manager that closes it."""
+
+    kind = "?"
+
+    def __init__(self, label: str, fps: float, expected: int | None):
+        self.label = label
+        self.fps = fps if fps and fps > 0 else DEFAULT_FPS
+        self.expected = expected or None  # frame count when the container says, else None
+        self.notes: list[str] = []
+        self.size: tuple[int, int] | None = None  # (h, w) of the first frame
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for index, frame in enumerate(self._frames()):
+            frame = np.asarray(frame)
+            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+                raise UserError(f"{self.label}: frame {index} is not an RGB image (shape {frame.shape}, {frame.dtype})")
+            if self.size is None:
+                self.size = frame.shape[:2]
+            elif frame.shape[:2] != self.size:
+                h, w = frame.shape[:2]
+                raise UserError(
+                    f"{self.label}: frame {index} is {w}x{h} but the stream started at {self.size[1]}x{self.size[0]} "
+                    "(the frame size must not change mid-stream)"
+                )
+            yield frame
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FolderSource(FrameSource):
+    """Image files of a folder in name order (a camera's dump, an image sequence)."""
+
+    kind = "folder"
+
+    def __init__(self, folder: Path, fps: float | None = None):
+        self.files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        super().__init__(str(folder), fps or DEFAULT_FPS, len(self.files))
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        for f in self.files:
+            yield imageio.to_uint8(imageio.read_rgb(f))
+
+
+class AvSource(FrameSource):
+    """The first video stream of a file or a camera device, decoded by FFmpeg (PyAV)."""
+
+    def __init__(self, target: str, label: str, kind: str, fmt: str | None = None, fps: float | None = None):
+        av = require_av()
+        self.kind = kind
+        try:
+            self.container = av.open(target, format=fmt)
+        except av.FFmpegError as e:
+            raise UserError(f"{label}: not a readable {'camera' if kind == 'camera' else 'video'} ({first_line(e)})") from None
+        except ValueError as e:  # "no container format 'v4l2'": an FFmpeg built without the device
+            raise UserError(f"{label}: this PyAV cannot open cameras ({first_line(e)}); install PyAV built against a system FFmpeg") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise UserError(f"{label}: not a readable video (it has no video stream)")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"  # FFmpeg's own frame/slice threads
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        super().__init__(label, fps or (float(rate) if rate else DEFAULT_FPS), self.stream.frames if kind == "video" else None)
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        av = require_av()
+        count = 0
+        decoded = self.container.decode(self.stream)
+        while True:
+            try:
+                frame = next(decoded)
+            except StopIteration:
+                return
+            except (av.FFmpegError, EOFError) as e:
+                if count == 0:
+                    raise UserError(f"{self.label}: not a readable video ({first_line(e)})") from None
+                self.notes.append(f"{self.label}: decoding stopped after frame {count - 1} ({first_line(e)}); the rest is unreadable")
+                return
+            count += 1
+            yield frame.to_ndarray(format="rgb24")
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def camera_target(index: int) -> tuple[str, str]:
+    """(FFmpeg input, format) for camera `index` on this OS."""
+    if sys.platform.startswith("linux"):
+        device = f"/dev/video{index}"
+        if not os.path.exists(device):
+            raise UserError(f"camera {index}: {device} does not exist (no camera with that index)")
+        return device, "v4l2"
+    if sys.platform == "darwin":
+        return str(index), "avfoundation"
+    raise UserError(f"camera {index}: camera indices are supported on Linux (v4l2) and macOS (avfoundation); give a video file or folder")
+
+
+def open_source(source: str, fps: float | None = None) -> FrameSource:
+    """A video file, a folder of images, a camera index (`0`) or device (`/dev/video0`)."""
+    path = Path(source)
+    if source.isdigit() and not path.exists():
+        target, fmt = camera_target(int(source))
+        return AvSource(target, f"camera {source}", "camera", fmt, fps)
+    if source.startswith("/dev/video"):
+        return AvSource(source, source, "camera", "v4l2" if sys.platform.startswith("linux") else None, fps)
+    if not path.exists():
+        raise UserError(f"{source}: no such video file, folder or camera index")
+    if path.is_dir():
+        return FolderSource(path, fps)
+    return AvSource(str(path), str(path), "video", None, fps)
+
+
+class PngFolderWriter:
+    """Output frames as `frame_000000.png`, ... in a folder (each written atomically)."""
+
+    def __init__(self, folder: Path):
+        self.folder = ensure_dir(folder)
+        self.count = 0
+        self.codec = "png"
+
+    def write(self, rgb: np.ndarray) -> None:
+        imageio.save_png(self.folder / f"frame_{self.count:06d}.png", rgb)
+        self.count += 1
+
+    def close(self) -> None:
+        return None
+
+
+class VideoWriter:
+    """Encode uint8 RGB frames into `path` (already a temporary name: the caller renames it).
+
+    The container and stream are made at the first frame, once the size is known; odd sizes are
+    padded by one dark pixel row/column because H.264 in yuv420p needs even dimensions.
+    """
+
+    def __init__(self, path: Path, fmt: str, codecs: tuple[str, ...], fps: float):
+        av = require_av()
+        self.path = path
+        self.fmt = fmt
+        self.fps = Fraction(fps).limit_denominator(1001)
+        available = av.codecs_available
+        self.codec = next((c for c in codecs if c in available), codecs[-1])
+        self.container: Any = None
+        self.stream: Any = None
+        self.count = 0
+
+    def _open(self, h: int, w: int) -> None:
+        av = require_av()
+        self.container = av.open(str(self.path), mode="w", format=self.fmt)
+        self.stream = self.container.add_stream(self.codec, rate=self.fps)
+        self.stream.width, self.stream.height = w + w % 2, h + h % 2
+        self.stream.pix_fmt = "yuv420p"
+        if self.codec == "libx264":
+            self.stream.options = {"preset": "veryfast", "crf": "20"}
+
+    def write(self, rgb: np.ndarray) -> None:
+        av = require_av()
+        h, w = rgb.shape[:2]
+        if self.container is None:
+            self._open(h, w)
+        if (h % 2) or (w % 2):
+            rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)))
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.count += 1
+
+    def close(self) -> None:
+        """Flush the encoder and write the container's index: the file is then playable."""
+        if self.container is None:
+            return
+        try:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+            self.container = None
+
+
+def video_format(out: Path) -> tuple[str, tuple[str, ...]] | None:
+    """(container format, encoders) when `out` names a video file; None when it is a folder."""
+    if out.is_dir() or not out.suffix:
+        return None
+    entry = VIDEO_FORMATS.get(out.suffix.lower())
+    if entry is None:
+        raise UserError(f"{out}: unknown video suffix {out.suffix!r} (use one of {', '.join(VIDEO_FORMATS)}, or a folder for PNG frames)")
+    return entry
+
+
+def probe_video(path: str | Path) -> tuple[int, int, int, float]:
+    """(frames decoded, width, height, fps) of a video file: what a player would see."""
+    av = require_av()
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        n, w, h = 0, stream.width, stream.height
+        for frame in container.decode(stream):
+            n += 1
+            w, h = frame.width, frame.height
+        rate = stream.average_rate or stream.guessed_rate
+        return n, w, h, float(rate) if rate else 0.0
