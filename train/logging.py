@@ -97,13 +97,6 @@ def samples_grid(columns: Sequence[np.ndarray], max_rows: int = 4, gap: int = 2)
 SAMPLE_COLUMNS = ("bg", "fgbg", "mask_pred", "mask", "depth_pred", "depth")
 
 
-def write_samples(path: Path, bg: np.ndarray, fgbg: np.ndarray, mask_pred: np.ndarray,
-                  mask_true: np.ndarray, depth_pred: np.ndarray, depth_true: np.ndarray,
-                  max_rows: int = 4) -> Path:
-    """`samples.png`: bg | fgbg | mask pred | mask true | depth pred | depth true, per row."""
-    return write_png(path, samples_grid([bg, fgbg, mask_pred, mask_true, depth_pred, depth_true], max_rows))
-
-
 def write_png(path: Path, picture: np.ndarray) -> Path:
     from PIL import Image
 
@@ -155,13 +148,9 @@ class RunLogs:
             grid = samples_grid([keep[k] for k in SAMPLE_COLUMNS])
             write_png(self.out / "samples.png", grid)
             self.tb.image("samples", grid, step)
-        self.finish(history)
+        from .curves import write_curves
 
-    def finish(self, history: Sequence[Mapping[str, Any]]) -> None:
-        if self.enabled and history:
-            from .curves import write_curves
-
-            write_curves(self.out / "curves.png", history)
+        write_curves(self.out / "curves.png", history)
 
     def close(self) -> None:
         self.tb.close()

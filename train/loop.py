@@ -286,7 +286,6 @@ def _train(config: TrainConfig, ckpt: dict[str, Any] | None, device: torch.devic
             + (f", max steps {config.max_steps}" if config.max_steps is not None else ""))
     if not last.exists():  # resumed a finished run into a new folder: it still gets its last.pt
         save(last, pos.history[-1] if pos.history else {})
-    logs.finish(pos.history)
     return TrainResult(out=out, last=last, best=best if best.exists() else None, steps=pos.step,
                        epochs=pos.epoch, history=list(pos.history), replicas=replicas)
 
