@@ -120,9 +120,15 @@ def process_group(device: torch.device) -> Iterator[tuple[Group, torch.device]]:
         dist.init_process_group(backend=backend, rank=group.rank, world_size=group.world)
     try:
         yield group, device
-    finally:
+    except BaseException:
         if started and dist.is_initialized():
             dist.destroy_process_group()
+        raise
+    if started and dist.is_initialized():
+        # Every rank is done communicating before any tears its connections down: a rank that
+        # leaves first can make gloo abort the other one's process ("terminate called ...").
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def wrap(net: nn.Module, group: Group, device: torch.device) -> nn.Module:
