@@ -97,6 +97,11 @@ def samples_grid(columns: Sequence[np.ndarray], max_rows: int = 4, gap: int = 2)
 SAMPLE_COLUMNS = ("bg", "fgbg", "mask_pred", "mask", "depth_pred", "depth")
 
 
+def sample_grid(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """bg | fgbg | mask pred | mask true | depth pred | depth true, a row per image."""
+    return samples_grid([arrays[k] for k in SAMPLE_COLUMNS])
+
+
 def write_png(path: Path, picture: np.ndarray) -> Path:
     from PIL import Image
 
@@ -145,7 +150,7 @@ class RunLogs:
         write_metrics_csv(self.out / "metrics.csv", history)
         self.tb.scalars(row, step, prefix="epoch/")
         if self.samples and keep:
-            grid = samples_grid([keep[k] for k in SAMPLE_COLUMNS])
+            grid = sample_grid(keep)
             write_png(self.out / "samples.png", grid)
             self.tb.image("samples", grid, step)
         from .curves import write_curves

@@ -43,11 +43,11 @@ from .config import TrainConfig, get_recipe
 from .dataset import EpochBatches, PairTensors, batches_per_epoch
 from .ema import WeightAverage
 from .environment import deterministic_kernels, resolve_device, worker_error_message
-from .logging import SAMPLE_COLUMNS, RunLogs, samples_grid
+from .logging import RunLogs, sample_grid
 from .losses import MaskDepthLoss
 from .optim import make_optimizer, make_scheduler
 from .progress import EpochProgress
-from .rundata import check_same_data, open_data, synthetic_data
+from .rundata import check_data_exists, check_same_data, open_data, synthetic_data
 from .speed import apply_threads, autocast, grad_scaler, memory_format, prepare_model, resolve_speed
 from .state import Position, load_resume, position_of, restore_rng, seed_everything, training_state
 from .step import StepOptions, TrainingDiverged, evaluate, predict_arrays, score_of, train_one_epoch
@@ -79,8 +79,7 @@ def preflight(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
                          data=None if config.data is None else Path(config.data).resolve()).validate()
     resolve_speed(resolve_device(config.device), amp=config.amp, channels_last=config.channels_last,
                   compile=config.compile)  # e.g. --amp fp16 on the CPU
-    if config.data is not None and not Path(config.data).exists():
-        open_data(config, resuming=ckpt is not None)  # raises the one-line "no such data" error
+    check_data_exists(config, resuming=ckpt is not None)
     return config, ckpt
 
 
@@ -230,7 +229,7 @@ def _train(config: TrainConfig, ckpt: dict[str, Any] | None, device: torch.devic
         logs.step_loss(loss, pos.step, config.log_every, lr=float(optimizer.param_groups[0]["lr"]))
         if preview is not None and pos.step % config.preview_every == 0:
             arrays = predict_arrays(eval_model, preview, device)
-            logs.preview(samples_grid([arrays[k] for k in SAMPLE_COLUMNS]), pos.step)
+            logs.preview(sample_grid(arrays), pos.step)
 
     say(f"training on {device.type}" + (f" x {group.world} processes" if group.active else "")
         + f": {len(train_idx)} pairs, {len(val_idx)} held out, {per_epoch} steps per epoch, run folder {out}")

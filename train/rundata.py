@@ -21,12 +21,17 @@ def open_data(config: TrainConfig, resuming: bool = False):
     from toolkit.data import reader
 
     assert config.data is not None
-    if not Path(config.data).exists():
+    check_data_exists(config, resuming)
+    pairs = reader.open_dataset(config.data)
+    return (pairs, *split_pairs(pairs, config, config.data))
+
+
+def check_data_exists(config: TrainConfig, resuming: bool = False) -> None:
+    """A given `--data` that is not there: one line, before anything is opened or made."""
+    if config.data is not None and not Path(config.data).exists():
         hint = (" (the data set of the run being resumed; if it moved, give --data with its new place)"
                 if resuming else "")
         raise UserError(f"{config.data}: no such data folder or zip{hint}")
-    pairs = reader.open_dataset(config.data)
-    return (pairs, *split_pairs(pairs, config, config.data))
 
 
 def synthetic_data(config: TrainConfig, out: Path, say: Callable[[str], None]):
