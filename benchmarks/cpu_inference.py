@@ -4,9 +4,16 @@ Machines differ (a 2-core AVX2 EPYC, an AVX-512/VNNI/AMX Xeon), so absolute time
 This script measures, in the same run:
   * the machine's floor: sgemm GFLOP/s (numpy and torch, best of), and the time one 128x128
     pair would take at that rate (the network is ~6.14 GFLOP per pair);
-  * PyTorch eager on the checkpoint (the baseline), and each ONNX format through ONNX Runtime;
-and prints a markdown table of ms/image, images/s, speed-up vs eager and distance from the floor,
+  * PyTorch eager on the checkpoint (the baseline), and each ONNX format through ONNX Runtime:
+    the default (folded) graph in fp32/fp16/int8 and, with `literal` in --formats, the fp32
+    graph that follows the network layer by layer;
+and prints a markdown table of ms/image, images/s, speed-up vs eager, distance from the floor,
 plus each format's parity verdict vs PyTorch.
+
+Two floors: "x floor" is the network's arithmetic as written (6.14 GFLOP per 128x128 pair) at
+the sgemm rate, the yardstick for every row; "x own floor" is the row's own graph's arithmetic
+(`toolkit.gflop_per_pair` in its metadata: the folded graph does ~3.6 GFLOP for the same
+outputs) at that rate, i.e. how close that graph runs to the machine's matmul speed.
 
     python benchmarks/cpu_inference.py                      # the original epoch-12 weights
     python benchmarks/cpu_inference.py --ckpt run/best.pt --formats onnx,fp16,int8 --batch 8
@@ -62,10 +69,28 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _props(model: Path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
+
+
+def graph_gflop(model: Path) -> tuple[float, str]:
+    """(GFLOP per pair, graph name) an ONNX export records; fp16/int8 inherit their source's."""
+    props = _props(model)
+    return float(props["toolkit.gflop_per_pair"]), props.get("toolkit.graph", "?")
+
+
+def input_size(model: Path) -> tuple[int, int]:
+    h, w = _props(model)["toolkit.input_size"].split("x")
+    return int(h), int(w)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", type=Path, help="toolkit checkpoint (default: the original epoch-12 weights, imported)")
-    parser.add_argument("--formats", default="onnx,fp16,int8", help="export formats to time (onnx is always included)")
+    parser.add_argument("--formats", default="literal,onnx,fp16,int8",
+                        help="export formats to time (onnx, the folded fp32 graph, is always included; literal = the layer-by-layer fp32 graph)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -87,28 +112,35 @@ def main() -> None:
         # --force: time the int8 model even when it misses the accuracy gate; parity says so below.
         options = ExportOptions(fp16="fp16" in wanted, int8="int8" in wanted, force=True)
         outcomes = run_exports(ckpt, tmp / "export", options=options)
+        if "literal" in wanted:  # first, beside the baseline it follows layer by layer
+            outcomes = run_exports(ckpt, tmp / "literal", options=ExportOptions(graph="literal")) + outcomes
         models = [a.path for o in outcomes if o.ok for a in o.artifacts]
         failed = [f"{o.format.key}: {o.error}" for o in outcomes if not o.ok]
         skipped: list[str] = []
+        own_gflop = {str(m): graph_gflop(m) for m in models}
+        size = input_size(models[0]) if models else (128, 128)
+        network_gflop = GFLOP_PER_PAIR * size[0] * size[1] / 128**2
 
         gflops, gemm_by = sgemm_gflops()
-        floor_ms = GFLOP_PER_PAIR / gflops * 1000
+        floor_ms = network_gflop / gflops * 1000
         rows = bench([ckpt, *models], [args.batch], warmup=args.warmup, iters=args.iters, threads=args.threads)
         verdicts = {str(r.model): r for r in run_parity(models, ckpt, limit=8, batch_size=4).results} if models else {}
 
     lines = [
         f"CPU: {cpu_name()}, {len(__import__('os').sched_getaffinity(0))} cores; sgemm {gflops:.0f} GFLOP/s ({gemm_by});"
-        f" floor {floor_ms:.1f} ms per 128x128 pair ({GFLOP_PER_PAIR} GFLOP); batch {args.batch}, {args.iters} iterations",
+        f" floor {floor_ms:.1f} ms per {size[0]}x{size[1]} pair ({network_gflop:.2f} GFLOP); batch {args.batch}, {args.iters} iterations",
         "",
-        "| model | backend | precision | ms/image | images/s | vs torch eager | x floor | parity |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| model | graph | backend | precision | ms/image | images/s | vs torch eager | x floor | GFLOP | x own floor | parity |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         ms = 1000 / r.images_per_s
         verdict = verdicts.get(r.model)
         parity = "reference" if verdict is None else ("pass" if verdict else "FAIL: " + "; ".join(verdict.failures))
-        lines.append(f"| {Path(r.model).name} | {r.backend} | {r.precision} | {ms:.1f} | {r.images_per_s:.1f} | "
-                     f"{r.speedup:.2f}x | {ms / floor_ms:.2f} | {parity} |")
+        gflop, graph = own_gflop.get(r.model, (network_gflop, "literal"))
+        name = Path(r.model).parent.name + "/" + Path(r.model).name if r.model in own_gflop else Path(r.model).name
+        lines.append(f"| {name} | {graph} | {r.backend} | {r.precision} | {ms:.1f} | {r.images_per_s:.1f} | "
+                     f"{r.speedup:.2f}x | {ms / floor_ms:.2f} | {gflop:.2f} | {ms / (gflop / gflops * 1000):.2f} | {parity} |")
     for f in failed:
         lines.append(f"\nexport failed: {f}")
     if skipped:

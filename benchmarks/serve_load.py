@@ -83,11 +83,11 @@ def main() -> None:
     parser.add_argument("--size", default="160x120", help="uploaded image size WxH")
     args = parser.parse_args()
 
-    from tests.deploy.conftest import multipart
-    from tests.deploy.frames import background, walking_frames
+    from toolkit.deploy.client import encode_multipart
+    from toolkit.deploy.footage import background, walking_frames
 
     w, h = (int(v) for v in args.size.lower().split("x"))
-    body, headers = multipart({"bg": ("bg.png", png(background(h, w)), "image/png"),
+    body, headers = encode_multipart({"bg": ("bg.png", png(background(h, w)), "image/png"),
                                "fgbg": ("fgbg.png", png(walking_frames(3, h, w)[1]), "image/png")})
     with tempfile.TemporaryDirectory() as tmp:
         if args.model is None:

@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per row, interleaved; the best is kept")
     args = parser.parse_args()
 
-    from tests.deploy.frames import walking_frames, write_video
+    from toolkit.deploy.footage import walking_frames, write_video
     from toolkit.deploy.stream import stream
 
     w, h = (int(v) for v in args.size.lower().split("x"))

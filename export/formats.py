@@ -35,6 +35,7 @@ TRITON_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # Triton's model fold
 class ExportOptions:
     """What the user asked for; `validate()` checks it (UserError) before anything is written."""
 
+    graph: str = "folded"  # export.onnx.GRAPHS: the folded tail (faster) or the literal layers
     fp16: bool = False
     int8: bool = False
     engine: bool = False
@@ -70,7 +71,9 @@ class ExportOptions:
 
     def validate(self) -> ExportOptions:
         from .int8 import METHODS, TARGETS, check_calibration_data, check_pair_counts
+        from .onnx import check_graph
 
+        check_graph(self.graph)
         if self.int8_target not in TARGETS:
             raise UserError(f"--int8-target must be one of {', '.join(TARGETS)}, got {self.int8_target!r}")
         if self.calib_method not in METHODS:
@@ -188,8 +191,9 @@ class ExportFormat:
 def _onnx_fp32(ctx: ExportContext) -> list[Artifact]:
     from .onnx import export_onnx
 
-    path, check = export_onnx(ctx.checkpoint, ctx.out_dir / "model.onnx")
-    summary = f"ONNX Runtime vs PyTorch: max abs diff {check.max_abs_diff:.2e}, mean {check.mean_abs_diff:.2e} on {check.inputs} inputs"
+    path, check = export_onnx(ctx.checkpoint, ctx.out_dir / "model.onnx", graph=ctx.options.graph)
+    summary = (f"{ctx.options.graph} graph; ONNX Runtime vs PyTorch: max abs diff {check.max_abs_diff:.2e}, "
+               f"mean {check.mean_abs_diff:.2e} on {check.inputs} inputs")
     return [Artifact(path, "fp32", summary, check)]
 
 

@@ -26,7 +26,9 @@ only the depth head's 1x1 conv gave depth RMSE 0.024); the first convs and final
 alone made no measurable difference.
 
 Measured on this project's CPU box (AMD EPYC Zen 4, 2 vCPUs, AVX-512 VNNI, a shared KVM guest, so
-+-10 % noise), ORT 1.32, the epoch-12 fixture at 128 px, batch 8, ms per image (median of 20);
++-10 % noise), ORT 1.32, the epoch-12 fixture at 128 px, batch 8, ms per image (median of 20), on
+the literal graph (the folded graph, now the default, does 59 % of its arithmetic, and its heads
+kept in float run at H/2; benchmarks/README.md has its fp32/fp16/int8 figures);
 calibration on the 32 synthetic pairs `synthetic_pairs` makes, figures vs the fp32 model on its 16
 held-out pairs (mask IoU per image at 0.5, as `toolkit parity`; mean |mask diff|; depth RMSE):
 

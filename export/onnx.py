@@ -1,7 +1,10 @@
 """fp32 ONNX export: the wrapped model (normalisation + decoding in-graph), dynamic batch.
 
-The file is only written after `onnx.checker` passes and ONNX Runtime agrees with PyTorch on a
-few inputs; a model that disagrees is refused, never left on disk.
+Two graphs of the same function (`GRAPHS`): ``folded`` (the default) is `toolkit.folded`'s
+rewrite, whose decoder tail upsamples after the layers that commute with upsampling (a little
+over half the arithmetic); ``literal`` follows the network layer by layer, as PyTorch runs it.
+Either way the file is only written after `onnx.checker` passes and ONNX Runtime agrees with the
+literal PyTorch model on a few inputs; a model that disagrees is refused, never left on disk.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ import numpy as np
 
 from toolkit.errors import CheckFailed, UserError
 from toolkit.fsutil import atomic_path
-from toolkit.spec import INPUT_NAMES, OUTPUT_NAMES
+from toolkit.spec import INPUT_NAMES, METADATA_PREFIX, OUTPUT_NAMES
 
 from .metadata import export_metadata
 
 OPSET = 18
 MAX_BATCH = 256
 FP32_TOLERANCE = 1e-4
+GRAPHS = ("folded", "literal")
 
 
 @dataclass
@@ -49,19 +53,32 @@ def probe_inputs(height: int, width: int, count: int = 3, seed: int = 0) -> list
     return feeds
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = OPSET) -> tuple[Path, OnnxCheck]:
-    """Export `checkpoint` to `out` (a `.onnx` path); returns the path and the ORT-vs-torch check."""
+def check_graph(graph: str) -> str:
+    if graph not in GRAPHS:
+        raise UserError(f"--graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
+    return graph
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = OPSET, graph: str = "folded") -> tuple[Path, OnnxCheck]:
+    """Export `checkpoint` to `out` (a `.onnx` path) as the `graph` of `GRAPHS`; returns the path
+    and the check of ONNX Runtime against the literal PyTorch model."""
 
     from toolkit.checkpoint import build_model, load_checkpoint, spec_of
+    from toolkit.folded import fold, gflop_per_pair
 
+    check_graph(graph)
     checkpoint, out = Path(checkpoint), Path(out)
     ckpt = load_checkpoint(checkpoint)
     spec = spec_of(ckpt)
-    model = build_model(ckpt)
+    model = build_model(ckpt).eval()
+    exported = fold(model) if graph == "folded" else model
+    props = export_metadata(spec, checkpoint, ckpt, "fp32", out)
+    props[f"{METADATA_PREFIX}graph"] = graph
+    props[f"{METADATA_PREFIX}gflop_per_pair"] = f"{gflop_per_pair(exported.net, spec.height, spec.width):.4f}"
     with tempfile.TemporaryDirectory(prefix="toolkit-export-") as tmp:
         raw = Path(tmp) / "model.onnx"
-        _torch_export(model, raw, spec.height, spec.width, opset)
-        proto = _finish(raw, export_metadata(spec, checkpoint, ckpt, "fp32", out))
+        _torch_export(exported, raw, spec.height, spec.width, opset)
+        proto = _finish(raw, props)
         final = Path(tmp) / "final.onnx"
         final.write_bytes(proto.SerializeToString())
         check = compare_with_torch(final, model)
@@ -136,6 +153,26 @@ def compare_with_torch(onnx_path: Path, model: Any) -> OnnxCheck:
 
 
 # -- graph regions, found by structure (no node names): used by the fp16 and int8 converters ---
+def _walk(starts: list[str], next_nodes: Any, next_names: Any, stop_ops: set[str]) -> tuple[list[str], list[str]]:
+    """A walk over tensor names: `next_nodes(name)` gives the nodes a tensor leads to,
+    `next_names(node)` the tensors the walk goes on from. (nodes passed, `stop_ops` nodes met)."""
+    inside: list[str] = []
+    stops: list[str] = []
+    seen: set[str] = set()
+    frontier = list(starts)
+    while frontier:
+        for node in next_nodes(frontier.pop()):
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type in stop_ops:
+                stops.append(node.name)
+            else:
+                inside.append(node.name)
+                frontier.extend(next_names(node))
+    return inside, stops
+
+
 def nodes_from_inputs(graph: Any, stop_ops: set[str]) -> tuple[list[str], list[str]]:
     """Walk forward from the graph inputs: (names of the nodes reached before any `stop_ops` node,
     names of the `stop_ops` nodes where the walk stopped). E.g. stop at Conv: (the input
@@ -145,21 +182,8 @@ def nodes_from_inputs(graph: Any, stop_ops: set[str]) -> tuple[list[str], list[s
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     inits = {i.name for i in graph.initializer}
-    inside: list[str] = []
-    stops: list[str] = []
-    seen: set[str] = set()
-    frontier = [i.name for i in graph.input if i.name not in inits]
-    while frontier:
-        for node in consumers.get(frontier.pop(), []):
-            if node.name in seen:
-                continue
-            seen.add(node.name)
-            if node.op_type in stop_ops:
-                stops.append(node.name)
-            else:
-                inside.append(node.name)
-                frontier.extend(node.output)
-    return inside, stops
+    starts = [i.name for i in graph.input if i.name not in inits]
+    return _walk(starts, lambda name: consumers.get(name, []), lambda node: node.output, stop_ops)
 
 
 def nodes_to_outputs(graph: Any, stop_ops: set[str]) -> tuple[list[str], list[str]]:
@@ -167,21 +191,8 @@ def nodes_to_outputs(graph: Any, stop_ops: set[str]) -> tuple[list[str], list[st
     node, names of the `stop_ops` nodes where the walk stopped). E.g. stop at Conv: (the output
     decoding, the final convolutions); stop at Resize: (each output's full-resolution head)."""
     producer = {out: node for node in graph.node for out in node.output}
-    inside: list[str] = []
-    stops: list[str] = []
-    seen: set[str] = set()
-    frontier = [o.name for o in graph.output]
-    while frontier:
-        node = producer.get(frontier.pop())
-        if node is None or node.name in seen:
-            continue
-        seen.add(node.name)
-        if node.op_type in stop_ops:
-            stops.append(node.name)
-        else:
-            inside.append(node.name)
-            frontier.extend(node.input)
-    return inside, stops
+    starts = [o.name for o in graph.output]
+    return _walk(starts, lambda name: [producer[name]] if name in producer else [], lambda node: node.input, stop_ops)
 
 
 def ensure_node_names(graph: Any) -> None:

@@ -182,10 +182,14 @@ def _tensorrt() -> Any:
     return tensorrt
 
 
-def _network_flags(trt: Any) -> int:
-    """STRONGLY_TYPED where the enum has it (10.x opt-in; 11.x always strong, flag ignored)."""
+def _network_flags(trt: Any, major: int) -> int:
+    """`create_network` flags: STRONGLY_TYPED on TensorRT 10 (opt-in there), none from 11 on.
+
+    TensorRT 11 networks are always strongly typed and its STRONGLY_TYPED member is deprecated and
+    ignored (docs.nvidia.com/deeplearning/tensorrt/11.0.0/_static/python-api/infer/Core/Builder.html).
+    """
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    return 0 if flag is None else 1 << int(flag)
+    return 0 if flag is None or major >= 11 else 1 << int(flag)
 
 
 def build_engine(
@@ -207,7 +211,8 @@ def build_engine(
     check_source(source, precision, profile)
     trt = _tensorrt()
     version = str(trt.__version__)
-    if trt_major(version) < MIN_TRT_MAJOR:
+    major = trt_major(version)
+    if major < MIN_TRT_MAJOR:
         raise UserError(f"TensorRT {version} is too old: engines need TensorRT {MIN_TRT_MAJOR} or newer")
     gpu = gpu_info(allow_torch=True)
     if gpu is None:
@@ -216,7 +221,7 @@ def build_engine(
     notes: list[str] = []
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt))
+    network = builder.create_network(_network_flags(trt, major))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)).strip() for i in range(parser.num_errors)]
@@ -229,9 +234,9 @@ def build_engine(
     opt_profile = builder.create_optimization_profile()
     for name in INPUT_NAMES:
         opt_profile.set_shape(name, (profile[0], 3, h, w), (profile[1], 3, h, w), (profile[2], 3, h, w))
-    config.add_optimization_profile(opt_profile)
-    cache = _load_timing_cache(config, timing_cache, notes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if config.add_optimization_profile(opt_profile) < 0:  # -1: the profile is invalid
+        raise UserError(f"{onnx_path}: TensorRT refused the batch profile {profile} for a {h}x{w} input")
+    cache = _attach_timing_cache(config, timing_cache, notes)  # must outlive the build
 
     t0 = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
@@ -242,6 +247,7 @@ def build_engine(
     write_bytes_atomic(out, data)
     if timing_cache is not None:
         write_bytes_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+    del cache  # held until here: "The cache must not be destroyed until after the engine is built"
     sidecar = make_sidecar(
         engine=out, plan_sha256=hashlib.sha256(data).hexdigest(), source=source, precision=precision, batch=profile,
         trt_version=version, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
@@ -251,15 +257,21 @@ def build_engine(
     return EngineReport(out, side, precision, profile, version, gpu.name, gpu.compute_capability, seconds, len(data), timing_cache, notes)
 
 
-def _load_timing_cache(config: Any, path: Path | None, notes: list[str]) -> Any:
-    """The timing cache from `path` (if it exists and TensorRT accepts it), else an empty one."""
+def _attach_timing_cache(config: Any, path: Path | None, notes: list[str]) -> Any:
+    """Attach the timing cache from `path` (if it exists and TensorRT accepts it), else an empty one.
+
+    `set_timing_cache` returns False when the cache's CUDA device properties differ from this
+    GPU's (with ignore_mismatch=False); such a cache is left unused, not forced in.
+    """
     blob = b""
     if path is not None and path.is_file():
         blob = path.read_bytes()
     cache = config.create_timing_cache(blob)
-    if cache is None and blob:
-        notes.append(f"{path}: timing cache not accepted by this TensorRT (another version?); starting a new one")
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache
+    if blob:
+        notes.append(f"{path}: timing cache not accepted by this TensorRT or GPU; starting a new one")
         cache = config.create_timing_cache(b"")
-    if cache is None:
-        raise UserError("TensorRT could not create a timing cache")
-    return cache
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return cache
+    raise UserError("TensorRT could not create a timing cache")

@@ -127,3 +127,20 @@ def test_worst_pair_png(perturbed_onnx, imported_ckpt, tmp_path):
     report = json.loads((tmp_path / "p.json").read_text())
     worst = report["models"][0]["worst_pair_max_abs"]
     assert worst == pytest.approx(max(report["models"][0]["max_abs"].values()))
+
+
+def _result(mask_iou, decided, precision="fp16"):
+    from toolkit.compare import DEFAULT_THRESHOLDS, ParityResult
+
+    return ParityResult(model="m.onnx", backend="onnxruntime", precision=precision, pairs=4,
+                        max_abs={"mask": 6e-5, "depth": 6e-5}, mean_abs={"mask": 1e-6, "depth": 1e-6},
+                        mask_iou=mask_iou, mask_dice=mask_iou, depth_iou=1.0, depth_rmse=0.0,
+                        thresholds=DEFAULT_THRESHOLDS[precision], mask_iou_decided=decided).judge()
+
+
+def test_mask_iou_gate_forgives_only_flips_at_the_threshold():
+    # a barely trained model: pixels at 0.5 +- rounding flip, every decided pixel agrees
+    assert _result(0.9890, 1.0)
+    failed = _result(0.9890, 0.95)  # decided pixels disagree too: a real failure, both figures shown
+    assert not failed and failed.failures == ["mask IoU 0.9890 < 0.99 (0.9500 on pixels the reference decides by > 0.02)"]
+    assert not _result(0.9890, None)  # results made without the figure are judged as before

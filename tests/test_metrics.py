@@ -143,3 +143,16 @@ def test_metrics_module_imports_no_torch():
 
     code = "import sys, toolkit.metrics; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_decided_iou_ignores_only_pixels_the_reference_leaves_at_the_threshold():
+    ref = np.full((2, 1, 4, 4), 0.9, np.float32)
+    ref[0, 0, :2] = 0.5 + 1e-4  # undecided: rounding moves them across 0.5
+    ref[1, 0, 0, 0] = 0.1
+    pred = ref.copy()
+    pred[0, 0, :2] = 0.5 - 1e-4  # the undecided half flips
+    assert M.mask_iou(pred, ref) == pytest.approx((0.5 + 1.0) / 2)
+    assert M.decided_iou(pred, ref, band=0.02) == 1.0
+    pred[1, 0, 1, 1] = 0.1  # a decided pixel flips: it counts
+    assert M.decided_iou(pred, ref, band=0.02) == pytest.approx((1.0 + 14 / 15) / 2)
+    assert M.decided_iou(pred, ref, band=0.0) == pytest.approx(M.mask_iou(pred, ref))

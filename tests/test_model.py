@@ -78,3 +78,17 @@ def test_joint_tail_is_the_same_computation_in_eval_and_differs_only_in_training
         apart_train = net(bg, fg)
     assert not torch.allclose(joint_train[1], apart_train[1], atol=1e-4)
     assert "joint_tail" not in " ".join(net.state_dict())
+
+
+def test_wrapping_a_network_on_another_device_puts_the_normalisation_there():
+    """The training wraps its weight average (on the GPU) in a new MaskDepthModel: the
+    normalisation constants must be on the network's device, not left on the CPU."""
+    from toolkit.model import MaskDepthModel
+    from toolkit.spec import SEED_SPEC
+
+    net = EVA4Net().to("meta")
+    model = MaskDepthModel(net, SEED_SPEC)
+    assert {t.device.type for t in model.buffers()} == {"meta"}
+    assert {t.device.type for t in model.parameters()} == {"meta"}
+    out = model(torch.zeros(1, 3, 32, 32, device="meta"), torch.zeros(1, 3, 32, 32, device="meta"))
+    assert [o.shape for o in out] == [(1, 1, 32, 32)] * 2

@@ -34,6 +34,10 @@ class Thresholds:
     depth_rmse: float | None = None
 
 
+# Reference mask pixels within this of the 0.5 threshold are undecided: flipping them is rounding,
+# not disagreement. The mask IoU gate passes when the IoU over the decided pixels meets it.
+UNDECIDED_BAND = 0.02
+
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
     "fp32": Thresholds(max_abs=1e-4, mask_iou=0.999),
     "fp16": Thresholds(mask_iou=0.99, depth_rmse=0.01),
@@ -56,6 +60,7 @@ class ParityResult:
     thresholds: Thresholds
     nonfinite: dict[str, int] = field(default_factory=dict)  # NaN/inf values the model produced
     empty_masks: int = 0  # images where both masks are empty (their IoU of 1.0 says little)
+    mask_iou_decided: float | None = None  # over reference pixels further than UNDECIDED_BAND from 0.5
     failures: list[str] = field(default_factory=list)
     worst: WorstPair | None = field(default=None, repr=False)
 
@@ -71,7 +76,10 @@ class ParityResult:
         if t.max_abs is not None and not worst <= t.max_abs:
             f.append(f"max abs diff {worst:.2e} > {t.max_abs:.0e}")
         if t.mask_iou is not None and not self.mask_iou >= t.mask_iou:
-            f.append(f"mask IoU {self.mask_iou:.4f} < {t.mask_iou}")
+            decided = self.mask_iou_decided
+            if decided is None or not decided >= t.mask_iou:  # the flips are not all at the threshold
+                f.append(f"mask IoU {self.mask_iou:.4f} < {t.mask_iou}"
+                         + (f" ({decided:.4f} on pixels the reference decides by > {UNDECIDED_BAND})" if decided is not None else ""))
         if t.depth_iou is not None and not self.depth_iou >= t.depth_iou:
             f.append(f"depth IoU {self.depth_iou:.4f} < {t.depth_iou}")
         if t.depth_rmse is not None and not self.depth_rmse <= t.depth_rmse:
@@ -179,6 +187,7 @@ class _Accumulator:
             mean_abs={n: self.abs_sum[n] / max(self.count, 1) for n in OUTPUT_NAMES},
             mask_iou=metrics.mask_iou(got["mask"], ref["mask"]),
             mask_dice=metrics.mask_dice(got["mask"], ref["mask"]),
+            mask_iou_decided=metrics.decided_iou(got["mask"], ref["mask"], UNDECIDED_BAND),
             depth_iou=metrics.depth_iou(got["depth"], ref["depth"]),
             depth_rmse=metrics.rmse(got["depth"], ref["depth"]),
             thresholds=thresholds,

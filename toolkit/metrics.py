@@ -63,6 +63,22 @@ def iou_per_image(pred: np.ndarray, true: np.ndarray, threshold: float = 0.5) ->
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
+def decided_iou(pred: np.ndarray, true: np.ndarray, band: float, threshold: float = 0.5) -> float:
+    """Mean per-image IoU over the pixels `true` decides: those further than `band` from
+    `threshold`. For parity, where `true` is the reference backend: a pixel the reference puts at
+    0.5 +- rounding flips class under any change of arithmetic (fp16, int8, another GPU kernel),
+    and a barely trained model has many such pixels, so the plain IoU of two numerically
+    near-identical models can miss a 0.99 gate. Both empty (after exclusion) -> 1.0."""
+    pred, true = _check_pair(pred, true)
+    t = true.reshape(true.shape[0], -1)
+    keep = np.abs(t - threshold) > band
+    a = (pred.reshape(pred.shape[0], -1) > threshold) & keep
+    b = (t > threshold) & keep
+    inter = np.logical_and(a, b).sum(axis=1).astype(np.float64)
+    union = a.sum(axis=1) + b.sum(axis=1) - inter
+    return float(np.where(union > 0, inter / np.maximum(union, 1), 1.0).mean())
+
+
 def both_empty_count(pred: np.ndarray, true: np.ndarray, threshold: float = 0.5) -> int:
     """Images where neither prediction nor target has a pixel above `threshold`: their IoU and
     Dice of 1.0 (see the module docstring) say nothing about agreement, so reports count them."""

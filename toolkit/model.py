@@ -148,6 +148,12 @@ class MaskDepthModel(nn.Module):
         self.norm_fgbg = _Normalise(spec.fgbg.mean, spec.fgbg.std)
         self.decode_mask = _Decode(spec.mask.kind, spec.mask.scale, spec.mask.offset)
         self.decode_depth = _Decode(spec.depth.kind, spec.depth.scale, spec.depth.offset)
+        # Wrapping a network that already lives on a GPU (the training's weight average) gives a
+        # model there too: the normalisation constants follow the network's weights.
+        weight = next(net.parameters(), None)
+        if weight is not None:
+            self.norm_bg.to(weight.device)
+            self.norm_fgbg.to(weight.device)
 
     def forward(self, bg: torch.Tensor, fgbg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mask_raw, depth_raw = self.net(self.norm_bg(bg), self.norm_fgbg(fgbg))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.deploy.frames import walking_frames, write_video
+from toolkit.deploy.footage import walking_frames, write_video
 
 CLIP_FRAMES, CLIP_H, CLIP_W = 12, 48, 64
 
@@ -80,14 +80,3 @@ def running_server(model: Path, *args: str) -> Iterator[Server]:
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=30)
-
-
-def multipart(fields: dict[str, tuple[str, bytes, str]]) -> tuple[bytes, dict[str, str]]:
-    """A multipart/form-data body from {name: (filename, content, content type)}."""
-    boundary = "toolkit-test-boundary-7d1c"
-    parts = []
-    for name, (filename, content, ctype) in fields.items():
-        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\nContent-Type: {ctype}\r\n\r\n'
-        parts.append(head.encode() + content + b"\r\n")
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}

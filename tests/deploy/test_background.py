@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.deploy.frames import background, walking_frames
 from toolkit.deploy.background import load_background, median_background
+from toolkit.deploy.footage import background, walking_frames
 from toolkit.errors import UserError
 
 

@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import run_cli
-from tests.deploy.conftest import cli_process, multipart, running_server
-from tests.deploy.frames import background, walking_frames
+from tests.deploy.conftest import cli_process, running_server
+from toolkit.deploy.client import encode_multipart
+from toolkit.deploy.footage import background, walking_frames
 
 pytest.importorskip("starlette", reason="the serve extra is not installed")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed")
@@ -35,7 +36,7 @@ BG, FGBG = png(background(48, 64)), png(walking_frames(5, 48, 64)[2])
 
 
 def pair_body(bg: bytes = BG, fgbg: bytes = FGBG):
-    return multipart({"bg": ("bg.png", bg, "image/png"), "fgbg": ("fgbg.png", fgbg, "image/png")})
+    return encode_multipart({"bg": ("bg.png", bg, "image/png"), "fgbg": ("fgbg.png", fgbg, "image/png")})
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_bad_requests_get_a_json_error_and_the_server_goes_on(server, case, stat
     elif case == "truncated-png":
         body, headers = pair_body(fgbg=FGBG[: len(FGBG) // 2])
     elif case == "missing-field":
-        body, headers = multipart({"bg": ("bg.png", BG, "image/png")})
+        body, headers = encode_multipart({"bg": ("bg.png", BG, "image/png")})
     elif case == "bad-format":
         path += "?format=gif"
     elif case == "bad-json":

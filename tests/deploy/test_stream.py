@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.conftest import run_cli
 from tests.deploy.conftest import CLIP_FRAMES, CLIP_H, CLIP_W, cli_process
-from tests.deploy.frames import background, walking_frames, write_video
+from toolkit.deploy.footage import background, walking_frames, write_video
 from toolkit.deploy.stream import compose_panel
 
 pytest.importorskip("av", reason="the video extra (PyAV) is not installed")

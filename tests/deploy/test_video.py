@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from tests.deploy.conftest import CLIP_FRAMES, CLIP_H, CLIP_W
-from tests.deploy.frames import walking_frames, write_video
+from toolkit.deploy.footage import walking_frames, write_video
 from toolkit.deploy.video import PngFolderWriter, VideoWriter, open_source, probe_video, video_format
 from toolkit.errors import UserError
 

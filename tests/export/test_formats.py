@@ -58,6 +58,7 @@ def test_parse_batch_refuses(text):
     "options, says",
     [
         (dict(int8=True, int8_target="gpu"), "--int8-target"),
+        (dict(graph="fast"), "--graph must be one of folded, literal"),
         (dict(int8=True, calib_method="kl"), "--calib-method"),
         (dict(int8=True, calib=Path("/no/such/folder")), "no such calibration data"),
         (dict(calib=Path(".")), "--calib is used by"),
@@ -79,7 +80,8 @@ def stub_onnx(monkeypatch, exported_onnx):
 
     calls = []
 
-    def fake(checkpoint, out):
+    def fake(checkpoint, out, graph):
+        assert graph == "folded"
         calls.append(Path(out))
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(exported_onnx, out)
@@ -114,7 +116,7 @@ def test_run_exports_passes_the_fp32_model_to_fp16_and_int8(stub_onnx, imported_
 def test_a_failed_row_is_one_line_and_its_dependents_do_not_run(monkeypatch, imported_ckpt, tmp_path):
     import export.onnx
 
-    def refuse(checkpoint, out):
+    def refuse(checkpoint, out, graph):
         raise CheckFailed(f"{out}: not written: ONNX Runtime disagrees\nwith PyTorch")
 
     monkeypatch.setattr(export.onnx, "export_onnx", refuse)
@@ -195,6 +197,7 @@ def _main(*args):
     "extra, says",
     [
         (["--int8", "--int8-target", "gpu"], "--int8-target must be one of cpu, tensorrt"),
+        (["--graph", "fused"], "--graph must be one of folded, literal"),
         (["--engine", "--batch", "8,4,1"], "1 <= min <= opt <= max"),
         (["--int8", "--calib", "NOPE"], "no such calibration data"),
         (["--int8", "--calib-method", "kl"], "--calib-method"),

@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from export.int8 import CalibrationPairs, float_nodes, load_pairs, quantize_int8, synthetic_pairs
+from export.onnx import nodes_to_outputs
 from toolkit.compare import DEFAULT_THRESHOLDS, Thresholds
 from toolkit.errors import CheckFailed, UserError
 from toolkit.runtime.onnx_runner import OnnxRunner
@@ -89,8 +90,11 @@ def test_sensitive_nodes_stay_float_found_by_structure(cpu_model):
     def float_weight(conv):
         return conv.input[1] in inits and inits[conv.input[1]].data_type == TensorProto.FLOAT
 
-    final = [c for c in convs if float_weight(c) and inits[c.input[1]].dims[0] == 1]
-    assert len(final) == 2  # the two final 1-channel convolutions
+    by_name = {n.name: n for n in m.graph.node}
+    _, last = nodes_to_outputs(m.graph, {"Conv"})  # the last convolution before each output
+    final = [by_name[name] for name in last]
+    assert len(final) == 2 and all(float_weight(c) for c in final)  # 1 output (x 4 phases in the folded graph)
+    assert all(inits[c.input[1]].dims[0] == 4 for c in final)
     first = [c for c in convs if producer.get(c.input[0]) is not None and producer[c.input[0]].op_type == "Div"]
     assert len(first) == 2 and all(float_weight(c) for c in first)  # the first convolutions, fed by the normalisation
     quantised = [c for c in convs if producer.get(c.input[1]) is not None and producer[c.input[1]].op_type == "DequantizeLinear"]

@@ -98,3 +98,23 @@ def test_improved_recipe_sigmoid_decoding_is_in_the_graph_and_matches(tmp_path):
     for name, t in zip(("mask", "depth"), ref):
         assert np.abs(got[name] - t.numpy()).max() <= FP32_TOLERANCE
     assert 0.0 < got["mask"].min() and got["mask"].max() < 1.0  # a sigmoid, not a clip
+
+
+def test_literal_and_folded_graphs_compute_the_same(exported_onnx, imported_ckpt, tmp_path):
+    literal, _ = export_onnx(imported_ckpt, tmp_path / "literal.onnx", graph="literal")
+    graphs = {"folded": onnx.load(str(exported_onnx)), "literal": onnx.load(str(literal))}
+    for name, m in graphs.items():
+        props = {p.key: p.value for p in m.metadata_props}
+        assert props["toolkit.graph"] == name
+        ops = [n.op_type for n in m.graph.node]
+        # the folded tail upsamples once per head (then a pixel shuffle), the literal one twice
+        assert ops.count("Resize") == (2 if name == "folded" else 4)
+        assert ("DepthToSpace" in ops) == (name == "folded")
+    gflop = {k: float({p.key: p.value for p in m.metadata_props}["toolkit.gflop_per_pair"]) for k, m in graphs.items()}
+    assert gflop["literal"] == pytest.approx(6.14, abs=0.005) and gflop["folded"] < 0.6 * gflop["literal"]
+    rng = np.random.default_rng(11)
+    feed = {k: rng.random((2, 3, 128, 128), dtype=np.float32) for k in ("bg", "fgbg")}
+    with OnnxRunner(exported_onnx) as a, OnnxRunner(literal) as b:
+        got, want = a.infer(feed), b.infer(feed)
+    for k in want:
+        assert np.abs(got[k] - want[k]).max() <= 1e-5

@@ -67,6 +67,9 @@ def summary(
 def export(
     ckpt: Path = typer.Argument(..., help="A toolkit checkpoint (.pt)."),
     out: Path = typer.Option(Path("exports"), "--out", "-o", help="Output folder."),
+    graph: str = typer.Option(
+        "folded", "--graph", help="folded (default: the tail upsamples later; ~60% of the arithmetic, same outputs) or literal (layer by layer, as PyTorch).",
+    ),
     fp16: bool = typer.Option(False, "--fp16", help="Also write model.fp16.onnx (fp32 I/O; checked against fp32)."),
     int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx (static Q/DQ; refused when it fails the accuracy gate)."),
     calib: Path | None = typer.Option(None, "--calib", help="Calibration data (folder or zip, original layout); default: a small synthetic set."),
@@ -105,7 +108,7 @@ def export(
         raise UserError(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to --engine")
     if triton_name is not None and triton is None:
         raise UserError("--triton-name only applies to --triton")
-    options = ExportOptions(fp16=fp16, int8=int8, engine=engine, triton=triton, calib=calib, force=force)
+    options = ExportOptions(graph=graph, fp16=fp16, int8=int8, engine=engine, triton=triton, calib=calib, force=force)
     if int8_target is not None:
         options.int8_target = int8_target
     if calib_method is not None:

@@ -85,6 +85,15 @@ def parity(
         raise CheckFailed("parity failed: " + "; ".join(f"{Path(r.model).name}: {', '.join(r.failures)}" for r in report.results if not r))
 
 
+def _mask_iou_cell(r) -> str:
+    """The IoU, with the IoU over decided pixels when only undecided ones keep it under its gate."""
+    text = f"{r.mask_iou:.4f}"
+    gate = r.thresholds.mask_iou
+    if gate is not None and r.mask_iou < gate and r.mask_iou_decided is not None and r.mask_iou_decided >= gate:
+        text += f" ({r.mask_iou_decided:.4f} decided pixels)"
+    return text + (f" ({r.empty_masks} empty)" if r.empty_masks else "")
+
+
 def print_parity(report) -> None:
     table = Table(title=f"parity vs {Path(report.reference).name} on {report.pairs} pairs")
     for col in ("model", "backend", "precision", "max |d| mask", "max |d| depth", "mean |d|", "mask IoU", "mask Dice", "depth IoU", "depth RMSE", "verdict"):
@@ -94,7 +103,7 @@ def print_parity(report) -> None:
             Path(r.model).name, r.backend, r.precision,
             f"{r.max_abs['mask']:.2e}", f"{r.max_abs['depth']:.2e}",
             f"{max(r.mean_abs.values()):.2e}",
-            f"{r.mask_iou:.4f}" + (f" ({r.empty_masks} empty)" if r.empty_masks else ""), f"{r.mask_dice:.4f}",
+            _mask_iou_cell(r), f"{r.mask_dice:.4f}",
             f"{r.depth_iou:.4f}", f"{r.depth_rmse:.5f}",
             Text("PASS", style="green") if r else Text("FAIL: " + "; ".join(r.failures), style="red"),
         )

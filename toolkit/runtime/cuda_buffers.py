@@ -53,6 +53,20 @@ def _error_string(err: Any) -> str:
     return ""
 
 
+def _native_handle(obj: Any) -> int:
+    """The raw address behind a cuda-python object (a `cudaStream_t` here).
+
+    `int(obj)` is deprecated from cuda-bindings 12.9.1/13.0.0 in favour of
+    `cuda.bindings.utils.get_cuda_native_handle`, which older releases lack.
+    """
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+
+        return int(get_cuda_native_handle(obj))
+    except (ImportError, TypeError):  # older cuda-bindings; TypeError: no getter for this type
+        return int(obj)
+
+
 def _cudart() -> Any | None:
     try:
         return importlib.import_module("cuda.bindings.runtime")
@@ -112,8 +126,6 @@ def gpu_info(*, allow_torch: bool = False) -> GpuInfo | None:
     return None
 
 
-
-
 class CudaBuffers:
     """One non-default stream plus named device buffers; `close()` frees everything it made."""
 
@@ -146,7 +158,9 @@ class CudaBuffers:
     def stream_handle(self) -> int:
         if self._stream is None:
             return 0
-        return int(self._stream) if self._rt is not None else int(self._stream.handle)
+        if self._rt is None:
+            return int(self._stream.handle)
+        return _native_handle(self._stream)
 
     def allocate(self, name: str, nbytes: int) -> int:
         """A device buffer of at least `nbytes` for `name` (reused when big enough); its address."""

@@ -206,8 +206,8 @@ class TensorRTRunner(Runner):
                 f"{self.path}: engine has inputs {sorted(inputs)} and outputs {sorted(outputs)}, "
                 f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}"
             )
-        for n in names:
-            if trt.nptype(engine.get_tensor_dtype(n)) != np.float32:
+        for n in names:  # compared as DataType: trt.nptype() raises TypeError for BF16/FP8/INT4
+            if engine.get_tensor_dtype(n) != trt.float32:
                 raise UserError(f"{self.path}: engine tensor {n} is {engine.get_tensor_dtype(n)}, the toolkit's engines take and give float32")
         for n in INPUT_NAMES:
             built_max = int(engine.get_tensor_profile_shape(n, 0)[2][0])

@@ -1,4 +1,9 @@
-"""Synthetic fixed-camera footage: a textured room background and a figure walking across it."""
+"""Synthetic fixed-camera footage: a textured room background and a figure walking across it.
+
+What the deploy commands are tried on when no camera is at hand: the tests, `benchmarks/stream.py`
+and `benchmarks/serve_load.py` feed it to `toolkit stream` and `toolkit serve`. NumPy only; PyAV
+(the `video` extra) only to encode a clip.
+"""
 
 from __future__ import annotations
 

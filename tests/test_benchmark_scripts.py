@@ -1,0 +1,95 @@
+"""The GPU benchmark scripts, run here in their --cpu-smoke mode: every code path at tiny sizes.
+
+They are run on a lent GPU machine once, with minutes of device time: a script that crashes or
+writes half a report there wastes the run, so each is exercised end to end on the CPU, as a
+subprocess exactly as it will be invoked, and its JSON and markdown are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def run_script(name: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), str(out), "--cpu-smoke", *extra], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_gpu_inference_smoke(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    run_script("gpu_inference.py", out, "--work", str(work))
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_inference.json", "gpu_inference.md"]  # the rest goes to --work
+    report = json.loads((out / "gpu_inference.json").read_text())
+    md = (out / "gpu_inference.md").read_text()
+    assert report["skipped"] == [], report["skipped"]  # nothing failed, nothing ran out of budget
+    assert report["header"]["size"] == 32 and report["header"]["batches"] == [1, 2]
+
+    # Every configuration was timed at its batches: eager ones at both, compile at 2, reduce-overhead at 1.
+    timed = {(r["config"], r["batch"]) for r in report["results"]}
+    for graph in ("literal", "folded"):
+        for cfg in (f"{graph} fp32", f"{graph} bf16", f"{graph} bf16 + channels_last"):
+            assert {(cfg, 1), (cfg, 2)} <= timed
+        assert (f"{graph} bf16 + channels_last + compile", 2) in timed
+        assert (f"{graph} bf16 + channels_last + compile reduce-overhead", 1) in timed
+    assert all(r["images_per_s"] > 0 and r["calls"] >= 3 for r in report["results"])
+    assert report["copy"]["images_per_s"] > 0
+
+    # One parity result per configuration, filled in and judged by the thresholds of its precision.
+    parity = {p["model"]: p for p in report["parity"]}
+    assert set(parity) == {r["config"] for r in report["results"]}
+    for p in parity.values():
+        assert p["pairs"] >= 2 and p["passed"] is True and not p["failures"], p
+        assert None not in (p["mask_iou"], p["mask_dice"], p["depth_rmse"], p["max_abs"]["mask"], p["max_abs"]["depth"])
+    assert parity["literal fp32"]["max_abs"] == {"mask": 0.0, "depth": 0.0}  # the reference itself
+    assert 0 < parity["folded fp32"]["max_abs"]["depth"] < 1e-4  # same function, other order of additions
+    assert parity["folded fp32"]["thresholds"]["max_abs"] == 1e-4 and parity["literal bf16"]["thresholds"]["depth_rmse"] == 0.01
+
+    # ONNX: what was tried for the GPU runtimes that this machine lacks, the five exports, CPU reference rows, parity.
+    o = report["onnx"]
+    tried = "\n".join(o["tried"])
+    for line in ("onnxruntime TensorrtExecutionProvider: missing", "onnxruntime CUDAExecutionProvider: missing", "import tensorrt: missing"):
+        assert line in tried and f"- {line}" in md
+    files = {e["file"]: e for e in o["exports"]}
+    assert set(files) == {"onnx/model.onnx", "onnx/model.fp16.onnx", "onnx/model.int8.onnx",
+                          "onnx-int8-tensorrt/model.int8.onnx", "onnx-literal/model.onnx"}
+    assert all((work / f).is_file() for f in files)
+    assert "target tensorrt" in files["onnx-int8-tensorrt/model.int8.onnx"]["summary"]
+    assert isinstance(files["onnx/model.int8.onnx"]["gate_passed"], bool)
+    assert "reference only" in o["note"] and {r["model"] for r in o["rows"]} == set(files)
+    assert all(r["batch"] == 2 and "CPUExecutionProvider" in r["runtime"] and r["images_per_s"] > 0 for r in o["rows"])
+    assert {p["model"]: p["precision"] for p in o["parity"]} == {f: e["precision"] for f, e in files.items()}
+    assert all(p["mask_iou"] is not None and p["depth_rmse"] is not None for p in o["parity"])
+
+    for heading in ("## PyTorch", "### Parity vs literal fp32 eager", "## ONNX", "### ONNX parity vs the PyTorch fp32 checkpoint"):
+        assert heading in md
+    assert "| literal fp32 | 2 |" in md and "| 1.00x |" in md and "Seed network on an NVIDIA H200" in md
+
+
+def test_gpu_train_smoke(tmp_path):
+    out = tmp_path / "out"
+    run_script("gpu_train.py", out)
+    report = json.loads((out / "gpu_train.json").read_text())
+    md = (out / "gpu_train.md").read_text()
+    assert [r["config"] for r in report["results"]] == ["fp32 NCHW", "bf16 + channels_last + polyphase",
+                                                        "bf16 + channels_last + polyphase, sync each step"]
+    # train.speed refuses bf16 + channels_last on the CPU without the polyphase conv (oneDNN's wrong
+    # weight gradients): the script records that as one line and goes on.
+    [(name, why)] = report["skipped"]
+    assert name == "bf16 + channels_last" and why.startswith("failed: UserError") and "polyphase" in why
+    assert f"| {name} | | skipped: failed: UserError" in md
+    assert all(r["images_per_s"] > 0 and r["batch"] == 2 for r in report["results"])
+    assert report["polyphase_check"] and all(c["ok"] for c in report["polyphase_check"])
+    assert len(report["profiles"]) == 2
+    assert "| fp32 NCHW | 2 |" in md and "Polyphase depthwise vs the fp32 reference" in md
