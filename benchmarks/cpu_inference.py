@@ -69,21 +69,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _props(model: Path) -> dict[str, str]:
-    import onnx
-
-    return {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
-
-
 def graph_gflop(model: Path) -> tuple[float, str]:
     """(GFLOP per pair, graph name) an ONNX export records; fp16/int8 inherit their source's."""
-    props = _props(model)
+    props = _metadata(model)
     return float(props["toolkit.gflop_per_pair"]), props.get("toolkit.graph", "?")
 
 
-def input_size(model: Path) -> tuple[int, int]:
-    h, w = _props(model)["toolkit.input_size"].split("x")
-    return int(h), int(w)
+def _metadata(model: Path) -> dict[str, str]:
+    import onnx
+
+    from export.metadata import read_metadata
+
+    return read_metadata(onnx.load(str(model), load_external_data=False))
 
 
 def main() -> None:
@@ -102,6 +99,7 @@ def main() -> None:
     from toolkit.bench import bench
     from toolkit.compare import run_parity
     from toolkit.legacy import import_legacy
+    from toolkit.spec import IOSpec
 
     with tempfile.TemporaryDirectory(prefix="toolkit-bench-") as tmp:
         tmp = Path(tmp)
@@ -118,7 +116,7 @@ def main() -> None:
         failed = [f"{o.format.key}: {o.error}" for o in outcomes if not o.ok]
         skipped: list[str] = []
         own_gflop = {str(m): graph_gflop(m) for m in models}
-        size = input_size(models[0]) if models else (128, 128)
+        size = IOSpec.from_metadata(_metadata(models[0])).size if models else (128, 128)
         network_gflop = GFLOP_PER_PAIR * size[0] * size[1] / 128**2
 
         gflops, gemm_by = sgemm_gflops()

@@ -70,7 +70,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = OPSET, 
     checkpoint, out = Path(checkpoint), Path(out)
     ckpt = load_checkpoint(checkpoint)
     spec = spec_of(ckpt)
-    model = build_model(ckpt).eval()
+    model = build_model(ckpt)  # in eval mode
     exported = fold(model) if graph == "folded" else model
     props = export_metadata(spec, checkpoint, ckpt, "fp32", out)
     props[f"{METADATA_PREFIX}graph"] = graph
