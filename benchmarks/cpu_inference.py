@@ -108,7 +108,7 @@ def main() -> None:
             ckpt = import_legacy(ROOT / "tests" / "fixtures" / "eva4-week15-epoch12.pt", tmp / "epoch12.pt").out
         wanted = {k for k in args.formats.split(",") if k}
         # --force: time the int8 model even when it misses the accuracy gate; parity says so below.
-        options = ExportOptions(fp16="fp16" in wanted, int8="int8" in wanted, force=True)
+        options = ExportOptions(fp16="fp16" in wanted, int8="int8" in wanted, force="int8" in wanted)
         outcomes = run_exports(ckpt, tmp / "export", options=options)
         if "literal" in wanted:  # first, beside the baseline it follows layer by layer
             outcomes = run_exports(ckpt, tmp / "literal", options=ExportOptions(graph="literal")) + outcomes

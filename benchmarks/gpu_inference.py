@@ -133,9 +133,8 @@ class FnRunner(Runner):
     backend = "pytorch"
 
     def __init__(self, name: str, fn, cfg: Config, spec, device: torch.device, exact: bool = False):
-        super().__init__(Path(name))
-        self.fn, self.cfg, self.device, self.exact, self.spec = fn, cfg, device, exact, spec
-        self.metadata = {"toolkit.precision": "fp16" if cfg.half else "fp32"}  # picks the thresholds
+        super().__init__(Path(name), spec, {"toolkit.precision": "fp16" if cfg.half else "fp32"})  # picks the thresholds
+        self.fn, self.cfg, self.device, self.exact = fn, cfg, device, exact
 
     def _activate(self) -> None:
         return None
@@ -239,8 +238,9 @@ def runtimes_tried(o: dict, device: torch.device, model: Path | None, trt_batch)
             o["tried"].append(f"onnxruntime {EP_NAMES[key]}: missing (needs the onnxruntime-gpu package)")
         elif model is not None and device.type == "cuda":
             try:
-                runner = open_runner(model, provider=key, trt_batch=trt_batch)
+                runner = open_runner(model, provider=key, trt_batch=trt_batch).activate()
                 used = runner.providers[0] if runner.providers else "none"
+                runner.deactivate()
                 o["tried"].append(f"onnxruntime {EP_NAMES[key]}: session uses {used}" + (f" ({'; '.join(runner.notes)})" if runner.notes else ""))
                 if used == EP_NAMES[key]:
                     return key
@@ -285,7 +285,7 @@ def onnx_section(report, ckpt_path: Path, out: Path, host, device, fits, save, a
     for m in models if provider else []:
         if not fits(f"ONNX {m.relative_to(out)} on {provider}", len(batches) * (args.seconds + 5) + (120 if provider == "tensorrt" else 5)):
             continue
-        session = open_runner(m, provider=provider, trt_batch=trt_batch).session
+        session = open_runner(m, provider=provider, trt_batch=trt_batch).activate().session
         for b in batches:
             binding = session.io_binding()  # inputs and outputs stay on the GPU, as in the torch rows
             for n in INPUT_NAMES:

@@ -57,10 +57,9 @@ class Probe(Runner):
     """Delegates to a real runner and records memory when the pairs done cross each point."""
 
     def __init__(self, inner: Runner, total: int, use_tracemalloc: bool):
-        super().__init__(inner.path)
+        super().__init__(inner.path, inner.spec, inner.metadata)
         self.inner, self.total, self.use_tracemalloc = inner, total, use_tracemalloc
-        self.backend, self.spec, self.metadata = inner.backend, inner.spec, inner.metadata
-        self.notes = list(getattr(inner, "notes", []))
+        self.backend, self.notes = inner.backend, inner.notes
         self.done = 0
         self.rows: list[dict[str, float]] = []
         self._todo = list(POINTS)

@@ -1,8 +1,9 @@
 """The export formats, one declarative table; each export runs wrapped so a failure is one line.
 
-A row names the option that asks for it, the file(s) it writes, what it needs from earlier
-rows, a check of its options that runs before anything is written (`preflight`), and the
-function that writes it (`run`, given one `ExportContext`). `run_exports` runs the selected
+A row names the option that asks for it (`selected`), the file(s) it writes (`filename`, which
+`ExportContext.target` turns into the path the row writes), what it needs from earlier rows, a
+check that runs before anything is written (`preflight`), and the function that writes it (`run`,
+given one `ExportContext`). The options themselves are checked in export.options. `run_exports` runs the selected
 rows in table order (a row's needs come before it), passing each the paths the earlier rows
 produced: fp16 and int8 convert the fp32 ONNX, engines are built from every ONNX precision of
 the run, the Triton repository takes the ONNX model and an engine when one was built.
@@ -14,108 +15,26 @@ checkpoint); fp16/int8 work from the fp32 `.onnx`.
 from __future__ import annotations
 
 import importlib.util
-import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from toolkit.errors import CheckFailed, MissingDependency, ToolkitError, UserError
 
-DEFAULT_BATCH = (1, 8, 32)
-DEFAULT_WORKSPACE_MB = 1024
-DEFAULT_TRITON_NAME = "eva4"
-TRITON_MAX_BATCH = 32
+from .options import ExportOptions
+
+if TYPE_CHECKING:
+    from toolkit.compare import ParityResult
+
+    from .fp16 import Fp16Report
+    from .int8 import CalibrationPairs, Int8Report
+    from .tensorrt import EngineReport
+
+    ReportOfRow = ParityResult | Fp16Report | Int8Report | EngineReport
+
 ONNX_PRECISIONS = ("fp32", "fp16", "int8")
-TRITON_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # Triton's model folder names (as export/triton.py)
-
-
-@dataclass
-class ExportOptions:
-    """What the user asked for; `validate()` checks it (UserError) before anything is written."""
-
-    graph: str = "folded"  # export.onnx.GRAPHS: the folded tail (faster) or the literal layers
-    fp16: bool = False
-    int8: bool = False
-    engine: bool = False
-    triton: Path | None = None  # a Triton model repository folder
-    triton_name: str = DEFAULT_TRITON_NAME
-    calib: Path | None = None  # a data set (folder or zip, original layout) for int8 calibration and the checks
-    int8_target: str = "cpu"
-    calib_method: str = "entropy"
-    calib_pairs: int = 32
-    gate_pairs: int = 16
-    force: bool = False
-    batch: tuple[int, int, int] = DEFAULT_BATCH
-    workspace_mb: int = DEFAULT_WORKSPACE_MB
-    timing_cache: Path | None = None  # default: <out>/tensorrt.timing-cache
-    _validated: bool = field(default=False, init=False, repr=False, compare=False)
-
-    @classmethod
-    def from_keys(cls, keys: Sequence[str]) -> ExportOptions:
-        """Options that select the given format keys ("onnx" is always on)."""
-        known = {f.key for f in FORMATS}
-        unknown = [k for k in keys if k not in known]
-        if unknown:
-            raise UserError(f"unknown export format(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        if "triton" in keys:
-            raise UserError("the triton format needs a repository folder: use ExportOptions(triton=DIR)")
-        return cls(fp16="fp16" in keys, int8="int8" in keys, engine="engine" in keys)
-
-    def selected(self) -> list[str]:
-        """Format keys this run writes, in table order."""
-        chosen = {"onnx", *(k for k, on in (("fp16", self.fp16), ("int8", self.int8), ("engine", self.engine),
-                                             ("triton", self.triton is not None)) if on)}
-        return [f.key for f in FORMATS if f.key in chosen]
-
-    def validate(self) -> ExportOptions:
-        from .int8 import METHODS, TARGETS, check_calibration_data, check_pair_counts
-        from .onnx import check_graph
-
-        check_graph(self.graph)
-        if self.int8_target not in TARGETS:
-            raise UserError(f"--int8-target must be one of {', '.join(TARGETS)}, got {self.int8_target!r}")
-        if self.calib_method not in METHODS:
-            raise UserError(f"--calib-method must be one of {', '.join(METHODS)}, got {self.calib_method!r}")
-        check_pair_counts(self.calib_pairs, self.gate_pairs)
-        self.batch = parse_batch(self.batch)
-        if int(self.workspace_mb) <= 0:
-            raise UserError(f"--workspace must be a positive number of MiB, got {self.workspace_mb}")
-        if self.calib is not None:
-            if not self.int8 and not self.fp16:
-                raise UserError("--calib is used by --int8 (calibration and gate) and --fp16 (its check): give one of them")
-            check_calibration_data(self.calib)
-        if self.engine and self.int8 and self.int8_target != "tensorrt":
-            raise UserError("--engine builds int8 engines from a TensorRT-target int8 model (zero points 0): "
-                            "add --int8-target tensorrt, or drop --int8")
-        for fmt in FORMATS:
-            if fmt.key in self.selected() and fmt.preflight is not None:
-                fmt.preflight(self)
-        self._validated = True
-        return self
-
-
-def parse_batch(value: str | Sequence[int]) -> tuple[int, int, int]:
-    """'1,8,32' or (1, 8, 32) -> a (min, opt, max) profile with 1 <= min <= opt <= max."""
-    if isinstance(value, str):
-        parts = [p.strip() for p in value.split(",")]
-        try:
-            nums = [int(p) for p in parts]
-        except ValueError:
-            raise UserError(f"--batch must be min,opt,max (three whole numbers), got {value!r}") from None
-    else:
-        nums = [int(v) for v in value]
-    if len(nums) != 3:
-        raise UserError(f"--batch must be min,opt,max (three numbers), got {','.join(map(str, nums))}")
-    lo, opt, hi = nums
-    if not 1 <= lo <= opt <= hi:
-        raise UserError(f"--batch must satisfy 1 <= min <= opt <= max, got {lo},{opt},{hi}")
-    from .onnx import MAX_BATCH
-
-    if hi > MAX_BATCH:
-        raise UserError(f"--batch max {hi} exceeds the ONNX export's dynamic batch limit {MAX_BATCH}")
-    return lo, opt, hi
 
 
 @dataclass
@@ -125,7 +44,7 @@ class Artifact:
     path: Path
     precision: str
     summary: str  # the check figures, one line
-    detail: Any = None  # the row's own report (OnnxCheck, Fp16Report, Int8Report, EngineReport, ...)
+    detail: ReportOfRow | None = None  # the row's own report
     notes: list[str] = field(default_factory=list)
 
 
@@ -138,7 +57,14 @@ class ExportContext:
     out_dir: Path
     options: ExportOptions
     produced: dict[str, list[Artifact]] = field(default_factory=dict)  # row key -> what it wrote
-    _pairs: Any = None
+    calibration: CalibrationPairs | None = None
+
+    def target(self, key: str, precision: str = "") -> Path:
+        """Where the row `key` writes (for `precision`): its table `filename` under its root."""
+        fmt = next(f for f in FORMATS if f.key == key)
+        root = self.options.triton if fmt.root == "triton" else self.out_dir
+        assert root is not None  # the triton row only runs with a repository folder
+        return root / fmt.filename.format(precision=precision, name=self.options.triton_name)
 
     def onnx_model(self, precision: str) -> Path | None:
         """The ONNX file of `precision` written earlier in this run, if any."""
@@ -155,54 +81,55 @@ class ExportContext:
             raise UserError("the fp32 ONNX model was not exported in this run")
         return path
 
-    def pairs(self) -> Any:
-        """The `CalibrationPairs` (calibration part, held-out gate part) at the model's size:
-        from `--calib`, else a small synthetic set made in a temporary folder."""
-        if self._pairs is None:
-            from toolkit.runtime.onnx_runner import OnnxRunner
+    def pairs(self) -> CalibrationPairs:
+        """The calibration part and held-out gate part at the model's size: from `--calib`, else
+        a small synthetic set made in a temporary folder."""
+        if self.calibration is None:
+            from toolkit.runtime.onnx_info import read_onnx_info
 
             from .int8 import load_pairs, synthetic_pairs
 
-            runner = OnnxRunner(self.fp32_onnx)
-            size = runner.spec.size  # type: ignore[union-attr]
+            size = read_onnx_info(self.fp32_onnx).spec.size
             o = self.options
             if o.calib is not None:
-                self._pairs = load_pairs(o.calib, size, calib_pairs=o.calib_pairs, gate_pairs=o.gate_pairs)
+                self.calibration = load_pairs(o.calib, size, calib_pairs=o.calib_pairs, gate_pairs=o.gate_pairs)
             else:
                 with tempfile.TemporaryDirectory(prefix="toolkit-calib-") as tmp:
-                    self._pairs = synthetic_pairs(tmp, size, calib_pairs=o.calib_pairs, gate_pairs=o.gate_pairs)
-        return self._pairs
+                    self.calibration = synthetic_pairs(tmp, size, calib_pairs=o.calib_pairs, gate_pairs=o.gate_pairs)
+        return self.calibration
 
 
 @dataclass(frozen=True)
 class ExportFormat:
     key: str  # the option that selects it ("onnx" is always on)
-    filename: str  # what it writes, relative to the output folder (a pattern for engines)
-    precision: str
+    filename: str  # what it writes under `root` ({precision}: each engine's; {name}: the Triton model's)
     description: str
     run: Callable[[ExportContext], list[Artifact]]
     needs: tuple[str, ...] = ()  # rows that must have succeeded before this one runs
     uses: tuple[str, ...] = ()  # rows whose outputs it takes when they ran (optional)
     extra: str | None = None  # the pip extra an optional library comes from
     preflight: Callable[[ExportOptions], None] | None = None
+    root: str = "out"  # "out": the --out folder; "triton": the --triton repository
+    selected: Callable[[ExportOptions], bool] = lambda options: True  # whether a run writes it
 
 
 # -- the rows ---------------------------------------------------------------------------------
 def _onnx_fp32(ctx: ExportContext) -> list[Artifact]:
     from .onnx import export_onnx
 
-    path, check = export_onnx(ctx.checkpoint, ctx.out_dir / "model.onnx", graph=ctx.options.graph)
-    summary = (f"{ctx.options.graph} graph; ONNX Runtime vs PyTorch: max abs diff {check.max_abs_diff:.2e}, "
-               f"mean {check.mean_abs_diff:.2e} on {check.inputs} inputs")
+    path, check = export_onnx(ctx.checkpoint, ctx.target("onnx"), graph=ctx.options.graph)
+    summary = (f"{ctx.options.graph} graph; ONNX Runtime vs PyTorch: max abs diff {max(check.max_abs.values()):.2e}, "
+               f"mean {max(check.mean_abs.values()):.2e} on {check.pairs} inputs")
     return [Artifact(path, "fp32", summary, check)]
 
 
 def _fp16(ctx: ExportContext) -> list[Artifact]:
+    from toolkit.compare import batches
+
     from .fp16 import convert_fp16
-    from .onnx import batches
 
     pairs = ctx.pairs()
-    path, report = convert_fp16(ctx.fp32_onnx, ctx.out_dir / "model.fp16.onnx", batches(pairs.everything()))
+    path, report = convert_fp16(ctx.fp32_onnx, ctx.target("fp16"), batches(pairs.everything()))
     return [Artifact(path, "fp16", report.summary() + f" ({pairs.source} data)", report, report.notes)]
 
 
@@ -210,9 +137,8 @@ def _int8(ctx: ExportContext) -> list[Artifact]:
     from .int8 import quantize_int8
 
     o = ctx.options
-    path, report = quantize_int8(ctx.fp32_onnx, ctx.out_dir / "model.int8.onnx", ctx.pairs(),
+    path, report = quantize_int8(ctx.fp32_onnx, ctx.target("int8"), ctx.pairs(),
                                  target=o.int8_target, method=o.calib_method, force=o.force)
-    assert path is not None
     return [Artifact(path, "int8", report.summary(), report, report.notes)]
 
 
@@ -234,44 +160,69 @@ def _engines(ctx: ExportContext) -> list[Artifact]:
         source = ctx.onnx_model(precision)
         if source is None:
             continue
-        out = ctx.out_dir / f"model.{precision}.engine"
+        out = ctx.target("engine", precision)
         report = build_engine(source, out, precision=precision, batch=o.batch, workspace_mb=o.workspace_mb,
                               timing_cache=cache, checkpoint_sha256=digest)
-        summary = (f"TensorRT {report.tensorrt_version} on {report.gpu_name}, batch {','.join(map(str, report.batch))}, "
+        summary = (f"TensorRT {report.tensorrt_version} on {report.gpu_name}, batch {report.batch}, "
                    f"built in {report.build_seconds:.1f} s from {source.name}")
         built.append(Artifact(out, precision, summary, report, list(report.notes)))
     return built
 
 
 def _triton_preflight(options: ExportOptions) -> None:
-    if not TRITON_NAME.match(options.triton_name) or options.triton_name in (".", ".."):
-        raise UserError(f"Triton model name {options.triton_name!r}: use letters, digits, '_', '.', '-'")
     if options.triton is not None and options.triton.exists() and not options.triton.is_dir():
         raise UserError(f"{options.triton}: exists and is not a folder")
 
 
 def _triton(ctx: ExportContext) -> list[Artifact]:
-    from .triton import write_triton_repo
+    from .triton import DEFAULT_MAX_BATCH, write_triton_repo
 
     o = ctx.options
-    assert o.triton is not None
+    repo = ctx.target("triton").parent
     engines = {a.precision: a.path for a in ctx.produced.get("engine", [])}
     engine = next((engines[p] for p in ("fp16", "fp32", "int8") if p in engines), None)
-    max_batch = min(TRITON_MAX_BATCH, o.batch[2]) if engine is not None else TRITON_MAX_BATCH
-    model_dir = write_triton_repo(o.triton, o.triton_name, ctx.fp32_onnx, engine=engine, max_batch_size=max_batch)
+    max_batch = min(DEFAULT_MAX_BATCH, o.batch.max) if engine is not None else DEFAULT_MAX_BATCH
+    model_dir = write_triton_repo(repo, o.triton_name, ctx.fp32_onnx, engine=engine, max_batch_size=max_batch)
     plan = f" and {engine.name} as {o.triton_name}_trt" if engine is not None else ""
-    return [Artifact(model_dir, "fp32", f"Triton repository {o.triton}: model.onnx as {o.triton_name}{plan}, max_batch_size {max_batch}")]
+    return [Artifact(model_dir, "fp32", f"Triton repository {repo}: model.onnx as {o.triton_name}{plan}, max_batch_size {max_batch}")]
 
 
 FORMATS: tuple[ExportFormat, ...] = (
-    ExportFormat("onnx", "model.onnx", "fp32", "ONNX, fp32, normalisation and decoding in-graph", _onnx_fp32),
-    ExportFormat("fp16", "model.fp16.onnx", "fp16", "ONNX, fp16 weights and activations, fp32 I/O", _fp16, needs=("onnx",)),
-    ExportFormat("int8", "model.int8.onnx", "int8", "ONNX, int8 Q/DQ (cpu or tensorrt target), accuracy-gated", _int8, needs=("onnx",)),
-    ExportFormat("engine", "model.<precision>.engine", "per source", "TensorRT engine per ONNX precision of the run (+ .json sidecar)",
-                 _engines, needs=("onnx",), uses=("fp16", "int8"), extra="gpu", preflight=_tensorrt_preflight),
-    ExportFormat("triton", "<triton dir>/<name>/", "fp32 (+ engine)", "Triton model repository (ONNX model, plus the engine when built)",
-                 _triton, needs=("onnx",), uses=("engine",), preflight=_triton_preflight),
+    ExportFormat("onnx", "model.onnx", "ONNX, fp32, normalisation and decoding in-graph", _onnx_fp32),
+    ExportFormat("fp16", "model.fp16.onnx", "ONNX, fp16 weights and activations, fp32 I/O", _fp16, needs=("onnx",),
+                 selected=lambda o: o.fp16),
+    ExportFormat("int8", "model.int8.onnx", "ONNX, int8 Q/DQ (cpu or tensorrt target), accuracy-gated", _int8,
+                 needs=("onnx",), selected=lambda o: o.int8),
+    ExportFormat("engine", "model.{precision}.engine", "TensorRT engine per ONNX precision of the run (+ .json sidecar)",
+                 _engines, needs=("onnx",), uses=("fp16", "int8"), extra="gpu", preflight=_tensorrt_preflight,
+                 selected=lambda o: o.engine),
+    ExportFormat("triton", "{name}", "Triton model repository (ONNX model, plus the engine when built)", _triton,
+                 needs=("onnx",), uses=("engine",), preflight=_triton_preflight, root="triton",
+                 selected=lambda o: o.triton is not None),
 )
+
+
+def selected_formats(options: ExportOptions) -> list[ExportFormat]:
+    """The rows a run with `options` writes, in table order."""
+    return [f for f in FORMATS if f.selected(options)]
+
+
+def options_for(keys: Sequence[str]) -> ExportOptions:
+    """Options that select the given format keys ("onnx" is always on)."""
+    known = {f.key for f in FORMATS}
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise UserError(f"unknown export format(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    if "triton" in keys:
+        raise UserError("the triton format needs a repository folder: use ExportOptions(triton=DIR)")
+    return ExportOptions(fp16="fp16" in keys, int8="int8" in keys, engine="engine" in keys)
+
+
+def preflight(options: ExportOptions) -> None:
+    """The selected rows' own checks (libraries, folders): bad input is refused before any work."""
+    for fmt in selected_formats(options):
+        if fmt.preflight is not None:
+            fmt.preflight(options)
 
 
 @dataclass
@@ -290,7 +241,7 @@ class ExportOutcome:
         return self.artifacts[0].path if self.artifacts else None
 
     @property
-    def detail(self) -> Any:
+    def detail(self) -> ReportOfRow | None:
         return self.artifacts[0].detail if self.artifacts else None
 
 
@@ -300,19 +251,17 @@ def run_exports(
     """Run the selected formats in table order; a failing format is recorded, not raised.
 
     Give `options` (what the CLI does), or `keys` (format keys, default options). A row whose
-    needs failed is not run (its outcome says why). `options` are validated first: bad values
-    raise UserError before anything is written.
+    needs failed is not run (its outcome says why). The options were checked when they were
+    made; the rows' preflights run first, so a missing library is refused before anything is
+    written.
     """
     if options is None:
-        options = ExportOptions.from_keys(list(keys or ["onnx"]))
-    if not options._validated:
-        options.validate()
+        options = options_for(list(keys or ["onnx"]))
+    preflight(options)
     ctx = ExportContext(Path(checkpoint), Path(out_dir), options)
     outcomes: list[ExportOutcome] = []
     failed: set[str] = set()
-    for fmt in FORMATS:
-        if fmt.key not in options.selected():
-            continue
+    for fmt in selected_formats(options):
         missing = [k for k in fmt.needs if k in failed or k not in ctx.produced]
         if missing:
             failed.add(fmt.key)

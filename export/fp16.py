@@ -3,9 +3,7 @@
 Converter: `onnxconverter_common.float16.convert_float_to_float16` (the `train` extra). Chosen over
 `onnxruntime.transformers.float16` because its output passes `onnx.checker` as is (ORT's leaves the
 nodes unsorted and needs onnxslim to pass) and its default op block list keeps `Resize` in fp32,
-so the upsampling `scales` never become fp16. Measured on the epoch-12 fixture (128 px, the 48
-default synthetic pairs): mask IoU 0.997, depth RMSE 0.0002, max |diff| 4e-3 against the fp32 model
-(0.994 on the 16 held-out pairs alone: that fixture's masks are nearly empty, so IoU is fragile).
+so the upsampling `scales` never become fp16 (its figures against fp32: benchmarks/README.md).
 Two converter quirks are undone after it runs (`_tidy_casts`): the constants of nodes kept in fp32
 are rounded to fp16 and cast back (the original fp32 values are restored), and an output produced
 by a node kept in fp32 is declared fp16 despite `keep_io_types` (it is made fp32 again).
@@ -32,16 +30,20 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 
-from toolkit.errors import CheckFailed, MissingDependency, UserError
+from toolkit.compare import ParityResult, Thresholds, check_model
+from toolkit.errors import CheckFailed, UserError
 from toolkit.fsutil import atomic_path
+from toolkit.optional import distribution_version, import_optional
 from toolkit.spec import METADATA_PREFIX
 
+from .graph import ensure_node_names, nodes_from_inputs, nodes_to_outputs
 from .metadata import derived_metadata, load_fp32_source, read_metadata, set_metadata
-from .onnx import compare_with_onnx, ensure_node_names, nodes_from_inputs, nodes_to_outputs, parity_figures
 
 FP16_MAX = 65504.0
 CONVERTER = "onnxconverter_common.float16"
@@ -50,35 +52,24 @@ CONVERTER = "onnxconverter_common.float16"
 @dataclass
 class Fp16Report:
     path: Path
-    parity: Any  # toolkit.compare.ParityResult vs the fp32 model
+    parity: ParityResult  # vs the fp32 model
     kept_fp32: list[str] = field(default_factory=list)  # node names kept in fp32 (besides Resize)
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return f"vs fp32: {parity_figures(self.parity)}; {len(self.kept_fp32)} nodes + Resize kept fp32"
+        return f"vs fp32: {self.parity.figures()}; {len(self.kept_fp32)} nodes + Resize kept fp32"
 
 
-def _converter() -> Any:
-    try:
-        from onnxconverter_common import float16
-    except ImportError as e:
-        raise MissingDependency("onnxconverter-common (needed for --fp16)", "train") from e
-    return float16
+def _converter() -> ModuleType:
+    return import_optional("onnxconverter_common.float16", "onnxconverter-common (needed for --fp16)", "train")
 
 
 def _converter_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("onnxconverter-common")
-    except metadata.PackageNotFoundError:
-        return "?"
+    return distribution_version("onnxconverter-common") or "?"
 
 
-def fp32_nodes(model: Any) -> tuple[list[str], list[str]]:
+def fp32_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     """(node names to keep in fp32, notes): normalisation, decoding, out-of-range constants."""
-    import onnx.numpy_helper
-
     graph = model.graph
     ensure_node_names(graph)
     normalisation, _ = nodes_from_inputs(graph, {"Conv"})
@@ -95,10 +86,8 @@ def fp32_nodes(model: Any) -> tuple[list[str], list[str]]:
     return keep, notes
 
 
-def convert_fp16_model(model: Any) -> tuple[Any, list[str], list[str]]:
+def convert_fp16_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], list[str]]:
     """The fp16 ModelProto (fp32 I/O), the node names kept in fp32, and notes."""
-    import onnx
-
     float16 = _converter()
     model = onnx.ModelProto.FromString(model.SerializeToString())  # the converter edits in place
     keep, notes = fp32_nodes(model)
@@ -119,7 +108,7 @@ def convert_fp16_model(model: Any) -> tuple[Any, list[str], list[str]]:
     return converted, keep, notes
 
 
-def _tidy_casts(model: Any, original: dict[str, Any]) -> None:
+def _tidy_casts(model: onnx.ModelProto, original: dict[str, onnx.TensorProto]) -> None:
     """Undo three artefacts of the converter around the nodes kept in fp32.
 
     * The constants of kept nodes (normalisation mean/std, decoding scale/offset, Resize scales)
@@ -184,15 +173,13 @@ def convert_fp16(
     out: str | Path,
     feeds: list[dict[str, np.ndarray]],
     *,
-    thresholds: Any = None,
+    thresholds: Thresholds | None = None,
 ) -> tuple[Path, Fp16Report]:
     """Convert the fp32 ONNX `source` to fp16 at `out`, check it, and write it only if it passes.
 
     `feeds`: validation batches (`{"bg", "fgbg"}` float32 `[N, 3, H, W]` at the model's size).
     `thresholds` (a `toolkit.compare.Thresholds`) overrides the fp16 ones.
     """
-    import onnx
-
     source, out = Path(source), Path(out)
     if not feeds:
         raise UserError("fp16: no validation pairs to check the converted model on")
@@ -212,12 +199,12 @@ def convert_fp16(
     with tempfile.TemporaryDirectory(prefix="toolkit-fp16-") as tmp:
         candidate = Path(tmp) / "model.fp16.onnx"
         candidate.write_bytes(converted.SerializeToString())
-        result = compare_with_onnx(source, candidate, feeds, thresholds)
+        result = check_model(source, candidate, feeds, thresholds)
         if not result:
             bad = sum(result.nonfinite.values())
             why = "overflow (NaN/inf outputs)" if bad else "; ".join(result.failures)
-            raise CheckFailed(f"{out}: not written: fp16 model fails its check against fp32: {why} ({parity_figures(result)})")
-    set_metadata(converted, read_metadata(converted) | {f"{METADATA_PREFIX}fp16_check": f"vs fp32: {parity_figures(result)}"})
+            raise CheckFailed(f"{out}: not written: fp16 model fails its check against fp32: {why} ({result.figures()})")
+    set_metadata(converted, read_metadata(converted) | {f"{METADATA_PREFIX}fp16_check": f"vs fp32: {result.figures()}"})
     with atomic_path(out) as dst:
         dst.write_bytes(converted.SerializeToString())
     return out, Fp16Report(out, result, keep, notes)

@@ -21,52 +21,20 @@ Targets:
 Nodes kept in float, found by graph structure (never by name): the first convolutions (the
 ones the input normalisation feeds) and each output's full-resolution head (every node between
 the last Resize and the output: the last depthwise-separable block, the final 1-channel conv and
-the decoding). A per-node scan showed the heads' convolutions carry most of the error (quantising
-only the depth head's 1x1 conv gave depth RMSE 0.024); the first convs and final 1-channel convs
-alone made no measurable difference.
+the decoding): the heads' convolutions carry most of the quantisation error.
 
-Measured on this project's CPU box (AMD EPYC Zen 4, 2 vCPUs, AVX-512 VNNI, a shared KVM guest, so
-+-10 % noise), ORT 1.32, the epoch-12 fixture at 128 px, batch 8, ms per image (median of 20), on
-the literal graph (the folded graph, now the default, does 59 % of its arithmetic, and its heads
-kept in float run at H/2; benchmarks/README.md has its fp32/fp16/int8 figures);
-calibration on the 32 synthetic pairs `synthetic_pairs` makes, figures vs the fp32 model on its 16
-held-out pairs (mask IoU per image at 0.5, as `toolkit parity`; mean |mask diff|; depth RMSE):
-
-    variant                          float nodes     calib     ms/img  mask IoU  |d mask|  depth RMSE
-    fp32                             -               -          38-43      -        -         -
-    fp16 (ORT CPU)                   -               -          55-59   0.9936   0.0001     0.0001
-    Q/DQ U8S8        (cpu target)    none            minmax      18.5   0.6474   0.0301     0.0340
-    QOperator U8S8                   none            minmax      18.6   0.6125   0.0331     0.0340
-    Q/DQ S8S8 asymmetric             none            minmax      26.0   0.6474   0.0301     0.0340
-    Q/DQ S8S8 sym.   (tensorrt)      none            minmax      32.6   0.3203   0.0460     0.0646
-    Q/DQ U8S8        (cpu target)    first + heads   minmax      24.7   0.7745   0.0255     0.0233
-    QOperator U8S8                   first + heads   minmax      24.1   0.7692   0.0307     0.0233
-    Q/DQ S8S8 asymmetric             first + heads   minmax      30.7   0.7745   0.0255     0.0233
-    Q/DQ S8S8 sym.   (tensorrt)      first + heads   minmax      33.5   0.4812   0.0405     0.0375
-    Q/DQ U8S8        (cpu target)    none            entropy     17.5   0.7676   0.0186     0.0356
-    QOperator U8S8                   none            entropy     17.6   0.6877   0.0181     0.0356
-    Q/DQ S8S8 asymmetric             none            entropy     24.3   0.7676   0.0186     0.0356
-    Q/DQ S8S8 sym.   (tensorrt)      none            entropy     33.5   0.7018   0.0223     0.0544
-    Q/DQ U8S8        (cpu target)    first + heads   entropy     24.8   0.8808   0.0141     0.0170
-    QOperator U8S8                   first + heads   entropy     26.2   0.8749   0.0130     0.0170
-    Q/DQ S8S8 asymmetric             first + heads   entropy     27.5   0.8808   0.0141     0.0170
-    Q/DQ S8S8 sym.   (tensorrt)      first + heads   entropy     35.9   0.9367   0.0172     0.0222
-
-So on x86 with VNNI, U8S8 is the fastest int8 (about 2.2x fp32, 1.6x with the float heads) and
-Q/DQ is as fast as QOperator here, with the same depth error (QOperator U8S8 gave a wrong mask
-on an AVX-512/AMX Xeon, export-backends.md §3); S8S8 is slower with no accuracy gain, symmetric
-S8S8 slower still and less accurate (it wastes half its range on ReLU outputs): it is only for
-TensorRT, which needs zero points of 0. The float heads halve the depth error for ~35 % of the
-speed-up; entropy calibration beats minmax (14 s vs 3 s for 32 pairs here; percentile 31 s, no
-better) and is the default.
+Why these choices (measured; the per-variant table is in benchmarks/README.md, "int8 variants"):
+on x86 with VNNI, U8S8 Q/DQ is the fastest int8 in ONNX Runtime (as fast as QOperator, which gave
+a wrong mask on an AVX-512/AMX Xeon); S8S8 is slower for no accuracy gain and symmetric S8S8
+(TensorRT's only option) wastes half its range on ReLU outputs. Keeping the first convolutions and
+the heads in float halves the depth error for about a third of the speed-up, and entropy
+calibration beats minmax at a few seconds more, so both are the defaults.
 
 Gate: the quantised model runs beside the fp32 model in ONNX Runtime on the held-out pairs and
 is judged with `toolkit.compare` at the int8 thresholds (mask IoU >= 0.97, depth RMSE <= 0.02);
 a failure refuses the file (CheckFailed, exit 1, nothing written, the figures in the message)
-unless `force`, which writes it with a warning. Note: the epoch-12 fixture's fp32 masks on
-synthetic pairs are nearly empty (0 to ~70 pixels above 0.5, most of them near 0.5), so its
-per-image mask IoU swings with tiny differences (fp16 itself only reaches 0.9936) and its int8
-export fails the gate there, as the table shows; real pairs (`--calib`) are the meaningful test.
+unless `force`, which writes it with a warning. Synthetic calibration pairs prove the pipeline;
+real pairs (`--calib`) are the meaningful test of a model's int8 accuracy.
 """
 
 from __future__ import annotations
@@ -79,16 +47,21 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
 
+from toolkit.compare import ParityResult, Thresholds, batches, check_model
 from toolkit.errors import CheckFailed, UserError
 from toolkit.fsutil import atomic_path
 from toolkit.spec import INPUT_NAMES, METADATA_PREFIX
 
+from .graph import ensure_node_names, nodes_from_inputs, nodes_to_outputs
 from .metadata import derived_metadata, load_fp32_source, read_metadata, set_metadata
-from .onnx import batches, compare_with_onnx, ensure_node_names, nodes_from_inputs, nodes_to_outputs, parity_figures
+
+if TYPE_CHECKING:
+    from onnxruntime.quantization import CalibrationDataReader
 
 TARGETS = ("cpu", "tensorrt")
 METHODS = ("minmax", "entropy", "percentile")
@@ -219,7 +192,7 @@ def synthetic_pairs(
 
 
 # -- what to quantise -------------------------------------------------------------------------
-def float_nodes(model: Any) -> list[str]:
+def float_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the nodes kept in float: the first convolutions and each output's head (the
     nodes after the last Resize on the way to an output; the final convolutions when the graph
     has no Resize). Found by structure, so it follows the graph, not its node names."""
@@ -255,7 +228,7 @@ def quant_settings(target: str) -> dict[str, Any]:
                 per_channel=True, reduce_range=_x86_without_vnni(), extra_options={})
 
 
-def _reader(pairs: dict[str, np.ndarray], batch: int = CALIB_BATCH) -> Any:
+def _reader(pairs: dict[str, np.ndarray], batch: int = CALIB_BATCH) -> CalibrationDataReader:
     """A CalibrationDataReader over `pairs`, in batches; `set_range` lets the calibrator reduce
     batch by batch (CalibStridedMinMax) instead of keeping every activation of every batch."""
     from onnxruntime.quantization import CalibrationDataReader
@@ -302,7 +275,7 @@ class Int8Report:
     method: str
     calib_pairs: int
     gate_pairs: int
-    parity: Any  # toolkit.compare.ParityResult vs fp32 on the held-out pairs
+    parity: ParityResult  # vs fp32 on the held-out pairs
     forced: bool = False
     float_nodes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -314,7 +287,7 @@ class Int8Report:
     def summary(self) -> str:
         verdict = "gate passed" if self.passed else "gate FAILED, written with --force"
         return (f"target {self.target}, {self.method} calibration on {self.calib_pairs} pairs; "
-                f"vs fp32 on held-out pairs: {parity_figures(self.parity)}; {verdict}")
+                f"vs fp32 on held-out pairs: {self.parity.figures()}; {verdict}")
 
 
 def quantize_int8(
@@ -325,8 +298,8 @@ def quantize_int8(
     target: str = DEFAULT_TARGET,
     method: str = DEFAULT_METHOD,
     force: bool = False,
-    thresholds: Any = None,
-) -> tuple[Path | None, Int8Report]:
+    thresholds: Thresholds | None = None,
+) -> tuple[Path, Int8Report]:
     """Quantise the fp32 ONNX `source` to `out`; refuse it (CheckFailed) when the gate fails,
     unless `force`. `thresholds` (a `toolkit.compare.Thresholds`) overrides the int8 ones."""
     import onnx
@@ -380,10 +353,10 @@ def quantize_int8(
         except Exception as e:  # onnx.checker.ValidationError
             raise CheckFailed(f"{out}: not written: the int8 model fails onnx.checker ({str(e).strip().splitlines()[0][:200]})") from e
         candidate.write_bytes(model.SerializeToString())
-        result = compare_with_onnx(source, candidate, batches(pairs.gate), thresholds)
+        result = check_model(source, candidate, batches(pairs.gate), thresholds)
     report = Int8Report(None, target, method, pairs.calib_count, pairs.gate_count, result, forced=False,
                         float_nodes=keep, notes=list(pairs.notes))
-    figures = f"{parity_figures(result)} held out from the {pairs.source} data"
+    figures = f"{result.figures()} held out from the {pairs.source} data"
     if not result:
         why = "; ".join(result.failures)
         if not force:

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from toolkit import __version__
 from toolkit.fsutil import sha256_file
 from toolkit.spec import METADATA_PREFIX, IOSpec
@@ -29,7 +31,7 @@ def export_metadata(spec: IOSpec, checkpoint: Path, ckpt: dict[str, Any], precis
     return props
 
 
-def read_metadata(model: Any) -> dict[str, str]:
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
     """An ONNX ModelProto's `metadata_props` as a dict."""
     return {p.key: p.value for p in model.metadata_props}
 
@@ -51,22 +53,18 @@ def derived_metadata(source_props: dict[str, str], precision: str, source: Path,
     return props
 
 
-def set_metadata(model: Any, props: dict[str, str]) -> Any:
+def set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> onnx.ModelProto:
     """Replace a ModelProto's `metadata_props` with `props` (onnx's helper replaces, never merges)."""
-    import onnx
-
     onnx.helper.set_model_props(model, {k: str(v) for k, v in props.items()})
     return model
 
 
-def load_fp32_source(source: Path, making: str) -> tuple[Any, dict[str, str]]:
+def load_fp32_source(source: Path, making: str) -> tuple[onnx.ModelProto, dict[str, str]]:
     """The fp32 export that fp16/int8 models are derived from, and its toolkit metadata.
 
     One place for the checks both conversions need: the file exists, loads, and is fp32
     (converting an already-reduced model would compound its error).
     """
-    import onnx
-
     from toolkit.errors import UserError
 
     source = Path(source)

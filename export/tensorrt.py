@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import __version__
-from toolkit.errors import MissingDependency, UserError, first_line
+from toolkit.errors import MissingDependency, UserError
 from toolkit.fsutil import sha256_file, write_bytes_atomic, write_text_atomic
-from toolkit.runtime.tensorrt_runner import SIDECAR_FORMAT, check_profile, sidecar_path
-from toolkit.spec import INPUT_NAMES, METADATA_PREFIX, OUTPUT_NAMES, IOSpec
+from toolkit.optional import import_optional
+from toolkit.runtime.onnx_info import OnnxModelInfo, read_onnx_info
+from toolkit.runtime.tensorrt_runner import SIDECAR_FORMAT, sidecar_path
+from toolkit.spec import DEFAULT_BATCH_PROFILE, INPUT_NAMES, METADATA_PREFIX, OUTPUT_NAMES, BatchProfile
 
 PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_BATCH = (1, 8, 32)
+DEFAULT_WORKSPACE_MB = 1024
 MIN_TRT_MAJOR = 10
 
 
@@ -39,7 +41,7 @@ class EngineReport:
     engine: Path
     sidecar: Path
     precision: str
-    batch: tuple[int, int, int]
+    batch: BatchProfile
     tensorrt_version: str
     gpu_name: str
     compute_capability: str
@@ -49,23 +51,12 @@ class EngineReport:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class OnnxSource:
-    """What the builder needs from the ONNX file, read with `onnx` (no TensorRT needed)."""
-
-    path: Path
-    spec: IOSpec
-    metadata: dict[str, str]
-    fixed_batch: int | None  # the batch dimension when the graph pins it, else None
-    has_qdq: bool
-
-
-def validate_build_args(precision: str, batch: tuple[int, int, int], workspace_mb: int) -> tuple[int, int, int]:
+def validate_build_args(precision: str, batch: BatchProfile | tuple[int, int, int], workspace_mb: int) -> BatchProfile:
     """Argument checks that need no TensorRT: one UserError line each."""
     if precision not in PRECISIONS:
         raise UserError(f"engine precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     try:
-        profile = check_profile(tuple(batch))
+        profile = BatchProfile.of(batch)
     except (TypeError, ValueError) as e:
         raise UserError(f"engine {e}") from None
     if int(workspace_mb) <= 0:
@@ -73,41 +64,17 @@ def validate_build_args(precision: str, batch: tuple[int, int, int], workspace_m
     return profile
 
 
-def read_onnx_source(onnx_path: Path) -> OnnxSource:
+def read_onnx_source(onnx_path: Path) -> OnnxModelInfo:
     """The I/O spec (from the toolkit metadata), the batch dimension and whether Q/DQ nodes exist."""
-    import onnx
-
+    onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise UserError(f"{onnx_path}: no such ONNX file")
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as e:  # DecodeError and friends
-        raise UserError(f"{onnx_path}: not a loadable ONNX model ({first_line(e)})") from e
-    props = {p.key: p.value for p in model.metadata_props}
-    try:
-        spec = IOSpec.from_metadata(props)
-    except ValueError as e:
-        raise UserError(f"{onnx_path}: {e} (engines are built from the toolkit's own ONNX exports)") from e
-    init_names = {i.name for i in model.graph.initializer}
-    inputs = {i.name: i for i in model.graph.input if i.name not in init_names}
-    outputs = [o.name for o in model.graph.output]
-    if sorted(inputs) != sorted(INPUT_NAMES) or sorted(outputs) != sorted(OUTPUT_NAMES):
-        raise UserError(f"{onnx_path}: model has inputs {sorted(inputs)} and outputs {sorted(outputs)}, expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}")
-    fixed: set[int | None] = set()
-    for name in INPUT_NAMES:
-        dims = inputs[name].type.tensor_type.shape.dim
-        values = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-        if len(values) != 4 or values[1] != 3:
-            raise UserError(f"{onnx_path}: input {name} has shape {values}, expected [N, 3, H, W]")
-        if values[2:] != [None, None] and tuple(values[2:]) != spec.size:
-            raise UserError(f"{onnx_path}: metadata says {spec.height}x{spec.width} but input {name} is {values[2]}x{values[3]}")
-        fixed.add(values[0])
-    has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
-    return OnnxSource(onnx_path, spec, props, fixed.pop() if len(fixed) == 1 else None, has_qdq)
+    return read_onnx_info(onnx_path, require_spec=True)
 
 
-def check_source(source: OnnxSource, precision: str, batch: tuple[int, int, int]) -> None:
+def check_source(source: OnnxModelInfo, precision: str, batch: BatchProfile | tuple[int, int, int]) -> None:
     """The ONNX file must be of the asked precision, and its batch axis must admit the profile."""
+    batch = BatchProfile.of(batch)
     recorded = source.metadata.get(f"{METADATA_PREFIX}precision")
     if recorded and recorded != precision:
         raise UserError(
@@ -116,7 +83,7 @@ def check_source(source: OnnxSource, precision: str, batch: tuple[int, int, int]
         )
     if precision == "int8" and not source.has_qdq:
         raise UserError(f"{source.path}: has no QuantizeLinear/DequantizeLinear nodes; int8 engines are built from the Q/DQ export")
-    if source.fixed_batch is not None and batch != (source.fixed_batch,) * 3:
+    if source.fixed_batch is not None and batch.as_tuple() != (source.fixed_batch,) * 3:
         n = source.fixed_batch
         raise UserError(f"{source.path}: its batch is fixed at {n}, so the profile must be {n},{n},{n}")
 
@@ -132,9 +99,9 @@ def make_sidecar(
     *,
     engine: Path,
     plan_sha256: str,
-    source: OnnxSource,
+    source: OnnxModelInfo,
     precision: str,
-    batch: tuple[int, int, int],
+    batch: BatchProfile | tuple[int, int, int],
     trt_version: str,
     gpu_name: str,
     compute_capability: str,
@@ -161,7 +128,7 @@ def make_sidecar(
         "input_size": [source.spec.height, source.spec.width],
         "iospec": source.spec.to_dict(),
         "precision": precision,
-        "batch_profile": {"min": batch[0], "opt": batch[1], "max": batch[2]},
+        "batch_profile": BatchProfile.of(batch).to_dict(),
         "inputs": list(INPUT_NAMES),
         "outputs": list(OUTPUT_NAMES),
         "source_onnx": source.path.name,
@@ -175,11 +142,7 @@ def make_sidecar(
 
 
 def _tensorrt() -> Any:
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise MissingDependency("TensorRT (needed for --engine)", "gpu") from e
-    return tensorrt
+    return import_optional("tensorrt", "TensorRT (needed for --engine)", "gpu")
 
 
 def _network_flags(trt: Any, major: int) -> int:
@@ -197,8 +160,8 @@ def build_engine(
     out: Path,
     *,
     precision: str,
-    batch: tuple[int, int, int] = DEFAULT_BATCH,
-    workspace_mb: int = 1024,
+    batch: BatchProfile | tuple[int, int, int] = DEFAULT_BATCH_PROFILE,
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
     timing_cache: Path | None = None,
     checkpoint_sha256: str = "",
 ) -> EngineReport:
@@ -233,7 +196,7 @@ def build_engine(
     h, w = source.spec.size
     opt_profile = builder.create_optimization_profile()
     for name in INPUT_NAMES:
-        opt_profile.set_shape(name, (profile[0], 3, h, w), (profile[1], 3, h, w), (profile[2], 3, h, w))
+        opt_profile.set_shape(name, (profile.min, 3, h, w), (profile.opt, 3, h, w), (profile.max, 3, h, w))
     if config.add_optimization_profile(opt_profile) < 0:  # -1: the profile is invalid
         raise UserError(f"{onnx_path}: TensorRT refused the batch profile {profile} for a {h}x{w} input")
     cache = _attach_timing_cache(config, timing_cache, notes)  # must outlive the build

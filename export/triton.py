@@ -29,11 +29,13 @@ from pathlib import Path
 from toolkit import __version__
 from toolkit.errors import UserError
 from toolkit.fsutil import atomic_path, ensure_dir, sha256_file, write_text_atomic
-from toolkit.spec import INPUT_NAMES, METADATA_PREFIX, OUTPUT_NAMES
+from toolkit.spec import INPUT_NAMES, MAX_BATCH, METADATA_PREFIX, OUTPUT_NAMES
 
 MAX_QUEUE_DELAY_US = 100
 INSTANCE_KINDS = ("KIND_GPU", "KIND_CPU")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # Triton's model folder names
+DEFAULT_NAME = "eva4"
+DEFAULT_MAX_BATCH = 32
 # ONNX TensorProto element types -> Triton DataType names
 _TRITON_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 6: "TYPE_INT32", 7: "TYPE_INT64", 3: "TYPE_INT8", 2: "TYPE_UINT8", 9: "TYPE_BOOL"}
 
@@ -87,13 +89,18 @@ def onnx_io(onnx_path: Path) -> OnnxIO:
 
 
 def _export_max_batch(props: dict[str, str]) -> int:
-    """The dynamic batch limit the export declared (`toolkit.max_batch`), else export.onnx's."""
+    """The dynamic batch limit the export declared (`toolkit.max_batch`), else the exports' own."""
     raw = props.get(f"{METADATA_PREFIX}max_batch")
     if raw and raw.isdigit() and int(raw) > 0:
         return int(raw)
-    from .onnx import MAX_BATCH
-
     return MAX_BATCH
+
+
+def check_model_name(name: str) -> str:
+    """A name Triton takes as a model folder: letters, digits, '_', '.', '-'."""
+    if not _NAME.match(name) or name in (".", ".."):
+        raise UserError(f"Triton model name {name!r}: use letters, digits, '_', '.', '-'")
+    return name
 
 
 def check_max_batch(max_batch_size: int, export_max: int, profile_max: int | None = None) -> None:
@@ -132,13 +139,12 @@ def write_triton_repo(
     onnx_path: Path,
     *,
     engine: Path | None = None,
-    max_batch_size: int = 32,
+    max_batch_size: int = DEFAULT_MAX_BATCH,
     onnx_instance_kind: str = "KIND_GPU",
 ) -> Path:
     """Write (or refresh) the model folders under `repo`; returns `repo/<name>` (the ONNX model)."""
     repo, onnx_path = Path(repo), Path(onnx_path)
-    if not _NAME.match(name) or name in (".", ".."):
-        raise UserError(f"Triton model name {name!r}: use letters, digits, '_', '.', '-'")
+    check_model_name(name)
     if onnx_instance_kind not in INSTANCE_KINDS:
         raise UserError(f"instance kind must be one of {', '.join(INSTANCE_KINDS)}, got {onnx_instance_kind!r}")
     if not onnx_path.is_file():

@@ -18,8 +18,7 @@ import numpy as np
 
 from .errors import UserError
 from .runtime import open_runner
-
-MAX_BATCH = 256  # the exported models' dynamic batch limit
+from .spec import INPUT_NAMES, MAX_BATCH
 
 
 @dataclass
@@ -36,6 +35,17 @@ class BenchRow:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """'1,8' -> [1, 8]; the sizes themselves are checked by `bench`."""
+    try:
+        sizes = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes:
+        raise UserError(f"--batch must be comma-separated integers, got {text!r}")
+    return sizes
 
 
 def bench(
@@ -67,9 +77,9 @@ def bench(
     runners = [open_runner(path, threads=threads, provider=provider) for path in models]
     for i, (path, runner) in enumerate(zip(models, runners)):
         with runner:
-            h, w = runner.spec.size  # type: ignore[union-attr]
+            h, w = runner.spec.size
             for b in batches:
-                feed = {k: rng.random((b, 3, h, w), dtype=np.float32) for k in ("bg", "fgbg")}
+                feed = {k: rng.random((b, 3, h, w), dtype=np.float32) for k in INPUT_NAMES}
                 for _ in range(warmup):
                     runner.infer(feed)
                 times = []
@@ -103,8 +113,7 @@ def with_baseline(models: list[Path], baseline: Path | None) -> tuple[list[Path]
     from .compare import find_reference
 
     try:
-        with open_runner(first) as runner:
-            ref = find_reference(first, runner)
+        ref = find_reference(first, open_runner(first))  # metadata only: nothing is loaded
     except UserError:
         return models, f"baseline: {first.name} (its source checkpoint was not found; pass --baseline CKPT)"
     return [ref, *models], f"baseline: {ref.name} (PyTorch eager, the checkpoint {first.name} came from)"

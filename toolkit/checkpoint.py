@@ -23,6 +23,7 @@ import hashlib
 import math
 import pickle
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +140,9 @@ def verify_payload(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> boo
     return True
 
 
-def load_checkpoint(path: str | Path, *, check_finite: bool = True) -> dict[str, Any]:
-    """Load and validate a toolkit checkpoint; any problem is a one-line `UserError`."""
-    path = Path(path)
+def _torch_load(path: Path, *, mmap: bool = False) -> Any:
+    """`torch.load(weights_only=True)` with every problem as one UserError line. `mmap`: map the
+    tensors' storages instead of reading them (for a look at the header)."""
     if not path.exists():
         raise UserError(f"{path}: no such checkpoint")
     if path.is_dir():
@@ -150,8 +151,10 @@ def load_checkpoint(path: str | Path, *, check_finite: bool = True) -> dict[str,
     if problem is not None:  # a FIFO or a device would block torch.load or never end
         raise UserError(f"{path}: not a readable checkpoint ({problem})")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch.load raises many types on garbage (KeyError, RuntimeError, ...)
+        if mmap and isinstance(e, RuntimeError) and "mmap" in str(e):
+            return _torch_load(path)  # a pre-zip torch.save layout cannot be mapped: read it
         text = str(e)
         if isinstance(e, pickle.UnpicklingError) and ("Unsupported global" in text or "GLOBAL" in text):
             raise UserError(
@@ -160,10 +163,39 @@ def load_checkpoint(path: str | Path, *, check_finite: bool = True) -> dict[str,
             ) from e
         first = first_line(e)
         raise UserError(f"{path}: not a readable checkpoint ({first[:200]})") from e
+
+
+def load_checkpoint(path: str | Path, *, check_finite: bool = True) -> dict[str, Any]:
+    """Load and validate a toolkit checkpoint; any problem is a one-line `UserError`."""
+    path = Path(path)
+    ckpt = _torch_load(path)
     _check_header(ckpt, path)
     verify_payload(ckpt, path)
     validate_checkpoint(ckpt, path, check_finite=check_finite)
     return ckpt
+
+
+@dataclass(frozen=True)
+class CheckpointHeader:
+    """What a checkpoint says about itself, read without loading its weights."""
+
+    spec: IOSpec
+    recipe: str
+    epoch: int
+
+
+def read_checkpoint_header(path: str | Path) -> CheckpointHeader:
+    """The header and I/O spec of a checkpoint, its tensors memory-mapped, not read: how a
+    runner knows the model's size before `activate()` loads (and verifies) the weights."""
+    path = Path(path)
+    ckpt = _torch_load(path, mmap=True)
+    _check_header(ckpt, path)
+    try:
+        spec = IOSpec.from_dict(ckpt["iospec"])
+    except (KeyError, ValueError) as e:
+        raise UserError(f"{path}: checkpoint has an invalid I/O spec ({e})") from e
+    epoch = ckpt.get("epoch", 0)
+    return CheckpointHeader(spec, str(ckpt.get("recipe", "")), epoch if isinstance(epoch, int) else 0)
 
 
 def _check_header(ckpt: Any, path: str | Path) -> None:

@@ -26,12 +26,20 @@ from .spec import INPUT_NAMES, OUTPUT_NAMES
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Pass conditions; None means "not judged"."""
+    """Pass conditions; None means "not judged". Each is refused outside its range (NaN too),
+    as the command line's `--max-abs`, `--mask-iou` and `--depth-rmse` are."""
 
     max_abs: float | None = None
     mask_iou: float | None = None
     depth_iou: float | None = None
     depth_rmse: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, hi in (("max_abs", None), ("mask_iou", 1.0), ("depth_iou", 1.0), ("depth_rmse", 1.0)):
+            value = getattr(self, name)
+            if value is not None and not (value >= 0 and (hi is None or value <= hi)):
+                flag = "--" + name.replace("_", "-")
+                raise UserError(f"{flag} must be in [0, {hi if hi is not None else 'inf'}], got {value}")
 
 
 # Reference mask pixels within this of the 0.5 threshold are undecided: flipping them is rounding,
@@ -86,6 +94,15 @@ class ParityResult:
             f.append(f"depth RMSE {self.depth_rmse:.4f} > {t.depth_rmse}")
         self.failures = f
         return self
+
+    def figures(self) -> str:
+        """'mask IoU 0.9970, depth RMSE 0.0002, max abs 2.5e-03 on 16 pairs' (+ NaN/inf when any)."""
+        bad = sum(self.nonfinite.values())
+        text = (
+            f"mask IoU {self.mask_iou:.4f}, depth RMSE {self.depth_rmse:.4f}, "
+            f"max abs {max(self.max_abs.values()):.1e} on {self.pairs} pairs"
+        )
+        return text + (f", {bad} NaN/inf values" if bad else "")
 
     def to_dict(self) -> dict[str, Any]:
         d = _finite_or_none({k: v for k, v in asdict(self).items() if k != "worst"})
@@ -208,36 +225,57 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
+def thresholds_for(precision: str, overrides: Thresholds | None = None) -> Thresholds:
+    """The pass conditions of a model of `precision` (its metadata's), with the values that
+    `overrides` sets replacing the defaults; an unknown precision is refused, not judged as fp32."""
+    defaults = DEFAULT_THRESHOLDS.get(precision)
+    if defaults is None:
+        raise UserError(f"unknown precision {precision!r} in the model's metadata (known: {', '.join(DEFAULT_THRESHOLDS)})")
+    if overrides is None:
+        return defaults
+    return replace(defaults, **{k: v for k, v in asdict(overrides).items() if v is not None})
+
+
 def compare_runners(
     reference: Runner,
     candidates: list[Runner],
     feeds: Iterable[dict[str, np.ndarray]],
     overrides: Thresholds | None = None,
+    *,
+    thresholds: Thresholds | None = None,
 ) -> ParityReport:
-    """Run every candidate and the reference on each feed; judge each candidate."""
-    accs = [_Accumulator() for _ in candidates]
-    pairs = 0
-    with reference:
-        for runner in candidates:
-            runner.activate()
-        try:
-            for feed in feeds:
-                ref = reference.infer(feed)
-                for runner, acc in zip(candidates, accs):
-                    acc.add(runner.infer(feed), ref, feed)
-                pairs += int(feed[INPUT_NAMES[0]].shape[0])
-        finally:
-            for runner in candidates:
-                runner.deactivate()
+    """Run the reference, then each candidate, on every feed (one model loaded at a time); judge
+    each candidate by `thresholds` when given (all of them, None meaning "not judged"), else by
+    `thresholds_for` its precision."""
+    judged_by = [thresholds or thresholds_for(r.precision, overrides) for r in candidates]
+    feeds = list(feeds)
+    pairs = sum(int(feed[INPUT_NAMES[0]].shape[0]) for feed in feeds)
     if pairs == 0:
         raise UserError("parity: no input pairs to compare on")
-    results = []
+    with reference:  # one model loaded at a time: the reference's outputs are kept, not its session
+        refs = [reference.infer(feed) for feed in feeds]
+    accs = [_Accumulator() for _ in candidates]
     for runner, acc in zip(candidates, accs):
-        t = DEFAULT_THRESHOLDS.get(runner.precision, DEFAULT_THRESHOLDS["fp32"])
-        if overrides is not None:
-            t = replace(t, **{k: v for k, v in asdict(overrides).items() if v is not None})
-        results.append(acc.result(runner, pairs, t))
+        with runner:
+            for feed, ref in zip(feeds, refs):
+                acc.add(runner.infer(feed), ref, feed)
+    results = [acc.result(runner, pairs, t) for runner, acc, t in zip(candidates, accs, judged_by)]
     return ParityReport(str(reference.path), pairs, results)
+
+
+def check_model(
+    reference: str | Path, candidate: str | Path, feeds: Iterable[dict[str, np.ndarray]], thresholds: Thresholds | None = None
+) -> ParityResult:
+    """One model file beside a reference file on the CPU, judged as `toolkit parity` judges it:
+    the check every export runs before it writes a file (fp32 ONNX vs the PyTorch checkpoint,
+    fp16 and int8 vs the fp32 ONNX)."""
+    return compare_runners(open_runner(reference), [open_runner(candidate)], feeds, thresholds=thresholds).results[0]
+
+
+def batches(pairs: dict[str, np.ndarray], size: int = 8) -> list[dict[str, np.ndarray]]:
+    """`{"bg", "fgbg"}` arrays `[N, 3, H, W]` cut into feeds of at most `size` pairs."""
+    n = int(pairs[INPUT_NAMES[0]].shape[0])
+    return [{k: np.ascontiguousarray(pairs[k][i : i + size], dtype=np.float32) for k in INPUT_NAMES} for i in range(0, n, size)]
 
 
 def dataset_feeds(
@@ -292,10 +330,11 @@ def run_parity(
     runners = [open_runner(m, provider=provider) for m in models]
     ref_path = Path(reference) if reference else find_reference(Path(models[0]), runners[0])
     ref_runner = open_runner(ref_path)
-    size = ref_runner.spec.size  # type: ignore[union-attr]
+    size = ref_runner.spec.size
     for r in runners:
-        if r.spec.size != size:  # type: ignore[union-attr]
-            raise UserError(f"{r.path}: takes {r.spec.height}x{r.spec.width}, the reference {size[0]}x{size[1]}")  # type: ignore[union-attr]
+        if r.spec.size != size:
+            raise UserError(f"{r.path}: takes {r.spec.height}x{r.spec.width}, the reference {size[0]}x{size[1]}")
+        thresholds_for(r.precision, overrides)  # an unknown precision is refused before any work
     if data is not None:
         return compare_runners(ref_runner, runners, dataset_feeds(data, size, limit=limit, batch_size=batch_size), overrides)
     from .data.synth import synthesize

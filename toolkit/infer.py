@@ -141,9 +141,9 @@ def infer_files(
     else:
         skipped = 0
     runner = open_runner(model, provider=provider) if not isinstance(model, Runner) else model
-    report = InferReport(notes=list(notes) + list(getattr(runner, "notes", [])), skipped=skipped)
+    report = InferReport(notes=list(notes), skipped=skipped)
     with runner:
-        assert runner.spec is not None
+        report.notes += runner.notes  # after activation: a provider that failed to load says so then
         size = runner.spec.size
         for group in _batches(jobs, batch_size):
             loaded, ready = [], []

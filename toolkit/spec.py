@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -169,3 +169,72 @@ class IOSpec:
 
 
 SEED_SPEC = IOSpec()
+
+
+# -- batch sizes: what the exported graphs admit, and the optimisation profiles built on them --
+MAX_BATCH = 256  # the dynamic batch axis of every exported graph runs 1..MAX_BATCH
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """A (min, opt, max) batch range, as TensorRT optimisation profiles need: engines are tuned
+    for `opt` and run any batch in `min..max`. The export options, the engine builder, the engine
+    runner and ONNX Runtime's TensorRT provider all take one, so the rule is checked here once."""
+
+    min: int = 1
+    opt: int = 8
+    max: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("min", "opt", "max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"batch profile {name} must be a whole number, got {value!r}")
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise ValueError(f"batch profile must satisfy 1 <= min <= opt <= max, got min={self.min} opt={self.opt} max={self.max}")
+        if self.max > MAX_BATCH:
+            raise ValueError(f"batch profile max {self.max} exceeds the exported models' dynamic batch limit {MAX_BATCH}")
+
+    @classmethod
+    def of(cls, value: BatchProfile | str | Sequence[int] | Mapping[str, Any]) -> BatchProfile:
+        """From '1,8,32', (1, 8, 32), {"min": 1, "opt": 8, "max": 32} or a profile; ValueError otherwise."""
+        if isinstance(value, BatchProfile):
+            return value
+        if isinstance(value, Mapping):
+            try:
+                return cls(*(_whole(value[k]) for k in ("min", "opt", "max")))
+            except (KeyError, TypeError) as e:
+                raise ValueError(f"invalid batch_profile {dict(value)!r}") from e
+        parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else list(value)
+        if len(parts) != 3:
+            raise ValueError(f"batch profile must be (min, opt, max), three numbers, got {','.join(map(str, parts))}")
+        try:
+            numbers = [_whole(p) for p in parts]
+        except (TypeError, ValueError):
+            raise ValueError(f"batch profile must be (min, opt, max), three whole numbers, got {value!r}") from None
+        return cls(*numbers)
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        return (self.min, self.opt, self.max)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.as_tuple())
+
+    def __str__(self) -> str:
+        return ",".join(map(str, self))
+
+    def to_dict(self) -> dict[str, int]:
+        return {"min": self.min, "opt": self.opt, "max": self.max}
+
+    def admits(self, batch: int) -> bool:
+        return self.min <= batch <= self.max
+
+
+def _whole(value: Any) -> int:
+    """An int from an int or a string of one (not from 2.5, True or '2.5')."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(f"not a whole number: {value!r}")
+    return int(value)
+
+
+DEFAULT_BATCH_PROFILE = BatchProfile()

@@ -3,7 +3,7 @@
 Two ways in, one code path:
 - `torchrun --nproc-per-node N -m toolkit train ...` sets RANK / WORLD_SIZE / LOCAL_RANK /
   MASTER_ADDR / MASTER_PORT; `process_group()` reads them;
-- `toolkit train --nproc N` (`launch`) starts N local processes itself with the same variables.
+- `toolkit train --nproc N` (`train.launch`) starts N local processes itself with the same variables.
 
 Each process trains a `DistributedDataParallel` copy on its share of every batch (`--batch-size`
 is per process; `train.dataset.EpochBatches` deals the global batch out by rank, in the same
@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -159,46 +158,3 @@ def check_replicas(net: nn.Module, group: Group) -> list[str]:
         raise CheckFailed(f"the {group.world} training processes ended with different weights "
                           f"({', '.join(h[:12] for h in hashes)}): the run is not consistent")
     return hashes
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _child(rank: int, nproc: int, port: int, config: dict[str, Any], results: Any) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(nproc), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    from .config import TrainConfig
-    from .loop import run
-
-    result = run(TrainConfig.from_dict(config), progress=rank == 0)
-    if rank == 0:
-        results.put(result)
-
-
-def launch(config: Any, nproc: int) -> Any:
-    """`toolkit train --nproc N`: run `train.loop.run(config)` in N local processes and return
-    rank 0's `TrainResult`. Options and data are checked here first, so a mistake is one line
-    and not N tracebacks."""
-    import torch.multiprocessing as mp
-
-    from .loop import preflight
-
-    if nproc < 1:
-        raise UserError(f"--nproc must be 1 or more, got {nproc}")
-    if env_group().active:
-        raise UserError("--nproc inside a torchrun job: give one or the other")
-    preflight(config)
-    ctx = mp.get_context("spawn")
-    results = ctx.SimpleQueue()
-    try:
-        mp.start_processes(_child, args=(nproc, free_port(), config.to_dict(), results), nprocs=nproc,
-                           join=True, start_method="spawn")
-    except mp.ProcessRaisedException as e:
-        last = str(e).rstrip().splitlines()[-1]
-        raise UserError(f"a training process failed: {last.split(': ', 1)[-1]}") from None
-    except mp.ProcessExitedException as e:
-        raise UserError(f"a training process exited with code {e.exit_code}") from None
-    return results.get()

@@ -16,41 +16,42 @@ the checkpoint's training state for `--resume`.
 
 Several processes (`train.distributed`): every rank runs this same loop on its share of each
 batch; rank 0 alone makes the run folder, evaluates, logs and saves.
+
+The run's parts are made by `train.components` (in the order resume depends on), its
+checkpoints written by `train.checkpointer` (in the order kill safety depends on); this module
+is the job around them and the epoch loop.
 """
 
 from __future__ import annotations
 
-import functools
 import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from toolkit.checkpoint import make_checkpoint, save_checkpoint
 from toolkit.errors import ToolkitError, UserError
 from toolkit.fsutil import check_writable, ensure_dir
-from toolkit.model import EVA4Net, MaskDepthModel
 
 from . import distributed
-from .config import TrainConfig, get_recipe
-from .dataset import EpochBatches, PairTensors, batches_per_epoch
-from .ema import WeightAverage
+from .checkpointer import Checkpointer, remove_stale_temporaries
+from .components import TrainComponents, build_components
+from .config import TrainConfig
+from .dataset import PairTensors
 from .environment import deterministic_kernels, resolve_device, worker_error_message
 from .logging import RunLogs, sample_grid
-from .losses import MaskDepthLoss
 from .optim import make_optimizer, make_scheduler
 from .progress import EpochProgress
-from .rundata import check_data_exists, check_same_data, open_data, synthetic_data
-from .speed import apply_threads, autocast, grad_scaler, memory_format, prepare_model, resolve_speed
-from .state import Position, load_resume, position_of, restore_rng, seed_everything, training_state
-from .step import StepOptions, TrainingDiverged, evaluate, predict_arrays, score_of, train_one_epoch
+from .rundata import check_data_exists, check_same_data, open_data
+from .speed import resolve_speed
+from .state import load_resume, position_of
+from .step import TrainingDiverged, evaluate, predict_arrays, score_of, train_one_epoch
 
 __all__ = ["TrainResult", "TrainingDiverged", "make_optimizer", "make_scheduler", "preflight", "run", "score_of",
            "train_one_epoch", "worker_error_message"]
@@ -118,175 +119,111 @@ def run(config: TrainConfig, progress: bool = True) -> TrainResult:
             raise
 
 
-def _resume_world(ckpt: dict[str, Any], pos: Position, group: distributed.Group) -> None:
-    was = int(ckpt["training"].get("world", 1))
-    if was != group.world and pos.batch:
-        raise UserError(f"this run stopped inside an epoch with {was} training process(es); resume it with "
-                        f"{was} (the batches of the epoch are dealt out per process), or from a finished epoch")
-
-
 def _train(config: TrainConfig, ckpt: dict[str, Any] | None, device: torch.device, out: Path,
            given: tuple[Any, list[int], list[int]] | None, progress: bool, group: distributed.Group) -> TrainResult:
-    if group.main:  # checkpoint temporaries left by a killed run (atomic writes never got to rename them)
-        for stale in [*out.glob(".last.pt.*.tmp"), *out.glob(".best.pt.*.tmp")]:
-            stale.unlink(missing_ok=True)
+    if group.main:
+        remove_stale_temporaries(out)
     if ckpt is None and (out / "last.pt").exists() and progress:
         print(f"note: {out} holds an earlier run; starting a new one over it "
               f"(--resume {out} continues a run, --out picks another folder)", file=sys.stderr)
-    cuda = device.type == "cuda"
-    recipe = get_recipe(config.recipe)
-    spec = recipe.spec.with_size(config.image_size)
     bar = EpochProgress(enabled=progress)
     say = bar.print if progress else (lambda _msg: None)
-
-    speed = resolve_speed(device, amp=config.amp, channels_last=config.channels_last, compile=config.compile,
-                          processes=group.local_world)  # CPU threads shared by this machine's ranks
-    apply_threads(speed)
-    seed_everything(config.seed)
-    model = MaskDepthModel(EVA4Net(), spec)
-    model.net.joint_tail = recipe.joint_tail
-    prepare_model(model, device, replace(speed, compile=False))  # same parameters, same state dict keys
-    optimizer = make_optimizer(recipe, model.net.parameters(), config.effective_lr, config.effective_momentum)
-    ema = WeightAverage(model.net, recipe.ema) if recipe.ema > 0 else None
-    if speed.compile:  # after the average's copy, which stays an eager module
-        model.net.compile()
-    loss_fn = MaskDepthLoss(recipe)
-    pos = Position()
-    if ckpt is not None:
-        training = ckpt["training"]
-        model.net.load_state_dict(training.get("live_model", ckpt["model"]))
-        if ema is not None:
-            ema.load_state_dict(ckpt["model"])
-            ema.updates = int(training.get("ema_updates", 0))
-        restore_rng(training["rng"])
-        pos = position_of(ckpt)
-        _resume_world(ckpt, pos, group)
-        say(f"resuming {config.resume} at step {pos.step} (epoch {pos.epoch + 1}, batch {pos.batch})")
-
-    if given is not None:
-        (pairs, train_idx, val_idx), to_metres = given, None
-    else:
-        if not group.main:
-            group.barrier()  # rank 0 makes the synthetic set first
-        pairs, train_idx, val_idx, to_metres = synthetic_data(config, out, say)
-        if group.main:
-            group.barrier()
-        if ckpt is not None:
-            check_same_data(ckpt, out / "data", len(pairs), len(val_idx))
-    if len(train_idx) < group.world:
-        raise UserError(f"{len(train_idx)} training pairs cannot feed {group.world} processes")
-    data_counts = {"pairs": len(pairs), "held_out": len(val_idx)}
-    size = (config.image_size, config.image_size)
-    sampler = EpochBatches(len(train_idx), config.batch_size, config.seed, rank=group.rank, world=group.world)
-    per_epoch = batches_per_epoch(len(train_idx), config.batch_size, group.world)
-    scheduler = make_scheduler(recipe, optimizer, total_steps=config.epochs * per_epoch)
-    if ckpt is not None:  # after the scheduler is made: making it sets the optimiser's learning rate
-        optimizer.load_state_dict(ckpt["training"]["optimizer"])
-        scheduler.load_state_dict(ckpt["training"]["scheduler"])
-    loader_gen = torch.Generator()
-    loader_kw: dict[str, Any] = {"num_workers": config.workers, "pin_memory": cuda}
-    if config.workers:
-        loader_kw["persistent_workers"] = True
-    train_loader = DataLoader(PairTensors(pairs, train_idx, size), batch_sampler=sampler,
-                              generator=loader_gen, **loader_kw)
-    # Its own generator too: validation (also run when --max-steps stops mid-epoch) must not
-    # draw from the global RNG, or a resumed run's RNG state would differ from an unbroken one.
-    val_loader = (DataLoader(PairTensors(pairs, val_idx, size), batch_size=config.batch_size, shuffle=False,
-                             generator=torch.Generator().manual_seed(config.seed), **loader_kw)
-                  if val_idx and group.main else None)
-    eval_model = model if ema is None else MaskDepthModel(ema.module, spec)
-    options = StepOptions(augment_seed=config.seed if recipe.augment else None, grad_clip=config.effective_clip_grad,
-                          ema=ema, net=distributed.wrap(model.net, group, device), all_finite=group.all_finite,
-                          autocast=functools.partial(autocast, device, speed), scaler=grad_scaler(device, speed),
-                          memory_format=memory_format(speed))
-    last, best = out / "last.pt", out / "best.pt"
+    parts = build_components(config, ckpt, device, out, given, group, say)
+    pos, data = parts.pos, parts.data
     logs = RunLogs(out, enabled=group.main, tensorboard=config.tensorboard, samples=config.samples,
                    purge_step=pos.step or None)
-
-    written: list[Path] = []  # checkpoints this invocation wrote
-
-    def save(path: Path, metrics: dict[str, Any]) -> None:
-        if not group.main:
-            return
-        written.append(path)
-        state = training_state(optimizer, scheduler, config, pos, cuda, data=data_counts)
-        state["world"] = group.world
-        if ema is not None:
-            state["live_model"] = {k: v.detach().cpu() for k, v in model.net.state_dict().items()}
-            state["ema_updates"] = ema.updates
-        weights = (ema.module if ema is not None else model.net).state_dict()
-        save_checkpoint(path, make_checkpoint(weights, spec, epoch=pos.epoch, step=pos.step, recipe=recipe.name,
-                                              source="toolkit train", metrics=metrics, training=state))
-
-    preview = (torch.utils.data.default_collate([PairTensors(pairs, val_idx or train_idx, size)[i]
-                                                 for i in range(min(4, len(val_idx or train_idx)))])
-               if config.preview_every and group.main else None)
-
-    def on_step(loss: float, images: int) -> None:
-        pos.step += 1
-        pos.batch += 1
-        bar.step(loss, images * group.world)
-        logs.step_loss(loss, pos.step, config.log_every, lr=float(optimizer.param_groups[0]["lr"]))
-        if preview is not None and pos.step % config.preview_every == 0:
-            arrays = predict_arrays(eval_model, preview, device)
-            logs.preview(sample_grid(arrays), pos.step)
-
+    saver = Checkpointer(out, parts, config, group, cuda=device.type == "cuda")
+    epochs = _Epochs(config, parts, group, device, bar, logs, saver, say)
     say(f"training on {device.type}" + (f" x {group.world} processes" if group.active else "")
-        + f": {len(train_idx)} pairs, {len(val_idx)} held out, {per_epoch} steps per epoch, run folder {out}")
-    say(f"recipe {recipe.name}; speed options: {speed.describe()}")
+        + f": {len(data.train_idx)} pairs, {len(data.val_idx)} held out, {parts.per_epoch} steps per epoch, "
+        f"run folder {out}")
+    say(f"recipe {parts.recipe.name}; speed options: {parts.speed.describe()}")
     try:
-        while pos.epoch < config.epochs and (config.max_steps is None or pos.step < config.max_steps):
-            epoch, start = pos.epoch, pos.batch
-            sampler.set_epoch(epoch, start)
-            loader_gen.manual_seed(config.seed * 1_000_003 + epoch)
-            limit = None if config.max_steps is None else config.max_steps - pos.step
-            bar.start_epoch(epoch + 1, config.epochs, total=per_epoch, done=start)
-            t0 = time.perf_counter()
-            sums = train_one_epoch(model, train_loader, optimizer, scheduler, loss_fn, device, limit=limit,
-                                   on_step=on_step, sums=pos.partial if start else None, first_step=pos.step,
-                                   options=options)
-            seconds = time.perf_counter() - t0
-            bar.end_epoch()
-            images = (sums["images"] - pos.partial.get("images", 0)) * group.world
-            finished = pos.batch >= per_epoch
-            if finished:
-                pos.epoch, pos.batch, pos.partial = epoch + 1, 0, {}
-            else:
-                pos.partial = sums
-            row: dict[str, Any] = {"epoch": epoch + 1 if finished else round(epoch + pos.batch / per_epoch, 4),
-                                   "step": pos.step, "lr": float(optimizer.param_groups[0]["lr"])}
-            if sums["batches"]:
-                row.update({f"train_{k}": sums[k] / sums["batches"] for k in ("loss", "mask_loss", "depth_loss")})
-            if images:
-                row["images_per_s"] = images / max(seconds, 1e-9)
-            keep: dict[str, np.ndarray] = {}
-            if val_loader is not None:
-                row.update(evaluate(eval_model, val_loader, loss_fn, device, to_metres=to_metres, keep=keep))
-            pos.history.append(row)
-            improved = score_of(row) > pos.best_score
-            if improved:
-                pos.best_score, pos.best_epoch = score_of(row), pos.epoch
-            if improved:  # best.pt first: a kill between the two writes then redoes this epoch
-                save(best, row)
-            save(last, row)
-            logs.epoch(row, pos.history, pos.step, keep)
-            say(_summary(row))
-            group.barrier()  # the other ranks wait while rank 0 evaluates and saves
+        epochs.run()
     except TrainingDiverged as e:
-        good = last.exists() and (written or ckpt is not None)
-        kept = f"; the last good checkpoint is {last}" if good else "; no checkpoint of this run was written"
+        good = saver.last.exists() and (saver.written or ckpt is not None)
+        kept = f"; the last good checkpoint is {saver.last}" if good else "; no checkpoint of this run was written"
         raise TrainingDiverged(f"{e} at step {pos.step + 1} (epoch {pos.epoch + 1}): training stopped{kept}") from None
     finally:
         bar.close()
         logs.close()
-    replicas = distributed.check_replicas(model.net, group)
+    replicas = distributed.check_replicas(parts.model.net, group)
     if ckpt is not None and pos.step == position_of(ckpt).step:
         say(f"nothing to do: the run is at step {pos.step}, epoch {pos.epoch} of {config.epochs}"
             + (f", max steps {config.max_steps}" if config.max_steps is not None else ""))
-    if not last.exists():  # resumed a finished run into a new folder: it still gets its last.pt
-        save(last, pos.history[-1] if pos.history else {})
-    return TrainResult(out=out, last=last, best=best if best.exists() else None, steps=pos.step,
+    saver.ensure_last(pos.history)
+    best = saver.best
+    return TrainResult(out=out, last=saver.last, best=best if best.exists() else None, steps=pos.step,
                        epochs=pos.epoch, history=list(pos.history), replicas=replicas)
+
+
+class _Epochs:
+    """The epoch loop over a run's parts: train, evaluate, checkpoint and log each (partial) epoch."""
+
+    def __init__(self, config: TrainConfig, parts: TrainComponents, group: distributed.Group, device: torch.device,
+                 bar: EpochProgress, logs: RunLogs, saver: Checkpointer, say: Callable[[str], None]):
+        self.config, self.parts, self.group, self.device = config, parts, group, device
+        self.bar, self.logs, self.saver, self.say = bar, logs, saver, say
+        data, size = parts.data, (config.image_size, config.image_size)
+        shown = data.val_idx or data.train_idx
+        self.preview = (torch.utils.data.default_collate([PairTensors(data.pairs, shown, size)[i]
+                                                          for i in range(min(4, len(shown)))])
+                        if config.preview_every and group.main else None)
+
+    def run(self) -> None:
+        config, pos = self.config, self.parts.pos
+        while pos.epoch < config.epochs and (config.max_steps is None or pos.step < config.max_steps):
+            row, keep = self._epoch()
+            pos.history.append(row)
+            improved = score_of(row) > pos.best_score
+            if improved:
+                pos.best_score, pos.best_epoch = score_of(row), pos.epoch
+            self.saver.save_epoch(row, improved)
+            self.logs.epoch(row, pos.history, pos.step, keep)
+            self.say(_summary(row))
+            self.group.barrier()  # the other ranks wait while rank 0 evaluates and saves
+
+    def _epoch(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Train up to the end of the epoch (or --max-steps); its row and the held-out samples kept."""
+        config, p, pos = self.config, self.parts, self.parts.pos
+        epoch, start = pos.epoch, pos.batch
+        p.sampler.set_epoch(epoch, start)
+        p.loader_gen.manual_seed(config.seed * 1_000_003 + epoch)
+        limit = None if config.max_steps is None else config.max_steps - pos.step
+        self.bar.start_epoch(epoch + 1, config.epochs, total=p.per_epoch, done=start)
+        t0 = time.perf_counter()
+        sums = train_one_epoch(p.model, p.train_loader, p.optimizer, p.scheduler, p.loss_fn, self.device, limit=limit,
+                               on_step=self._on_step, sums=pos.partial if start else None, first_step=pos.step,
+                               options=p.options)
+        seconds = time.perf_counter() - t0
+        self.bar.end_epoch()
+        images = (sums["images"] - pos.partial.get("images", 0)) * self.group.world
+        finished = pos.batch >= p.per_epoch
+        if finished:
+            pos.epoch, pos.batch, pos.partial = epoch + 1, 0, {}
+        else:
+            pos.partial = sums
+        row: dict[str, Any] = {"epoch": epoch + 1 if finished else round(epoch + pos.batch / p.per_epoch, 4),
+                               "step": pos.step, "lr": float(p.optimizer.param_groups[0]["lr"])}
+        if sums["batches"]:
+            row.update({f"train_{k}": sums[k] / sums["batches"] for k in ("loss", "mask_loss", "depth_loss")})
+        if images:
+            row["images_per_s"] = images / max(seconds, 1e-9)
+        keep: dict[str, np.ndarray] = {}
+        if p.val_loader is not None:
+            row.update(evaluate(p.eval_model, p.val_loader, p.loss_fn, self.device, to_metres=p.data.to_metres,
+                                keep=keep))
+        return row, keep
+
+    def _on_step(self, loss: float, images: int) -> None:
+        pos = self.parts.pos
+        pos.step += 1
+        pos.batch += 1
+        self.bar.step(loss, images * self.group.world)
+        self.logs.step_loss(loss, pos.step, self.config.log_every, lr=float(self.parts.optimizer.param_groups[0]["lr"]))
+        if self.preview is not None and pos.step % self.config.preview_every == 0:
+            arrays = predict_arrays(self.parts.eval_model, self.preview, self.device)
+            self.logs.preview(sample_grid(arrays), pos.step)
 
 
 def _summary(row: dict[str, Any]) -> str:

@@ -14,8 +14,7 @@ class PoisonRunner(Runner):
 
     def __init__(self, model):
         self.inner = open_runner(model)
-        super().__init__(self.inner.path)
-        self.spec, self.metadata = self.inner.spec, self.inner.metadata
+        super().__init__(self.inner.path, self.inner.spec, self.inner.metadata)
         self.batch_sizes: list[int] = []
 
     def _activate(self) -> None:

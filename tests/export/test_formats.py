@@ -11,11 +11,12 @@ from types import SimpleNamespace
 import pytest
 
 import export.formats as formats
-from export.formats import FORMATS, ExportOptions, exit_code, parse_batch, run_exports
-from export.onnx import OnnxCheck
+from export.formats import FORMATS, ExportOptions, exit_code, options_for, run_exports, selected_formats
+from export.options import batch_profile
 from tests.conftest import ROOT, run_cli
 from toolkit.compare import DEFAULT_THRESHOLDS, Thresholds
 from toolkit.errors import CheckFailed, UserError
+from toolkit.spec import BatchProfile
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -36,22 +37,25 @@ def test_one_row_per_format_in_dependency_order():
 
 
 def test_options_select_rows_in_table_order(tmp_path):
-    assert ExportOptions().selected() == ["onnx"]
-    assert ExportOptions(int8=True, fp16=True, triton=tmp_path).selected() == ["onnx", "fp16", "int8", "triton"]
-    assert ExportOptions.from_keys(["int8", "onnx"]).selected() == ["onnx", "int8"]
+    def keys(options):
+        return [f.key for f in selected_formats(options)]
+
+    assert keys(ExportOptions()) == ["onnx"]
+    assert keys(ExportOptions(int8=True, fp16=True, triton=tmp_path)) == ["onnx", "fp16", "int8", "triton"]
+    assert keys(options_for(["int8", "onnx"])) == ["onnx", "int8"]
     with pytest.raises(UserError, match="unknown export format"):
-        ExportOptions.from_keys(["onnx", "bf16"])
+        options_for(["onnx", "bf16"])
 
 
 @pytest.mark.parametrize("text, expected", [("1,8,32", (1, 8, 32)), (" 2, 2 ,2", (2, 2, 2)), ((1, 4, 16), (1, 4, 16))])
 def test_parse_batch(text, expected):
-    assert parse_batch(text) == expected
+    assert batch_profile(text).as_tuple() == expected
 
 
 @pytest.mark.parametrize("text", ["8,4,1", "0,1,2", "1,2", "a,b,c", "1,8,100000"])
 def test_parse_batch_refuses(text):
     with pytest.raises(UserError, match="--batch"):
-        parse_batch(text)
+        batch_profile(text)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +73,7 @@ def test_parse_batch_refuses(text):
 )
 def test_bad_options_are_user_errors(options, says):
     with pytest.raises(UserError, match=says):
-        ExportOptions(**options).validate()
+        ExportOptions(**options)
 
 
 # -- the rows' wiring (the fp32 export is stubbed with the session's export) ---------------------
@@ -85,7 +89,7 @@ def stub_onnx(monkeypatch, exported_onnx):
         calls.append(Path(out))
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(exported_onnx, out)
-        return Path(out), OnnxCheck(1e-7, 1e-8, 3)
+        return Path(out), export.onnx.compare_with_torch(Path(out), Path(checkpoint))
 
     monkeypatch.setattr(export.onnx, "export_onnx", fake)
     return calls
@@ -131,7 +135,7 @@ def test_a_failed_row_is_one_line_and_its_dependents_do_not_run(monkeypatch, imp
 def test_benchmark_style_keys_still_work(stub_onnx, imported_ckpt, tmp_path):
     outcomes = run_exports(imported_ckpt, tmp_path, ["onnx"])
     assert len(outcomes) == 1 and outcomes[0].ok and outcomes[0].path == tmp_path / "model.onnx"
-    assert outcomes[0].detail.max_abs_diff < 1e-4
+    assert max(outcomes[0].detail.max_abs.values()) < 1e-4 and outcomes[0].detail
 
 
 def test_engines_are_built_from_each_onnx_of_the_run_and_given_to_triton(stub_onnx, imported_ckpt, tmp_path, monkeypatch):
@@ -165,8 +169,8 @@ def test_engines_are_built_from_each_onnx_of_the_run_and_given_to_triton(stub_on
     digest = sha256_file(imported_ckpt)
     cache = tmp_path / "out" / "tensorrt.timing-cache"
     assert built == [
-        ("model.onnx", "model.fp32.engine", "fp32", (1, 4, 16), 512, cache, digest),
-        ("model.fp16.onnx", "model.fp16.engine", "fp16", (1, 4, 16), 512, cache, digest),
+        ("model.onnx", "model.fp32.engine", "fp32", BatchProfile(1, 4, 16), 512, cache, digest),
+        ("model.fp16.onnx", "model.fp16.engine", "fp16", BatchProfile(1, 4, 16), 512, cache, digest),
     ]
     assert [a.precision for a in outcomes[2].artifacts] == ["fp32", "fp16"]
     assert repos == [(tmp_path / "repo", "eva4", "model.onnx", "model.fp16.engine", 16)]
@@ -181,7 +185,7 @@ def test_engine_without_tensorrt_is_refused_before_anything_is_written(imported_
 
 def test_engine_with_a_cpu_int8_model_is_refused():
     with pytest.raises(UserError, match="--int8-target tensorrt"):
-        ExportOptions(int8=True, engine=True, int8_target="cpu").validate()
+        ExportOptions(int8=True, engine=True, int8_target="cpu")
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -229,7 +233,7 @@ def test_engine_flag_without_tensorrt_exits_2_naming_the_extra(imported_ckpt, tm
 
 def test_export_prints_a_line_per_file_and_refuses_int8_with_exit_1(stub_onnx, imported_ckpt, tmp_path, capsys, monkeypatch):
     # an unreachable gate makes the refusal certain, whatever the quantisation's figures
-    monkeypatch.setitem(DEFAULT_THRESHOLDS, "int8", Thresholds(mask_iou=1.01, depth_rmse=0.0))
+    monkeypatch.setitem(DEFAULT_THRESHOLDS, "int8", Thresholds(mask_iou=1.0, depth_rmse=0.0))
     out = tmp_path / "out"
     code = _main("export", imported_ckpt, "--out", out, "--fp16", "--int8", "--calib-method", "minmax", "--calib-pairs", "8")
     captured = capsys.readouterr()
@@ -244,7 +248,7 @@ def test_export_prints_a_line_per_file_and_refuses_int8_with_exit_1(stub_onnx, i
 
 
 def test_force_writes_int8_and_exits_0(stub_onnx, imported_ckpt, tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(DEFAULT_THRESHOLDS, "int8", Thresholds(mask_iou=1.01, depth_rmse=0.0))
+    monkeypatch.setitem(DEFAULT_THRESHOLDS, "int8", Thresholds(mask_iou=1.0, depth_rmse=0.0))
     out = tmp_path / "out"
     code = _main("export", imported_ckpt, "--out", out, "--int8", "--int8-target", "tensorrt", "--calib-method", "minmax",
                  "--calib-pairs", "8", "--force")
@@ -268,7 +272,7 @@ sys.modules['torch'] = None
 from pathlib import Path
 from export.fp16 import convert_fp16
 from export.int8 import quantize_int8, synthetic_pairs
-from export.onnx import batches
+from toolkit.compare import batches
 out = Path({str(tmp_path)!r})
 pairs = synthetic_pairs(out / 'pairs', (128, 128), calib_pairs=8, gate_pairs=8)
 convert_fp16({str(exported_onnx)!r}, out / 'model.fp16.onnx', batches(pairs.everything()))

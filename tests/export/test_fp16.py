@@ -7,8 +7,7 @@ from onnx import TensorProto, numpy_helper
 
 from export.fp16 import FP16_MAX, convert_fp16
 from export.int8 import synthetic_pairs
-from export.onnx import batches
-from toolkit.compare import DEFAULT_THRESHOLDS, run_parity
+from toolkit.compare import DEFAULT_THRESHOLDS, batches, run_parity
 from toolkit.errors import CheckFailed, MissingDependency
 from toolkit.fsutil import sha256_file
 

@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
+from export.graph import nodes_to_outputs
 from export.int8 import CalibrationPairs, float_nodes, load_pairs, quantize_int8, synthetic_pairs
-from export.onnx import nodes_to_outputs
 from toolkit.compare import DEFAULT_THRESHOLDS, Thresholds
 from toolkit.errors import CheckFailed, UserError
 from toolkit.runtime.onnx_runner import OnnxRunner

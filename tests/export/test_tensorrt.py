@@ -49,8 +49,8 @@ def test_arguments_are_checked_before_tensorrt_is_imported(tmp_path, exported_on
 
 
 def test_validate_build_args_returns_the_profile():
-    assert validate_build_args("int8", (1, 8, 32), 1024) == (1, 8, 32)
-    assert validate_build_args("fp16", [4, 4, 4], 1) == (4, 4, 4)
+    assert validate_build_args("int8", (1, 8, 32), 1024).as_tuple() == (1, 8, 32)
+    assert validate_build_args("fp16", [4, 4, 4], 1).as_tuple() == (4, 4, 4)
 
 
 def test_missing_onnx_is_one_line(tmp_path):
@@ -102,7 +102,7 @@ def test_fixed_batch_needs_a_matching_profile(tmp_path):
 def test_foreign_or_inconsistent_onnx_is_refused(tmp_path):
     with pytest.raises(UserError, match="no toolkit I/O spec"):
         read_onnx_source(_model(tmp_path / "plain.onnx", props={}))
-    with pytest.raises(UserError, match="metadata says 64x64 but input bg is 8x8"):
+    with pytest.raises(UserError, match="metadata says 64x64 but the graph takes 8x8"):
         read_onnx_source(_model(tmp_path / "lying.onnx", props=IOSpec().with_size(64).to_metadata()))
     (tmp_path / "junk.onnx").write_bytes(b"\x08\x07garbage")
     with pytest.raises(UserError, match="not a loadable ONNX model"):

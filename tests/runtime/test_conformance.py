@@ -38,6 +38,48 @@ def test_runner_protocol(model_file):
     assert not runner.active
 
 
+# What loading means per backend: the call that creates a session, reads weights or deserialises
+# an engine. Each is wrapped (the real function still runs) to count its calls.
+LOADERS = {
+    ".onnx": [("onnxruntime", "InferenceSession")],
+    ".pt": [("toolkit.checkpoint", "load_checkpoint"), ("torch.nn.Module", "load_state_dict")],
+    ".engine": [("tensorrt", "Runtime")],
+}
+
+
+def _spy(monkeypatch, owner, attr, calls):
+    import importlib
+
+    module, _, cls = owner.rpartition(".") if owner == "torch.nn.Module" else (owner, "", "")
+    target = getattr(importlib.import_module(module), cls) if cls else importlib.import_module(module)
+    real = getattr(target, attr)
+
+    def counted(*args, **kwargs):
+        calls.append(f"{owner}.{attr}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, attr, counted)
+
+
+def test_opening_loads_nothing_until_activate(model_file, monkeypatch):
+    """open_runner reads metadata only; the session/weights/engine come with activate() and go
+    with deactivate(). The same spies count the load, so a runner that loads at open fails here."""
+    assert set(LOADERS) == set(RUNNERS)
+    calls: list[str] = []
+    for owner, attr in LOADERS[model_file.suffix]:
+        _spy(monkeypatch, owner, attr, calls)
+    runner = open_runner(model_file)
+    assert calls == [], f"opening {model_file.name} loaded the model: {calls}"
+    assert runner.spec.size == (128, 128) and runner.notes == [] and not runner.active
+    assert runner.precision == "fp32"
+    bg, fg = golden_inputs()
+    with runner:
+        assert calls, "activate() must load the model"
+        runner.infer({"bg": bg, "fgbg": fg})
+    held = [v for k, v in vars(runner).items() if k in ("session", "model", "_engine", "_context")]
+    assert held and all(v is None for v in held), "deactivate() frees what activate() loaded"
+
+
 def test_runners_agree(imported_ckpt, exported_onnx):
     bg, fg = golden_inputs()
     outs = []

@@ -83,7 +83,9 @@ def test_cache_dir_is_wiped_when_the_stamp_changes(tmp_path):
 
 def test_cpu_default_is_unchanged(exported_onnx):
     r = OnnxRunner(exported_onnx)
-    assert r.provider == "cpu" and r.providers == [CPU] and r.notes == []
+    assert r.provider == "cpu" and r.providers == [] and r.notes == []  # no session until activate()
+    with r:
+        assert r.providers == [CPU] and r.notes == []
     if TRT not in ort.get_available_providers():
         assert not trt_cache_dir(exported_onnx).exists()  # the cache folder is only made for the TensorRT EP
 
@@ -92,7 +94,7 @@ def test_cpu_default_is_unchanged(exported_onnx):
 def test_gpu_provider_runs_or_falls_back_with_a_note(exported_onnx, provider):
     available = ort.get_available_providers()
     chosen, _ = plan_providers(provider, available)
-    runner = open_runner(exported_onnx, provider=provider)
+    runner = open_runner(exported_onnx, provider=provider).activate()
     assert runner.providers, "the session reports the providers it uses"
     assert runner.providers[-1] == CPU
     if runner.providers[0] != EP_NAMES[chosen[0]]:

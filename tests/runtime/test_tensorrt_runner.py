@@ -16,11 +16,11 @@ from toolkit.runtime.tensorrt_runner import (
     SIDECAR_FORMAT,
     batch_profile,
     check_batch,
-    check_profile,
     check_sidecar,
     load_sidecar,
     sidecar_path,
 )
+from toolkit.spec import BatchProfile
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_sidecar_round_trip(sidecar_on_disk):
     engine, side = sidecar_on_disk
     got = load_sidecar(engine)
     assert got["format"] == SIDECAR_FORMAT
-    assert batch_profile(got) == (1, 8, 32)
+    assert batch_profile(got) == BatchProfile(1, 8, 32)
     assert got["input_size"] == [128, 128]
 
 
@@ -107,19 +107,19 @@ def test_check_sidecar_versions_and_gpu(sidecar_on_disk):
 
 
 def test_batch_outside_the_profile():
-    check_batch(1, (1, 8, 32))
-    check_batch(32, (1, 8, 32))
+    check_batch(1, BatchProfile(1, 8, 32))
+    check_batch(32, BatchProfile(1, 8, 32))
     with pytest.raises(UserError, match=r"batch of 33 is outside the engine's optimisation profile \(1..32\)"):
-        check_batch(33, (1, 8, 32))
+        check_batch(33, BatchProfile(1, 8, 32))
     with pytest.raises(UserError, match="batch of 2 is outside"):
-        check_batch(2, (4, 8, 8))
+        check_batch(2, BatchProfile(4, 8, 8))
 
 
 @pytest.mark.parametrize("bad", [(0, 1, 1), (2, 1, 4), (1, 8, 4), (1, 2)])
-def test_check_profile(bad):
-    assert check_profile((1, 8, 32)) == (1, 8, 32)
+def test_batch_profile_rule(bad):
+    assert BatchProfile.of((1, 8, 32)).as_tuple() == (1, 8, 32)
     with pytest.raises(ValueError):
-        check_profile(bad)
+        BatchProfile.of(bad)
 
 
 def test_check_cuda_unpacks_results_and_names_errors():
@@ -185,7 +185,7 @@ def test_sidecar_is_judged_before_tensorrt_is_imported(sidecar_on_disk, monkeypa
     from toolkit.runtime import tensorrt_runner as tr
 
     engine, side = sidecar_on_disk
-    monkeypatch.setattr(tr, "installed_tensorrt_version", lambda: "10.13.0.35")
+    monkeypatch.setattr(tr, "tensorrt_version", lambda: "10.13.0.35")
     monkeypatch.setattr(tr, "_tensorrt", lambda: pytest.fail("TensorRT was imported before the sidecar was judged"))
     sidecar_path(engine).write_text(json.dumps(side | {"tensorrt_version": "8.6.1"}))
     with pytest.raises(UserError, match="built with TensorRT 8.6.1, this machine has TensorRT 10.13.0.35"):

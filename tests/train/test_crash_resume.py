@@ -126,15 +126,15 @@ def test_a_kill_between_best_and_last_keeps_best_pt_right(tiny_data, tmp_path, s
     """Deterministic: an epoch that improves writes best.pt, then last.pt. The kill lands between
     the two, in an epoch after the first (so an earlier last.pt exists). The resumed run redoes
     that epoch and must end with the uninterrupted run's best.pt and last.pt."""
-    from train import loop
+    from train import checkpointer, loop
 
-    real, writes = loop.save_checkpoint, []
+    real, writes = checkpointer.save_checkpoint, []
 
     def spy(path, ckpt):
         writes.append(Path(path).name)
         return real(path, ckpt)
 
-    monkeypatch.setattr(loop, "save_checkpoint", spy)
+    monkeypatch.setattr(checkpointer, "save_checkpoint", spy)
     loop.run(small_config(tiny_data, tmp_path / "full", epochs=3, recipe="improved"), progress=False)
     # the write positions where a kill is "between best.pt and last.pt, with an earlier last.pt"
     points = [i for i in range(1, len(writes)) if writes[i] == "last.pt" and writes[i - 1] == "best.pt"
@@ -149,11 +149,11 @@ def test_a_kill_between_best_and_last_keeps_best_pt_right(tiny_data, tmp_path, s
             raise _Killed
         return spy(path, ckpt)
 
-    monkeypatch.setattr(loop, "save_checkpoint", dies_between)
+    monkeypatch.setattr(checkpointer, "save_checkpoint", dies_between)
     run = tmp_path / "run"
     with pytest.raises(_Killed):
         loop.run(small_config(tiny_data, run, epochs=3, recipe="improved"), progress=False)
-    monkeypatch.setattr(loop, "save_checkpoint", real)
+    monkeypatch.setattr(checkpointer, "save_checkpoint", real)
     loop.run(small_config(tiny_data, None, epochs=3, resume=run, recipe="improved"), progress=False)
     for name in ("best.pt", "last.pt"):
         want, got = load_checkpoint(tmp_path / "full" / name), load_checkpoint(run / name)

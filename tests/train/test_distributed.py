@@ -10,6 +10,7 @@ from toolkit.errors import UserError
 from toolkit.model import EVA4Net
 from train import distributed
 from train.dataset import EpochBatches, batches_per_epoch, epoch_order
+from train.launch import launch
 
 
 def test_ranks_share_out_the_single_process_order():
@@ -48,7 +49,7 @@ def test_parameter_hash_sees_every_parameter():
 
 def test_launch_refuses_bad_process_counts(small_config, tiny_data, tmp_path):
     with pytest.raises(UserError, match="--nproc"):
-        distributed.launch(small_config(tiny_data, tmp_path / "run"), 0)
+        launch(small_config(tiny_data, tmp_path / "run"), 0)
     assert not (tmp_path / "run").exists()
 
 
@@ -57,7 +58,7 @@ def test_two_gloo_processes_end_identical_and_resume_in_one(small_config, tiny_d
     """Two CPU processes with gloo, a few steps: both replicas hold the same weights (checked by
     the run itself, and against the checkpoint rank 0 wrote), and the run resumes in one process."""
     out = tmp_path / "ddp"
-    result = distributed.launch(small_config(tiny_data, out, epochs=2, batch_size=2), 2)
+    result = launch(small_config(tiny_data, out, epochs=2, batch_size=2), 2)
     assert result.steps == 2 * batches_per_epoch(9, 2, 2) == 6 and result.epochs == 2
     assert len(result.replicas) == 2 and result.replicas[0] == result.replicas[1]
     ckpt = load_checkpoint(result.last)

@@ -87,9 +87,9 @@ def serve(
         raise UserError("--max-upload-mb must be positive and --max-wait-ms not negative")
     settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
     runner = open_runner(model, provider=provider)
-    for note in getattr(runner, "notes", []):
-        err_console.print(f"note: {note}")
     with runner:
+        for note in runner.notes:  # after activation: a provider that failed to load is noted then
+            err_console.print(f"note: {note}")
         run_server(runner, host, port, settings, say=lambda line: console.print(line, soft_wrap=True) or console.file.flush())
 
 

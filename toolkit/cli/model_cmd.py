@@ -7,16 +7,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..errors import CheckFailed, MissingDependency, UserError
+from ..errors import CheckFailed, UserError
+from ..optional import import_optional
 from .common import console, existing_path
 from .common import image_size as check_size
 
 
 def _need_torch() -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError as e:
-        raise MissingDependency("PyTorch (needed for this command)", "train") from e
+    import_optional("torch", "PyTorch (needed for this command)", "train")
 
 
 def import_legacy(
@@ -94,33 +92,17 @@ def export(
 
     A model that fails its check is refused (exit 1) and never left on disk; bad options are refused (exit 2) before anything is written.
     """
-    from export.formats import DEFAULT_TRITON_NAME, ExportOptions, exit_code, parse_batch, run_exports
+    from export.formats import exit_code, preflight, run_exports
+    from export.options import ExportOptions
 
     from ..fsutil import ensure_dir
 
-    int8_only = {"--int8-target": int8_target, "--calib-method": calib_method, "--calib-pairs": calib_pairs, "--force": force or None}
-    given = [name for name, value in int8_only.items() if value is not None]
-    if given and not int8:
-        raise UserError(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to --int8")
-    engine_only = {"--batch": batch, "--workspace": workspace}
-    given = [name for name, value in engine_only.items() if value is not None]
-    if given and not engine:
-        raise UserError(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to --engine")
-    if triton_name is not None and triton is None:
-        raise UserError("--triton-name only applies to --triton")
-    options = ExportOptions(graph=graph, fp16=fp16, int8=int8, engine=engine, triton=triton, calib=calib, force=force)
-    if int8_target is not None:
-        options.int8_target = int8_target
-    if calib_method is not None:
-        options.calib_method = calib_method
-    if calib_pairs is not None:
-        options.calib_pairs = calib_pairs
-    if batch is not None:
-        options.batch = parse_batch(batch)
-    if workspace is not None:
-        options.workspace_mb = workspace
-    options.triton_name = triton_name or DEFAULT_TRITON_NAME
-    options.validate()  # bad values and missing libraries: exit 2 before anything is written
+    options = ExportOptions.from_given(
+        graph=graph, fp16=fp16, int8=int8, engine=engine, triton=triton, calib=calib, int8_target=int8_target,
+        calib_method=calib_method, calib_pairs=calib_pairs, force=force or None, batch=batch, workspace_mb=workspace,
+        triton_name=triton_name,
+    )
+    preflight(options)  # missing libraries: exit 2 before anything is written
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     _need_torch()

@@ -58,17 +58,13 @@ def parity(
 ) -> None:
     """Run each model beside the PyTorch reference; exit 1 when a threshold fails."""
     from ..compare import Thresholds, run_parity
-
-    for name, value, lo, hi in (("--max-abs", max_abs, 0, None), ("--mask-iou", mask_iou, 0, 1), ("--depth-rmse", depth_rmse, 0, 1)):
-        if value is not None and not (value >= lo and (hi is None or value <= hi)):
-            raise UserError(f"{name} must be in [{lo}, {hi if hi is not None else 'inf'}], got {value}")
     from ..fsutil import check_output_dir, check_output_file
 
+    overrides = Thresholds(max_abs=max_abs, mask_iou=mask_iou, depth_rmse=depth_rmse)  # checks their ranges
     if json_out is not None:
         check_output_file(json_out)  # before the work, not after it
     if png_dir is not None:
         check_output_dir(png_dir)
-    overrides = Thresholds(max_abs=max_abs, mask_iou=mask_iou, depth_rmse=depth_rmse)
     report = run_parity(model, reference, data, limit=limit, batch_size=batch_size, overrides=overrides, provider=provider)
     print_parity(report)
     if json_out is not None:
@@ -146,12 +142,9 @@ def demo(
     image_size: int = typer.Option(64, "--image-size", help="Training/model input size (multiple of 4)."),
 ) -> None:
     """The whole pipeline on the embedded default: synth -> train -> export -> infer -> parity."""
-    try:
-        import torch  # noqa: F401
-    except ImportError as e:
-        from ..errors import MissingDependency
+    from ..optional import import_optional
 
-        raise MissingDependency("PyTorch (the demo trains a model)", "train") from e
+    import_optional("torch", "PyTorch (the demo trains a model)", "train")
     from ..demo import DemoSettings, run_demo
     from .common import image_size as check_size
     from .common import positive
@@ -176,14 +169,9 @@ def bench(
 ) -> None:
     """Latency percentiles and throughput per model and batch size, with same-run ratios."""
     from ..bench import bench as run
-    from ..bench import with_baseline
+    from ..bench import parse_batch_sizes, with_baseline
 
-    try:
-        batches = [int(b) for b in batch.split(",") if b.strip()]
-    except ValueError:
-        batches = []
-    if not batches:
-        raise UserError(f"--batch must be comma-separated integers, got {batch!r}")
+    batches = parse_batch_sizes(batch)
     if json_out is not None:
         from ..fsutil import check_output_file
 

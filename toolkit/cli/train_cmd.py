@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import MissingDependency
+from ..optional import import_optional
 from .common import console
 
 HELP = """Train the mask + depth network.
@@ -99,10 +99,7 @@ def register(app: typer.Typer) -> None:
             "--deterministic", help="Deterministic kernels, no cuDNN autotuning: slower on CUDA, but a resumed "
             "run is bit-identical there too (a run started so stays so).")] = False,
     ) -> None:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise MissingDependency("PyTorch", "train") from None
+        import_optional("torch", "PyTorch", "train")
         from train.config import TrainConfig
         from train.loop import run
 
@@ -115,7 +112,7 @@ def register(app: typer.Typer) -> None:
                              log_every=log_every, preview_every=preview_every,
                              **{k: v for k, v in given.items() if v is not None})
         if nproc != 1:
-            from train.distributed import launch
+            from train.launch import launch
 
             result = launch(config, nproc)
         else:

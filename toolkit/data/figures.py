@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scene import _rng
+from .rng import make_rng
 
 _SKINS = np.array([[.98, .8, .67], [.9, .7, .55], [.76, .55, .4], [.55, .38, .26], [.36, .24, .16]])
 _HAIRS = np.array([[.08, .06, .05], [.25, .15, .08], [.45, .3, .15], [.85, .7, .4], [.6, .6, .6], [.5, .18, .08]])
@@ -87,7 +87,7 @@ class Figure:
 
 def make_figure(seed: int, m: int) -> Figure:
     """Foreground m of a seed: a child or adult of varied build, pose, clothes and colours."""
-    rng = _rng(seed, 2, m)
+    rng = make_rng(seed, 2, m)
     child = rng.random() < 0.2
     h = rng.uniform(1.0, 1.35) if child else rng.uniform(1.5, 1.9)
     hh = h / (5.5 if child else 7.3)  # head height

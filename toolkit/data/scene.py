@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .rng import make_rng
+
 if TYPE_CHECKING:
     from .figures import Figure
 
@@ -32,10 +34,6 @@ def metres_to_gray(z):
 def gray_to_metres(gray01):
     """Grey in [0, 1] (as read from a depth file) -> metres: FAR * (NEAR / FAR) ** gray."""
     return DEPTH_FAR_M * np.exp(-np.clip(np.asarray(gray01, np.float64), 0.0, 1.0) * _LOG_SPAN)
-
-
-def _rng(seed: int, *tags: int) -> np.random.Generator:
-    return np.random.default_rng([seed, *tags])
 
 
 def _hash01(*ints: np.ndarray) -> np.ndarray:
@@ -230,7 +228,7 @@ class Scene:
 
 def make_scene(seed: int, k: int, size: int) -> Scene:
     """Background k of a seed: room size, camera, materials, bookcases (its own random stream)."""
-    rng = _rng(seed, 1, k)
+    rng = make_rng(seed, 1, k)
     fov = math.radians(rng.uniform(55, 70))
     cam = Camera(size, size / (2 * math.tan(fov / 2)), size / 2, size * rng.uniform(0.38, 0.5),
                  rng.uniform(1.3, 1.7))

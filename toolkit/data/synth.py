@@ -40,11 +40,11 @@ from ..errors import UserError
 from ..fsutil import atomic_path, ensure_dir, write_bytes_atomic
 from .figures import Figure, make_figure, render_figure
 from .names import FOLDER_NAMES, format_background_name, format_pair_name
+from .rng import make_rng
 from .scene import (  # re-exported: the synthetic set's depth mapping is part of its API
     DEPTH_FAR_M,
     DEPTH_NEAR_M,
     Scene,
-    _rng,
     gray_to_metres,
     make_scene,
     metres_to_gray,
@@ -195,13 +195,13 @@ def synthesize(out: str | Path, backgrounds: int = 8, foregrounds: int = 6, plac
     ensure_dir(partial)
     try:
         figures = [make_figure(seed, m) for m in range(1, foregrounds + 1)]
-        places = [tuple(_rng(seed, 3, it).uniform([0, 0.1], [1, 0.9])) for it in range(placements)]
+        places = [tuple(make_rng(seed, 3, it).uniform([0, 0.1], [1, 0.9])) for it in range(placements)]
         first_mirrored = (placements + 1) // 2
         with _Writer(partial, zip) as w:
             for k in range(1, backgrounds + 1):
                 scene = make_scene(seed, k, size)
                 sub = scene.render(SUPERSAMPLE)
-                rng = _rng(seed, 4, k)
+                rng = make_rng(seed, 4, k)
                 bg = np.clip(_blocks(sub["rgb"], SUPERSAMPLE) + rng.normal(0, 0.012, (size, size, 3)), 0, 1)
                 w.add("bg", f"{FOLDER_NAMES['bg']}/{format_background_name(k)}", _jpeg(bg))
                 for it in range(placements):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -57,16 +57,109 @@ def run_pipeline(
     stop = stop or threading.Event()
     if not pipelined:
         return _run_sequential(items, infer_batch, emit, batch, stop)
+    return _Threaded(items, infer_batch, emit, batch, queue_size, stop).run()
 
-    abort = threading.Event()
-    errors: list[BaseException] = []
-    inbox: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_size))
-    outbox: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_size))
-    emitted = [0]
 
-    def put(q: queue.Queue[Any], item: Any) -> None:
+class _Threaded(Generic[T, R]):
+    """One pipelined run: the three stages, the two queues between them, and what they share.
+
+    Every queue operation polls `abort` (set when any stage fails), so a stage blocked on a full
+    or empty queue still notices another stage's failure and quits instead of hanging.
+    """
+
+    def __init__(self, items: Iterable[T], infer_batch: Callable[[Sequence[T]], Sequence[R]], emit: Callable[[T, R], None],
+                 batch: int, queue_size: int, stop: threading.Event):
+        self.items = items
+        self.infer_batch = infer_batch
+        self.emit = emit
+        self.batch = batch
+        self.stop = stop
+        self.abort = threading.Event()
+        self.errors: list[BaseException] = []
+        self.inbox: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_size))
+        self.outbox: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_size))
+        self.emitted = 0
+
+    def run(self) -> int:
+        """Start the three stage threads, wait for all of them, and raise the first stage's error.
+
+        Waiting is on events, not Thread.join: a KeyboardInterrupt that lands inside join() marks
+        the joined thread as finished although it still runs (CPython < 3.13), and the caller
+        would then close the video under a running encoder.
+        """
+        dones = [threading.Event() for _ in range(3)]
+        for stage, done in zip((self.decode, self.infer, self.encode), dones):
+            threading.Thread(target=self._guarded, args=(stage, done), name=f"toolkit-{stage.__name__}", daemon=True).start()
+        try:
+            for done in dones:
+                while not done.wait(0.1):  # in slices: the main thread must stay free to run signal handlers
+                    pass
+        except BaseException:
+            self.abort.set()  # a second Ctrl-C (KeyboardInterrupt) here: stop everything now...
+            for done in dones:  # ...but let each stage leave its current step, so the caller can close its output safely
+                done.wait(30)
+            raise
+        if self.errors:
+            raise self.errors[0]
+        return self.emitted
+
+    def decode(self) -> None:
+        for item in self.items:
+            self._put(self.inbox, item)
+            if self.stop.is_set():
+                break
+        self._put(self.inbox, _END)
+
+    def infer(self) -> None:
+        finished = False
+        while not finished:
+            first = self._get(self.inbox)
+            if first is _END:
+                break
+            group, finished = self._take_waiting([first])
+            results = self.infer_batch(group)
+            if len(results) != len(group):
+                raise RuntimeError(f"infer_batch returned {len(results)} results for {len(group)} items")
+            for item, result in zip(group, results):
+                self._put(self.outbox, (item, result))
+        self._put(self.outbox, _END)
+
+    def _take_waiting(self, group: list[T]) -> tuple[list[T], bool]:
+        """`group` plus the items already queued, up to `batch` (never waiting: that is the
+        opportunistic batching), and whether the end of the items was among them."""
+        while len(group) < self.batch:
+            try:
+                more = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if more is _END:
+                return group, True
+            group.append(more)
+        return group, False
+
+    def encode(self) -> None:
         while True:
-            if abort.is_set():
+            entry = self._get(self.outbox)
+            if entry is _END:
+                return
+            self.emit(*entry)
+            self.emitted += 1
+
+    def _guarded(self, stage: Callable[[], None], done: threading.Event) -> None:
+        """Run one stage in its thread: an error is kept for the calling thread and aborts the others."""
+        try:
+            stage()
+        except _Aborted:
+            pass
+        except BaseException as e:  # noqa: BLE001 - handed to the calling thread
+            self.errors.append(e)
+            self.abort.set()
+        finally:
+            done.set()
+
+    def _put(self, q: queue.Queue[Any], item: Any) -> None:
+        while True:
+            if self.abort.is_set():
                 raise _Aborted
             try:
                 q.put(item, timeout=_POLL_S)
@@ -74,85 +167,14 @@ def run_pipeline(
             except queue.Full:
                 continue
 
-    def get(q: queue.Queue[Any]) -> Any:
+    def _get(self, q: queue.Queue[Any]) -> Any:
         while True:
-            if abort.is_set():
+            if self.abort.is_set():
                 raise _Aborted
             try:
                 return q.get(timeout=_POLL_S)
             except queue.Empty:
                 continue
-
-    def decode() -> None:
-        for item in items:
-            put(inbox, item)
-            if stop.is_set():
-                break
-        put(inbox, _END)
-
-    def infer() -> None:
-        finished = False
-        while not finished:
-            first = get(inbox)
-            if first is _END:
-                break
-            group = [first]
-            while len(group) < batch:
-                try:
-                    more = inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if more is _END:
-                    finished = True
-                    break
-                group.append(more)
-            results = infer_batch(group)
-            if len(results) != len(group):
-                raise RuntimeError(f"infer_batch returned {len(results)} results for {len(group)} items")
-            for item, result in zip(group, results):
-                put(outbox, (item, result))
-        put(outbox, _END)
-
-    def encode() -> None:
-        while True:
-            entry = get(outbox)
-            if entry is _END:
-                return
-            emit(*entry)
-            emitted[0] += 1
-
-    def guarded(stage: Callable[[], None], done: threading.Event) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                stage()
-            except _Aborted:
-                pass
-            except BaseException as e:  # noqa: BLE001 - handed to the calling thread
-                errors.append(e)
-                abort.set()
-            finally:
-                done.set()
-
-        return run
-
-    # Waiting is on events, not Thread.join: a KeyboardInterrupt that lands inside join() marks the
-    # joined thread as finished although it still runs (CPython < 3.13), and the caller would then
-    # close the video under a running encoder.
-    dones = [threading.Event() for _ in range(3)]
-    for stage, done in zip((decode, infer, encode), dones):
-        threading.Thread(target=guarded(stage, done), name=f"toolkit-{stage.__name__}", daemon=True).start()
-    try:
-        for done in dones:
-            while not done.wait(0.1):  # in slices: the main thread must stay free to run signal handlers
-                pass
-    except BaseException:
-        abort.set()  # a second Ctrl-C (KeyboardInterrupt) here: stop everything now...
-        for done in dones:  # ...but let each stage leave its current step, so the caller can close its output safely
-            done.wait(30)
-        raise
-    if errors:
-        raise errors[0]
-    return emitted[0]
 
 
 def _run_sequential(items: Iterable[T], infer_batch: Callable[[Sequence[T]], Sequence[R]], emit: Callable[[T, R], None],

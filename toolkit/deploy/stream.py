@@ -15,12 +15,13 @@ size, ...) is an error and leaves no video.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from .video import FrameSource, PngFolderWriter, VideoWriter, open_source, video
 OVERLAY_RGB = np.array([40, 220, 90], np.float32)  # the mask's tint: green reads on skin and shelves alike
 OVERLAY_ALPHA = 0.6
 PANEL_LABELS = ("frame", "mask", "depth")
+FrameWriter = PngFolderWriter | VideoWriter
 
 
 @dataclass
@@ -122,77 +124,21 @@ def stream(
     fps)` after each frame is written. `stop` ends the stream early (SIGINT sets it when this
     runs in the main thread).
     """
-    if batch < 1:
-        raise UserError(f"--batch must be a positive number, got {batch}")
-    if bg is None and bg_frames < 1:
-        raise UserError(f"--bg-frames must be a positive number, got {bg_frames}")
-    if max_frames is not None and max_frames < 1:
-        raise UserError(f"--max-frames must be a positive number, got {max_frames}")
     out = Path(out)
-    fmt = video_format(out)  # checks the suffix before any work
-    if fmt is None:  # a path that can never be written is refused now, not after the model loaded
-        check_output_dir(out)
-    else:
-        check_output_file(out)
-    if masks_dir is not None:
-        check_output_dir(masks_dir)
+    fmt = _check_request(out, bg=bg, bg_frames=bg_frames, masks_dir=masks_dir, batch=batch, max_frames=max_frames)
     stop = stop or threading.Event()
     runner = model if isinstance(model, Runner) else open_runner(model, provider=provider)
-    report = StreamReport(notes=list(getattr(runner, "notes", [])), out=out)
+    report = StreamReport(out=out)
     src = source if isinstance(source, FrameSource) else open_source(str(source), fps)
     with src, runner, sigint_sets(stop):
+        report.notes = list(runner.notes)  # after activation: a provider that failed to load is noted then
         report.source = f"{src.label} ({src.kind}, {src.fps:g} fps)"
-        frames: Iterator[np.ndarray] = iter(src)
-        if max_frames is not None:
-            frames = itertools.islice(frames, max_frames)
-        background, frames = _background(frames, src, bg, bg_frames, report)
-        expected = min(x for x in (src.expected, max_frames) if x) if (src.expected or max_frames) else None
+        frames, background, expected = _open_frames(src, bg, bg_frames, max_frames, report)
         if on_start is not None:
             on_start(report, expected)
-        assert runner.spec is not None
-        size = runner.spec.size
-        bg_feed = imageio.to_nchw([imageio.resize(background.astype(np.float32) / 255.0, size)])
-        masks = ensure_dir(masks_dir) if masks_dir is not None else None
-        meter = FpsMeter()
-
-        def prepare(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return frame, imageio.resize(frame.astype(np.float32) / 255.0, size)
-
-        def infer_batch(group):
-            x = np.ascontiguousarray(np.stack([g[1] for g in group]).transpose(0, 3, 1, 2))
-            result = runner.infer({"bg": np.repeat(bg_feed, len(group), axis=0), "fgbg": x})
-            return [(result["mask"][i, 0], result["depth"][i, 0]) for i in range(len(group))]
-
-        def run(writer) -> int:
-            def emit(item, result) -> None:
-                panel, mask = compose_panel(item[0], *result)
-                writer.write(panel)
-                if masks is not None:
-                    imageio.save_png(masks / f"mask_{report.masks:06d}.png", mask)
-                    report.masks += 1
-                rate = meter.tick()
-                if on_frame is not None:
-                    on_frame(writer.count, rate)
-
-            return run_pipeline((prepare(f) for f in frames), infer_batch, emit, batch=batch, queue_size=2 * batch + 2,
-                                stop=stop, pipelined=pipelined)
-
+        annotator = _Annotator(runner, background, report, masks_dir, on_frame)
         start = time.perf_counter()
-        if fmt is None:
-            writer = PngFolderWriter(out)
-            report.frames = run(writer)
-        else:
-            with atomic_path(out) as tmp:
-                writer = VideoWriter(tmp, fmt[0], fmt[1], src.fps)
-                try:
-                    report.frames = run(writer)
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        writer.close()
-                    raise
-                writer.close()
-                if report.frames == 0:
-                    raise UserError(f"{src.label}: stopped before the first frame was written; no video written")
+        writer = _write_output(out, fmt, src, report, lambda w: annotator.run(w, frames, batch, stop, pipelined))
         report.seconds = time.perf_counter() - start
         report.codec = writer.codec
         report.interrupted = stop.is_set()
@@ -200,6 +146,101 @@ def stream(
     if report.frames == 0:
         raise UserError(f"{src.label}: no frames")
     return report
+
+
+def _check_request(out: Path, *, bg: str | Path | None, bg_frames: int, masks_dir: str | Path | None, batch: int,
+                   max_frames: int | None) -> tuple[str, tuple[str, ...]] | None:
+    """Refuse bad numbers and unwritable outputs before any work (the model is not even opened);
+    return `out`'s video format, None when it is a folder of PNGs."""
+    if batch < 1:
+        raise UserError(f"--batch must be a positive number, got {batch}")
+    if bg is None and bg_frames < 1:
+        raise UserError(f"--bg-frames must be a positive number, got {bg_frames}")
+    if max_frames is not None and max_frames < 1:
+        raise UserError(f"--max-frames must be a positive number, got {max_frames}")
+    fmt = video_format(out)  # checks the suffix before any work
+    if fmt is None:  # a path that can never be written is refused now, not after the model loaded
+        check_output_dir(out)
+    else:
+        check_output_file(out)
+    if masks_dir is not None:
+        check_output_dir(masks_dir)
+    return fmt
+
+
+def _open_frames(src: FrameSource, bg: str | Path | None, bg_frames: int, max_frames: int | None,
+                 report: StreamReport) -> tuple[Iterator[np.ndarray], np.ndarray, int | None]:
+    """The frames to run (at most `max_frames`), the background, and how many frames to expect
+    (None when neither the source nor `max_frames` says)."""
+    frames: Iterator[np.ndarray] = iter(src)
+    if max_frames is not None:
+        frames = itertools.islice(frames, max_frames)
+    background, frames = _background(frames, src, bg, bg_frames, report)
+    expected = min(x for x in (src.expected, max_frames) if x) if (src.expected or max_frames) else None
+    return frames, background, expected
+
+
+class _Annotator:
+    """The per-frame work of one stream: resize for the model (decode thread), infer a batch
+    against the fixed background (infer thread), compose the panel and write it (encode thread)."""
+
+    def __init__(self, runner: Runner, background: np.ndarray, report: StreamReport, masks_dir: str | Path | None,
+                 on_frame: Callable[[int, float], None] | None):
+        self.runner = runner
+        self.size = runner.spec.size
+        self.bg_feed = imageio.to_nchw([imageio.resize(background.astype(np.float32) / 255.0, self.size)])
+        self.report = report
+        self.masks = ensure_dir(masks_dir) if masks_dir is not None else None
+        self.on_frame = on_frame
+        self.meter = FpsMeter()
+
+    def run(self, writer: FrameWriter, frames: Iterator[np.ndarray], batch: int, stop: threading.Event, pipelined: bool) -> int:
+        """Every frame through the model into `writer`; returns how many were written."""
+        return run_pipeline((self.prepare(f) for f in frames), self.infer_batch, functools.partial(self.emit, writer),
+                            batch=batch, queue_size=2 * batch + 2, stop=stop, pipelined=pipelined)
+
+    def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return frame, imageio.resize(frame.astype(np.float32) / 255.0, self.size)
+
+    def infer_batch(self, group: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        x = np.ascontiguousarray(np.stack([g[1] for g in group]).transpose(0, 3, 1, 2))
+        result = self.runner.infer({"bg": np.repeat(self.bg_feed, len(group), axis=0), "fgbg": x})
+        return [(result["mask"][i, 0], result["depth"][i, 0]) for i in range(len(group))]
+
+    def emit(self, writer: FrameWriter, item: tuple[np.ndarray, np.ndarray], result: tuple[np.ndarray, np.ndarray]) -> None:
+        panel, mask = compose_panel(item[0], *result)
+        writer.write(panel)
+        if self.masks is not None:
+            imageio.save_png(self.masks / f"mask_{self.report.masks:06d}.png", mask)
+            self.report.masks += 1
+        rate = self.meter.tick()
+        if self.on_frame is not None:
+            self.on_frame(writer.count, rate)
+
+
+def _write_output(out: Path, fmt: tuple[str, tuple[str, ...]] | None, src: FrameSource, report: StreamReport,
+                  run: Callable[[FrameWriter], int]) -> FrameWriter:
+    """`run(writer)` into a folder of PNGs or a video; sets `report.frames` and returns the writer.
+
+    The video is written under a temporary name and renamed only once closed, so an error (or a
+    run stopped before its first frame) leaves no file at `out`.
+    """
+    if fmt is None:
+        writer: FrameWriter = PngFolderWriter(out)
+        report.frames = run(writer)
+        return writer
+    with atomic_path(out) as tmp:
+        writer = VideoWriter(tmp, fmt[0], fmt[1], src.fps)
+        try:
+            report.frames = run(writer)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                writer.close()
+            raise
+        writer.close()
+        if report.frames == 0:
+            raise UserError(f"{src.label}: stopped before the first frame was written; no video written")
+    return writer
 
 
 def _background(frames: Iterator[np.ndarray], src: FrameSource, bg: str | Path | None, bg_frames: int,

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from .. import imageio
-from ..errors import MissingDependency, UserError, first_line
+from ..errors import UserError, first_line
 from ..fsutil import ensure_dir
 from ..infer import IMAGE_SUFFIXES
+from ..optional import import_optional
 
 # output suffix -> (container format, encoders to try in order)
 VIDEO_FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -40,11 +41,7 @@ DEFAULT_FPS = 25.0
 
 def require_av() -> Any:
     """PyAV, or one line naming the extra that installs it."""
-    try:
-        import av
-    except ImportError as e:
-        raise MissingDependency("PyAV (video files and cameras)", "video") from e
-    return av
+    return import_optional("av", "PyAV (video files and cameras)", "video")
 
 
 class FrameSource:

@@ -22,14 +22,23 @@ from ..spec import INPUT_NAMES, OUTPUT_NAMES, IOSpec
 
 
 class Runner(abc.ABC):
-    """One model file on one backend."""
+    """One model file on one backend.
+
+    Opening (the subclass's `__init__`) reads only what the file says about itself: the I/O
+    `spec` (never None), the `metadata` (precision, graph, source checkpoint) and what the runner
+    chose (`notes`). Sessions, engines and weights are created in `_activate()` and freed in
+    `_deactivate()`, so `bench` and `parity` can open every model up front (and refuse a bad one
+    at once) while holding only the one they run. `notes` may grow at activation (a provider
+    that failed to load): read it after `activate()`.
+    """
 
     backend: str = "?"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, spec: IOSpec, metadata: Mapping[str, str] | None = None):
         self.path = Path(path)
-        self.spec: IOSpec | None = None
-        self.metadata: dict[str, str] = {}
+        self.spec = spec
+        self.metadata: dict[str, str] = dict(metadata or {})
+        self.notes: list[str] = []
         self.active = False
 
     @property
@@ -66,7 +75,6 @@ class Runner(abc.ABC):
     def check_result(self, result: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         """`{"mask", "depth"}`, each `[N, 1, H, W]` at the model's size: a model file that gives
         anything else (another network with the same input names) is refused, not misread."""
-        assert self.spec is not None
         want = (n, 1, *self.spec.size)
         for name in OUTPUT_NAMES:
             a = result.get(name)
@@ -77,7 +85,6 @@ class Runner(abc.ABC):
 
     def check_feed(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Same names, float32, [N, 3, H, W] at the model's size: one clear error otherwise."""
-        assert self.spec is not None
         missing = [n for n in INPUT_NAMES if n not in feed]
         if missing:
             raise UserError(f"{self.name}: missing input(s) {missing}")
@@ -117,7 +124,8 @@ RUNNERS: dict[str, tuple[str, str]] = {
 
 
 def open_runner(path: str | Path, **options: Any) -> Runner:
-    """The runner for a model file, chosen by suffix; the file is checked but not yet loaded."""
+    """The runner for a model file, chosen by suffix: its metadata is read and checked, nothing
+    is loaded until `activate()` (or `with runner:`)."""
     import importlib
 
     path = Path(path)

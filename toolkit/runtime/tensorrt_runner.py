@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import MissingDependency, UserError, first_line
 from ..fsutil import sha256_file
-from ..spec import INPUT_NAMES, METADATA_PREFIX, OUTPUT_NAMES, IOSpec
+from ..optional import import_optional, tensorrt_version
+from ..spec import INPUT_NAMES, METADATA_PREFIX, OUTPUT_NAMES, BatchProfile, IOSpec
 from .base import Runner
 
 SIDECAR_FORMAT = "toolkit.engine-sidecar/1"
@@ -71,25 +72,12 @@ def sidecar_spec(sidecar: Mapping[str, Any]) -> IOSpec:
     return IOSpec.from_dict(sidecar["iospec"])
 
 
-def batch_profile(sidecar: Mapping[str, Any]) -> tuple[int, int, int]:
-    """The (min, opt, max) batch the engine's optimisation profile was built for."""
+def batch_profile(sidecar: Mapping[str, Any]) -> BatchProfile:
+    """The (min, opt, max) batch the engine's optimisation profile was built for (ValueError if invalid)."""
     p = sidecar.get("batch_profile")
-    try:
-        values = (int(p["min"]), int(p["opt"]), int(p["max"]))  # type: ignore[index]
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"invalid batch_profile {p!r}") from e
-    check_profile(values)
-    return values
-
-
-def check_profile(batch: tuple[int, int, int]) -> tuple[int, int, int]:
-    """A (min, opt, max) batch profile with 1 <= min <= opt <= max, else ValueError."""
-    if len(batch) != 3:
-        raise ValueError(f"batch profile must be (min, opt, max), got {batch!r}")
-    lo, opt, hi = (int(b) for b in batch)
-    if not 1 <= lo <= opt <= hi:
-        raise ValueError(f"batch profile must satisfy 1 <= min <= opt <= max, got min={lo} opt={opt} max={hi}")
-    return lo, opt, hi
+    if not isinstance(p, Mapping):
+        raise ValueError(f"invalid batch_profile {p!r}")
+    return BatchProfile.of(p)
 
 
 def check_sidecar(sidecar: Mapping[str, Any], *, trt_version: str, gpu_name: str, compute_capability: str | None = None) -> None:
@@ -105,92 +93,68 @@ def check_sidecar(sidecar: Mapping[str, Any], *, trt_version: str, gpu_name: str
         raise UserError(f"engine was built for compute capability {built_cc}, this GPU has {compute_capability}: {REBUILD}")
 
 
-def check_batch(n: int, profile: tuple[int, int, int], *, where: str = "engine") -> None:
-    lo, _, hi = profile
-    if not lo <= n <= hi:
+def check_batch(n: int, profile: BatchProfile, *, where: str = "engine") -> None:
+    if not profile.admits(n):
         raise UserError(
-            f"{where}: batch of {n} is outside the engine's optimisation profile ({lo}..{hi}); "
+            f"{where}: batch of {n} is outside the engine's optimisation profile ({profile.min}..{profile.max}); "
             "split the batch or rebuild with a larger --batch profile"
         )
 
 
-TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt_cu13", "tensorrt_cu12")
-
-
-def installed_tensorrt_version() -> str | None:
-    """TensorRT's version without importing it (package metadata), else by importing it; None
-    when it is not installed."""
-    import importlib.util
-    from importlib import metadata
-
-    if importlib.util.find_spec("tensorrt") is None:
-        return None
-    for dist in TENSORRT_DISTRIBUTIONS:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    try:  # a system install (apt, tarball) without package metadata
-        return str(_tensorrt().__version__)
-    except MissingDependency:
-        return None
-
-
 def _tensorrt() -> Any:
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise MissingDependency("TensorRT (needed to run a .engine file)", "gpu") from e
-    return tensorrt
+    return import_optional("tensorrt", "TensorRT (needed to run a .engine file)", "gpu")
 
 
 class TensorRTRunner(Runner):
     backend = "tensorrt"
 
     def __init__(self, path: str | Path, *, threads: int | None = None, **_options: object):
-        super().__init__(path)
-        self.threads = threads  # accepted for a uniform open_runner(); TensorRT has no thread knob
-        # The sidecar is judged before TensorRT is imported (importing it costs seconds and needs
-        # the GPU libraries): a missing sidecar, one naming another TensorRT (read from the package
-        # metadata), or an engine file that is not the one it describes, is refused here.
-        installed = installed_tensorrt_version()
+        """Judge the engine by its sidecar, before TensorRT is imported (importing it costs
+        seconds and needs the GPU libraries): a missing sidecar, one naming another TensorRT
+        (read from the package metadata), or an engine file that is not the one it describes, is
+        refused here; the GPU is checked at `activate()`, before anything is deserialised."""
+        path = Path(path)
+        installed = tensorrt_version()
         try:
-            self.sidecar = load_sidecar(self.path)
+            sidecar = load_sidecar(path)
         except UserError as e:
             if installed is None:  # both problems in one line: fixing one would only show the other
                 raise UserError(f"{e}; TensorRT is not installed either: pip install 'toolkit[gpu]'") from None
             raise
-        built = str(self.sidecar["tensorrt_version"])
+        built = str(sidecar["tensorrt_version"])
         if installed is None:
-            raise MissingDependency(f"TensorRT (needed to run {self.path.name}, built with TensorRT {built})", "gpu")
+            raise MissingDependency(f"TensorRT (needed to run {path.name}, built with TensorRT {built})", "gpu")
         if installed != built:
-            raise UserError(f"{self.path}: engine was built with TensorRT {built}, this machine has TensorRT {installed}: {REBUILD}")
-        if sha256_file(self.path) != self.sidecar["engine_sha256"]:
-            raise UserError(f"{self.path}: the engine file is not the one its sidecar {sidecar_path(self.path).name} describes (SHA-256 differs); rebuild both")
-        trt = _tensorrt()
-        from . import cuda_buffers
-
-        if cuda_buffers.available_backend() is None:
-            raise MissingDependency("cuda-python", "gpu")
-        gpu = cuda_buffers.gpu_info()
-        assert gpu is not None  # a backend is installed, so gpu_info() answers or raises
-        try:
-            check_sidecar(self.sidecar, trt_version=str(trt.__version__), gpu_name=gpu.name, compute_capability=gpu.compute_capability)
-        except UserError as e:
-            raise UserError(f"{self.path}: {e}") from None
-        self.profile = batch_profile(self.sidecar)
-        self.spec = sidecar_spec(self.sidecar)
-        meta = self.sidecar.get("metadata") or {}
-        self.metadata = {str(k): str(v) for k, v in meta.items()}
-        self.metadata[f"{METADATA_PREFIX}precision"] = str(self.sidecar["precision"])
+            raise UserError(f"{path}: engine was built with TensorRT {built}, this machine has TensorRT {installed}: {REBUILD}")
+        if sha256_file(path) != sidecar["engine_sha256"]:
+            raise UserError(f"{path}: the engine file is not the one its sidecar {sidecar_path(path).name} describes (SHA-256 differs); rebuild both")
+        metadata = {str(k): str(v) for k, v in (sidecar.get("metadata") or {}).items()}
+        metadata[f"{METADATA_PREFIX}precision"] = str(sidecar["precision"])
+        super().__init__(path, sidecar_spec(sidecar), metadata)
+        self.threads = threads  # accepted for a uniform open_runner(); TensorRT has no thread knob
+        self.sidecar = sidecar
+        self.profile = batch_profile(sidecar)
         self._runtime: Any = None
         self._engine: Any = None
         self._context: Any = None
         self._buffers: Any = None
         self._names: list[str] = []
 
+    def _check_gpu(self, trt: Any) -> None:
+        """Refuse an engine built for another GPU or TensorRT before deserialising it."""
+        from .cuda_buffers import gpu_info
+
+        gpu = gpu_info()
+        if gpu is None:  # neither cuda-python nor pycuda is installed
+            raise MissingDependency("cuda-python", "gpu")
+        try:
+            check_sidecar(self.sidecar, trt_version=str(trt.__version__), gpu_name=gpu.name, compute_capability=gpu.compute_capability)
+        except UserError as e:
+            raise UserError(f"{self.path}: {e}") from None
+
     def _activate(self) -> None:
         trt = _tensorrt()
+        self._check_gpu(trt)
         from .cuda_buffers import CudaBuffers
 
         logger = trt.Logger(trt.Logger.WARNING)
@@ -211,16 +175,16 @@ class TensorRTRunner(Runner):
                 raise UserError(f"{self.path}: engine tensor {n} is {engine.get_tensor_dtype(n)}, the toolkit's engines take and give float32")
         for n in INPUT_NAMES:
             built_max = int(engine.get_tensor_profile_shape(n, 0)[2][0])
-            if built_max != self.profile[2]:
-                raise UserError(f"{self.path}: engine profile max batch for {n} is {built_max}, its sidecar says {self.profile[2]}; rebuild both")
+            if built_max != self.profile.max:
+                raise UserError(f"{self.path}: engine profile max batch for {n} is {built_max}, its sidecar says {self.profile.max}; rebuild both")
         context = engine.create_execution_context()
         if context is None:
             raise UserError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
         buffers = CudaBuffers()
         try:
-            h, w = self.spec.size  # type: ignore[union-attr]
+            h, w = self.spec.size
             for n in INPUT_NAMES:  # size every buffer for the profile's largest batch, once
-                _set_shape(context, n, (self.profile[2], 3, h, w), self.path)
+                _set_shape(context, n, (self.profile.max, 3, h, w), self.path)
             for n in names:
                 nbytes = int(np.prod(tuple(context.get_tensor_shape(n)))) * np.dtype(np.float32).itemsize
                 buffers.allocate(n, nbytes)
@@ -239,7 +203,6 @@ class TensorRTRunner(Runner):
             buffers.close()
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        assert self._context is not None and self._buffers is not None
         n = feed[INPUT_NAMES[0]].shape[0]
         check_batch(n, self.profile, where=str(self.path))
         ctx, buf = self._context, self._buffers

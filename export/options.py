@@ -1,0 +1,129 @@
+"""What `toolkit export` was asked for, checked in one place: `ExportOptions`.
+
+The rules live here, not in the command line, so a Python caller gets the same one-line errors:
+each value's range, and which options only apply with another (a calibration method without
+`--int8` is a mistake, not something to ignore). The checks run when the options are made,
+before anything is written, so a run never fails half-way on a bad value. The formats table's
+own checks (a library a row needs, a Triton folder in the way) run from each selected row's
+`preflight` (export.formats).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import UserError
+from toolkit.spec import DEFAULT_BATCH_PROFILE, BatchProfile
+
+from .int8 import (
+    DEFAULT_CALIB_PAIRS,
+    DEFAULT_GATE_PAIRS,
+    DEFAULT_METHOD,
+    DEFAULT_TARGET,
+    METHODS,
+    TARGETS,
+    check_calibration_data,
+    check_pair_counts,
+)
+from .triton import DEFAULT_NAME as DEFAULT_TRITON_NAME
+from .triton import check_model_name
+
+DEFAULT_WORKSPACE_MB = 1024
+GRAPHS = ("folded", "literal")  # the folded tail (faster, same outputs) or the literal layers
+
+# option field -> (its flag, the flag(s) it only applies with, their fields); the calibration
+# pair counts also size fp16's check (it runs on both parts).
+DEPENDENT_OPTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "int8_target": ("--int8-target", "--int8", ("int8",)),
+    "calib_method": ("--calib-method", "--int8", ("int8",)),
+    "calib_pairs": ("--calib-pairs", "--int8 or --fp16", ("int8", "fp16")),
+    "gate_pairs": ("--gate-pairs", "--int8 or --fp16", ("int8", "fp16")),
+    "force": ("--force", "--int8", ("int8",)),
+    "batch": ("--batch", "--engine", ("engine",)),
+    "workspace_mb": ("--workspace", "--engine", ("engine",)),
+    "timing_cache": ("--timing-cache", "--engine", ("engine",)),
+    "triton_name": ("--triton-name", "--triton", ("triton",)),
+}
+SWITCHES = ("fp16", "int8", "engine", "triton")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What the user asked for; refused (UserError) when made with a bad or misplaced value."""
+
+    graph: str = "folded"
+    fp16: bool = False
+    int8: bool = False
+    engine: bool = False
+    triton: Path | None = None  # a Triton model repository folder
+    calib: Path | None = None  # a data set (folder or zip, original layout): int8 calibration/gate, fp16 check
+    int8_target: str = DEFAULT_TARGET
+    calib_method: str = DEFAULT_METHOD
+    calib_pairs: int = DEFAULT_CALIB_PAIRS
+    gate_pairs: int = DEFAULT_GATE_PAIRS
+    force: bool = False  # write an int8 model that fails its gate, with a warning
+    batch: BatchProfile = DEFAULT_BATCH_PROFILE  # engine profile; '1,8,32' or (1, 8, 32) are taken too
+    workspace_mb: int = DEFAULT_WORKSPACE_MB
+    timing_cache: Path | None = None  # default <out>/tensorrt.timing-cache
+    triton_name: str = DEFAULT_TRITON_NAME
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch, BatchProfile):
+            object.__setattr__(self, "batch", batch_profile(self.batch))
+        for name in ("triton", "calib", "timing_cache"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        defaults = {f.name: f.default for f in fields(self)}
+        self._check_pairings({k for k in DEPENDENT_OPTIONS if getattr(self, k) != defaults[k]})
+        self._check_values()
+
+    @classmethod
+    def from_given(cls, **given: Any) -> ExportOptions:
+        """Options where None means "not given" (the command line's): an option given without the
+        flag it applies to is refused even when it equals its default."""
+        chosen = {k: v for k, v in given.items() if v is not None}
+        probe = {k: chosen.get(k, False) for k in SWITCHES}
+        cls._check_pairings_of({k for k, v in chosen.items() if k in DEPENDENT_OPTIONS and v is not False}, probe)
+        return cls(**chosen)
+
+    def _check_pairings(self, changed: Collection[str]) -> None:
+        self._check_pairings_of(changed, {k: getattr(self, k) for k in SWITCHES})
+        if self.calib is not None and not self.int8 and not self.fp16:
+            raise UserError("--calib is used by --int8 (calibration and gate) and --fp16 (its check): give one of them")
+
+    @staticmethod
+    def _check_pairings_of(given: Collection[str], switches: dict[str, Any]) -> None:
+        for option, (_, flag, needs) in DEPENDENT_OPTIONS.items():
+            if option not in given or any(switches.get(k) for k in needs):
+                continue
+            misplaced = [DEPENDENT_OPTIONS[k][0] for k in DEPENDENT_OPTIONS if k in given and DEPENDENT_OPTIONS[k][1] == flag]
+            raise UserError(f"{', '.join(misplaced)} only {'applies' if len(misplaced) == 1 else 'apply'} to {flag}")
+
+    def _check_values(self) -> None:
+        if self.graph not in GRAPHS:
+            raise UserError(f"--graph must be one of {', '.join(GRAPHS)}, got {self.graph!r}")
+        if self.int8_target not in TARGETS:
+            raise UserError(f"--int8-target must be one of {', '.join(TARGETS)}, got {self.int8_target!r}")
+        if self.calib_method not in METHODS:
+            raise UserError(f"--calib-method must be one of {', '.join(METHODS)}, got {self.calib_method!r}")
+        check_pair_counts(self.calib_pairs, self.gate_pairs)
+        if int(self.workspace_mb) <= 0:
+            raise UserError(f"--workspace must be a positive number of MiB, got {self.workspace_mb}")
+        if self.engine and self.int8 and self.int8_target != "tensorrt":
+            raise UserError("--engine builds int8 engines from a TensorRT-target int8 model (zero points 0): "
+                            "add --int8-target tensorrt, or drop --int8")
+        check_model_name(self.triton_name)
+        if self.calib is not None:
+            check_calibration_data(self.calib)
+
+
+def batch_profile(value: BatchProfile | str | tuple[int, ...] | list[int]) -> BatchProfile:
+    """'1,8,32' or (1, 8, 32) as an engine profile; a bad one is one `--batch` line."""
+    try:
+        return BatchProfile.of(value)
+    except ValueError as e:
+        raise UserError(f"--batch: {e}") from None

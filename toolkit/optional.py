@@ -1,0 +1,58 @@
+"""Optional libraries: one way to import them, and one way to read TensorRT's version.
+
+The edge install has numpy, Pillow, Typer, Rich, onnx and onnxruntime; everything else comes
+from an extra. A missing library is one line naming the extra that installs it
+(`MissingDependency`), never an ImportError traceback, and it is imported only where used, so
+the edge install never loads PyTorch or TensorRT by accident.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from importlib import metadata
+from types import ModuleType
+
+from .errors import MissingDependency
+
+# The pip distributions TensorRT's Python bindings come in (NVIDIA names one per CUDA major).
+TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt_cu13", "tensorrt_cu12")
+
+
+def import_optional(module: str, what: str, extra: str) -> ModuleType:
+    """`importlib.import_module(module)`, or `MissingDependency` ("<what> is not installed: pip
+    install 'toolkit[<extra>]'") when it is missing."""
+    parts = module.split(".")
+    try:  # each parent first: a submodule already imported would not notice its package is gone
+        for i in range(1, len(parts) + 1):
+            found = importlib.import_module(".".join(parts[:i]))
+        return found
+    except ImportError as e:
+        raise MissingDependency(what, extra) from e
+
+
+def distribution_version(*names: str) -> str | None:
+    """The version of the first of these pip distributions that is installed, else None."""
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def tensorrt_version() -> str | None:
+    """TensorRT's version, None when it is not installed.
+
+    Read from the package metadata first (importing TensorRT takes seconds and needs the GPU
+    libraries), then from the module itself for a system install (apt, tarball) that has none.
+    """
+    if importlib.util.find_spec("tensorrt") is None:
+        return None
+    version = distribution_version(*TENSORRT_DISTRIBUTIONS)
+    if version is not None:
+        return version
+    try:
+        return str(importlib.import_module("tensorrt").__version__)
+    except Exception:  # a broken install (missing libnvinfer) is "not installed" here
+        return None

@@ -1,0 +1,64 @@
+"""Writing a run's `last.pt` and `best.pt`, so that a kill at any moment leaves a resumable run.
+
+Why a class of its own: the guarantees live in the details. Every write is atomic and carries
+the payload's SHA-256 (`toolkit.checkpoint.save_checkpoint`), so a kill mid-write leaves the
+previous file intact and only a temporary behind, which the next run removes. After an epoch
+that improved, best.pt is written before last.pt: a kill between the two leaves last.pt at the
+previous epoch, so the resumed run redoes this one and writes both again. Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from toolkit.checkpoint import make_checkpoint, save_checkpoint
+
+from .components import TrainComponents
+from .config import TrainConfig
+from .distributed import Group
+from .state import training_state
+
+__all__ = ["Checkpointer", "remove_stale_temporaries"]
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Checkpoint temporaries left by a killed run (atomic writes never got to rename them)."""
+    for stale in [*out.glob(".last.pt.*.tmp"), *out.glob(".best.pt.*.tmp")]:
+        stale.unlink(missing_ok=True)
+
+
+class Checkpointer:
+    """The checkpoints of one run folder, written from the run's current state (`parts.pos`)."""
+
+    def __init__(self, out: Path, parts: TrainComponents, config: TrainConfig, group: Group, cuda: bool):
+        self.last, self.best = out / "last.pt", out / "best.pt"
+        self.parts, self.config, self.group, self.cuda = parts, config, group, cuda
+        self.written: list[Path] = []  # checkpoints this invocation wrote
+
+    def save(self, path: Path, metrics: dict[str, Any]) -> None:
+        """Write the run as it stands to `path`, the averaged weights as its model under EMA (the
+        optimiser's own weights then travel in the training state for `--resume`)."""
+        if not self.group.main:
+            return
+        p = self.parts
+        self.written.append(path)
+        state = training_state(p.optimizer, p.scheduler, self.config, p.pos, self.cuda, data=p.data.counts)
+        state["world"] = self.group.world
+        if p.ema is not None:
+            state["live_model"] = {k: v.detach().cpu() for k, v in p.model.net.state_dict().items()}
+            state["ema_updates"] = p.ema.updates
+        weights = (p.ema.module if p.ema is not None else p.model.net).state_dict()
+        save_checkpoint(path, make_checkpoint(weights, p.spec, epoch=p.pos.epoch, step=p.pos.step, recipe=p.recipe.name,
+                                              source="toolkit train", metrics=metrics, training=state))
+
+    def save_epoch(self, row: dict[str, Any], improved: bool) -> None:
+        """The end of an epoch (or of a partial one at --max-steps)."""
+        if improved:  # best.pt first: a kill between the two writes then redoes this epoch
+            self.save(self.best, row)
+        self.save(self.last, row)
+
+    def ensure_last(self, history: list[dict[str, Any]]) -> None:
+        """A resumed finished run into a new folder still gets its last.pt."""
+        if not self.last.exists():
+            self.save(self.last, history[-1] if history else {})
