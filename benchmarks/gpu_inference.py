@@ -285,7 +285,8 @@ def onnx_section(report, ckpt_path: Path, out: Path, host, device, fits, save, a
     for m in models if provider else []:
         if not fits(f"ONNX {m.relative_to(out)} on {provider}", len(batches) * (args.seconds + 5) + (120 if provider == "tensorrt" else 5)):
             continue
-        session = open_runner(m, provider=provider, trt_batch=trt_batch).activate().session
+        runner = open_runner(m, provider=provider, trt_batch=trt_batch).activate()
+        session = runner.session
         for b in batches:
             binding = session.io_binding()  # inputs and outputs stay on the GPU, as in the torch rows
             for n in INPUT_NAMES:
@@ -296,6 +297,7 @@ def onnx_section(report, ckpt_path: Path, out: Path, host, device, fits, save, a
             o["rows"].append({"model": str(m.relative_to(out)), "runtime": f"onnxruntime {session.get_providers()[0]}", "batch": b,
                               "images_per_s": 1000 * b / ms, "ms_per_batch": ms, "calls": calls})
             save()
+        runner.deactivate()
     if models and not provider and fits("ONNX Runtime CPU reference rows", 30):
         from toolkit.bench import bench
 

@@ -15,7 +15,7 @@ What stays fp32, found by graph structure (never by node names):
     the normalisation constants and the decoded [0, 1] values keep full precision;
   * every Resize (the converter's op block list);
   * any node holding a constant beyond the fp16 range (65504), which would otherwise be clamped
-    (export-backends.md, pitfall 2: overflow in convolutions with folded BatchNorm).
+    (folding BatchNorm into a convolution can make its weights overflow fp16).
 
 The converter's own clamp is set to the fp16 range (its default of 1e4 would clamp representable
 weights). The result is checked with `onnx.checker`, then run in ONNX Runtime beside the fp32 model
@@ -178,7 +178,7 @@ def convert_fp16(
     """Convert the fp32 ONNX `source` to fp16 at `out`, check it, and write it only if it passes.
 
     `feeds`: validation batches (`{"bg", "fgbg"}` float32 `[N, 3, H, W]` at the model's size).
-    `thresholds` (a `toolkit.compare.Thresholds`) overrides the fp16 ones.
+    `thresholds` (a `toolkit.compare.Thresholds`): the values it sets replace the fp16 ones.
     """
     source, out = Path(source), Path(out)
     if not feeds:

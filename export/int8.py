@@ -75,7 +75,7 @@ HOLDOUT = 0.2  # share of a user data set's backgrounds held out for the gate
 SYNTH_SEED = 20200415
 SYNTH_FOREGROUNDS, SYNTH_PLACEMENTS = 4, 2
 
-# Optimum's TensorRT preset plus no bias quantisation (export-backends.md §3).
+# Optimum's TensorRT preset plus no bias quantisation (TensorRT quantises biases itself).
 TENSORRT_OPTIONS = {
     "ActivationSymmetric": True,
     "WeightSymmetric": True,
@@ -301,9 +301,8 @@ def quantize_int8(
     thresholds: Thresholds | None = None,
 ) -> tuple[Path, Int8Report]:
     """Quantise the fp32 ONNX `source` to `out`; refuse it (CheckFailed) when the gate fails,
-    unless `force`. `thresholds` (a `toolkit.compare.Thresholds`) overrides the int8 ones."""
-    import onnx
-
+    unless `force`. `thresholds` (a `toolkit.compare.Thresholds`): the values it sets replace the
+    int8 ones."""
     source, out = Path(source), Path(out)
     if target not in TARGETS:
         raise UserError(f"int8 target must be one of {', '.join(TARGETS)}, got {target!r}")

@@ -28,11 +28,10 @@ from .int8 import (
     check_calibration_data,
     check_pair_counts,
 )
+from .onnx import check_graph
+from .tensorrt import DEFAULT_WORKSPACE_MB
 from .triton import DEFAULT_NAME as DEFAULT_TRITON_NAME
 from .triton import check_model_name
-
-DEFAULT_WORKSPACE_MB = 1024
-GRAPHS = ("folded", "literal")  # the folded tail (faster, same outputs) or the literal layers
 
 # option field -> (its flag, the flag(s) it only applies with, their fields); the calibration
 # pair counts also size fp16's check (it runs on both parts).
@@ -97,15 +96,17 @@ class ExportOptions:
 
     @staticmethod
     def _check_pairings_of(given: Collection[str], switches: dict[str, Any]) -> None:
-        for option, (_, flag, needs) in DEPENDENT_OPTIONS.items():
-            if option not in given or any(switches.get(k) for k in needs):
-                continue
-            misplaced = [DEPENDENT_OPTIONS[k][0] for k in DEPENDENT_OPTIONS if k in given and DEPENDENT_OPTIONS[k][1] == flag]
-            raise UserError(f"{', '.join(misplaced)} only {'applies' if len(misplaced) == 1 else 'apply'} to {flag}")
+        """Every option given without the flag it applies to, in one line."""
+        groups: dict[str, list[str]] = {}
+        for option, (own_flag, flag, needs) in DEPENDENT_OPTIONS.items():
+            if option in given and not any(switches.get(k) for k in needs):
+                groups.setdefault(flag, []).append(own_flag)
+        if groups:
+            raise UserError("; ".join(f"{', '.join(flags)} only {'applies' if len(flags) == 1 else 'apply'} to {flag}"
+                                      for flag, flags in groups.items()))
 
     def _check_values(self) -> None:
-        if self.graph not in GRAPHS:
-            raise UserError(f"--graph must be one of {', '.join(GRAPHS)}, got {self.graph!r}")
+        check_graph(self.graph)
         if self.int8_target not in TARGETS:
             raise UserError(f"--int8-target must be one of {', '.join(TARGETS)}, got {self.int8_target!r}")
         if self.calib_method not in METHODS:
@@ -124,6 +125,6 @@ class ExportOptions:
 def batch_profile(value: BatchProfile | str | tuple[int, ...] | list[int]) -> BatchProfile:
     """'1,8,32' or (1, 8, 32) as an engine profile; a bad one is one `--batch` line."""
     try:
-        return BatchProfile.of(value)
+        return BatchProfile.of(value, name="--batch")
     except ValueError as e:
-        raise UserError(f"--batch: {e}") from None
+        raise UserError(str(e)) from None

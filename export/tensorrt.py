@@ -56,9 +56,9 @@ def validate_build_args(precision: str, batch: BatchProfile | tuple[int, int, in
     if precision not in PRECISIONS:
         raise UserError(f"engine precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     try:
-        profile = BatchProfile.of(batch)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"engine {e}") from None
+        profile = BatchProfile.of(batch, name="engine batch profile")
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if int(workspace_mb) <= 0:
         raise UserError(f"engine workspace must be a positive number of MiB, got {workspace_mb}")
     return profile

@@ -147,3 +147,25 @@ def test_mask_iou_gate_forgives_only_flips_at_the_threshold():
     failed = _result(0.9890, 0.95)  # decided pixels disagree too: a real failure, both figures shown
     assert not failed and failed.failures == ["mask IoU 0.9890 < 0.99 (0.9500 on pixels the reference decides by > 0.02)"]
     assert not _result(0.9890, None)  # results made without the figure are judged as before
+
+
+def test_unknown_precision_is_judged_as_fp32_by_parity_and_refused_by_export_checks(exported_onnx, imported_ckpt, tmp_path):
+    from tests.badinputs.corpus import onnx_with_metadata
+    from toolkit.compare import check_model
+    from toolkit.errors import UserError
+
+    bf16 = onnx_with_metadata(exported_onnx, tmp_path / "bf16.onnx", **{"toolkit.precision": "bf16"})
+    report = run_parity([bf16], imported_ckpt, limit=2, batch_size=2)
+    assert report and report.results[0].thresholds == Thresholds(max_abs=1e-4, mask_iou=0.999)
+    feeds = [{k: np.full((1, 3, 128, 128), 0.5, np.float32) for k in ("bg", "fgbg")}]
+    with pytest.raises(UserError, match="unknown precision 'bf16'"):
+        check_model(imported_ckpt, bf16, feeds)
+
+
+def test_thresholds_refuse_values_outside_their_range():
+    from toolkit.errors import UserError
+
+    for bad in (dict(mask_iou=1.5), dict(max_abs=-1.0), dict(depth_rmse=float("nan"))):
+        with pytest.raises(UserError, match="must be in \\[0, "):
+            Thresholds(**bad)
+    assert Thresholds(mask_iou=1.0, max_abs=0.0).mask_iou == 1.0

@@ -72,9 +72,12 @@ def bench(
     rows: list[BenchRow] = []
     baseline: dict[int, float] = {}
     rng = np.random.default_rng(0)
-    # Every model is opened (and so checked) before any is timed: a bad last model is an error
-    # at once, not after minutes of timing the others.
+    # Every model is opened and loaded once (then freed: one model is held at a time) before any
+    # is timed, so a bad last model is an error at once, not after minutes of timing the others.
     runners = [open_runner(path, threads=threads, provider=provider) for path in models]
+    for runner in runners:
+        with runner:
+            pass
     for i, (path, runner) in enumerate(zip(models, runners)):
         with runner:
             h, w = runner.spec.size

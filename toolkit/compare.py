@@ -35,10 +35,10 @@ class Thresholds:
     depth_rmse: float | None = None
 
     def __post_init__(self) -> None:
-        for name, hi in (("max_abs", None), ("mask_iou", 1.0), ("depth_iou", 1.0), ("depth_rmse", 1.0)):
+        for name, hi in (("max_abs", None), ("mask_iou", 1), ("depth_iou", 1), ("depth_rmse", 1)):
             value = getattr(self, name)
             if value is not None and not (value >= 0 and (hi is None or value <= hi)):
-                flag = "--" + name.replace("_", "-")
+                flag = {"depth_iou": "depth IoU"}.get(name, "--" + name.replace("_", "-"))  # no flag sets depth IoU
                 raise UserError(f"{flag} must be in [0, {hi if hi is not None else 'inf'}], got {value}")
 
 
@@ -225,12 +225,15 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def thresholds_for(precision: str, overrides: Thresholds | None = None) -> Thresholds:
+def thresholds_for(precision: str, overrides: Thresholds | None = None, *, strict: bool = False) -> Thresholds:
     """The pass conditions of a model of `precision` (its metadata's), with the values that
-    `overrides` sets replacing the defaults; an unknown precision is refused, not judged as fp32."""
+    `overrides` sets replacing the defaults. An unknown precision is judged as fp32 (the
+    strictest), or, with `strict` (an export checking what it just made), refused."""
     defaults = DEFAULT_THRESHOLDS.get(precision)
     if defaults is None:
-        raise UserError(f"unknown precision {precision!r} in the model's metadata (known: {', '.join(DEFAULT_THRESHOLDS)})")
+        if strict:
+            raise UserError(f"unknown precision {precision!r} in the model's metadata (known: {', '.join(DEFAULT_THRESHOLDS)})")
+        defaults = DEFAULT_THRESHOLDS["fp32"]
     if overrides is None:
         return defaults
     return replace(defaults, **{k: v for k, v in asdict(overrides).items() if v is not None})
@@ -242,12 +245,11 @@ def compare_runners(
     feeds: Iterable[dict[str, np.ndarray]],
     overrides: Thresholds | None = None,
     *,
-    thresholds: Thresholds | None = None,
+    strict: bool = False,
 ) -> ParityReport:
     """Run the reference, then each candidate, on every feed (one model loaded at a time); judge
-    each candidate by `thresholds` when given (all of them, None meaning "not judged"), else by
-    `thresholds_for` its precision."""
-    judged_by = [thresholds or thresholds_for(r.precision, overrides) for r in candidates]
+    each candidate by `thresholds_for` its precision, with `overrides` (see there for `strict`)."""
+    judged_by = [thresholds_for(r.precision, overrides, strict=strict) for r in candidates]
     feeds = list(feeds)
     pairs = sum(int(feed[INPUT_NAMES[0]].shape[0]) for feed in feeds)
     if pairs == 0:
@@ -264,12 +266,12 @@ def compare_runners(
 
 
 def check_model(
-    reference: str | Path, candidate: str | Path, feeds: Iterable[dict[str, np.ndarray]], thresholds: Thresholds | None = None
+    reference: str | Path, candidate: str | Path, feeds: Iterable[dict[str, np.ndarray]], overrides: Thresholds | None = None
 ) -> ParityResult:
     """One model file beside a reference file on the CPU, judged as `toolkit parity` judges it:
     the check every export runs before it writes a file (fp32 ONNX vs the PyTorch checkpoint,
-    fp16 and int8 vs the fp32 ONNX)."""
-    return compare_runners(open_runner(reference), [open_runner(candidate)], feeds, thresholds=thresholds).results[0]
+    fp16 and int8 vs the fp32 ONNX). A model of unknown precision is refused here."""
+    return compare_runners(open_runner(reference), [open_runner(candidate)], feeds, overrides, strict=True).results[0]
 
 
 def batches(pairs: dict[str, np.ndarray], size: int = 8) -> list[dict[str, np.ndarray]]:

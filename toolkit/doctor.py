@@ -123,9 +123,7 @@ def _tensorrt() -> Check:
             "tensorrt", "-", False,
             "missing: `toolkit export --engine` and .engine models in infer/parity/bench disabled", GPU_EXTRA,
         )
-    from .optional import tensorrt_version
-
-    version = tensorrt_version() or str(getattr(trt, "__version__", "?"))
+    version = str(getattr(trt, "__version__", "?"))  # the module imported is the one judged
     major = version.split(".")[0]
     if not major.isdigit() or int(major) < 10:
         return Check("tensorrt", version, False, "too old: engines need TensorRT 10 or newer (`export --engine`, .engine models disabled)", GPU_EXTRA)

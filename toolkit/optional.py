@@ -15,8 +15,10 @@ from types import ModuleType
 
 from .errors import MissingDependency
 
-# The pip distributions TensorRT's Python bindings come in (NVIDIA names one per CUDA major).
+# The pip distributions TensorRT's Python bindings come in (NVIDIA names one per CUDA major), and
+# those of its libraries alone (what ONNX Runtime's TensorRT provider loads, with no bindings).
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt_cu13", "tensorrt_cu12")
+TENSORRT_LIB_DISTRIBUTIONS = ("tensorrt-libs", "tensorrt-cu13-libs", "tensorrt-cu12-libs")
 
 
 def import_optional(module: str, what: str, extra: str) -> ModuleType:
@@ -31,14 +33,20 @@ def import_optional(module: str, what: str, extra: str) -> ModuleType:
         raise MissingDependency(what, extra) from e
 
 
-def distribution_version(*names: str) -> str | None:
-    """The version of the first of these pip distributions that is installed, else None."""
+def installed_distribution(*names: str) -> tuple[str, str] | None:
+    """(name, version) of the first of these pip distributions that is installed, else None."""
     for name in names:
         try:
-            return metadata.version(name)
+            return name, metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+def distribution_version(*names: str) -> str | None:
+    """The version of the first of these pip distributions that is installed, else None."""
+    found = installed_distribution(*names)
+    return found[1] if found else None
 
 
 def tensorrt_version() -> str | None:

@@ -186,32 +186,44 @@ class BatchProfile:
     max: int = 32
 
     def __post_init__(self) -> None:
-        for name in ("min", "opt", "max"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"batch profile {name} must be a whole number, got {value!r}")
-        if not 1 <= self.min <= self.opt <= self.max:
-            raise ValueError(f"batch profile must satisfy 1 <= min <= opt <= max, got min={self.min} opt={self.opt} max={self.max}")
-        if self.max > MAX_BATCH:
-            raise ValueError(f"batch profile max {self.max} exceeds the exported models' dynamic batch limit {MAX_BATCH}")
+        self.check(self.min, self.opt, self.max)
+
+    @staticmethod
+    def check(lo: object, opt: object, hi: object, name: str = "batch profile") -> None:
+        """The rule, with `name` (e.g. "--batch") leading each ValueError's message."""
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, opt, hi)):
+            raise ValueError(f"{name} must be min,opt,max (three whole numbers), got {lo!r},{opt!r},{hi!r}")
+        assert isinstance(lo, int) and isinstance(opt, int) and isinstance(hi, int)
+        if not 1 <= lo <= opt <= hi:
+            raise ValueError(f"{name} must satisfy 1 <= min <= opt <= max, got min={lo} opt={opt} max={hi}")
+        if hi > MAX_BATCH:
+            raise ValueError(f"{name} max {hi} exceeds the ONNX export's dynamic batch limit {MAX_BATCH}")
 
     @classmethod
-    def of(cls, value: BatchProfile | str | Sequence[int] | Mapping[str, Any]) -> BatchProfile:
-        """From '1,8,32', (1, 8, 32), {"min": 1, "opt": 8, "max": 32} or a profile; ValueError otherwise."""
+    def of(cls, value: object, name: str = "batch profile") -> BatchProfile:
+        """From '1,8,32', (1, 8, 32), {"min": 1, "opt": 8, "max": 32} or a profile; a ValueError
+        led by `name` otherwise."""
         if isinstance(value, BatchProfile):
             return value
         if isinstance(value, Mapping):
             try:
-                return cls(*(_whole(value[k]) for k in ("min", "opt", "max")))
-            except (KeyError, TypeError) as e:
-                raise ValueError(f"invalid batch_profile {dict(value)!r}") from e
-        parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else list(value)
-        if len(parts) != 3:
-            raise ValueError(f"batch profile must be (min, opt, max), three numbers, got {','.join(map(str, parts))}")
-        try:
-            numbers = [_whole(p) for p in parts]
-        except (TypeError, ValueError):
-            raise ValueError(f"batch profile must be (min, opt, max), three whole numbers, got {value!r}") from None
+                numbers = [_whole(value[k]) for k in ("min", "opt", "max")]
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"invalid {name} {dict(value)!r}") from None
+        else:
+            if isinstance(value, str):
+                parts: list[object] = [p.strip() for p in value.split(",")]
+            elif isinstance(value, Sequence):
+                parts = list(value)
+            else:
+                raise ValueError(f"{name} must be min,opt,max (three numbers), got {value!r}")
+            if len(parts) != 3:
+                raise ValueError(f"{name} must be min,opt,max (three numbers), got {','.join(map(str, parts))}")
+            try:
+                numbers = [_whole(p) for p in parts]
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be min,opt,max (three whole numbers), got {value!r}") from None
+        cls.check(*numbers, name=name)
         return cls(*numbers)
 
     def as_tuple(self) -> tuple[int, int, int]:
@@ -230,9 +242,9 @@ class BatchProfile:
         return self.min <= batch <= self.max
 
 
-def _whole(value: Any) -> int:
+def _whole(value: object) -> int:
     """An int from an int or a string of one (not from 2.5, True or '2.5')."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"not a whole number: {value!r}")
     return int(value)
 

@@ -208,6 +208,7 @@ def _main(*args):
         (["--int8-target", "cpu"], "only applies to --int8"),
         (["--force"], "only applies to --int8"),
         (["--batch", "1,8,32"], "only applies to --engine"),
+        (["--int8-target", "cpu", "--calib-pairs", "8"], "--int8-target only applies to --int8; --calib-pairs only applies to --int8 or --fp16"),
         (["--triton-name", "x"], "only applies to --triton"),
         (["--int8", "--calib", "ONEBG"], "at least 2 backgrounds"),
     ],

@@ -37,7 +37,7 @@ def _has_tensorrt() -> bool:
         ({"precision": "fp32", "batch": (0, 1, 1)}, "1 <= min <= opt <= max"),
         ({"precision": "fp32", "batch": (8, 1, 32)}, "min=8 opt=1 max=32"),
         ({"precision": "fp32", "batch": (1, 8, 4)}, "min=1 opt=8 max=4"),
-        ({"precision": "fp32", "batch": (1, 8)}, "must be \\(min, opt, max\\)"),
+        ({"precision": "fp32", "batch": (1, 8)}, "must be min,opt,max"),
         ({"precision": "fp32", "workspace_mb": 0}, "workspace must be a positive"),
     ],
 )

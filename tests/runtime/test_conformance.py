@@ -73,8 +73,10 @@ def test_opening_loads_nothing_until_activate(model_file, monkeypatch):
     assert runner.spec.size == (128, 128) and runner.notes == [] and not runner.active
     assert runner.precision == "fp32"
     bg, fg = golden_inputs()
+    notes = runner.notes
     with runner:
         assert calls, "activate() must load the model"
+        assert runner.notes is notes  # a caller holding the list sees what activation adds
         runner.infer({"bg": bg, "fgbg": fg})
     held = [v for k, v in vars(runner).items() if k in ("session", "model", "_engine", "_context")]
     assert held and all(v is None for v in held), "deactivate() frees what activate() loaded"

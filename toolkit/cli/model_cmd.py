@@ -76,7 +76,8 @@ def export(
     ),
     calib_method: str | None = typer.Option(None, "--calib-method", help="int8 calibration: minmax, entropy or percentile. Default entropy."),
     calib_pairs: int | None = typer.Option(
-        None, "--calib-pairs", help="int8 calibration pairs (default 32); the gate judges 16 pairs of held-out backgrounds."
+        None, "--calib-pairs",
+        help="Calibration pairs (default 32): int8 calibrates on them, fp16 is checked on them; the int8 gate judges 16 held-out pairs.",
     ),
     force: bool = typer.Option(False, "--force", help="Write the int8 model even when it fails the accuracy gate (with a warning)."),
     engine: bool = typer.Option(False, "--engine", help="Build TensorRT engines model.<precision>.engine from each ONNX of this run (gpu extra)."),

@@ -3,7 +3,7 @@
 Why a module of its own: it imports Starlette at its top, which the edge install may lack;
 `server.create_app` imports it only after `require_serve()` has named the missing extra, so
 `toolkit.deploy.server` itself imports without Starlette. The image work (decoding, resizing,
-rendering) stays in `server.py`; what is here moves bytes and maps failures to statuses.
+rendering) is in `service.py`; what is here moves bytes and maps failures to statuses.
 """
 
 from __future__ import annotations

@@ -27,9 +27,11 @@ class Runner(abc.ABC):
     Opening (the subclass's `__init__`) reads only what the file says about itself: the I/O
     `spec` (never None), the `metadata` (precision, graph, source checkpoint) and what the runner
     chose (`notes`). Sessions, engines and weights are created in `_activate()` and freed in
-    `_deactivate()`, so `bench` and `parity` can open every model up front (and refuse a bad one
-    at once) while holding only the one they run. `notes` may grow at activation (a provider
-    that failed to load): read it after `activate()`.
+    `_deactivate()`, so `bench` and `parity` can open every model up front (a wrong file, input
+    size or engine sidecar is refused then) while holding only the one they run; what only
+    loading can tell (a graph ONNX Runtime cannot load, a checkpoint whose hash does not match)
+    is refused at `activate()`. `notes` may grow at activation (a provider that failed to load):
+    read it after `activate()`; it stays the same list object.
     """
 
     backend: str = "?"

@@ -24,7 +24,6 @@ class OnnxModelInfo:
     metadata: dict[str, str]  # the model's metadata_props
     fixed_batch: int | None  # the batch dimension when the graph pins it, else None
     has_qdq: bool  # QuantizeLinear/DequantizeLinear nodes (an int8 Q/DQ export)
-    has_toolkit_spec: bool = True  # False: a foreign model, its spec taken from its fixed input size
 
 
 def _dims(value: ValueInfoProto) -> list[int | str | None]:
@@ -69,7 +68,7 @@ def read_onnx_info(path: str | Path, *, require_spec: bool = False) -> OnnxModel
         if value.type.tensor_type.elem_type != TensorProto.FLOAT:
             raise UserError(f"{path}: {value.name} is {_type_name(value)}, the toolkit's models use float32 inputs and outputs")
     metadata = {p.key: p.value for p in model.metadata_props}
-    spec, has_spec = _spec(path, metadata, inputs, require_spec)
+    spec = _spec(path, metadata, inputs, require_spec)
     batches: set[int | str | None] = set()
     for name in INPUT_NAMES:
         dims = _dims(inputs[name])
@@ -84,14 +83,14 @@ def read_onnx_info(path: str | Path, *, require_spec: bool = False) -> OnnxModel
             raise UserError(f"{path}: output {name} has shape {dims}, expected [N, 1, H, W]")
     batch = batches.pop() if len(batches) == 1 else None
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
-    return OnnxModelInfo(path, spec, metadata, batch if isinstance(batch, int) else None, has_qdq, has_spec)
+    return OnnxModelInfo(path, spec, metadata, batch if isinstance(batch, int) else None, has_qdq)
 
 
-def _spec(path: Path, metadata: dict[str, str], inputs: dict[str, ValueInfoProto], require_spec: bool) -> tuple[IOSpec, bool]:
+def _spec(path: Path, metadata: dict[str, str], inputs: dict[str, ValueInfoProto], require_spec: bool) -> IOSpec:
     """The toolkit spec from the metadata, else (a foreign model) the default spec at the
     graph's fixed input size."""
     try:
-        return IOSpec.from_metadata(metadata), True
+        return IOSpec.from_metadata(metadata)
     except ValueError as e:
         if require_spec:
             raise UserError(f"{path}: {e} (engines are built from the toolkit's own ONNX exports)") from e
@@ -99,7 +98,7 @@ def _spec(path: Path, metadata: dict[str, str], inputs: dict[str, ValueInfoProto
     size = [d for d in dims[2:] if isinstance(d, int) and d > 0]
     if len(dims) == 4 and len(size) == 2:
         try:
-            return IOSpec().with_size(size[0], size[1]), False
+            return IOSpec().with_size(size[0], size[1])
         except ValueError as e:
             raise UserError(f"{path}: {e}") from None
     raise UserError(f"{path}: model has no toolkit metadata and no fixed input size")

@@ -107,7 +107,7 @@ def prepare_cache_dir(cache: Path, stamp: dict[str, str]) -> Path:
 
 def _cache_stamp(model: Path, ort_version: str) -> dict[str, str]:
     from ..fsutil import sha256_file
-    from ..optional import tensorrt_version
+    from ..optional import TENSORRT_DISTRIBUTIONS, TENSORRT_LIB_DISTRIBUTIONS, installed_distribution
     from .cuda_buffers import gpu_info
 
     gpu = "?"
@@ -115,7 +115,8 @@ def _cache_stamp(model: Path, ort_version: str) -> dict[str, str]:
         info = gpu_info()
         if info is not None:
             gpu = f"{info.name} ({info.compute_capability})"
-    return {"model_sha256": sha256_file(model), "onnxruntime": ort_version, "tensorrt": tensorrt_version() or "?", "gpu": gpu}
+    trt = installed_distribution(*TENSORRT_DISTRIBUTIONS, *TENSORRT_LIB_DISTRIBUTIONS)  # the libraries the EP loads
+    return {"model_sha256": sha256_file(model), "onnxruntime": ort_version, "tensorrt": " ".join(trt) if trt else "?", "gpu": gpu}
 
 
 def _ort() -> Any:
@@ -139,9 +140,9 @@ class OnnxRunner(Runner):
         if provider not in PROVIDER_CHAIN:
             raise UserError(f"{path}: unknown ONNX Runtime provider {provider!r} (expected one of {', '.join(PROVIDER_CHAIN)})")
         try:
-            self.trt_batch = BatchProfile.of(trt_batch)
+            self.trt_batch = BatchProfile.of(trt_batch, name="TensorRT EP batch profile")
         except ValueError as e:
-            raise UserError(f"{path}: TensorRT EP {e}") from None
+            raise UserError(f"{path}: {e}") from None
         info = read_onnx_info(path)
         super().__init__(path, info.spec, info.metadata)
         self.threads = threads
@@ -196,7 +197,7 @@ class OnnxRunner(Runner):
         return session
 
     def _activate(self) -> None:
-        self.notes = list(self._plan_notes)  # what this session falls back to is noted afresh
+        self.notes[:] = self._plan_notes  # what this session falls back to is noted afresh
         self.session = self._session() if self._chosen == ["cpu"] else self._accelerated_session()
         self.providers = list(self.session.get_providers())
 

@@ -77,7 +77,7 @@ def batch_profile(sidecar: Mapping[str, Any]) -> BatchProfile:
     p = sidecar.get("batch_profile")
     if not isinstance(p, Mapping):
         raise ValueError(f"invalid batch_profile {p!r}")
-    return BatchProfile.of(p)
+    return BatchProfile.of(p, name="batch_profile")
 
 
 def check_sidecar(sidecar: Mapping[str, Any], *, trt_version: str, gpu_name: str, compute_capability: str | None = None) -> None:
@@ -111,8 +111,9 @@ class TensorRTRunner(Runner):
     def __init__(self, path: str | Path, *, threads: int | None = None, **_options: object):
         """Judge the engine by its sidecar, before TensorRT is imported (importing it costs
         seconds and needs the GPU libraries): a missing sidecar, one naming another TensorRT
-        (read from the package metadata), or an engine file that is not the one it describes, is
-        refused here; the GPU is checked at `activate()`, before anything is deserialised."""
+        (read from the package metadata), an engine file that is not the one it describes, or one
+        built for another GPU (cuda-python names this one), is refused here. `activate()` checks
+        the imported TensorRT again before it deserialises anything."""
         path = Path(path)
         installed = tensorrt_version()
         try:
@@ -128,6 +129,7 @@ class TensorRTRunner(Runner):
             raise UserError(f"{path}: engine was built with TensorRT {built}, this machine has TensorRT {installed}: {REBUILD}")
         if sha256_file(path) != sidecar["engine_sha256"]:
             raise UserError(f"{path}: the engine file is not the one its sidecar {sidecar_path(path).name} describes (SHA-256 differs); rebuild both")
+        _check_gpu(path, sidecar, installed)
         metadata = {str(k): str(v) for k, v in (sidecar.get("metadata") or {}).items()}
         metadata[f"{METADATA_PREFIX}precision"] = str(sidecar["precision"])
         super().__init__(path, sidecar_spec(sidecar), metadata)
@@ -140,21 +142,9 @@ class TensorRTRunner(Runner):
         self._buffers: Any = None
         self._names: list[str] = []
 
-    def _check_gpu(self, trt: Any) -> None:
-        """Refuse an engine built for another GPU or TensorRT before deserialising it."""
-        from .cuda_buffers import gpu_info
-
-        gpu = gpu_info()
-        if gpu is None:  # neither cuda-python nor pycuda is installed
-            raise MissingDependency("cuda-python", "gpu")
-        try:
-            check_sidecar(self.sidecar, trt_version=str(trt.__version__), gpu_name=gpu.name, compute_capability=gpu.compute_capability)
-        except UserError as e:
-            raise UserError(f"{self.path}: {e}") from None
-
     def _activate(self) -> None:
         trt = _tensorrt()
-        self._check_gpu(trt)
+        _check_gpu(self.path, self.sidecar, str(trt.__version__))  # the module imported, this time
         from .cuda_buffers import CudaBuffers
 
         logger = trt.Logger(trt.Logger.WARNING)
@@ -220,6 +210,19 @@ class TensorRTRunner(Runner):
             buf.to_host(out[name], name)
         buf.synchronize()
         return out
+
+
+def _check_gpu(path: Path, sidecar: Mapping[str, Any], trt_version: str) -> None:
+    """Refuse an engine built for another GPU or TensorRT before deserialising it."""
+    from .cuda_buffers import gpu_info
+
+    gpu = gpu_info()
+    if gpu is None:  # neither cuda-python nor pycuda is installed
+        raise MissingDependency("cuda-python", "gpu")
+    try:
+        check_sidecar(sidecar, trt_version=trt_version, gpu_name=gpu.name, compute_capability=gpu.compute_capability)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
 
 
 def _set_shape(context: Any, name: str, shape: tuple[int, ...], path: Path) -> None:
