@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 COLUMNS = (("val_mask_iou", "mask IoU"), ("val_mask_dice", "mask Dice"), ("val_seed_mask_iou", "seed mask IoU"),
-           ("val_depth_iou", "depth IoU"), ("val_seed_depth_iou", "seed depth IoU"), ("val_depth_rmse", "depth RMSE"),
+           ("val_depth_above_half_iou", "depth IoU"), ("val_seed_depth_iou", "seed depth IoU"), ("val_depth_rmse", "depth RMSE"),
            ("val_depth_absrel", "AbsRel"), ("val_depth_delta1", "delta1"))
 
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             result = run(TrainConfig(out=out / name, recipe=name, epochs=args.epochs, synth=synth,
                                      batch_size=args.batch_size, image_size=args.image_size, max_steps=args.steps,
-                                     workers=args.workers, seed=args.seed, tensorboard=False), progress=False)
+                                     workers=args.workers, seed=args.seed, tensorboard=False, force=True), progress=False)
             seconds = time.perf_counter() - t0
             last = dict(result.history[-1]) if result.history else {}
             last.update(recipe=name, steps=result.steps, seconds=seconds)

@@ -14,6 +14,7 @@ checkpoint); fp16/int8 work from the fp32 `.onnx`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import tempfile
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolkit.errors import CheckFailed, MissingDependency, ToolkitError, UserError
+from toolkit.install import install_hint
 
 from .options import ExportOptions
 
@@ -39,21 +41,23 @@ ONNX_PRECISIONS = ("fp32", "fp16", "int8")
 
 @dataclass
 class Artifact:
-    """One file (or folder) a row wrote."""
+    """One file (or folder) a row wrote, or (`written` False) the given ONNX model it used."""
 
     path: Path
     precision: str
     summary: str  # the check figures, one line
     detail: ReportOfRow | None = None  # the row's own report
     notes: list[str] = field(default_factory=list)
+    written: bool = True
 
 
 @dataclass
 class ExportContext:
-    """Everything a row's `run` gets: the checkpoint, the output folder, the options, what the
-    rows before it produced, and (made once, on first use) the validation/calibration pairs."""
+    """Everything a row's `run` gets: the source (a checkpoint, or an exported `.onnx`), the
+    output folder, the options, what the rows before it produced, and (made once, on first use)
+    the validation/calibration pairs."""
 
-    checkpoint: Path
+    source: Path
     out_dir: Path
     options: ExportOptions
     produced: dict[str, list[Artifact]] = field(default_factory=dict)  # row key -> what it wrote
@@ -66,19 +70,34 @@ class ExportContext:
         assert root is not None  # the triton row only runs with a repository folder
         return root / fmt.filename.format(precision=precision, name=self.options.triton_name)
 
+    @property
+    def from_onnx(self) -> bool:
+        """The source is an exported `.onnx`: the rows that need only ONNX run, without PyTorch."""
+        return self.source.suffix.lower() == ".onnx"
+
+    def checkpoint_sha256(self) -> str:
+        """The source checkpoint's SHA-256: of the `.pt`, or as the given ONNX model records it."""
+        from toolkit.fsutil import sha256_file
+
+        if not self.from_onnx:
+            return sha256_file(self.source)
+        from toolkit.runtime.onnx_info import read_onnx_info
+
+        return read_onnx_info(self.source).metadata.get("toolkit.checkpoint_sha256", "")
+
     def onnx_model(self, precision: str) -> Path | None:
-        """The ONNX file of `precision` written earlier in this run, if any."""
-        key = {"fp32": "onnx"}.get(precision, precision)
-        for artifact in self.produced.get(key, []):
-            if artifact.precision == precision:
-                return artifact.path
+        """The ONNX file of `precision` written (or given) earlier in this run, if any."""
+        for artifacts in self.produced.values():
+            for artifact in artifacts:
+                if artifact.precision == precision and artifact.path.suffix == ".onnx":
+                    return artifact.path
         return None
 
     @property
     def fp32_onnx(self) -> Path:
         path = self.onnx_model("fp32")
-        if path is None:  # run_exports never runs a row whose needs failed
-            raise UserError("the fp32 ONNX model was not exported in this run")
+        if path is None:  # run_exports never runs a row whose needs failed: only a given model can lack it
+            raise UserError(f"{self.source}: is not an fp32 model; fp16, int8 and Triton are made from the fp32 export")
         return path
 
     def pairs(self) -> CalibrationPairs:
@@ -115,13 +134,25 @@ class ExportFormat:
 
 # -- the rows ---------------------------------------------------------------------------------
 def _onnx_fp32(ctx: ExportContext) -> list[Artifact]:
+    if ctx.from_onnx:
+        return [_given_onnx(ctx.source)]
     from .onnx import export_onnx
 
-    path, check = export_onnx(ctx.checkpoint, ctx.target("onnx"), graph=ctx.options.graph)
+    path, check = export_onnx(ctx.source, ctx.target("onnx"), graph=ctx.options.graph)
     mean = sum(check.mean_abs.values()) / len(check.mean_abs)  # both outputs have as many values
     summary = (f"{ctx.options.graph} graph; ONNX Runtime vs PyTorch: max abs diff {max(check.max_abs.values()):.2e}, "
                f"mean {mean:.2e} on {check.pairs} pairs")
     return [Artifact(path, "fp32", summary, check)]
+
+
+def _given_onnx(path: Path) -> Artifact:
+    """The exported model the run was given, used as it is (checked as the toolkit's own)."""
+    from toolkit.runtime.onnx_info import read_onnx_info
+
+    info = read_onnx_info(path, require_spec=True)
+    precision = info.metadata.get("toolkit.precision", "fp32")
+    graph = info.metadata.get("toolkit.graph", "?")
+    return Artifact(path, precision, f"the given model ({graph} graph), used as it is", written=False)
 
 
 def _fp16(ctx: ExportContext) -> list[Artifact]:
@@ -149,13 +180,11 @@ def _tensorrt_preflight(options: ExportOptions) -> None:
 
 
 def _engines(ctx: ExportContext) -> list[Artifact]:
-    from toolkit.fsutil import sha256_file
-
     from .tensorrt import build_engine
 
     o = ctx.options
     cache = o.timing_cache or ctx.out_dir / "tensorrt.timing-cache"
-    digest = sha256_file(ctx.checkpoint)
+    digest = ctx.checkpoint_sha256()
     built = []
     for precision in ONNX_PRECISIONS:
         source = ctx.onnx_model(precision)
@@ -183,9 +212,34 @@ def _triton(ctx: ExportContext) -> list[Artifact]:
     engines = {a.precision: a.path for a in ctx.produced.get("engine", [])}
     engine = next((engines[p] for p in ("fp16", "fp32", "int8") if p in engines), None)
     max_batch = min(DEFAULT_MAX_BATCH, o.batch.max) if engine is not None else DEFAULT_MAX_BATCH
-    model_dir = write_triton_repo(repo, o.triton_name, ctx.fp32_onnx, engine=engine, max_batch_size=max_batch)
+    kind, why = triton_instance_kind(o.triton_kind)
+    model_dir = write_triton_repo(repo, o.triton_name, ctx.fp32_onnx, engine=engine, max_batch_size=max_batch, onnx_instance_kind=kind)
     plan = f" and {engine.name} as {o.triton_name}_trt" if engine is not None else ""
-    return [Artifact(model_dir, "fp32", f"Triton repository {repo}: model.onnx as {o.triton_name}{plan}, max_batch_size {max_batch}")]
+    summary = f"Triton repository {repo}: model.onnx as {o.triton_name}{plan}, max_batch_size {max_batch}, instance kind {kind} ({why})"
+    return [Artifact(model_dir, "fp32", summary)]
+
+
+def triton_instance_kind(asked: str | None) -> tuple[str, str]:
+    """Triton's instance kind for the ONNX model, and why: as asked (`--triton-kind`), else GPU
+    when this machine has CUDA (PyTorch or ONNX Runtime sees it), else CPU. A CPU-only server
+    cannot load a KIND_GPU model, and a GPU server would run a KIND_CPU one on its CPU."""
+    if asked is not None:
+        return f"KIND_{asked.upper()}", f"--triton-kind {asked}"
+    if _machine_has_cuda():
+        return "KIND_GPU", "this machine has CUDA; --triton-kind cpu for a CPU server"
+    return "KIND_CPU", "no CUDA on this machine; --triton-kind gpu for a GPU server"
+
+
+def _machine_has_cuda() -> bool:
+    with contextlib.suppress(Exception):  # a broken torch install is "no CUDA" here
+        if importlib.util.find_spec("torch") is not None:
+            import torch
+
+            if torch.cuda.is_available():
+                return True
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 FORMATS: tuple[ExportFormat, ...] = (
@@ -246,10 +300,21 @@ class ExportOutcome:
         return self.artifacts[0].detail if self.artifacts else None
 
 
+def check_source(source: Path, options: ExportOptions) -> None:
+    """A checkpoint, or an exported `.onnx` (then what only a checkpoint can make is refused)."""
+    if source.suffix.lower() not in (".pt", ".onnx"):
+        raise UserError(f"{source}: export takes a toolkit checkpoint (.pt) or an exported model (.onnx), not '{source.suffix}'")
+    if source.suffix.lower() == ".onnx" and options.graph != "folded":
+        raise UserError(f"--graph only applies to a checkpoint: {source.name} is already exported")
+
+
 def run_exports(
-    checkpoint: Path, out_dir: Path, keys: Sequence[str] | None = None, options: ExportOptions | None = None
+    source: Path, out_dir: Path, keys: Sequence[str] | None = None, options: ExportOptions | None = None
 ) -> list[ExportOutcome]:
     """Run the selected formats in table order; a failing format is recorded, not raised.
+
+    `source`: a toolkit checkpoint, or an exported `.onnx`: then the `onnx` row uses it as it
+    is and the others (fp16/int8 from an fp32 model, engines, Triton) run without PyTorch.
 
     Give `options` (what the CLI does), or `keys` (format keys, default options). A row whose
     needs failed is not run (its outcome says why). The options were checked when they were
@@ -258,8 +323,9 @@ def run_exports(
     """
     if options is None:
         options = options_for(list(keys or ["onnx"]))
+    check_source(Path(source), options)
     preflight(options)
-    ctx = ExportContext(Path(checkpoint), Path(out_dir), options)
+    ctx = ExportContext(Path(source), Path(out_dir), options)
     outcomes: list[ExportOutcome] = []
     failed: set[str] = set()
     for fmt in selected_formats(options):
@@ -276,7 +342,7 @@ def run_exports(
             continue
         except ImportError as e:  # an optional library missing where no preflight caught it
             failed.add(fmt.key)
-            hint = f": pip install 'toolkit[{fmt.extra}]'" if fmt.extra else ""
+            hint = f": {install_hint(fmt.extra)}" if fmt.extra else ""
             outcomes.append(ExportOutcome(fmt, error=_one_line(f"{fmt.key}: {e}{hint}"), exit_code=MissingDependency.exit_code))
             continue
         ctx.produced[fmt.key] = artifacts

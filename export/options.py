@@ -45,6 +45,7 @@ DEPENDENT_OPTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "workspace_mb": ("--workspace", "--engine", ("engine",)),
     "timing_cache": ("--timing-cache", "--engine", ("engine",)),
     "triton_name": ("--triton-name", "--triton", ("triton",)),
+    "triton_kind": ("--triton-kind", "--triton", ("triton",)),
 }
 SWITCHES = ("fp16", "int8", "engine", "triton")
 
@@ -68,6 +69,7 @@ class ExportOptions:
     workspace_mb: int = DEFAULT_WORKSPACE_MB
     timing_cache: Path | None = None  # default <out>/tensorrt.timing-cache
     triton_name: str = DEFAULT_TRITON_NAME
+    triton_kind: str | None = None  # "cpu" or "gpu"; default: gpu when this machine has CUDA
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch, BatchProfile):
@@ -118,6 +120,8 @@ class ExportOptions:
             raise UserError("--engine builds int8 engines from a TensorRT-target int8 model (zero points 0): "
                             "add --int8-target tensorrt, or drop --int8")
         check_model_name(self.triton_name)
+        if self.triton_kind not in (None, "cpu", "gpu"):
+            raise UserError(f"--triton-kind must be cpu or gpu, got {self.triton_kind!r}")
         if self.calib is not None:
             check_calibration_data(self.calib)
 

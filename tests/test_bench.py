@@ -41,4 +41,5 @@ def test_cli_json(exported_onnx, imported_ckpt, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = json.loads((tmp_path / "b.json").read_text())
     assert [row["backend"] for row in rows] == ["pytorch", "onnxruntime"]
+    assert {(row["height"], row["width"]) for row in rows} == {(128, 128)}  # the input size timed, beside every row
     assert "speed-up vs the baseline" in r.stdout

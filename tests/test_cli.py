@@ -112,3 +112,16 @@ def test_outputs_get_the_usual_file_mode(imported_ckpt, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask
+
+
+def test_every_option_and_argument_has_help():
+    import typer.main
+
+    from toolkit.cli import app
+
+    def bare(command, path):
+        if hasattr(command, "commands"):
+            return [name for sub, c in command.commands.items() for name in bare(c, [*path, sub])]
+        return [f"{' '.join(path)} {p.name}" for p in command.params if not getattr(p, "help", None)]
+
+    assert bare(typer.main.get_command(app), ["toolkit"]) == []

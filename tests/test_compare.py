@@ -169,3 +169,18 @@ def test_thresholds_refuse_values_outside_their_range():
         with pytest.raises(UserError, match="must be in \\[0, "):
             Thresholds(**bad)
     assert Thresholds(mask_iou=1.0, max_abs=0.0).mask_iou == 1.0
+
+
+def test_a_pass_on_decided_pixels_says_which_figure_passed_and_why(capsys, monkeypatch):
+    from toolkit.cli.run_cmd import print_parity
+    from toolkit.compare import ParityReport
+
+    monkeypatch.setenv("COLUMNS", "200")
+    r = _result(0.9053, 0.9851, precision="int8")
+    r.empty_masks, r.pairs = 9, 16
+    print_parity(ParityReport("epoch12.pt", 16, [r]))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "PASS: mask IoU on decided pixels 0.9851 >= 0.97" in out and "(0.9851 decided pixels)" not in out
+    assert "int8 thresholds: mask IoU >= 0.97, depth RMSE <= 0.02" in out
+    assert "over all pixels it is 0.9053, under the 0.97 gate, because a pixel the reference leaves at about 0.5 flips" in out
+    assert "9 of 16 images have no mask pixel in either output" in out

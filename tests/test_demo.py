@@ -16,3 +16,17 @@ def test_demo_runs_every_stage(tmp_path):
     panel = Image.open(result.artefacts["infer"])
     assert panel.size[0] >= 4 * 48  # bg | fgbg | mask | depth at the input's size
     assert lines[-1].startswith("panel: ") and any(line.startswith("[parity]") and "PASS" in line for line in lines)
+
+
+def test_readme_caption_says_what_the_demo_does():
+    """The caption states the demo's steps and settings (they hold on any machine), not a time."""
+    from tests.conftest import ROOT
+    from toolkit.demo import DemoSettings
+
+    s = DemoSettings()
+    caption = (ROOT / "README.md").read_text(encoding="utf-8").split("*The demo's panel", 1)[1].split("*", 1)[0]
+    caption = " ".join(caption.split())
+    pairs = s.backgrounds * s.foregrounds * s.placements
+    assert f"{pairs} pairs ({s.backgrounds} backgrounds x {s.foregrounds} people x {s.placements} placements, {s.synth_size} px)" in caption
+    assert f"{s.epochs} epochs at {s.image_size} px" in caption and f"of {s.batch_size} pairs" in caption
+    assert "minute" not in caption and " s " not in caption

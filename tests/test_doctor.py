@@ -7,6 +7,7 @@ import pytest
 from toolkit.cli import main
 from toolkit.doctor import REQUIREMENTS, Check, parse_requirements, run_checks, unmet_requirements
 from toolkit.errors import UserError
+from toolkit.install import install_hint
 
 
 def _run(argv, capfd):
@@ -26,7 +27,7 @@ def test_parse_requirements_takes_comma_lists_repeats_and_aliases():
 def _checks(torch_verdict: str, torch_ok: bool = True) -> list[Check]:
     return [
         Check("python", "3.12", True, "linux"),
-        Check("torch", "2.13" if torch_ok else "-", torch_ok, torch_verdict, "" if torch_ok else "pip install 'toolkit[train]'"),
+        Check("torch", "2.13" if torch_ok else "-", torch_ok, torch_verdict, "" if torch_ok else install_hint("train")),
         Check("onnxruntime GPU providers", "1.23", False, "missing: CUDA and TensorRT execution providers", "pip uninstall x"),
         Check("tensorrt", "10.13.0.35", True, "engines can be built"),
     ]
@@ -68,3 +69,41 @@ def test_doctor_refuses_an_unknown_requirement_with_exit_2(capfd):
     code, out, err = _run(["doctor", "--require", "cuda,warp-drive"], capfd)
     assert code == 2 and len(err) == 1 and "unknown requirement 'warp-drive'" in err[0]
     assert out == ""  # refused before checking anything
+
+
+def test_every_fix_is_this_installs_command(monkeypatch):
+    import toolkit.doctor as doctor
+    from toolkit.errors import MissingDependency
+
+    def missing(*_):
+        raise MissingDependency("it", "video")
+
+    monkeypatch.setattr(doctor, "_module", lambda name: None)  # nothing importable
+    monkeypatch.setattr("toolkit.deploy.video.require_av", missing)
+    monkeypatch.setattr("toolkit.deploy.service.require_serve", missing)
+    fixes = {c.name: c.fix for c in run_checks()}
+    assert not any("'toolkit[" in fix or fix == "pip install toolkit" for fix in fixes.values()), fixes
+    assert fixes["numpy"] == install_hint() and fixes["torch"] == install_hint("train")
+    assert fixes["tensorrt"] == fixes["cuda-python"] == install_hint("gpu")
+    assert fixes["PyAV"] == install_hint("video") and fixes["serve extra"] == install_hint("serve")
+    [line] = unmet_requirements(["cuda"], [Check("torch", "2.13", True, "CPU only")])
+    assert install_hint("train") in line
+    cpu_ort = type("ort", (), {"__version__": "1.23", "get_available_providers": staticmethod(lambda: ["CPUExecutionProvider"])})
+    monkeypatch.setattr(doctor, "_module", lambda name: cpu_ort if name == "onnxruntime" else None)
+    assert doctor._ort_gpu_providers().fix == f"pip uninstall onnxruntime && {install_hint('gpu')}"  # they share one module
+
+
+def test_doctor_judges_pyav_and_serve_as_stream_and_serve_do(monkeypatch):
+    from toolkit.errors import MissingDependency
+
+    checks = {c.name: c for c in run_checks()}
+    assert checks["PyAV"].ok and checks["serve extra"].ok  # the dev install has both (pyproject's dev extra)
+    assert parse_requirements(["av", "video,serve"]) == ["pyav", "serve"]
+    assert unmet_requirements(["pyav", "serve"], list(checks.values())) == []
+
+    def missing():
+        raise MissingDependency("Starlette", "serve")
+
+    monkeypatch.setattr("toolkit.deploy.service.require_serve", missing)
+    serve = next(c for c in run_checks() if c.name == "serve extra")
+    assert not serve.ok and "`toolkit serve` disabled" in serve.verdict

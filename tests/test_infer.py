@@ -5,6 +5,7 @@ from PIL import Image
 
 from tests.conftest import run_cli
 from toolkit.infer import infer_files
+from toolkit.install import install_hint
 
 
 def _check_outputs(folder, size):
@@ -42,7 +43,7 @@ def test_pt_model_without_torch_names_the_extra(imported_ckpt, image_pair, tmp_p
     r = run_cli("infer", str(bg), str(fgbg), "--model", str(imported_ckpt), "--out", str(tmp_path / "o"),
                 block_torch=True)
     assert r.returncode == 2
-    assert "toolkit[train]" in r.stderr and "Traceback" not in r.stderr
+    assert install_hint("train") in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()
 
 

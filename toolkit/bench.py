@@ -32,6 +32,8 @@ class BenchRow:
     p99_ms: float
     images_per_s: float
     speedup: float = 1.0  # images/s relative to the baseline (first model) at the same batch
+    height: int = 0  # the input size timed (the model's own): a ratio means little across sizes
+    width: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +97,7 @@ def bench(
                 if i == 0:
                     baseline[b] = ips
                 row = BenchRow(str(path), runner.backend, runner.precision, b, float(np.percentile(t, 50)),
-                               float(np.percentile(t, 90)), float(np.percentile(t, 99)), ips, ips / baseline[b])
+                               float(np.percentile(t, 90)), float(np.percentile(t, 99)), ips, ips / baseline[b], h, w)
                 rows.append(row)
                 if on_row:
                     on_row(row)

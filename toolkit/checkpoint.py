@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import UserError, first_line
+from .errors import UserError
 from .fsutil import atomic_path, regular_file_problem
 from .model import EVA4Net, MaskDepthModel
 from .spec import IOSpec
@@ -161,8 +161,21 @@ def _torch_load(path: Path, *, mmap: bool = False) -> Any:
                 f"{path}: refused: the file needs code to load, which a toolkit checkpoint never does "
                 f"(for the original author's files use `toolkit import-legacy`)"
             ) from e
-        first = first_line(e)
-        raise UserError(f"{path}: not a readable checkpoint ({first[:200]})") from e
+        raise UserError(f"{path}: not a readable checkpoint: {_why_not_a_checkpoint(path)}") from e
+
+
+def _why_not_a_checkpoint(path: Path) -> str:
+    """What the file is instead (torch.load's own text is an internal fragment: "101")."""
+    from .sniff import describe
+
+    kind = describe(path)
+    if kind == "a PyTorch checkpoint archive":
+        return "its PyTorch archive is damaged (a member is missing or corrupt)"
+    if "cut short" in kind:
+        return f"it is {kind} (an unfinished download or copy?)"
+    if kind == "a Python pickle":
+        return "it is a Python pickle, not a toolkit checkpoint (for the original author's files use `toolkit import-legacy`)"
+    return f"it is {kind}, not a PyTorch checkpoint (a zip archive written by torch.save)"
 
 
 def load_checkpoint(path: str | Path, *, check_finite: bool = True) -> dict[str, Any]:

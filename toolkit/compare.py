@@ -143,20 +143,24 @@ class WorstPair:
     def panel(self) -> np.ndarray:
         """bg | fgbg | mask ref | mask model | |diff| | depth ref | depth model | |diff| (uint8 RGB).
 
-        Difference maps are scaled to their own maximum (printed in the label) so that even
-        1e-6 disagreements show where they are.
+        Difference maps are scaled to their own maximum, which the bright end of their colour
+        bar names, so that even 1e-6 disagreements show where they are. The numbers sit on the
+        legend's own row, never in a label; tiles are at least 128 px so both stay readable.
         """
         from . import imageio
 
         tiles, labels = [imageio.from_nchw(self.inputs[n][None])[0] for n in INPUT_NAMES], list(INPUT_NAMES)
+        legends: list[imageio.Legend | None] = [None] * len(INPUT_NAMES)
         for n in OUTPUT_NAMES:
             got, ref = np.nan_to_num(self.got[n], nan=1.0), self.ref[n]
             diff = np.abs(got - ref)
-            top = float(diff.max()) or 1.0
-            show = (lambda a: imageio.colorize_depth(a)) if n == "depth" else (lambda a: a)
-            tiles += [show(ref), show(got), imageio.colorize_depth(diff / top)]
-            labels += [f"{n} ref", f"{n} model", f"|diff| max {float(diff.max()):.1e}"]
-        return imageio.make_panel(tiles, labels)
+            top = float(diff.max())
+            show = imageio.colorize_depth if n == "depth" else np.asarray
+            shown = imageio.DEPTH_LEGEND if n == "depth" else None
+            tiles += [show(ref), show(got), imageio.colorize_depth(diff / (top or 1.0))]
+            labels += [f"{n} ref", f"{n} model", f"{n} |diff|"]
+            legends += [shown, shown, imageio.magma_legend("0", f"{top:.1e}")]
+        return imageio.make_panel(tiles, labels, legends=legends, min_height=128)
 
 
 class _Accumulator:

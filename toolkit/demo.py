@@ -72,7 +72,7 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, say: Callabl
 
     config = TrainConfig(data=data, out=out / "run", epochs=s.epochs, batch_size=s.batch_size,
                          image_size=s.image_size, max_steps=s.max_steps, seed=s.seed, workers=0, device="cpu",
-                         recipe=s.recipe)
+                         recipe=s.recipe, force=True)  # a demo run again starts over: its run folder is its own
     trained = train_run(config, progress=progress)
     ckpt = trained.best or trained.last
     result.artefacts["train"] = ckpt

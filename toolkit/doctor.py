@@ -1,4 +1,8 @@
-"""What is installed and usable, and what each missing piece disables (no torch at import)."""
+"""What is installed and usable, and what each missing piece disables (no torch at import).
+
+Every fix names the install command for this toolkit's own install (`toolkit.install`), and the
+optional pieces of `stream` and `serve` are judged by the very functions those commands call.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from .install import install_hint, reinstall_hint
 
 
 @dataclass
@@ -34,20 +40,16 @@ def _simple(name: str, module: str, role: str) -> Callable[[], Check]:
     def check() -> Check:
         m = _module(module)
         if m is None:
-            return Check(name, "-", False, f"missing: {role} unavailable", "pip install toolkit")
+            return Check(name, "-", False, f"missing: {role} unavailable", install_hint())
         return Check(name, str(getattr(m, "__version__", "?")), True, role)
 
     return check
 
 
-GPU_EXTRA = "pip install 'toolkit[gpu]'"
-ORT_GPU_FIX = "pip uninstall onnxruntime && pip install 'toolkit[gpu]'"  # the two share one module
-
-
 def _onnxruntime() -> Check:
     ort = _module("onnxruntime")
     if ort is None:
-        return Check("onnxruntime", "-", False, "missing: infer/parity/bench on .onnx disabled", "pip install toolkit")
+        return Check("onnxruntime", "-", False, "missing: infer/parity/bench on .onnx disabled", install_hint())
     providers = ort.get_available_providers()
     gpu = [p for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") if p in providers]
     detail = f"; GPU providers: {', '.join(gpu)}" if gpu else "; no GPU providers (CPU only)"
@@ -58,7 +60,7 @@ def _ort_gpu_providers() -> Check:
     """Which of ONNX Runtime's CUDA and TensorRT execution providers this install has."""
     ort = _module("onnxruntime")
     if ort is None:
-        return Check("onnxruntime GPU providers", "-", False, "missing: onnxruntime is not installed", "pip install toolkit")
+        return Check("onnxruntime GPU providers", "-", False, "missing: onnxruntime is not installed", install_hint())
     providers = ort.get_available_providers()
     has = {name: f"{name}Provider" in providers for name in ("CUDAExecution", "TensorrtExecution")}
     if all(has.values()):
@@ -67,12 +69,12 @@ def _ort_gpu_providers() -> Check:
         return Check(
             "onnxruntime GPU providers", ort.__version__, True,
             "CUDA execution provider available; TensorRT EP missing: the ONNX Runtime tensorrt provider falls back to CUDA",
-            ORT_GPU_FIX,
+            reinstall_hint("gpu", "onnxruntime"),  # the two share one module
         )
     return Check(
         "onnxruntime GPU providers", ort.__version__, False,
         "missing: CUDA and TensorRT execution providers; .onnx models run on the CPU only (GPU providers fall back to CPU)",
-        ORT_GPU_FIX,
+        reinstall_hint("gpu", "onnxruntime"),  # the two share one module
     )
 
 
@@ -102,7 +104,7 @@ def _cudnn() -> Check:
 def _torch() -> Check:
     torch = _module("torch")
     if torch is None:
-        return Check("torch", "-", False, "missing: train, export, summary, import-legacy disabled", "pip install 'toolkit[train]'")
+        return Check("torch", "-", False, "missing: train, export, summary, import-legacy disabled", install_hint("train"))
     if torch.cuda.is_available():
         i = torch.cuda.current_device()
         p = torch.cuda.get_device_properties(i)
@@ -121,12 +123,12 @@ def _tensorrt() -> Check:
     if trt is None:
         return Check(
             "tensorrt", "-", False,
-            "missing: `toolkit export --engine` and .engine models in infer/parity/bench disabled", GPU_EXTRA,
+            "missing: `toolkit export --engine` and .engine models in infer/parity/bench disabled", install_hint("gpu"),
         )
     version = str(getattr(trt, "__version__", "?"))  # the module imported is the one judged
     major = version.split(".")[0]
     if not major.isdigit() or int(major) < 10:
-        return Check("tensorrt", version, False, "too old: engines need TensorRT 10 or newer (`export --engine`, .engine models disabled)", GPU_EXTRA)
+        return Check("tensorrt", version, False, "too old: engines need TensorRT 10 or newer (`export --engine`, .engine models disabled)", install_hint("gpu"))
     typing = "always strongly typed" if int(major) >= 11 else "strongly typed networks"
     return Check("tensorrt", version, True, f"engines can be built (`export --engine`) and run; {typing}")
 
@@ -139,8 +141,43 @@ def _cuda_python() -> Check:
     return Check(
         "cuda-python", "-", False,
         "missing: .engine models cannot be run (infer/parity/bench) and `export --engine` cannot record the GPU",
-        GPU_EXTRA,
+        install_hint("gpu"),
     )
+
+
+def _pyav() -> Check:
+    """PyAV, judged by the function `toolkit stream` itself calls (same answer, same fix)."""
+    from .deploy.video import require_av
+    from .errors import MissingDependency
+
+    try:
+        av = require_av()
+    except MissingDependency:
+        return Check("PyAV", "-", False, "missing: `toolkit stream` on video files and cameras disabled (folders of frames still work)",
+                     install_hint("video"))
+    return Check("PyAV", str(getattr(av, "__version__", "?")), True, "`toolkit stream` reads and writes video files and cameras (FFmpeg)")
+
+
+def _serve() -> Check:
+    """The serve extra, judged by the function `toolkit serve` itself calls."""
+    from importlib import metadata
+
+    from .deploy.service import require_serve
+    from .errors import MissingDependency
+
+    try:
+        require_serve()
+    except MissingDependency:
+        return Check("serve extra", "-", False, "missing: `toolkit serve` disabled (needs Starlette, uvicorn and python-multipart)",
+                     install_hint("serve"))
+    versions = {}
+    for dist in ("starlette", "uvicorn", "python-multipart"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:  # importable, but not installed by pip
+            versions[dist] = "?"
+    listed = ", ".join(f"{d} {v}" for d, v in versions.items())
+    return Check("serve extra", versions["starlette"], True, f"`toolkit serve` can run ({listed})")
 
 
 def _gpu_verdict() -> str:
@@ -167,6 +204,8 @@ CHECKS: tuple[Callable[[], Check], ...] = (
     _cudnn,
     _tensorrt,
     _cuda_python,
+    _pyav,
+    _serve,
 )
 
 
@@ -197,13 +236,20 @@ REQUIREMENTS: dict[str, tuple[str, Callable[[Check], bool]]] = {
     "cudnn": ("cuDNN", lambda c: c.ok),
     "tensorrt": ("tensorrt", lambda c: c.ok),
     "cuda-python": ("cuda-python", lambda c: c.ok),
+    "pyav": ("PyAV", lambda c: c.ok),
+    "serve": ("serve extra", lambda c: c.ok),
 }
-# What fixes a requirement whose check has no fix of its own (PyTorch is there, CUDA is not).
-_HINTS = {
-    "cuda": "a CUDA build of PyTorch (pip install 'toolkit[train]' from the PyTorch CUDA index) on a machine with an NVIDIA GPU and driver",
-}
+
+
+def _hint(name: str) -> str:
+    """What fixes a requirement whose check has no fix of its own (PyTorch is there, CUDA is not)."""
+    if name == "cuda":
+        return f"a CUDA build of PyTorch ({install_hint('train')} with the PyTorch CUDA index) on a machine with an NVIDIA GPU and driver"
+    return ""
+
+
 _ALIASES = {"pil": "pillow", "pytorch": "torch", "ort": "onnxruntime", "ort-gpu": "onnxruntime-gpu", "trt": "tensorrt",
-            "pycuda": "cuda-python"}
+            "pycuda": "cuda-python", "av": "pyav", "video": "pyav"}
 
 
 def parse_requirements(values: list[str]) -> list[str]:
@@ -237,7 +283,7 @@ def unmet_requirements(names: list[str], checks: list[Check]) -> list[str]:
         if c is not None and usable(c):
             continue
         why = c.verdict if c is not None else "not checked"
-        hint = (c.fix if c is not None and c.fix else "") or _HINTS.get(name, "")
+        hint = (c.fix if c is not None and c.fix else "") or _hint(name)
         fix = f" (fix: {hint})" if hint else ""
         lines.append(f"required {name} is not usable: {why}{fix}")
     return lines

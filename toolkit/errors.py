@@ -27,10 +27,13 @@ class CheckFailed(ToolkitError):
 
 
 class MissingDependency(UserError):
-    """An optional backend is not installed; the message names the extra to install."""
+    """An optional backend is not installed; the message says how to install the extra that has
+    it, for this install (`toolkit.install.install_hint`). `plural`: `what` names several."""
 
-    def __init__(self, what: str, extra: str):
-        super().__init__(f"{what} is not installed: pip install 'toolkit[{extra}]'")
+    def __init__(self, what: str, extra: str | None, *, plural: bool = False):
+        from .install import install_hint
+
+        super().__init__(f"{what} {'are' if plural else 'is'} not installed: {install_hint(extra)}")
         self.what = what
         self.extra = extra
 

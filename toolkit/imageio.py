@@ -7,6 +7,8 @@ file). Everything here is numpy + Pillow so it runs on the edge install (no torc
 
 Conventions: float arrays are float32 in [0, 1], images are HxW (grey) or HxWx3 (RGB), sizes
 are `(height, width)` like numpy shapes (Pillow's own `(width, height)` never leaks out).
+Panels (`make_panel`, `make_grid`) turn arrays into tiles here; `pictures.py` lays out their
+labels and colour bars.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
 from .fsutil import regular_file_problem, write_bytes_atomic
+from .pictures import Legend, compose
 
 # A 160 x 160 data set never needs more; a larger header is almost surely a decompression bomb
 # (a tiny file that inflates to gigabytes). Pillow's own limit (~89 Mpx) only warns.
@@ -275,6 +278,15 @@ def colorize_depth(depth: np.ndarray) -> np.ndarray:
     return _MAGMA_LUT[to_uint8(d)]
 
 
+# What magma's two ends mean on a depth tile: the data's convention is 1 = near.
+DEPTH_LEGEND = Legend(_MAGMA_LUT, "far", "near")
+
+
+def magma_legend(low: str, high: str) -> Legend:
+    """A colour bar for any tile drawn with `colorize_depth` (a difference map: "0" to its max)."""
+    return Legend(_MAGMA_LUT, low, high)
+
+
 def _as_rgb_uint8(img: np.ndarray) -> np.ndarray:
     a = to_uint8(img)
     if a.ndim == 3 and a.shape[2] == 1:
@@ -286,37 +298,43 @@ def _as_rgb_uint8(img: np.ndarray) -> np.ndarray:
     return a
 
 
-def make_panel(images: Sequence[np.ndarray], labels: Sequence[str], gap: int = 2) -> np.ndarray:
-    """Tiles side by side at a common height (the tallest), each under a text label.
+def _to_height(tile: np.ndarray, height: int) -> np.ndarray:
+    """Aspect kept; a whole-number enlargement is nearest-neighbour, so each model pixel stays
+    a visible square instead of a blur."""
+    h, w = tile.shape[:2]
+    if h == height:
+        return tile
+    filt = Image.Resampling.NEAREST if height % h == 0 else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(tile).resize((max(1, round(w * height / h)), height), filt))
+
+
+def make_panel(images: Sequence[np.ndarray], labels: Sequence[str], gap: int = 2, *,
+               legends: Sequence[Legend | None] | None = None, min_height: int = 0) -> np.ndarray:
+    """Tiles side by side at a common height (the tallest), each under its label: one row of
+    `make_grid`. Pass `legends=[..., DEPTH_LEGEND]` to put a far/near bar over a depth tile."""
+    return make_grid([images], labels, gap, legends=legends, min_height=min_height)
+
+
+def make_grid(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str], gap: int = 2, *,
+              legends: Sequence[Legend | None] | None = None, min_height: int = 0) -> np.ndarray:
+    """Rows of tiles, a column per label, at one height under one band of labels and legends.
 
     For a person comparing inputs and outputs at a glance: grey tiles become RGB, floats in
-    [0, 1] become uint8, aspect ratios are kept. Uses Pillow's default font (no font files).
+    [0, 1] become uint8, aspect ratios are kept, and tiles shorter than `min_height` are
+    enlarged by a whole factor (a 32 px training tile is otherwise too small to see). Labels
+    are wrapped or shortened to their tile's width and legends get rows of their own, so no
+    text overlaps at any tile size (`pictures` lays it out).
     """
-    if len(images) != len(labels):
-        raise ValueError(f"make_panel: {len(images)} images but {len(labels)} labels")
-    if not images:
+    legends = [None] * len(labels) if legends is None else list(legends)
+    if not rows or not rows[0]:
         raise ValueError("make_panel: no images")
-    tiles = [_as_rgb_uint8(i) for i in images]
-    height = max(t.shape[0] for t in tiles)
-    scaled = []
-    for t in tiles:
-        if t.shape[0] != height:
-            w = max(1, round(t.shape[1] * height / t.shape[0]))
-            t = np.asarray(Image.fromarray(t).resize((w, height), Image.Resampling.BILINEAR))
-        scaled.append(t)
-    font = ImageFont.load_default()
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_h = max(probe.textbbox((0, 0), s or " ", font=font)[3] for s in labels)
-    strip = int(text_h) + 6
-    width = sum(t.shape[1] for t in scaled) + gap * (len(scaled) - 1)
-    canvas = Image.new("RGB", (width, strip + height), (32, 32, 32))
-    draw = ImageDraw.Draw(canvas)
-    x = 0
-    for t, label in zip(scaled, labels, strict=True):
-        canvas.paste(Image.fromarray(np.ascontiguousarray(t)), (x, strip))
-        draw.text((x + 3, 3), str(label), fill=(240, 240, 240), font=font)
-        x += t.shape[1] + gap
-    return np.asarray(canvas).copy()
+    if any(len(row) != len(labels) for row in rows) or len(legends) != len(labels):
+        raise ValueError(f"make_panel: {len(rows[0])} images, {len(labels)} labels, {len(legends)} legends")
+    tiles = [[_as_rgb_uint8(i) for i in row] for row in rows]
+    tallest = max(t.shape[0] for row in tiles for t in row)
+    height = tallest * max(1, -(-int(min_height) // tallest))
+    scaled = [[_to_height(t, height) for t in row] for row in tiles]
+    return compose(scaled, [str(s) for s in labels], legends, gap)
 
 
 def to_nchw(images: Sequence[np.ndarray]) -> np.ndarray:

@@ -101,7 +101,11 @@ def load_pair(job: PairJob, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarr
 
 
 def write_outputs(out: Path, bg: np.ndarray, fgbg: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> list[Path]:
-    """mask.png, depth.png (colour map) and panel.png at the fgbg image's size (atomic writes)."""
+    """mask.png, depth.png (colour map) and panel.png at the fgbg image's size (atomic writes).
+
+    mask.png and depth.png are data (the input's size, nothing drawn on them); only the panel,
+    which a person reads, gets labels and the depth tile's far/near bar.
+    """
     h, w = fgbg.shape[:2]
     mask = np.clip(imageio.resize(mask, (h, w)), 0.0, 1.0)
     depth = np.clip(imageio.resize(depth, (h, w)), 0.0, 1.0)
@@ -110,7 +114,8 @@ def write_outputs(out: Path, bg: np.ndarray, fgbg: np.ndarray, mask: np.ndarray,
     mask_file, depth_file, panel_file = OUTPUT_FILES
     paths = [imageio.save_png(out / mask_file, mask), imageio.save_png(out / depth_file, depth_rgb)]
     bg_tile = imageio.resize(bg, (h, w)) if bg.shape[:2] != (h, w) else bg
-    panel = imageio.make_panel([bg_tile, fgbg, mask, depth_rgb], ["bg", "fgbg", "mask", "depth"])
+    panel = imageio.make_panel([bg_tile, fgbg, mask, depth_rgb], ["bg", "fgbg", "mask", "depth"],
+                               legends=[None, None, None, imageio.DEPTH_LEGEND])
     paths.append(imageio.save_png(out / panel_file, panel))  # last: marks the pair as done
     return paths
 

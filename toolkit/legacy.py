@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import UserError, first_line
+from .errors import UserError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -177,8 +177,14 @@ def read_legacy(path: str | Path) -> LegacyModel:
         raise
     except (pickle.UnpicklingError, EOFError, struct.error, ValueError, TypeError, KeyError, IndexError,
             AttributeError, RecursionError, zipfile.BadZipFile, MemoryError) as e:
-        detail = first_line(e)
-        raise LegacyImportError(f"{path}: not a readable legacy checkpoint ({type(e).__name__}: {detail})") from e
+        from .sniff import describe
+
+        kind = describe(path)
+        if kind in ("a Python pickle", "a PyTorch checkpoint archive"):
+            why = "its pickled data is cut short or damaged"
+        else:
+            why = f"it is {kind}" + (" (an unfinished download or copy?)" if "cut short" in kind else ", not a PyTorch checkpoint")
+        raise LegacyImportError(f"{path}: not a readable legacy checkpoint: {why}") from e
     if not state:
         raise LegacyImportError(f"{path}: the file holds no tensors")
     root_class = root.qualname if isinstance(root, _Module) else type(root).__name__

@@ -21,9 +21,9 @@ TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorr
 TENSORRT_LIB_DISTRIBUTIONS = ("tensorrt-libs", "tensorrt-cu13-libs", "tensorrt-cu12-libs")
 
 
-def import_optional(module: str, what: str, extra: str) -> ModuleType:
+def import_optional(module: str, what: str, extra: str | None) -> ModuleType:
     """`importlib.import_module(module)`, or `MissingDependency` ("<what> is not installed: pip
-    install 'toolkit[<extra>]'") when it is missing."""
+    install ...<extra>", None: the base install) when it is missing."""
     parts = module.split(".")
     try:  # each parent first: a submodule already imported would not notice its package is gone
         for i in range(1, len(parts) + 1):

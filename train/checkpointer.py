@@ -9,6 +9,7 @@ previous epoch, so the resumed run redoes this one and writes both again. Only r
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,33 @@ from .config import TrainConfig
 from .distributed import Group
 from .state import training_state
 
-__all__ = ["Checkpointer", "remove_stale_temporaries"]
+__all__ = ["RUN_FILES", "Checkpointer", "remove_previous_run", "remove_stale_temporaries"]
+
+# What a run writes into its folder besides its synthetic data set (`data/`, reused by a new run).
+RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "samples.png", "curves.png", "tensorboard")
 
 
 def remove_stale_temporaries(out: Path) -> None:
     """Checkpoint temporaries left by a killed run (atomic writes never got to rename them)."""
     for stale in [*out.glob(".last.pt.*.tmp"), *out.glob(".best.pt.*.tmp")]:
         stale.unlink(missing_ok=True)
+
+
+def remove_previous_run(out: Path) -> list[str]:
+    """`--force`: the checkpoints and logs of the run the folder held, removed before the new run
+    starts, so none of them is taken for the new run's (an old best.pt beside a new last.pt).
+    Returns the names removed."""
+    removed = []
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 class Checkpointer:
@@ -35,6 +56,7 @@ class Checkpointer:
         self.last, self.best = out / "last.pt", out / "best.pt"
         self.parts, self.config, self.group, self.cuda = parts, config, group, cuda
         self.written: list[Path] = []  # checkpoints this invocation wrote
+        self.last_step: int | None = None  # the step of the last.pt it wrote last
 
     def save(self, path: Path, metrics: dict[str, Any]) -> None:
         """Write the run as it stands to `path`, the averaged weights as its model under EMA (the
@@ -51,6 +73,8 @@ class Checkpointer:
         weights = (p.ema.module if p.ema is not None else p.model.net).state_dict()
         save_checkpoint(path, make_checkpoint(weights, p.spec, epoch=p.pos.epoch, step=p.pos.step, recipe=p.recipe.name,
                                               source="toolkit train", metrics=metrics, training=state))
+        if path == self.last:
+            self.last_step = p.pos.step
 
     def save_epoch(self, row: dict[str, Any], improved: bool) -> None:
         """The end of an epoch (or of a partial one at --max-steps)."""

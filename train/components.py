@@ -27,8 +27,9 @@ from . import distributed
 from .config import Recipe, TrainConfig, get_recipe
 from .dataset import EpochBatches, PairTensors, batches_per_epoch
 from .ema import WeightAverage
+from .interrupt import ignore_sigint
 from .losses import MaskDepthLoss
-from .optim import make_optimizer, make_scheduler
+from .optim import describe_extension, follow_schedule, make_optimizer, make_scheduler
 from .rundata import check_same_data, synthetic_data
 from .speed import SpeedOptions, apply_threads, autocast, grad_scaler, memory_format, prepare_model, resolve_speed
 from .state import Position, position_of, restore_rng, seed_everything
@@ -88,16 +89,13 @@ def build_components(config: TrainConfig, ckpt: dict[str, Any] | None, device: t
     seed_everything(config.seed)
     model, optimizer, ema = _make_model(config, recipe, spec, speed, device)
     loss_fn = MaskDepthLoss(recipe)
-    pos = Position() if ckpt is None else _restore(config, ckpt, model, ema, group, say)
+    pos = Position(plan=[config.epochs]) if ckpt is None else _restore(config, ckpt, model, ema, group, say)
     data = _run_data(config, ckpt, out, given, group, say)
     if len(data.train_idx) < group.world:
         raise UserError(f"{len(data.train_idx)} training pairs cannot feed {group.world} processes")
     sampler = EpochBatches(len(data.train_idx), config.batch_size, config.seed, rank=group.rank, world=group.world)
     per_epoch = batches_per_epoch(len(data.train_idx), config.batch_size, group.world)
-    scheduler = make_scheduler(recipe, optimizer, total_steps=config.epochs * per_epoch)
-    if ckpt is not None:  # after the scheduler is made: making it sets the optimiser's learning rate
-        optimizer.load_state_dict(ckpt["training"]["optimizer"])
-        scheduler.load_state_dict(ckpt["training"]["scheduler"])
+    scheduler = _scheduler(config, recipe, optimizer, ckpt, pos, per_epoch, say)
     loader_gen = torch.Generator()
     train_loader, val_loader = _loaders(config, data, sampler, loader_gen, group, cuda=device.type == "cuda")
     eval_model = model if ema is None else MaskDepthModel(ema.module, spec)
@@ -109,6 +107,25 @@ def build_components(config: TrainConfig, ckpt: dict[str, Any] | None, device: t
                            scheduler=scheduler, loss_fn=loss_fn, pos=pos, data=data, sampler=sampler,
                            per_epoch=per_epoch, loader_gen=loader_gen, train_loader=train_loader,
                            val_loader=val_loader, eval_model=eval_model, options=options)
+
+
+def _scheduler(config: TrainConfig, recipe: Recipe, optimizer: torch.optim.Optimizer, ckpt: dict[str, Any] | None,
+               pos: Position, per_epoch: int, say: Callable[[str], None]) -> Any:
+    """The schedule of the run's plan (extended when --epochs asks for more than planned), with
+    a resumed run's optimiser and scheduler state loaded after it is made: making it sets the
+    optimiser's learning rate."""
+    planned = pos.plan[-1]
+    if config.epochs > planned:
+        pos.plan.append(config.epochs)
+        say(describe_extension(recipe, config.effective_lr, planned, config.epochs))
+    ends = [e * per_epoch for e in pos.plan]
+    scheduler = make_scheduler(recipe, optimizer, ends[0], ends[1:])
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["training"]["optimizer"])
+        scheduler.load_state_dict(ckpt["training"]["scheduler"])
+        if config.epochs > planned:
+            follow_schedule(optimizer, scheduler)
+    return scheduler
 
 
 def _make_model(config: TrainConfig, recipe: Recipe, spec: IOSpec, speed: SpeedOptions,
@@ -166,8 +183,8 @@ def _loaders(config: TrainConfig, data: RunData, sampler: EpochBatches, loader_g
     """The training loader (batches from `sampler`) and, on rank 0 with a held-out part, the validation one."""
     size = (config.image_size, config.image_size)
     loader_kw: dict[str, Any] = {"num_workers": config.workers, "pin_memory": cuda}
-    if config.workers:
-        loader_kw["persistent_workers"] = True
+    if config.workers:  # the workers leave Ctrl-C to the training process (`train.interrupt`)
+        loader_kw.update(persistent_workers=True, worker_init_fn=ignore_sigint)
     train_loader = DataLoader(PairTensors(data.pairs, data.train_idx, size), batch_sampler=sampler,
                               generator=loader_gen, **loader_kw)
     # Its own generator too: validation (also run when --max-steps stops mid-epoch) must not

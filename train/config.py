@@ -136,6 +136,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None = where it pays (train.speed)
     compile: bool = False  # torch.compile the training forward
     synth: dict[str, int] = field(default_factory=dict)  # options for the default synthetic set
+    force: bool = False  # a new run in a folder that holds one: start over (see `train.loop.preflight`)
 
     def __post_init__(self) -> None:
         if self.resume is None:
@@ -180,6 +181,8 @@ class TrainConfig:
             raise UserError(f"lr must be > 0, got {self.lr}")
         if self.recipe is not None:
             get_recipe(self.recipe)
+        if self.force and self.resume is not None:
+            raise UserError("--force starts a new run and --resume continues one: give one or the other")
         return self
 
     @property

@@ -1,9 +1,10 @@
 """`curves.png`: a run's losses and held-out metrics per epoch, drawn from its history.
 
 Drawn with matplotlib's Agg backend (no screen needed); without matplotlib the run goes on and
-says so once. Panels: training and held-out losses, mask IoU / Dice, depth RMSE / depth IoU
-(and delta1 where the depth is metric), and the learning rate, so a person sees at a glance
-whether a run is still learning, over-fitting or diverging.
+says so once. Panels: training and held-out losses, mask IoU / Dice, depth RMSE (and AbsRel and
+delta1 where the depth is metric), and the learning rate, so a person sees at a glance whether a
+run is still learning, over-fitting or diverging. The IoU of "depth above 0.5" is not drawn: where
+little depth is above 0.5 it jumps between 0 and 1 with no change in the error (`train.step`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.fsutil import atomic_path
+from toolkit.install import install_hint
 
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("loss", ("train_loss", "val_loss")),
     ("mask", ("val_mask_iou", "val_mask_dice")),
-    ("depth", ("val_depth_rmse", "val_depth_iou", "val_depth_delta1")),
+    ("depth", ("val_depth_rmse", "val_depth_absrel", "val_depth_delta1")),
     ("learning rate", ("lr",)),
 )
 _warned = False
@@ -34,7 +36,7 @@ def write_curves(path: Path, history: Sequence[Mapping[str, Any]]) -> Path | Non
         from matplotlib.figure import Figure
     except ImportError:
         if not _warned:
-            print("curves.png is not drawn: matplotlib is not installed (pip install 'toolkit[train]')", file=sys.stderr)
+            print(f"curves.png is not drawn: matplotlib is not installed ({install_hint('train')})", file=sys.stderr)
             _warned = True
         return None
     panels = [(title, [k for k in keys if any(_num(r.get(k)) is not None for r in history)]) for title, keys in PANELS]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,12 +63,19 @@ class Group:
     def all_finite(self, value: float) -> bool:
         """Whether `value` is finite on every rank: one rank stopping alone would leave the
         others waiting forever in the gradient all-reduce."""
-        finite = float(torch.isfinite(torch.tensor(value)))
-        if not self.active:
-            return bool(finite)
-        flag = torch.tensor([finite], device=_collective_device())
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item())
+        return self._agree(bool(torch.isfinite(torch.tensor(value))), dist.ReduceOp.MIN) if self.active \
+            else math.isfinite(value)
+
+    def any_rank(self, flag: bool) -> bool:
+        """Whether `flag` is set on any rank: a stop asked of one rank (its Ctrl-C came first)
+        is taken by all at the same step, or the others would wait for it forever."""
+        return self._agree(flag, dist.ReduceOp.MAX) if self.active else bool(flag)
+
+    @staticmethod
+    def _agree(flag: bool, op: Any) -> bool:
+        t = torch.tensor([float(flag)], device=_collective_device())
+        dist.all_reduce(t, op=op)
+        return bool(t.item())
 
     def gather(self, obj: Any) -> list[Any]:
         if not self.active:

@@ -19,7 +19,9 @@ import numpy as np
 
 from toolkit.fsutil import atomic_path, write_text_atomic
 
-FIRST_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_mask_loss", "train_depth_loss", "val_loss")
+# The figures a reader looks at first lead, depth by RMSE, AbsRel and delta1 (`train.step.METRIC_NAMES`).
+FIRST_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_mask_loss", "train_depth_loss", "val_loss", "val_mask_iou",
+                 "val_mask_dice", "val_depth_rmse", "val_depth_absrel", "val_depth_delta1", "val_depth_mae")
 
 
 def write_metrics_csv(path: Path, history: Sequence[Mapping[str, Any]]) -> Path:
@@ -75,31 +77,35 @@ class TensorBoard:
             self.writer = None
 
 
-def _to_rgb8(x: np.ndarray) -> np.ndarray:
-    """[C, H, W] in [0, 1] (C = 1 or 3) -> [H, W, 3] uint8."""
-    x = np.clip(np.nan_to_num(np.asarray(x, np.float32)), 0.0, 1.0)
-    if x.shape[0] == 1:
-        x = np.repeat(x, 3, axis=0)
-    return (x.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def samples_grid(columns: Sequence[np.ndarray], max_rows: int = 4, gap: int = 2) -> np.ndarray:
-    """Arrays `[N, C, H, W]` side by side (one column each), up to `max_rows` images down."""
-    rows = min(max_rows, min(int(c.shape[0]) for c in columns))
-    h, w = columns[0].shape[-2:]
-    grid = np.full((rows * (h + gap) - gap, len(columns) * (w + gap) - gap, 3), 255, np.uint8)
-    for r in range(rows):
-        for c, col in enumerate(columns):
-            grid[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = _to_rgb8(col[r])
-    return grid
-
-
 SAMPLE_COLUMNS = ("bg", "fgbg", "mask_pred", "mask", "depth_pred", "depth")
 
 
-def sample_grid(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-    """bg | fgbg | mask pred | mask true | depth pred | depth true, a row per image."""
-    return samples_grid([arrays[k] for k in SAMPLE_COLUMNS])
+SAMPLE_LABELS = ("bg", "fgbg", "mask pred", "mask true", "depth pred", "depth true")
+SAMPLE_TILE = 128  # px: training sizes (32, 64) are enlarged by a whole factor to at least this
+
+
+def sample_grid(arrays: Mapping[str, np.ndarray], max_rows: int = 4) -> np.ndarray:
+    """bg | fgbg | mask pred | mask true | depth pred | depth true, a row per held-out image.
+
+    Drawn by `imageio.make_grid` like every other panel, so it reads the same way: labelled
+    columns, depth in infer's and parity's magma under a far/near bar, masks grey, every tile
+    on the fixed [0, 1] scale (nothing stretched per tile, so prediction and truth compare),
+    and tiles enlarged to `SAMPLE_TILE` px (pixel for pixel) to be seen at all.
+    """
+    from toolkit import imageio
+
+    rows = min(max_rows, min(int(arrays[k].shape[0]) for k in SAMPLE_COLUMNS))
+    grid = [[_sample_tile(k, arrays[k][r]) for k in SAMPLE_COLUMNS] for r in range(rows)]
+    legends = [imageio.DEPTH_LEGEND if k.startswith("depth") else None for k in SAMPLE_COLUMNS]
+    return imageio.make_grid(grid, SAMPLE_LABELS, legends=legends, min_height=SAMPLE_TILE)
+
+
+def _sample_tile(name: str, x: np.ndarray) -> np.ndarray:
+    """One [C, H, W] array in [0, 1] as an HxWxC tile; depth through the shared colour map."""
+    from toolkit import imageio
+
+    tile = np.clip(np.nan_to_num(np.asarray(x, np.float32)), 0.0, 1.0).transpose(1, 2, 0)
+    return imageio.colorize_depth(tile) if name.startswith("depth") else tile
 
 
 def write_png(path: Path, picture: np.ndarray) -> Path:

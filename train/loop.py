@@ -3,8 +3,9 @@
 Determinism is designed in rather than hoped for: the batch order of an epoch is a function of
 (seed, epoch) (`train.dataset.epoch_order`), augmentation draws are a function of (seed, step),
 the DataLoader draws from its own generator and not from the global RNG, and a checkpoint
-records the position inside the epoch. So on the CPU a run stopped at any step and resumed ends
-with exactly the weights of a run that never stopped. On CUDA that holds only with
+records the position inside the epoch. So on the CPU a run stopped at any step (`--max-steps`,
+Ctrl-C: `train.interrupt`) and resumed ends with exactly the weights of a run that never
+stopped. On CUDA that holds only with
 `deterministic` (`--deterministic`): by default cuDNN autotunes its kernels for speed
 (`benchmark`), and the kernels it picks may differ between the two runs.
 
@@ -17,6 +18,9 @@ the checkpoint's training state for `--resume`.
 Several processes (`train.distributed`): every rank runs this same loop on its share of each
 batch; rank 0 alone makes the run folder, evaluates, logs and saves.
 
+A new run is not started over a folder that holds one (`last.pt` or `best.pt`) unless `force`
+asks to start over: the old run's checkpoints would have been replaced one at a time.
+
 The run's parts are made by `train.components` (in the order resume depends on), its
 checkpoints written by `train.checkpointer` (in the order kill safety depends on); this module
 is the job around them and the epoch loop.
@@ -25,7 +29,6 @@ is the job around them and the epoch loop.
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -40,11 +43,12 @@ from toolkit.errors import ToolkitError, UserError
 from toolkit.fsutil import check_writable, ensure_dir
 
 from . import distributed
-from .checkpointer import Checkpointer, remove_stale_temporaries
+from .checkpointer import Checkpointer, remove_previous_run, remove_stale_temporaries
 from .components import TrainComponents, build_components
 from .config import TrainConfig
 from .dataset import PairTensors
 from .environment import deterministic_kernels, resolve_device, worker_error_message
+from .interrupt import StopRequest, TrainingAborted, TrainingInterrupted, aborted_message, interrupted_message, sigint_stops
 from .logging import RunLogs, sample_grid
 from .optim import make_optimizer, make_scheduler
 from .progress import EpochProgress
@@ -53,8 +57,8 @@ from .speed import resolve_speed
 from .state import load_resume, position_of
 from .step import TrainingDiverged, evaluate, predict_arrays, score_of, train_one_epoch
 
-__all__ = ["TrainResult", "TrainingDiverged", "make_optimizer", "make_scheduler", "preflight", "run", "score_of",
-           "train_one_epoch", "worker_error_message"]
+__all__ = ["TrainResult", "TrainingAborted", "TrainingDiverged", "TrainingInterrupted", "make_optimizer", "make_scheduler",
+           "preflight", "run", "score_of", "train_one_epoch", "worker_error_message"]
 
 
 @dataclass
@@ -81,7 +85,20 @@ def preflight(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
     resolve_speed(resolve_device(config.device), amp=config.amp, channels_last=config.channels_last,
                   compile=config.compile)  # e.g. --amp fp16 on the CPU
     check_data_exists(config, resuming=ckpt is not None)
+    if ckpt is None:
+        _check_new_run_folder(config)
     return config, ckpt
+
+
+def _check_new_run_folder(config: TrainConfig) -> None:
+    """A new run is not started over one that a folder holds, unless `force` says so: its
+    checkpoints would be replaced one by one (a new last.pt beside the old best.pt until the
+    first epoch ends), which nobody asking for `--out RUN` means."""
+    out = config.run_dir
+    held = [name for name in ("last.pt", "best.pt") if (out / name).exists()]
+    if held and not config.force:
+        raise UserError(f"{out}: holds a run already ({' and '.join(held)}); --resume {out} continues it, "
+                        f"--force starts a new one over it")
 
 
 def run(config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -121,13 +138,13 @@ def run(config: TrainConfig, progress: bool = True) -> TrainResult:
 
 def _train(config: TrainConfig, ckpt: dict[str, Any] | None, device: torch.device, out: Path,
            given: tuple[Any, list[int], list[int]] | None, progress: bool, group: distributed.Group) -> TrainResult:
-    if group.main:
-        remove_stale_temporaries(out)
-    if ckpt is None and (out / "last.pt").exists() and progress:
-        print(f"note: {out} holds an earlier run; starting a new one over it "
-              f"(--resume {out} continues a run, --out picks another folder)", file=sys.stderr)
     bar = EpochProgress(enabled=progress)
     say = bar.print if progress else (lambda _msg: None)
+    if group.main:
+        remove_stale_temporaries(out)
+        removed = remove_previous_run(out) if ckpt is None and config.force else []
+        if removed:
+            say(f"--force: starting a new run in {out}; the earlier one's {', '.join(removed)} removed")
     parts = build_components(config, ckpt, device, out, given, group, say)
     pos, data = parts.pos, parts.data
     logs = RunLogs(out, enabled=group.main, tensorboard=config.tensorboard, samples=config.samples,
@@ -138,12 +155,17 @@ def _train(config: TrainConfig, ckpt: dict[str, Any] | None, device: torch.devic
         + f": {len(data.train_idx)} pairs, {len(data.val_idx)} held out, {parts.per_epoch} steps per epoch, "
         f"run folder {out}")
     say(f"recipe {parts.recipe.name}; speed options: {parts.speed.describe()}")
+    if ckpt is not None and Path(config.resume).resolve() == saver.last.resolve():
+        saver.last_step = pos.step  # the last.pt on disk is the one resumed
     try:
-        epochs.run()
+        with sigint_stops() as stop:
+            epochs.run(stop)
     except TrainingDiverged as e:
         good = saver.last.exists() and (saver.written or ckpt is not None)
         kept = f"; the last good checkpoint is {saver.last}" if good else "; no checkpoint of this run was written"
         raise TrainingDiverged(f"{e} at step {pos.step + 1} (epoch {pos.epoch + 1}): training stopped{kept}") from None
+    except KeyboardInterrupt:  # a second Ctrl-C (the first only asks `stop`)
+        raise TrainingAborted(aborted_message(out, saver.last_step)) from None
     finally:
         bar.close()
         logs.close()
@@ -170,10 +192,19 @@ class _Epochs:
                                                           for i in range(min(4, len(shown)))])
                         if config.preview_every and group.main else None)
 
-    def run(self) -> None:
+    def run(self, stop: StopRequest) -> None:
+        """The epochs left; on Ctrl-C (`stop`) the run ends after the step in progress with last.pt
+        at that step, or after the epoch whose evaluation or checkpoint the Ctrl-C came in."""
         config, pos = self.config, self.parts.pos
+        self.stop, self.stopping = stop, False
         while pos.epoch < config.epochs and (config.max_steps is None or pos.step < config.max_steps):
+            if self.stopping:
+                raise self._interrupted()
             row, keep = self._epoch()
+            if keep is None:  # stopped inside the epoch: its position is saved, as --max-steps saves it
+                self.saver.save(self.saver.last, row)
+                self.group.barrier()
+                raise self._interrupted()
             pos.history.append(row)
             improved = score_of(row) > pos.best_score
             if improved:
@@ -182,9 +213,20 @@ class _Epochs:
             self.logs.epoch(row, pos.history, pos.step, keep)
             self.say(_summary(row))
             self.group.barrier()  # the other ranks wait while rank 0 evaluates and saves
+            self.stopping = self.stopping or self._stop_agreed()
 
-    def _epoch(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Train up to the end of the epoch (or --max-steps); its row and the held-out samples kept."""
+    def _stop_agreed(self) -> bool:
+        """Whether Ctrl-C reached any rank: all ranks then stop at this same step."""
+        self.stopping = self.group.any_rank(self.stop.requested)
+        return self.stopping
+
+    def _interrupted(self) -> TrainingInterrupted:
+        pos = self.parts.pos
+        return TrainingInterrupted(interrupted_message(pos.step, pos.epoch + (1 if pos.batch else 0), self.saver.last.parent))
+
+    def _epoch(self) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+        """Train up to the end of the epoch (or --max-steps); its row and the held-out samples kept.
+        Stopped early by Ctrl-C: the row of the steps done, not evaluated, and None."""
         config, p, pos = self.config, self.parts, self.parts.pos
         epoch, start = pos.epoch, pos.batch
         p.sampler.set_epoch(epoch, start)
@@ -209,13 +251,16 @@ class _Epochs:
             row.update({f"train_{k}": sums[k] / sums["batches"] for k in ("loss", "mask_loss", "depth_loss")})
         if images:
             row["images_per_s"] = images / max(seconds, 1e-9)
+        if self.stopping and not finished and (config.max_steps is None or pos.step < config.max_steps):
+            return row, None
         keep: dict[str, np.ndarray] = {}
         if p.val_loader is not None:
             row.update(evaluate(p.eval_model, p.val_loader, p.loss_fn, self.device, to_metres=p.data.to_metres,
                                 keep=keep))
         return row, keep
 
-    def _on_step(self, loss: float, images: int) -> None:
+    def _on_step(self, loss: float, images: int) -> bool:
+        """After each step: progress, logs, the preview; True when Ctrl-C ends the epoch here."""
         pos = self.parts.pos
         pos.step += 1
         pos.batch += 1
@@ -224,9 +269,13 @@ class _Epochs:
         if self.preview is not None and pos.step % self.config.preview_every == 0:
             arrays = predict_arrays(self.parts.eval_model, self.preview, self.device)
             self.logs.preview(sample_grid(arrays), pos.step)
+        return self._stop_agreed()
 
 
 def _summary(row: dict[str, Any]) -> str:
-    keys = ("train_loss", "val_loss", "val_mask_iou", "val_mask_dice", "val_depth_rmse", "val_depth_iou")
+    """An epoch's line: the losses, the mask's figures and the depth's (RMSE, and AbsRel and delta1
+    on metric depth); the depth-above-0.5 IoU stays in metrics.csv (see `train.step.METRIC_NAMES`)."""
+    keys = ("train_loss", "val_loss", "val_mask_iou", "val_mask_dice", "val_depth_rmse", "val_depth_absrel",
+            "val_depth_delta1")
     parts = [f"{k} {row[k]:.4f}" for k in keys if k in row]
     return f"epoch {row['epoch']} step {row['step']}: " + ", ".join(parts)

@@ -91,7 +91,7 @@ class SpeedOptions:
         if self.compile:
             parts.append("compiled")
         if self.threads is not None:
-            parts.append(f"{self.threads} threads")
+            parts.append(f"{self.threads} thread" + ("" if self.threads == 1 else "s"))
         return ", ".join(parts)
 
 

@@ -22,10 +22,11 @@ from toolkit.checkpoint import load_checkpoint
 from toolkit.errors import UserError
 
 from .config import DEFAULTS, TRAJECTORY_FIELDS, TrainConfig
+from .step import with_current_names
 
 # Per-invocation options: a resumed run takes them from the new command line, not the checkpoint.
 INVOCATION_FIELDS = ("max_steps", "device", "workers", "log_every", "tensorboard", "samples", "preview_every", "amp",
-                     "channels_last", "compile")
+                     "channels_last", "compile", "force")
 
 
 @dataclass
@@ -41,6 +42,9 @@ class Position:
     history: list[dict[str, Any]] = field(default_factory=list)
     # Loss sums of the epoch in progress, so its row after a resume covers the whole epoch.
     partial: dict[str, float] = field(default_factory=dict)
+    # The epochs the learning-rate schedule was planned for: the run's first --epochs, then one
+    # entry per extension to more (`train.optim.make_scheduler`).
+    plan: list[int] = field(default_factory=list)
 
 
 def rng_state(cuda: bool) -> dict[str, Any]:
@@ -100,6 +104,7 @@ def training_state(optimizer: torch.optim.Optimizer, scheduler: Any, config: Tra
         "position": {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch, "partial": dict(pos.partial)},
         "best": {"score": float(pos.best_score), "epoch": int(pos.best_epoch)},
         "history": [dict(row) for row in pos.history],
+        "schedule": {"epochs": [int(e) for e in pos.plan]},
     }
     if data is not None:
         state["data"] = {k: int(v) for k, v in data.items()}
@@ -164,8 +169,12 @@ def load_resume(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any], Path]
 
 
 def position_of(ckpt: dict[str, Any]) -> Position:
+    """Where the checkpoint's run stands. Earlier checkpoints have no schedule plan (their
+    schedule spanned the epochs of their config) and older metric names in their history."""
     t = ckpt["training"]
     p, best = t["position"], t.get("best", {})
+    plan = t.get("schedule", {}).get("epochs") or [int(t["config"]["epochs"])]
     return Position(step=int(p["step"]), epoch=int(p["epoch"]), batch=int(p["batch"]),
                     best_score=float(best.get("score", float("-inf"))), best_epoch=int(best.get("epoch", -1)),
-                    history=[dict(r) for r in t.get("history", [])], partial=dict(p.get("partial", {})))
+                    history=[with_current_names(r) for r in t.get("history", [])], partial=dict(p.get("partial", {})),
+                    plan=[int(e) for e in plan])

@@ -265,6 +265,8 @@ CASES: list[Case] = [
     # --- models ------------------------------------------------------------------------------------
     Case("infer", "truncated-onnx", lambda t, a: _model(t, a, c.write(t / "m.onnx", c.truncated(a.onnx.read_bytes(), 0.5))),
          "not a loadable ONNX model", "m.onnx"),
+    Case("infer", "json-named-onnx", lambda t, a: _model(t, a, c.write(t / "m.onnx", b'{"model": "not really"}\n')),
+         "not a loadable ONNX model: it is a JSON text file", "m.onnx"),
     Case("infer", "onnx-other-input-names", lambda t, a: _model(t, a, c.onnx_with_inputs(t / "m.onnx", ("image", "fgbg"))),
          r"model has inputs \['fgbg', 'image'\]", "m.onnx"),
     Case("infer", "onnx-wrong-input-size", lambda t, a: _model(t, a, c.onnx_with_metadata(
@@ -333,6 +335,18 @@ CASES: list[Case] = [
     Case("summary", "newer-format", lambda t, a: ["summary", str(_variant("new.pt", _set("format_version", 99))(t, a))],
          "format version 99 is newer", "new.pt"),
     Case("summary", "empty-file", lambda t, a: ["summary", str(c.write(t / "empty.pt", b""))], "not a readable checkpoint", "empty.pt"),
+    Case("summary", "csv-named-pt", lambda t, a: ["summary", str(c.write(t / "metrics.pt", b"epoch,loss\n1,0.5\n2,0.4\n"))],
+         "not a readable checkpoint: it is a CSV text file", "metrics.pt"),
+    Case("summary", "short-text", lambda t, a: ["summary", str(c.write(t / "fake.pt", b"fake\n"))],
+         "not a readable checkpoint: it is a text file", "fake.pt"),
+    Case("summary", "png-named-pt", lambda t, a: ["summary", str(c.write(t / "img.pt", PNG))], "it is a PNG image", "img.pt"),
+    Case("summary", "random-bytes", lambda t, a: ["summary", str(c.write(t / "rnd.pt", bytes(range(7, 256)) * 4))],
+         "not a readable checkpoint: it is binary data", "rnd.pt"),
+    Case("parity", "csv-as-reference", lambda t, a: ["parity", "--model", str(a.onnx), "--reference",
+                                                     str(c.write(t / "metrics.pt", b"epoch,loss\n1,0.5\n2,0.4\n")), "--limit", "2"],
+         "it is a CSV text file", "metrics.pt"),
+    Case("import-legacy", "csv-named-pt", lambda t, a: ["import-legacy", str(c.write(t / "m.pt", b"epoch,loss\n1,0.5\n2,0.4\n")),
+                                                        "--out", str(t / "new.pt")], "not a readable legacy checkpoint: it is a CSV text file", "m.pt"),
     Case("summary", "image-size-not-div-4", lambda t, a: ["summary", "--image-size", "30"], "multiple of 4", "--image-size"),
     Case("summary", "image-size-zero", lambda t, a: ["summary", "--image-size", "0"], "multiple of 4", "--image-size"),
     # --- import-legacy -------------------------------------------------------------------------
@@ -457,6 +471,15 @@ CASES: list[Case] = [
 ]
 
 
+# What libraries say when handed the wrong kind of file: internal text a user cannot act on
+# (torch.load, pickle, protobuf, zipfile, json). A message may explain, never quote them.
+OPAQUE = re.compile(
+    r"\(\d+\)$|pop from empty list|invalid load key|Weights only load failed|PytorchStreamReader|miniz|"
+    r"Error parsing message|unpickling stack|could not find MARK|persistent id instruction|Expecting (value|property)|"
+    r"\(char \d+\)|unpack requires|UnpicklingError|DecodeError|BadZipFile|\[Errno -?\d+\]|ONNXRuntimeError"
+)
+
+
 def _meta(onnx_path: Path) -> dict[str, str]:
     import onnx
 
@@ -528,6 +551,7 @@ def test_bad_input(case: Case, assets: Assets, tmp_path: Path, capfd, monkeypatc
     assert code == case.code, (code, line, out)
     assert line.startswith("error: "), line
     assert re.search(case.expect, line), f"{line!r} does not say {case.expect!r}"
+    assert not OPAQUE.search(line), f"{line!r} ends in a fragment of a library's own error text"
     assert case.names in line, f"{line!r} does not name {case.names!r}"
     assert _tree(t, assets.root) == before, "the command left files behind"
     assert not (t / "PWNED").exists(), "code from the file ran"

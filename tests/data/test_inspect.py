@@ -79,6 +79,11 @@ def test_check_finds_unreadable_unpaired_odd_and_unsafe(good, tmp_path):
     assert sorted(Path(n).name for n, _ in r.unreadable) == ["Shelves_2.jpg", "combined_s1_p1_it0.jpg"]
     assert all("not a readable image" in why for _, why in r.unreadable)
     assert r.skipped == {"fgbg+mask without depth": 1}
+    assert sorted(Path(n).parent.parent.name for n in r.unpaired) == ["OverlayedImages", "OverlayedMasks"]
+    assert all(Path(n).name == "combined_s3_p2_it0.jpg" for n in r.unpaired)
+    lines = r.details(limit=1)
+    at = lines.index("unpaired files (2):")  # the first N named, then a count
+    assert lines[at + 1 : at + 3] == [f"  {r.unpaired[0]}", "  ... and 1 more"]
     assert [Path(o).name for o in r.odd] == ["todo.txt"]
     assert len(r.unsafe) == 1 and "passwd" in r.unsafe[0]
     assert r.problems() == ["2 unreadable files", "1 unsafe zip members"]

@@ -5,6 +5,7 @@ import hashlib
 import http.client
 import io
 import json
+import re
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from tests.conftest import run_cli
 from tests.deploy.conftest import cli_process, running_server
 from toolkit.deploy.client import encode_multipart
 from toolkit.deploy.footage import background, walking_frames
+from toolkit.install import install_hint
 
 pytest.importorskip("starlette", reason="the serve extra is not installed")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed")
@@ -186,7 +188,7 @@ def test_missing_serve_extra_names_it(exported_onnx):
     proc = cli_process("serve", "--model", str(exported_onnx), block=("starlette",))
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2
-    assert stderr.strip() == "error: Starlette, uvicorn and python-multipart (the HTTP server) is not installed: pip install 'toolkit[serve]'"
+    assert stderr.strip() == f"error: Starlette, uvicorn and python-multipart (the HTTP server) are not installed: {install_hint('serve')}"
 
 
 def test_a_crash_inside_inference_is_a_500_for_that_request_only(exported_onnx):
@@ -221,3 +223,19 @@ def test_a_crash_inside_inference_is_a_500_for_that_request_only(exported_onnx):
         server.should_exit = True
         thread.join(timeout=30)
         runner.deactivate()
+
+
+def test_one_log_line_per_request_and_log_level_silences_them(exported_onnx):
+    with running_server(exported_onnx) as s:
+        assert s.request("/healthz")[0] == 200
+        assert s.request("/v1/infer", *pair_body())[0] == 200
+        assert s.request("/nope")[0] == 404
+        code, _, err = s.stop()
+    lines = [line for line in err.splitlines() if " ms" in line]
+    assert code == 0 and len(lines) == 3, err
+    assert re.search(r" GET /healthz 200 \d+\.\d ms$", lines[0]) and re.search(r" POST /v1/infer 200 \d+\.\d ms batch 1$", lines[1])
+    assert " GET /nope 404 " in lines[2]
+    with running_server(exported_onnx, "--log-level", "warning") as s:
+        assert s.request("/healthz")[0] == 200
+        _, _, err = s.stop()
+    assert " ms" not in err

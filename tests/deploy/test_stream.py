@@ -11,6 +11,7 @@ from tests.conftest import run_cli
 from tests.deploy.conftest import CLIP_FRAMES, CLIP_H, CLIP_W, cli_process
 from toolkit.deploy.footage import background, walking_frames, write_video
 from toolkit.deploy.stream import compose_panel
+from toolkit.install import install_hint
 
 pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
 
@@ -136,7 +137,7 @@ def test_missing_video_extra_names_it(tmp_path, clip, exported_onnx):
     proc = cli_process("stream", "-m", str(exported_onnx), "-s", str(clip), "-o", str(tmp_path / "o.mp4"), block=("av",))
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2
-    assert stderr.strip() == "error: PyAV (video files and cameras) is not installed: pip install 'toolkit[video]'"
+    assert stderr.strip() == f"error: PyAV (video files and cameras) is not installed: {install_hint('video')}"
 
 
 def test_deploy_modules_import_without_torch_pyav_or_starlette():

@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from export.options import batch_profile
 from tests.conftest import ROOT, run_cli
 from toolkit.compare import DEFAULT_THRESHOLDS, Thresholds
 from toolkit.errors import CheckFailed, UserError
+from toolkit.install import install_hint
 from toolkit.spec import BatchProfile
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -154,7 +156,7 @@ def test_engines_are_built_from_each_onnx_of_the_run_and_given_to_triton(stub_on
         Path(out).write_bytes(b"plan")
         return SimpleNamespace(tensorrt_version="10.x", gpu_name="fake", batch=batch, build_seconds=0.1, notes=[])
 
-    def fake_triton(repo, name, onnx_path, *, engine=None, max_batch_size=32):
+    def fake_triton(repo, name, onnx_path, *, engine=None, max_batch_size=32, onnx_instance_kind="KIND_GPU"):
         repos.append((Path(repo), name, Path(onnx_path).name, engine and Path(engine).name, max_batch_size))
         return Path(repo) / name
 
@@ -178,7 +180,7 @@ def test_engines_are_built_from_each_onnx_of_the_run_and_given_to_triton(stub_on
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
 def test_engine_without_tensorrt_is_refused_before_anything_is_written(imported_ckpt, tmp_path):
-    with pytest.raises(UserError, match=r"TensorRT.*toolkit\[gpu\]"):
+    with pytest.raises(UserError, match="TensorRT.*" + re.escape(install_hint("gpu"))):
         run_exports(imported_ckpt, tmp_path / "out", options=ExportOptions(engine=True))
     assert not (tmp_path / "out").exists()
 
@@ -228,7 +230,7 @@ def test_bad_flags_exit_2_before_anything_is_written(imported_ckpt, tmp_path, ca
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
 def test_engine_flag_without_tensorrt_exits_2_naming_the_extra(imported_ckpt, tmp_path, capsys):
     assert _main("export", imported_ckpt, "--out", tmp_path / "out", "--engine") == 2
-    assert "toolkit[gpu]" in capsys.readouterr().err
+    assert install_hint("gpu") in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -284,3 +286,54 @@ print('ok')
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
     assert (tmp_path / "model.fp16.onnx").is_file() and (tmp_path / "model.int8.onnx").is_file()
+
+
+@pytest.mark.parametrize("kind, says", [("cpu", "KIND_CPU (--triton-kind cpu)"), ("gpu", "KIND_GPU (--triton-kind gpu)"), (None, None)])
+def test_triton_instance_kind_is_an_option_and_the_line_says_which(stub_onnx, imported_ckpt, tmp_path, kind, says):
+    from export.formats import _machine_has_cuda
+
+    outcomes = run_exports(imported_ckpt, tmp_path / "out", options=ExportOptions(triton=tmp_path / "repo", triton_kind=kind))
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    config = (tmp_path / "repo" / "eva4" / "config.pbtxt").read_text()
+    if kind is None:  # the default follows this machine
+        want = "KIND_GPU" if _machine_has_cuda() else "KIND_CPU"
+        says = f"{want} (this machine has CUDA" if want == "KIND_GPU" else f"{want} (no CUDA on this machine"
+    assert says in outcomes[-1].artifacts[0].summary
+    assert f"kind: {says.split()[0]}" in config
+    with pytest.raises(UserError, match="--triton-kind must be cpu or gpu"):
+        ExportOptions(triton=tmp_path / "repo", triton_kind="tpu")
+
+
+# -- an exported .onnx as the source: the rows that need only ONNX, without PyTorch -------------
+def test_fp16_from_an_onnx_source_needs_no_torch(exported_onnx, tmp_path):
+    r = run_cli("export", str(exported_onnx), "--fp16", "--calib-pairs", "8", "--out", str(tmp_path / "out"), block_torch=True)
+    assert r.returncode == 0, r.stderr
+    assert f"using {exported_onnx} (fp32)" in r.stdout and "wrote" in r.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.fp16.onnx"]  # the given model is not copied
+
+
+def test_engine_from_an_onnx_source_goes_as_far_as_tensorrt_without_torch(exported_onnx, tmp_path):
+    r = run_cli("export", str(exported_onnx), "--engine", "--out", str(tmp_path / "out"), block_torch=True)
+    if HAS_TENSORRT:
+        pytest.skip("TensorRT is installed: the engine is built (tests/export/test_tensorrt.py covers it)")
+    assert r.returncode == 2 and r.stderr.strip() == f"error: TensorRT (needed for --engine) is not installed: {install_hint('gpu')}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_onnx_source_refuses_what_only_a_checkpoint_makes(exported_onnx, tmp_path):
+    r = run_cli("export", str(exported_onnx), "--graph", "literal", "--out", str(tmp_path / "out"), block_torch=True)
+    assert r.returncode == 2 and "--graph only applies to a checkpoint" in r.stderr
+    fp16 = tmp_path / "given" / "model.fp16.onnx"
+    r = run_cli("export", str(exported_onnx), "--fp16", "--calib-pairs", "4", "--out", str(fp16.parent))
+    assert r.returncode == 0, r.stderr
+    outcomes = run_exports(fp16, tmp_path / "again", options=ExportOptions(int8=True, calib_pairs=4, gate_pairs=4))
+    assert outcomes[0].ok and not outcomes[0].artifacts[0].written
+    assert not outcomes[1].ok and "is not an fp32 model" in outcomes[1].error and outcomes[1].exit_code == 2
+
+
+def test_engines_from_an_onnx_source_record_the_checkpoint_hash_from_its_metadata(exported_onnx, imported_ckpt, tmp_path):
+    from export.formats import ExportContext
+    from toolkit.fsutil import sha256_file
+
+    ctx = ExportContext(exported_onnx, tmp_path, ExportOptions())
+    assert ctx.from_onnx and ctx.checkpoint_sha256() == sha256_file(imported_ckpt)

@@ -1,5 +1,7 @@
 """fp16 ONNX from the fp32 export: fp32 I/O, metadata, checker, parity vs fp32, overflow refused."""
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -10,6 +12,7 @@ from export.int8 import synthetic_pairs
 from toolkit.compare import DEFAULT_THRESHOLDS, batches, run_parity
 from toolkit.errors import CheckFailed, MissingDependency
 from toolkit.fsutil import sha256_file
+from toolkit.install import install_hint
 
 pytest.importorskip("onnxconverter_common")
 
@@ -106,6 +109,6 @@ def test_missing_converter_names_the_extra(exported_onnx, feeds, tmp_path, monke
     import sys
 
     monkeypatch.setitem(sys.modules, "onnxconverter_common", None)
-    with pytest.raises(MissingDependency, match=r"toolkit\[train\]"):
+    with pytest.raises(MissingDependency, match=re.escape(install_hint("train"))):
         convert_fp16(exported_onnx, tmp_path / "model.fp16.onnx", feeds)
     assert not (tmp_path / "model.fp16.onnx").exists()

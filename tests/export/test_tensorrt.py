@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -18,6 +19,7 @@ from export.tensorrt import (
 )
 from toolkit.errors import MissingDependency, UserError
 from toolkit.fsutil import sha256_file
+from toolkit.install import install_hint
 from toolkit.runtime.tensorrt_runner import load_sidecar, sidecar_path
 from toolkit.spec import IOSpec
 
@@ -144,7 +146,7 @@ def test_sidecar_records_everything_and_reanchors_the_checkpoint(tmp_path, expor
 def test_without_tensorrt_the_extra_is_named(tmp_path, exported_onnx):
     if _has_tensorrt():
         pytest.skip("TensorRT is installed: the missing-extra message does not apply")
-    with pytest.raises(MissingDependency, match=r"TensorRT \(needed for --engine\) is not installed: pip install 'toolkit\[gpu\]'"):
+    with pytest.raises(MissingDependency, match=re.escape(f"TensorRT (needed for --engine) is not installed: {install_hint('gpu')}")):
         build_engine(exported_onnx, tmp_path / "m.engine", precision="fp32")
     assert not (tmp_path / "m.engine").exists()
 

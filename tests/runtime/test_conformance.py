@@ -1,10 +1,13 @@
 """One conformance test over every runner: same protocol, same I/O contract, same answers."""
 
+import re
+
 import numpy as np
 import pytest
 
 from tests.conftest import golden_inputs
 from toolkit.errors import UserError
+from toolkit.install import install_hint
 from toolkit.runtime import RUNNERS, open_runner
 
 
@@ -110,7 +113,7 @@ def test_engine_without_tensorrt_names_the_extra(tmp_path):
         import tensorrt  # noqa: F401
     except ImportError:
         (tmp_path / "m.engine").write_bytes(b"\x00" * 16)
-        with pytest.raises(UserError, match=r"toolkit\[gpu\]"):
+        with pytest.raises(UserError, match=re.escape(install_hint("gpu"))):
             open_runner(tmp_path / "m.engine")
     else:
         pytest.skip("TensorRT is installed: the missing-extra message does not apply")

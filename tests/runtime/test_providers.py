@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import golden_inputs
 from toolkit.errors import UserError
+from toolkit.install import install_hint
 from toolkit.runtime import open_runner
 from toolkit.runtime.onnx_runner import (
     EP_NAMES,
@@ -45,7 +46,7 @@ def test_plan_providers(requested, available, chosen, note):
         assert notes == []
     else:
         assert len(notes) == 1 and note in notes[0] and "\n" not in notes[0]
-        assert f"using {EP_NAMES[chosen[0]]}" in notes[0] and "toolkit[gpu]" in notes[0]
+        assert f"using {EP_NAMES[chosen[0]]}" in notes[0] and install_hint("gpu") in notes[0]
 
 
 def test_unknown_provider_is_a_user_error(exported_onnx):

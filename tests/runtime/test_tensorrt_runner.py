@@ -4,6 +4,7 @@ everywhere; building and running a real engine only where TensorRT and a GPU are
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from tests.conftest import golden_inputs
 from toolkit.errors import MissingDependency, UserError
+from toolkit.install import install_hint
 from toolkit.runtime.cuda_buffers import check_cuda
 from toolkit.runtime.tensorrt_runner import (
     SIDECAR_FORMAT,
@@ -173,7 +175,8 @@ def test_engine_runner_without_tensorrt_names_the_extra(tmp_path, sidecar_on_dis
         engine, _ = sidecar_on_disk
         from toolkit.runtime.tensorrt_runner import TensorRTRunner
 
-        with pytest.raises(MissingDependency, match=r"TensorRT \(needed to run model\.engine, built with TensorRT 10\.13\.0\.35\).*toolkit\[gpu\]"):
+        says = r"TensorRT \(needed to run model\.engine, built with TensorRT 10\.13\.0\.35\).*" + re.escape(install_hint("gpu"))
+        with pytest.raises(MissingDependency, match=says):
             TensorRTRunner(engine)
     else:
         pytest.skip("TensorRT is installed: the missing-extra message does not apply")

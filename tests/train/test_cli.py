@@ -142,7 +142,7 @@ def test_resume_from_another_folder_with_repeated_and_default_valued_options(tin
     assert config["data"] == str(first / "set") and config["deterministic"] is True
     assert "  last.pt      run/last.pt" in proc.stdout.splitlines()
     summary = [line for line in proc.stderr.splitlines() if line.startswith("epoch 0.3333 step 1: ")]
-    assert summary and summary[0].endswith(tuple("0123456789")) and "val_depth_iou" in summary[0], proc.stderr
+    assert summary and summary[0].endswith(tuple("0123456789")) and "val_depth_rmse" in summary[0], proc.stderr
 
     elsewhere = tmp_path / "b"
     elsewhere.mkdir()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from ..errors import UserError
 
@@ -15,13 +14,34 @@ from ..errors import UserError
 _PIPE_WIDTH = 200
 
 
+class _Console(Console):
+    """A console whose width is looked up at each print, not once at import: COLUMNS when set,
+    else the terminal's, else `_PIPE_WIDTH` when piped. So a COLUMNS set later (a test, a
+    caller of `main()`) is the width every table is fitted to (`tables.show_table`)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dims = super().size
+        if self._width is not None:  # set explicitly (`console.width = ...`)
+            return dims
+        columns = os.environ.get("COLUMNS", "")
+        if columns.isdigit() and int(columns) > 0:
+            return ConsoleDimensions(int(columns), dims.height)
+        tty = getattr(self.file, "isatty", lambda: False)()
+        return dims if tty else ConsoleDimensions(_PIPE_WIDTH, dims.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
 def _console(stderr: bool) -> Console:
     # No `file=`: Rich looks up sys.stdout/sys.stderr at each print, so captured streams work.
-    stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() or "COLUMNS" in os.environ else _PIPE_WIDTH
     # markup=False: paths and messages print as they are (a "[gpu]" in them is not a style tag);
     # styled text is built explicitly with rich.text.Text.from_markup.
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width, markup=False)
+    out = _Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False)
+    out._width = None  # Rich read COLUMNS once, here; `_Console.size` reads it at each print
+    return out
 
 
 console = _console(stderr=False)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from .. import spec
@@ -21,6 +20,7 @@ from ..data.synth import synthesize
 from ..errors import CheckFailed
 from ..fsutil import check_output_file, write_text_atomic
 from .common import console, existing_path, positive
+from .tables import Col, show_table
 
 data_app = typer.Typer(
     help="Make, inspect and check data sets (folders or zip files in the original layout).",
@@ -55,6 +55,10 @@ def synth_cmd(
     console.print(report.summary(), soft_wrap=True)
 
 
+STATS_COLUMNS = (Col("kind"), Col("channel"), *(Col(h, right=True) for h in ("mean", "std", "original mean", "original std")))
+CHECK_COLUMNS = (Col("item"), Col("value", prose=True), Col("verdict", verdict=True))
+
+
 @data_app.command("stats")
 def stats_cmd(
     data: DirArg,
@@ -74,16 +78,13 @@ def stats_cmd(
         used = min(len(ds), limit) if limit else len(ds)
     reference = {"bg": (spec.BG_MEAN, spec.BG_STD), "fgbg": (spec.FGBG_MEAN, spec.FGBG_STD),
                  "mask": ((spec.MASK_MEAN,), (spec.MASK_STD,)), "depth": ((spec.DEPTH_MEAN,), (spec.DEPTH_STD,))}
-    table = Table(title=f"{data}: {used} samples" + (f" at {size}x{size}" if size else ""))
-    for col in ("kind", "channel", "mean", "std", "original mean", "original std"):
-        table.add_column(col, justify="left" if col in ("kind", "channel") else "right")
+    rows = []
     for kind, s in stats.items():
         names = ("R", "G", "B") if len(s["mean"]) == 3 else ("-",)
         ref_mean, ref_std = reference[kind]
-        for c, name in enumerate(names):
-            table.add_row(kind if c == 0 else "", name, f"{s['mean'][c]:.4f}", f"{s['std'][c]:.4f}",
-                          f"{ref_mean[c]:.3f}", f"{ref_std[c]:.3f}")
-    console.print(table)
+        rows += [(kind if c == 0 else "", name, f"{s['mean'][c]:.4f}", f"{s['std'][c]:.4f}", f"{ref_mean[c]:.3f}", f"{ref_std[c]:.3f}")
+                 for c, name in enumerate(names)]
+    show_table(f"{data}: {used} samples" + (f" at {size}x{size}" if size else ""), STATS_COLUMNS, rows)
     if json_file is not None:
         payload = {"source": str(data), "samples": used, "size": [size, size] if size else None, "stats": stats}
         write_text_atomic(json_file, json.dumps(payload, indent=2) + "\n")
@@ -101,13 +102,9 @@ def check_cmd(
     if json_file is not None:
         check_output_file(json_file)
     report = check_dataset(data)
-    table = Table(title=f"data check: {data}")
-    for col in ("item", "value", "verdict"):
-        table.add_column(col)
     style = {"ok": "green", "note": "yellow", "FAIL": "bold red"}
-    for item, value, verdict in report.rows():
-        table.add_row(item, value, Text(verdict, style=style[verdict]))
-    console.print(table)
+    rows = [(item, value, Text(verdict, style=style[verdict])) for item, value, verdict in report.rows()]
+    show_table(f"data check: {data}", CHECK_COLUMNS, rows)
     for line in report.details(limit=max(show, 0)):
         console.print(line, markup=False)
     if json_file is not None:

@@ -73,9 +73,11 @@ def serve(
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long the batcher waits for more requests after the first."),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest request body; larger ones get 413."),
     provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
+    log_level: str = typer.Option(
+        "info", "--log-level", help="info: one line per request on stderr (method, path, status, ms, batch size); warning: errors only."),
 ) -> None:
     """Serve the model over HTTP: POST /v1/infer, GET /v1/model, /healthz, /readyz, and an upload page at /."""
-    from ..deploy.server import ServeSettings, require_serve
+    from ..deploy.server import ServeSettings, configure_request_log, require_serve
     from ..deploy.server import serve as run_server
     from ..runtime import open_runner
 
@@ -86,6 +88,7 @@ def serve(
     if max_upload_mb <= 0 or max_wait_ms < 0:
         raise UserError("--max-upload-mb must be positive and --max-wait-ms not negative")
     settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    configure_request_log(log_level)
     runner = open_runner(model, provider=provider)
     with runner:
         for note in runner.notes:  # after activation: a provider that failed to load is noted then

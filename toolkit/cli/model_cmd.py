@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from ..errors import CheckFailed, UserError
 from ..optional import import_optional
 from .common import console, existing_path
 from .common import image_size as check_size
+from .tables import WIDE_HELP, Col, show_table
 
 
 def _need_torch() -> None:
@@ -35,9 +35,13 @@ def import_legacy(
     console.print(f"wrote {report.out}: {report.tensors} tensors, {report.parameters:,} parameters used")
 
 
+SUMMARY_COLUMNS = (Col("#", right=True), Col("layer"), Col("type", optional=True), Col("output shape"), Col("params", right=True))
+
+
 def summary(
     ckpt: Path | None = typer.Argument(None, help="A toolkit checkpoint (default: a fresh network at 128 px)."),
     image_size: int | None = typer.Option(None, "--image-size", help="Input size (default: the checkpoint's, or 128)."),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """The layer table with output shapes and parameter counts."""
     _need_torch()
@@ -50,20 +54,15 @@ def summary(
     if image_size is not None:
         size = check_size(image_size)
     s = summarize(size, size)
-    table = Table(title=f"EVA4 mask + depth network at {size}x{size}", show_lines=False)
-    for col, just in (("#", "right"), ("layer", "left"), ("type", "left"), ("output shape", "left"), ("params", "right")):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for r in s.rows:
-        shape = "[-1, " + ", ".join(str(d) for d in r.shape[1:]) + "]"
-        params = f"{r.params:,}" if r.first_call else f"({r.params:,} shared)" if r.params else "0"
-        table.add_row(str(r.index), r.name, r.kind, shape, params)
-    console.print(table)
+    rows = [(str(r.index), r.name, r.kind, "[-1, " + ", ".join(str(d) for d in r.shape[1:]) + "]",
+             f"{r.params:,}" if r.first_call else f"({r.params:,} shared)" if r.params else "0") for r in s.rows]
+    show_table(f"EVA4 mask + depth network at {size}x{size}", SUMMARY_COLUMNS, rows, wide=wide)
     console.print(f"{len(s.rows)} layer calls; parameters used: {s.params_used:,}")
     console.print(s.explain())
 
 
 def export(
-    ckpt: Path = typer.Argument(..., help="A toolkit checkpoint (.pt)."),
+    ckpt: Path = typer.Argument(..., help="A toolkit checkpoint (.pt), or an exported model.onnx (fp16/int8/engines/Triton made without PyTorch)."),
     out: Path = typer.Option(Path("exports"), "--out", "-o", help="Output folder."),
     graph: str = typer.Option(
         "folded", "--graph", help="folded (default: the tail upsamples later; ~60% of the arithmetic, same outputs) or literal (layer by layer, as PyTorch).",
@@ -85,6 +84,8 @@ def export(
     workspace: int | None = typer.Option(None, "--workspace", help="Engine builder workspace in MiB (default 1024)."),
     triton: Path | None = typer.Option(None, "--triton", help="Also write a Triton model repository in this folder."),
     triton_name: str | None = typer.Option(None, "--triton-name", help="The model's name in the Triton repository (default eva4)."),
+    triton_kind: str | None = typer.Option(
+        None, "--triton-kind", help="Where Triton runs the ONNX model: cpu or gpu (default: gpu when this machine has CUDA; the line written says which)."),
 ) -> None:
     """Write model.onnx (normalisation and decoding in-graph, dynamic batch, metadata), and the
     formats asked for: fp16, int8, TensorRT engines, a Triton repository.
@@ -93,7 +94,7 @@ def export(
 
     A model that fails its check is refused (exit 1) and never left on disk; bad options are refused (exit 2) before anything is written.
     """
-    from export.formats import exit_code, preflight, run_exports
+    from export.formats import check_source, exit_code, preflight, run_exports
     from export.options import ExportOptions
 
     from ..fsutil import ensure_dir
@@ -101,21 +102,19 @@ def export(
     options = ExportOptions.from_given(
         graph=graph, fp16=fp16, int8=int8, engine=engine, triton=triton, calib=calib, int8_target=int8_target,
         calib_method=calib_method, calib_pairs=calib_pairs, force=force or None, batch=batch, workspace_mb=workspace,
-        triton_name=triton_name,
+        triton_name=triton_name, triton_kind=triton_kind,
     )
+    check_source(ckpt, options)
     preflight(options)  # missing libraries: exit 2 before anything is written
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
-    _need_torch()
-    from ..checkpoint import load_checkpoint
-
     existing_path(ckpt)
-    load_checkpoint(ckpt)  # a bad checkpoint is bad input (exit 2), not a failed export
+    _check_export_source(ckpt)  # a bad source is bad input (exit 2), not a failed export
     ensure_dir(out)
     outcomes = run_exports(ckpt, out, options=options)
     for o in outcomes:
         for a in o.artifacts:
-            console.print(f"wrote {a.path} ({a.precision}); {a.summary}")
+            console.print(f"{'wrote' if a.written else 'using'} {a.path} ({a.precision}); {a.summary}")
             for note in a.notes:
                 console.print(f"  {note}")
     failed = [o for o in outcomes if not o.ok]
@@ -124,6 +123,19 @@ def export(
         if exit_code(outcomes) == UserError.exit_code:
             raise UserError(message)
         raise CheckFailed(message)
+
+
+def _check_export_source(source: Path) -> None:
+    """Load the checkpoint (PyTorch needed), or read the exported model's interface (no PyTorch)."""
+    if source.suffix.lower() == ".onnx":
+        from ..runtime.onnx_info import read_onnx_info
+
+        read_onnx_info(source, require_spec=True)
+        return
+    _need_torch()
+    from ..checkpoint import load_checkpoint
+
+    load_checkpoint(source)
 
 
 def register(app: typer.Typer) -> None:

@@ -68,6 +68,7 @@ class DataCheckReport:
     decoded: int
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    unpaired: list[str] = field(default_factory=list)  # the fgbg/mask/depth files behind `skipped`
     odd: list[str] = field(default_factory=list)
     unsafe: list[str] = field(default_factory=list)
     sizes: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -105,7 +106,8 @@ class DataCheckReport:
             ("images decoded", str(self.decoded), "ok"),
             ("unreadable", str(len(self.unreadable)), verdict(bool(self.unreadable))),
             ("unsafe zip members", str(len(self.unsafe)), verdict(bool(self.unsafe))),
-            ("skipped (unpaired)", str(sum(self.skipped.values())), verdict(bool(self.skipped), fail=False)),
+            ("skipped (unpaired)", f"{sum(self.skipped.values())}" + (f" ({len(self.unpaired)} files)" if self.unpaired else ""),
+             verdict(bool(self.skipped), fail=False)),
             ("odd names", str(len(self.odd)), verdict(bool(self.odd), fail=False)),
             ("image sizes", sizes or "-", verdict(mixed, fail=False)),
         ]
@@ -124,6 +126,7 @@ class DataCheckReport:
         listing("unreadable", [f"{n}: {why}" for n, why in self.unreadable])
         listing("unsafe zip members (never opened)", self.unsafe)
         listing("skipped", [f"{why}: {n}" for why, n in self.skipped.items()])
+        listing("unpaired files", self.unpaired)
         listing("odd names", self.odd)
         return lines
 
@@ -139,6 +142,13 @@ class DataCheckReport:
         d["ok"] = self.ok
         d["problems"] = self.problems()
         return d
+
+
+def _unpaired(ds: PairDataset) -> list[str]:
+    """The fgbg, mask and depth files no sample uses: the names a user needs to fix a pairing,
+    where `skipped` only counts the reasons. (An unused background is a note of its own.)"""
+    used = {ref for sample in ds.samples for ref in sample.refs.values()}
+    return [str(ref) for kind, ref in ds.files if kind != "bg" and ref not in used]
 
 
 def check_dataset(
@@ -175,6 +185,7 @@ def check_dataset(
         decoded=total - (len(unreadable) - len(ds.unreadable)),
         unreadable=unreadable,
         skipped=dict(ds.skipped),
+        unpaired=_unpaired(ds),
         odd=list(ds.odd),
         unsafe=list(ds.unsafe),
         sizes={k: dict(sorted(v.items())) for k, v in sizes.items()},

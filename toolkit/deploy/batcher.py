@@ -26,11 +26,18 @@ from ..runtime import Runner
 log = logging.getLogger("toolkit.serve")
 
 
+class JobFuture(Future):
+    """A request's (mask HxW, depth HxW) float32, and the size of the batch it ran in (what the
+    server's request log reports)."""
+
+    batch_size: int = 0
+
+
 @dataclass
 class Job:
     bg: np.ndarray  # float32 HxWx3 at the model's size
     fgbg: np.ndarray
-    future: Future = field(default_factory=Future)  # -> (mask HxW, depth HxW) float32
+    future: JobFuture = field(default_factory=JobFuture)
 
 
 class QueueFull(Exception):
@@ -69,7 +76,7 @@ class Batcher:
             self._thread.join()
             self._thread = None
 
-    def submit(self, bg: np.ndarray, fgbg: np.ndarray) -> Future:
+    def submit(self, bg: np.ndarray, fgbg: np.ndarray) -> JobFuture:
         if not self.running:
             raise RuntimeError("the batcher is not running")
         if self._queue.qsize() >= self.max_queue:
@@ -140,4 +147,5 @@ class Batcher:
             self.batches += 1
             self.largest_batch = max(self.largest_batch, len(group))
         for i, job in enumerate(group):
+            job.future.batch_size = len(group)
             job.future.set_result((result["mask"][i, 0], result["depth"][i, 0]))

@@ -13,6 +13,8 @@ import base64
 import binascii
 import contextlib
 import json
+import logging
+import time
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +25,8 @@ from starlette.routing import Route
 from ..runtime import Runner
 from .batcher import Batcher, QueueFull
 from .service import DRAIN_FACTOR, PAGE, WARNING_HEADER, HttpError, ServeSettings, model_info, prepare_pair, render
+
+log = logging.getLogger("toolkit.serve")
 
 
 class ServeApp:
@@ -65,25 +69,27 @@ class ServeApp:
             bg_bytes, fgbg_bytes = await read_pair(request, body, self.settings.max_upload_bytes)
             bg, fgbg, bg_in, fgbg_in, warnings = await run_in_threadpool(
                 prepare_pair, bg_bytes, fgbg_bytes, self.size, self.settings.max_pixels)
-            mask, depth = await self.run_model(bg_in, fgbg_in)
+            mask, depth = await self.run_model(bg_in, fgbg_in, request)
             content, media = await run_in_threadpool(render, bg, fgbg, mask, depth, fmt, warnings)
         except HttpError as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
         headers = {WARNING_HEADER: "; ".join(warnings)} if warnings else {}
         return Response(content, media_type=media, headers=headers)
 
-    async def run_model(self, bg_in: Any, fgbg_in: Any) -> tuple[Any, Any]:
+    async def run_model(self, bg_in: Any, fgbg_in: Any, request: Request) -> tuple[Any, Any]:
         """One request's (mask, depth) from the batcher: a full queue is a 503, a failure inside
         inference a 500 for this request only (the batcher re-runs its neighbours alone)."""
         try:
             future = self.batcher.submit(bg_in, fgbg_in)
         except QueueFull as e:
             raise HttpError(503, f"the server is busy ({e}); retry later") from None
+        request.state.batch = future  # the request log reads the batch it ran in
         try:
-            return await asyncio.wrap_future(future)
+            result = await asyncio.wrap_future(future)
         except Exception as e:  # noqa: BLE001 - this request's inference failed; the server goes on
             first = " ".join(str(e).split())[:200] or type(e).__name__
             raise HttpError(500, f"inference failed: {first}") from None
+        return result
 
     async def model(self, request: Request) -> Response:
         return JSONResponse(self.info | {"batching": self.batcher.stats()})
@@ -98,6 +104,34 @@ class ServeApp:
 
     async def page(self, request: Request) -> Response:
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+
+class RequestLog:
+    """ASGI middleware: one line per request on the `toolkit.serve` logger at INFO: method,
+    path, status, milliseconds, and for inference the size of the batch the request ran in."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]  # what an app that raises answers
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            future = scope.get("state", {}).get("batch")
+            batch = getattr(future, "batch_size", None)
+            ms = (time.perf_counter() - t0) * 1000
+            log.info("%s %s %d %.1f ms%s", scope["method"], scope["path"], status[0], ms, f" batch {batch}" if batch else "")
 
 
 async def read_body(request: Request, limit: int) -> bytes:

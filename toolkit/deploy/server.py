@@ -27,9 +27,21 @@ from ..errors import UserError
 from ..runtime import Runner
 from .service import ServeSettings, require_serve
 
-__all__ = ["ServeSettings", "create_app", "require_serve", "serve"]
+__all__ = ["ServeSettings", "configure_request_log", "create_app", "require_serve", "serve"]
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 log = logging.getLogger("toolkit.serve")
+
+
+def configure_request_log(level: str) -> None:
+    """Send the `toolkit.serve` log (a line per request at INFO, failures at ERROR) to stderr."""
+    if level not in LOG_LEVELS:
+        raise UserError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(level.upper())
+    log.propagate = False
 
 
 def create_app(runner: Runner, settings: ServeSettings = ServeSettings()):  # noqa: B008 - frozen dataclass
@@ -40,11 +52,12 @@ def create_app(runner: Runner, settings: ServeSettings = ServeSettings()):  # no
     """
     require_serve()
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
 
-    from .routes import ServeApp
+    from .routes import RequestLog, ServeApp
 
     state = ServeApp(runner, settings)
-    app = Starlette(routes=state.routes(), lifespan=state.lifespan)
+    app = Starlette(routes=state.routes(), lifespan=state.lifespan, middleware=[Middleware(RequestLog)])
     app.state.batcher = state.batcher
     return app
 

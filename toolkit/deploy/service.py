@@ -38,7 +38,7 @@ def require_serve() -> None:
         if importlib.util.find_spec("python_multipart") is None and importlib.util.find_spec("multipart") is None:
             raise ImportError("python-multipart")  # Starlette parses uploads with it (module renamed in 0.0.13)
     except ImportError as e:
-        raise MissingDependency("Starlette, uvicorn and python-multipart (the HTTP server)", "serve") from e
+        raise MissingDependency("Starlette, uvicorn and python-multipart (the HTTP server)", "serve", plural=True) from e
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,8 @@ def render(bg: np.ndarray, fgbg: np.ndarray, mask: np.ndarray, depth: np.ndarray
     mask = np.clip(imageio.resize(np.nan_to_num(mask), (h, w)), 0.0, 1.0)
     depth = np.clip(imageio.resize(np.nan_to_num(depth), (h, w)), 0.0, 1.0)
     if fmt == "panel":
-        panel = imageio.make_panel([bg, fgbg, mask, imageio.colorize_depth(depth)], ["bg", "fgbg", "mask", "depth"])
+        panel = imageio.make_panel([bg, fgbg, mask, imageio.colorize_depth(depth)], ["bg", "fgbg", "mask", "depth"],
+                                   legends=[None, None, None, imageio.DEPTH_LEGEND])
         return imageio.encode_png(panel), "image/png"
     body = {
         "width": w,

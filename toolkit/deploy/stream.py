@@ -72,13 +72,15 @@ class FpsMeter:
 
 
 def compose_panel(frame: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """frame | mask overlay | depth colour map at the frame's size, and the mask at that size."""
+    """frame | mask overlay | depth colour map (under a far/near bar) at the frame's size, and the
+    mask at that size. The labels and the bar sit above the tiles, so the frame ends the picture."""
     h, w = frame.shape[:2]
     mask = np.clip(imageio.resize(np.nan_to_num(mask), (h, w)), 0.0, 1.0)
     depth = np.clip(imageio.resize(np.nan_to_num(depth), (h, w)), 0.0, 1.0)
     a = (OVERLAY_ALPHA * mask)[:, :, None]
     overlay = (frame.astype(np.float32) * (1.0 - a) + OVERLAY_RGB * a + 0.5).astype(np.uint8)
-    panel = imageio.make_panel([frame, overlay, imageio.colorize_depth(depth)], list(PANEL_LABELS))
+    panel = imageio.make_panel([frame, overlay, imageio.colorize_depth(depth)], list(PANEL_LABELS),
+                               legends=[None, None, imageio.DEPTH_LEGEND])
     return panel, mask
 
 

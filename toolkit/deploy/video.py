@@ -2,7 +2,7 @@
 
 Why PyAV: it is FFmpeg's own decoders and encoders behind a maintained Python API, with wheels
 that carry FFmpeg (H.264 via libx264 included) and the v4l2 camera input, so the edge device
-needs no system FFmpeg. It is an optional extra (`toolkit[video]`): a folder of images in and a
+needs no system FFmpeg. It is an optional extra (`video`): a folder of images in and a
 folder of PNGs out work without it.
 
 Every source yields uint8 HxWx3 RGB arrays of one size; a frame of another size stops the stream
@@ -98,6 +98,23 @@ class FolderSource(FrameSource):
             yield imageio.to_uint8(imageio.read_rgb(f))
 
 
+def ffmpeg_reason(error: BaseException) -> str:
+    """FFmpeg's reason ("Invalid data found when processing input") without the errno and path."""
+    reason = getattr(error, "strerror", None)
+    return str(reason) if reason else first_line(error)
+
+
+def _why_not_a_video(target: str, kind: str, error: BaseException) -> str:
+    """What the file is instead, when it is plainly something else; else FFmpeg's reason."""
+    if kind != "camera" and Path(target).is_file():
+        from ..sniff import describe
+
+        what = describe(target)
+        if not what.startswith(("binary data", "an MP4", "a Matroska", "an AVI")):
+            return f"it is {what}, not a video"
+    return ffmpeg_reason(error)
+
+
 class AvSource(FrameSource):
     """The first video stream of a file or a camera device, decoded by FFmpeg (PyAV)."""
 
@@ -107,7 +124,7 @@ class AvSource(FrameSource):
         try:
             self.container = av.open(target, format=fmt)
         except av.FFmpegError as e:
-            raise UserError(f"{label}: not a readable {'camera' if kind == 'camera' else 'video'} ({first_line(e)})") from None
+            raise UserError(f"{label}: not a readable {'camera' if kind == 'camera' else 'video'}: {_why_not_a_video(target, kind, e)}") from None
         except ValueError as e:  # "no container format 'v4l2'": an FFmpeg built without the device
             raise UserError(f"{label}: this PyAV cannot open cameras ({first_line(e)}); install PyAV built against a system FFmpeg") from None
         if not self.container.streams.video:
@@ -129,8 +146,8 @@ class AvSource(FrameSource):
                 return
             except (av.FFmpegError, EOFError) as e:
                 if count == 0:
-                    raise UserError(f"{self.label}: not a readable video ({first_line(e)})") from None
-                self.notes.append(f"{self.label}: decoding stopped after frame {count - 1} ({first_line(e)}); the rest is unreadable")
+                    raise UserError(f"{self.label}: not a readable video: {_why_not_a_video(self.label, self.kind, e)}") from None
+                self.notes.append(f"{self.label}: decoding stopped after frame {count - 1} ({ffmpeg_reason(e)}); the rest is unreadable")
                 return
             count += 1
             yield frame.to_ndarray(format="rgb24")

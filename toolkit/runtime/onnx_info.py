@@ -13,7 +13,7 @@ from pathlib import Path
 
 from onnx import ModelProto, TensorProto, ValueInfoProto
 
-from ..errors import UserError, first_line
+from ..errors import UserError
 from ..spec import INPUT_NAMES, OUTPUT_NAMES, IOSpec
 
 
@@ -44,8 +44,13 @@ def load_proto(path: Path) -> ModelProto:
 
     try:
         return onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # DecodeError and friends
-        raise UserError(f"{path}: not a loadable ONNX model ({first_line(e)})") from e
+    except Exception as e:  # DecodeError and friends: protobuf's text says nothing to a user
+        from ..sniff import describe
+
+        kind = describe(path)
+        why = ("it is cut short or damaged (it does not parse as an ONNX model)" if kind.startswith("binary data")
+               else f"it is {kind}, not an ONNX model")
+        raise UserError(f"{path}: not a loadable ONNX model: {why}") from e
 
 
 def read_onnx_info(path: str | Path, *, require_spec: bool = False) -> OnnxModelInfo:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import UserError, first_line
+from ..install import reinstall_hint
 from ..optional import import_optional
 from ..spec import DEFAULT_BATCH_PROFILE, INPUT_NAMES, OUTPUT_NAMES, BatchProfile
 from .base import Runner
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 
 PROVIDER_CHAIN = ("tensorrt", "cuda", "cpu")
 EP_NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
-GPU_FIX = "pip uninstall onnxruntime && pip install 'toolkit[gpu]'"
 
 
 def trt_cache_dir(model: str | Path) -> Path:
@@ -84,7 +85,7 @@ def plan_providers(requested: str, available: Sequence[str]) -> tuple[list[str],
     if skipped:
         notes.append(
             f"{' and '.join(skipped)} {'is' if len(skipped) == 1 else 'are'} not available in this onnxruntime "
-            f"(it has {', '.join(available) or 'none'}): using {EP_NAMES[chosen[0]]} ({GPU_FIX})"
+            f"(it has {', '.join(available) or 'none'}): using {EP_NAMES[chosen[0]]} ({reinstall_hint('gpu', 'onnxruntime')})"
         )
     return chosen, notes
 
@@ -119,8 +120,16 @@ def _cache_stamp(model: Path, ort_version: str) -> dict[str, str]:
     return {"model_sha256": sha256_file(model), "onnxruntime": ort_version, "tensorrt": " ".join(trt) if trt else "?", "gpu": gpu}
 
 
+def ort_reason(error: BaseException) -> str:
+    """ONNX Runtime's reason, without its status prefix ("[ONNXRuntimeError] : 10 : ...") and
+    the model path it repeats: the part that says what is wrong."""
+    text = first_line(error, 300)
+    text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*(\w+)\s*:\s*", r"\1: ", text)
+    return re.sub(r"Load model from \S+ failed:\s*", "", text).strip()[:200]
+
+
 def _ort() -> Any:
-    return import_optional("onnxruntime", "onnxruntime", "edge")
+    return import_optional("onnxruntime", "onnxruntime", None)  # part of the base install
 
 
 class OnnxRunner(Runner):
@@ -163,8 +172,7 @@ class OnnxRunner(Runner):
         try:
             return ort.InferenceSession(str(self.path), so, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/... types
-            first = first_line(e)
-            raise UserError(f"{self.path}: not a loadable ONNX model ({first[:200]})") from e
+            raise UserError(f"{self.path}: not a loadable ONNX model: ONNX Runtime refuses it ({ort_reason(e)})") from e
 
     def _provider_list(self) -> list[Any]:
         """The chosen providers, the TensorRT EP with its options (profile, caches)."""
@@ -209,6 +217,5 @@ class OnnxRunner(Runner):
         try:
             values = self.session.run(list(OUTPUT_NAMES), {n: feed[n] for n in INPUT_NAMES})
         except Exception as e:  # ORT's own exception types (Fail, InvalidArgument, RuntimeException)
-            first = first_line(e)
-            raise UserError(f"{self.path}: ONNX Runtime failed to run the model ({first[:200]})") from e
+            raise UserError(f"{self.path}: ONNX Runtime failed to run the model ({ort_reason(e)})") from e
         return {n: np.asarray(v, dtype=np.float32) for n, v in zip(OUTPUT_NAMES, values)}

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingDependency, UserError, first_line
+from ..errors import MissingDependency, UserError
 from ..fsutil import sha256_file
+from ..install import install_hint
 from ..optional import import_optional, tensorrt_version
 from ..spec import INPUT_NAMES, METADATA_PREFIX, OUTPUT_NAMES, BatchProfile, IOSpec
 from .base import Runner
@@ -47,8 +48,12 @@ def load_sidecar(engine: str | Path) -> dict[str, Any]:
         raise UserError(f"{engine}: its sidecar {path} is missing (engines are only run with the sidecar written beside them at build time)")
     try:
         sidecar = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable engine sidecar ({first_line(e)})") from e
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: unreadable engine sidecar: not valid JSON (line {e.lineno}, column {e.colno})") from e
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: unreadable engine sidecar: not UTF-8 text") from e
+    except OSError as e:
+        raise UserError(f"{path}: unreadable engine sidecar ({e.strerror or 'cannot be read'})") from e
     if not isinstance(sidecar, dict):
         raise UserError(f"{path}: engine sidecar must be a JSON object")
     missing = [k for k in SIDECAR_KEYS if k not in sidecar]
@@ -120,7 +125,7 @@ class TensorRTRunner(Runner):
             sidecar = load_sidecar(path)
         except UserError as e:
             if installed is None:  # both problems in one line: fixing one would only show the other
-                raise UserError(f"{e}; TensorRT is not installed either: pip install 'toolkit[gpu]'") from None
+                raise UserError(f"{e}; TensorRT is not installed either: {install_hint('gpu')}") from None
             raise
         built = str(sidecar["tensorrt_version"])
         if installed is None:

@@ -1,0 +1,58 @@
+"""Install hints name this project, said right for how it was installed; a build leaves the tree clean."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+
+import pytest
+import tomllib
+
+from tests.conftest import ROOT
+from toolkit.install import DISTRIBUTION, hint_for, install_hint, source_of
+
+
+def test_the_distribution_has_a_name_of_its_own():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == DISTRIBUTION == "eva4-toolkit"  # `toolkit` on the index is another project
+    assert project["scripts"] == {"toolkit": "toolkit.cli:main"}
+
+
+@pytest.mark.parametrize("record, extra, hint", [
+    (None, "gpu", "pip install 'eva4-toolkit[gpu]'"),  # a wheel from an index: no direct_url.json
+    ({"url": "file:///src/eva4", "dir_info": {"editable": True}}, "train", "pip install -e '/src/eva4[train]'"),
+    ({"url": "file:///src/eva4", "dir_info": {}}, "video", "pip install '/src/eva4[video]'"),
+    ({"url": "file:///my%20code/eva4", "dir_info": {"editable": True}}, None, "pip install -e '/my code/eva4'"),
+    ({"url": "file:///dl/eva4_toolkit-0.1.0-py3-none-any.whl", "archive_info": {}}, "serve", "pip install 'eva4-toolkit[serve]'"),
+    ({"url": "https://example.org/eva4.tar.gz", "archive_info": {}}, "gpu", "pip install 'eva4-toolkit[gpu]'"),
+])
+def test_hints_follow_the_install(record, extra, hint):
+    assert hint_for(source_of(record), extra) == hint
+
+
+def test_this_checkout_hints_at_itself():
+    hint = install_hint("train")
+    assert hint.startswith("pip install") and "[train]" in hint
+    assert str(ROOT) in hint or "eva4-toolkit[train]" in hint
+
+
+def test_no_hint_is_written_by_hand():
+    """Every hint comes from toolkit.install: no string in the library spells one out."""
+    spelled = []
+    for package in ("toolkit", "train", "export"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.search(r"(?<![\w-])toolkit\[", node.value):
+                    spelled.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert spelled == []
+
+
+def test_building_a_wheel_leaves_no_build_folder(tmp_path):
+    before = {p.name for p in ROOT.iterdir()}
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in tmp_path.glob("*.whl")] == ["eva4_toolkit-0.1.0-py3-none-any.whl"]
+    assert {p.name for p in ROOT.iterdir()} - before == set()  # no build/, no *.egg-info

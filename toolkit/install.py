@@ -1,0 +1,67 @@
+"""How to install an extra of this toolkit, said right for how it was installed.
+
+Every hint the toolkit prints ("... is not installed: pip install ...") comes from
+`install_hint`, because the right command depends on the install: the distribution is named
+`eva4-toolkit` (the name `toolkit` on the package index belongs to an unrelated project, so a
+hint naming it would install someone else's code); a source tree installed with `pip install -e`
+(or run from its checkout) takes `pip install -e '<tree>[extra]'`; a tree installed without `-e`
+takes `pip install '<tree>[extra]'`; a wheel from an index takes `pip install 'eva4-toolkit[extra]'`.
+The tree comes from pip's own record of the install (`direct_url.json`, PEP 610).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+DISTRIBUTION = "eva4-toolkit"
+
+
+def source_of(record: object) -> tuple[str, bool] | None:
+    """(source tree, editable?) from pip's `direct_url.json` record, None for an index wheel
+    (no record, or one that names no local folder)."""
+    if not isinstance(record, dict) or not str(record.get("url", "")).startswith("file://"):
+        return None
+    dir_info = record.get("dir_info")
+    if not isinstance(dir_info, dict):  # a local wheel or archive file: install it again by name
+        return None
+    return unquote(urlparse(record["url"]).path), bool(dir_info.get("editable"))
+
+
+@lru_cache(maxsize=1)
+def _source() -> tuple[str, bool] | None:
+    """Where this toolkit was installed from (see `source_of`); a checkout run without an
+    install counts as an editable tree."""
+    try:
+        dist = metadata.distribution(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        tree = Path(__file__).resolve().parents[1]
+        return (str(tree), True) if (tree / "pyproject.toml").is_file() else None
+    try:
+        return source_of(json.loads(dist.read_text("direct_url.json") or "null"))
+    except ValueError:
+        return None
+
+
+def hint_for(source: tuple[str, bool] | None, extra: str | None = None) -> str:
+    """The pip command that installs `extra` (None: the base install) for an install from `source`."""
+    suffix = f"[{extra}]" if extra else ""
+    if source is None:
+        return f"pip install {shlex.quote(DISTRIBUTION + suffix)}"
+    tree, editable = source
+    return f"pip install {'-e ' if editable else ''}{shlex.quote(tree + suffix)}"
+
+
+def install_hint(extra: str | None = None) -> str:
+    """'pip install ...' for the `extra` (None: the base install) in this toolkit's own install."""
+    return hint_for(_source(), extra)
+
+
+def reinstall_hint(extra: str, replaces: str) -> str:
+    """For an extra whose package shares a module with one already installed (onnxruntime-gpu
+    and onnxruntime): remove that one first."""
+    return f"pip uninstall {replaces} && {install_hint(extra)}"
