@@ -138,11 +138,19 @@ def _onnx_fp32(ctx: ExportContext) -> list[Artifact]:
         return [_given_onnx(ctx.source)]
     from .onnx import export_onnx
 
-    path, check = export_onnx(ctx.source, ctx.target("onnx"), graph=ctx.options.graph)
+    path, check = export_onnx(ctx.source, ctx.target("onnx"), graph=ctx.options.graph, size=ctx.options.image_size)
     mean = sum(check.mean_abs.values()) / len(check.mean_abs)  # both outputs have as many values
-    summary = (f"{ctx.options.graph} graph; ONNX Runtime vs PyTorch: max abs diff {max(check.max_abs.values()):.2e}, "
+    summary = (f"{ctx.options.graph} graph at {_size_of(path)}; ONNX Runtime vs PyTorch: max abs diff {max(check.max_abs.values()):.2e}, "
                f"mean {mean:.2e} on {check.pairs} pairs")
     return [Artifact(path, "fp32", summary, check)]
+
+
+def _size_of(path: Path) -> str:
+    """'128x224': the input size an exported model takes."""
+    from toolkit.runtime.onnx_info import read_onnx_info
+
+    h, w = read_onnx_info(path).spec.size
+    return f"{h}x{w}"
 
 
 def _given_onnx(path: Path) -> Artifact:
@@ -306,6 +314,18 @@ def check_source(source: Path, options: ExportOptions) -> None:
         raise UserError(f"{source}: export takes a toolkit checkpoint (.pt) or an exported model (.onnx), not '{source.suffix}'")
     if source.suffix.lower() == ".onnx" and options.graph != "folded":
         raise UserError(f"--graph only applies to a checkpoint: {source.name} is already exported")
+    if source.suffix.lower() != ".onnx":
+        return
+    if options.image_size is not None:
+        raise UserError(f"--image-size only applies to a checkpoint: {source.name} is already exported at its size")
+    if not (options.fp16 or options.int8 or options.engine or options.triton is not None):
+        raise UserError(f"{source.name} is already exported: give --fp16, --int8, --engine or --triton to make something from it")
+    if (options.fp16 or options.int8) and source.is_file():
+        from toolkit.runtime.onnx_info import read_onnx_info
+
+        precision = read_onnx_info(source, require_spec=True).metadata.get("toolkit.precision", "fp32")
+        if precision != "fp32":
+            raise UserError(f"{source}: is a {precision} model; --fp16 and --int8 are made from the fp32 export")
 
 
 def run_exports(

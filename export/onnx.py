@@ -55,9 +55,12 @@ def check_graph(graph: str) -> str:
     return graph
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = OPSET, graph: str = "folded") -> tuple[Path, ParityResult]:
-    """Export `checkpoint` to `out` (a `.onnx` path) as the `graph` of `GRAPHS`; returns the path
-    and the check of ONNX Runtime against the literal PyTorch model (a `ParityResult`)."""
+def export_onnx(
+    checkpoint: str | Path, out: str | Path, *, opset: int = OPSET, graph: str = "folded", size: tuple[int, int] | None = None
+) -> tuple[Path, ParityResult]:
+    """Export `checkpoint` to `out` (a `.onnx` path) as the `graph` of `GRAPHS`, taking `size`
+    (H, W; default the training size); returns the path and the check of ONNX Runtime against
+    the literal PyTorch model at that size (a `ParityResult`)."""
 
     from toolkit.checkpoint import build_model, load_checkpoint, spec_of
     from toolkit.folded import fold, gflop_per_pair
@@ -65,11 +68,13 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = OPSET, 
     check_graph(graph)
     checkpoint, out = Path(checkpoint), Path(out)
     ckpt = load_checkpoint(checkpoint)
-    spec = spec_of(ckpt)
-    model = build_model(ckpt)  # in eval mode
+    trained = spec_of(ckpt)
+    spec = trained.with_size(*size) if size is not None else trained
+    model = build_model(ckpt)  # in eval mode; fully convolutional, so it runs at `spec.size`
     exported = fold(model) if graph == "folded" else model
     props = export_metadata(spec, checkpoint, ckpt, "fp32", out)
     props[f"{METADATA_PREFIX}graph"] = graph
+    props[f"{METADATA_PREFIX}training_size"] = f"{trained.height}x{trained.width}"
     props[f"{METADATA_PREFIX}gflop_per_pair"] = f"{gflop_per_pair(exported.net, spec.height, spec.width):.4f}"
     with tempfile.TemporaryDirectory(prefix="toolkit-export-") as tmp:
         raw = Path(tmp) / "model.onnx"
@@ -77,7 +82,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = OPSET, 
         proto = _finish(raw, props)
         final = Path(tmp) / "final.onnx"
         final.write_bytes(proto.SerializeToString())
-        check = compare_with_torch(final, checkpoint)
+        check = compare_with_torch(final, checkpoint, spec.size)
         if not check:
             raise CheckFailed(f"{out}: not written: ONNX Runtime disagrees with PyTorch: {'; '.join(check.failures)} ({check.figures()})")
         with atomic_path(out) as dst:
@@ -123,10 +128,11 @@ def _finish(path: Path, props: dict[str, str]) -> onnx.ModelProto:
     return proto
 
 
-def compare_with_torch(onnx_path: Path, checkpoint: Path) -> ParityResult:
+def compare_with_torch(onnx_path: Path, checkpoint: Path, size: tuple[int, int] | None = None) -> ParityResult:
     """ONNX Runtime on `onnx_path` beside the literal PyTorch model of `checkpoint` on the probe
-    inputs, judged at the fp32 thresholds (`toolkit.compare`, as `toolkit parity` judges it)."""
+    inputs at `size` (default the training size), judged at the fp32 thresholds (`toolkit.compare`,
+    as `toolkit parity` judges it)."""
     from toolkit.checkpoint import read_checkpoint_header
 
-    spec = read_checkpoint_header(checkpoint).spec
-    return check_model(checkpoint, onnx_path, probe_inputs(spec.height, spec.width))
+    h, w = size or read_checkpoint_header(checkpoint).spec.size
+    return check_model(checkpoint, onnx_path, probe_inputs(h, w), size=(h, w))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import UserError
-from toolkit.spec import DEFAULT_BATCH_PROFILE, BatchProfile
+from toolkit.spec import DEFAULT_BATCH_PROFILE, BatchProfile, parse_image_size
 
 from .int8 import (
     DEFAULT_CALIB_PAIRS,
@@ -70,10 +70,16 @@ class ExportOptions:
     timing_cache: Path | None = None  # default <out>/tensorrt.timing-cache
     triton_name: str = DEFAULT_TRITON_NAME
     triton_kind: str | None = None  # "cpu" or "gpu"; default: gpu when this machine has CUDA
+    image_size: tuple[int, int] | None = None  # (H, W) the export takes; default the training size ('128x224' taken too)
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch, BatchProfile):
             object.__setattr__(self, "batch", batch_profile(self.batch))
+        if self.image_size is not None:
+            try:
+                object.__setattr__(self, "image_size", parse_image_size(self.image_size))
+            except ValueError as e:
+                raise UserError(f"--image-size: {e}") from None
         for name in ("triton", "calib", "timing_cache"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):

@@ -25,8 +25,9 @@ def test_the_distribution_has_a_name_of_its_own():
     ({"url": "file:///src/eva4", "dir_info": {"editable": True}}, "train", "pip install -e '/src/eva4[train]'"),
     ({"url": "file:///src/eva4", "dir_info": {}}, "video", "pip install '/src/eva4[video]'"),
     ({"url": "file:///my%20code/eva4", "dir_info": {"editable": True}}, None, "pip install -e '/my code/eva4'"),
-    ({"url": "file:///dl/eva4_toolkit-0.1.0-py3-none-any.whl", "archive_info": {}}, "serve", "pip install 'eva4-toolkit[serve]'"),
-    ({"url": "https://example.org/eva4.tar.gz", "archive_info": {}}, "gpu", "pip install 'eva4-toolkit[gpu]'"),
+    ({"url": "file:///dl/eva4_toolkit-0.1.0-py3-none-any.whl", "archive_info": {}}, "serve",
+     "pip install '/dl/eva4_toolkit-0.1.0-py3-none-any.whl[serve]'"),  # never the index: the name may not be there
+    ({"url": "https://example.org/eva4.tar.gz", "archive_info": {}}, "gpu", "pip install 'eva4-toolkit[gpu] @ https://example.org/eva4.tar.gz'"),
 ])
 def test_hints_follow_the_install(record, extra, hint):
     assert hint_for(source_of(record), extra) == hint

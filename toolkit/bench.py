@@ -76,7 +76,13 @@ def bench(
     rng = np.random.default_rng(0)
     # Every model is opened and loaded once (then freed: one model is held at a time) before any
     # is timed, so a bad last model is an error at once, not after minutes of timing the others.
-    runners = [open_runner(path, threads=threads, provider=provider) for path in models]
+    # A checkpoint runs at the first exported model's size, so the ratios compare like with like.
+    from .compare import open_at
+
+    exported = [open_runner(m, threads=threads, provider=provider) for m in models if Path(m).suffix.lower() != ".pt"]
+    size = exported[0].spec.size if exported else None
+    runners = [open_at(m, size, threads=threads, provider=provider) if size else open_runner(m, threads=threads, provider=provider)
+               for m in models]
     for runner in runners:
         with runner:
             pass

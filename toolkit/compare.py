@@ -89,7 +89,7 @@ class ParityResult:
                 f.append(f"mask IoU {self.mask_iou:.4f} < {t.mask_iou}"
                          + (f" ({decided:.4f} on pixels the reference decides by > {UNDECIDED_BAND})" if decided is not None else ""))
         if t.depth_iou is not None and not self.depth_iou >= t.depth_iou:
-            f.append(f"depth IoU {self.depth_iou:.4f} < {t.depth_iou}")
+            f.append(f"depth IoU@0.5 {self.depth_iou:.4f} < {t.depth_iou}")
         if t.depth_rmse is not None and not self.depth_rmse <= t.depth_rmse:
             f.append(f"depth RMSE {self.depth_rmse:.4f} > {t.depth_rmse}")
         self.failures = f
@@ -270,12 +270,18 @@ def compare_runners(
 
 
 def check_model(
-    reference: str | Path, candidate: str | Path, feeds: Iterable[dict[str, np.ndarray]], overrides: Thresholds | None = None
+    reference: str | Path,
+    candidate: str | Path,
+    feeds: Iterable[dict[str, np.ndarray]],
+    overrides: Thresholds | None = None,
+    *,
+    size: tuple[int, int] | None = None,
 ) -> ParityResult:
     """One model file beside a reference file on the CPU, judged as `toolkit parity` judges it:
     the check every export runs before it writes a file (fp32 ONNX vs the PyTorch checkpoint,
     fp16 and int8 vs the fp32 ONNX). A model of unknown precision is refused here."""
-    return compare_runners(open_runner(reference), [open_runner(candidate)], feeds, overrides, strict=True).results[0]
+    ref = open_at(reference, size) if size is not None else open_runner(reference)
+    return compare_runners(ref, [open_runner(candidate)], feeds, overrides, strict=True).results[0]
 
 
 def batches(pairs: dict[str, np.ndarray], size: int = 8) -> list[dict[str, np.ndarray]]:
@@ -296,6 +302,13 @@ def dataset_feeds(
     for i in range(0, len(picks), batch_size):
         items = [ds.load(int(j), size) for j in picks[i : i + batch_size]]
         yield {k: np.stack([it[k] for it in items]).astype(np.float32) for k in INPUT_NAMES}
+
+
+def open_at(path: str | Path, size: tuple[int, int], **options: Any) -> Runner:
+    """`open_runner`, with a checkpoint run at `size` (an exported file has its own, fixed)."""
+    if Path(path).suffix.lower() == ".pt":
+        options["size"] = size
+    return open_runner(path, **options)
 
 
 def find_reference(model: Path, runner: Runner) -> Path:
@@ -333,13 +346,14 @@ def run_parity(
         raise UserError("parity: give at least one --model")
     if limit <= 0 or batch_size <= 0:
         raise UserError("parity: --limit and --batch-size must be positive")
-    runners = [open_runner(m, provider=provider) for m in models]
-    ref_path = Path(reference) if reference else find_reference(Path(models[0]), runners[0])
-    ref_runner = open_runner(ref_path)
-    size = ref_runner.spec.size
-    for r in runners:
+    first = open_runner(models[0], provider=provider)
+    size = first.spec.size  # the network is fully convolutional: a checkpoint runs at the export's size
+    runners = [first] + [open_at(m, size, provider=provider) for m in models[1:]]
+    ref_path = Path(reference) if reference else find_reference(Path(models[0]), first)
+    ref_runner = open_at(ref_path, size)
+    for r in [ref_runner, *runners]:
         if r.spec.size != size:
-            raise UserError(f"{r.path}: takes {r.spec.height}x{r.spec.width}, the reference {size[0]}x{size[1]}")
+            raise UserError(f"{r.path}: takes {r.spec.height}x{r.spec.width}, {first.path.name} {size[0]}x{size[1]}")
         thresholds_for(r.precision, overrides)  # an unknown precision is refused before any work
     if data is not None:
         return compare_runners(ref_runner, runners, dataset_feeds(data, size, limit=limit, batch_size=batch_size), overrides)

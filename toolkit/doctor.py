@@ -180,6 +180,21 @@ def _serve() -> Check:
     return Check("serve extra", versions["starlette"], True, f"`toolkit serve` can run ({listed})")
 
 
+def _openvino() -> Check:
+    """OpenVINO and the devices it sees (what `--provider openvino[:GPU|:NPU]` can use)."""
+    ov = _module("openvino")
+    if ov is None:
+        return Check("OpenVINO", "-", False, "missing: `--provider openvino` disabled (Intel CPU, iGPU, NPU runtime)",
+                     install_hint("openvino"))
+    try:
+        devices = list(ov.Core().available_devices)
+    except Exception as e:  # a broken plugin install: report, never crash the doctor
+        return Check("OpenVINO", str(getattr(ov, "__version__", "?")), False, f"installed but unusable ({type(e).__name__})",
+                     install_hint("openvino"))
+    version = str(getattr(ov, "__version__", "?")).split("-")[0]
+    return Check("OpenVINO", version, True, f"`--provider openvino` runs .onnx models; devices: {', '.join(devices) or 'none'}")
+
+
 def _gpu_verdict() -> str:
     from .errors import UserError
     from .runtime.cuda_buffers import gpu_info
@@ -204,6 +219,7 @@ CHECKS: tuple[Callable[[], Check], ...] = (
     _cudnn,
     _tensorrt,
     _cuda_python,
+    _openvino,
     _pyav,
     _serve,
 )
@@ -238,6 +254,7 @@ REQUIREMENTS: dict[str, tuple[str, Callable[[Check], bool]]] = {
     "cuda-python": ("cuda-python", lambda c: c.ok),
     "pyav": ("PyAV", lambda c: c.ok),
     "serve": ("serve extra", lambda c: c.ok),
+    "openvino": ("OpenVINO", lambda c: c.ok),
 }
 
 

@@ -4,8 +4,10 @@ Every hint the toolkit prints ("... is not installed: pip install ...") comes fr
 `install_hint`, because the right command depends on the install: the distribution is named
 `eva4-toolkit` (the name `toolkit` on the package index belongs to an unrelated project, so a
 hint naming it would install someone else's code); a source tree installed with `pip install -e`
-(or run from its checkout) takes `pip install -e '<tree>[extra]'`; a tree installed without `-e`
-takes `pip install '<tree>[extra]'`; a wheel from an index takes `pip install 'eva4-toolkit[extra]'`.
+(or run from its checkout) takes `pip install -e '<tree>[extra]'`; a tree or a wheel file
+installed without `-e` takes `pip install '<tree or wheel>[extra]'`; a wheel by URL takes
+`pip install 'eva4-toolkit[extra] @ <url>'`; only an install from a package index is hinted by
+name alone, since that index is where the name came from.
 The tree comes from pip's own record of the install (`direct_url.json`, PEP 610).
 """
 
@@ -22,14 +24,15 @@ DISTRIBUTION = "eva4-toolkit"
 
 
 def source_of(record: object) -> tuple[str, bool] | None:
-    """(source tree, editable?) from pip's `direct_url.json` record, None for an index wheel
-    (no record, or one that names no local folder)."""
-    if not isinstance(record, dict) or not str(record.get("url", "")).startswith("file://"):
+    """(what pip installed from, editable?) from pip's `direct_url.json` record: a source tree, a
+    wheel or archive file, or a URL; None for an install from a package index (no record)."""
+    if not isinstance(record, dict) or not record.get("url"):
         return None
+    url = str(record["url"])
     dir_info = record.get("dir_info")
-    if not isinstance(dir_info, dict):  # a local wheel or archive file: install it again by name
-        return None
-    return unquote(urlparse(record["url"]).path), bool(dir_info.get("editable"))
+    if url.startswith("file://"):
+        return unquote(urlparse(url).path), bool(isinstance(dir_info, dict) and dir_info.get("editable"))
+    return url, False  # a wheel or archive by URL: `name[extra] @ url` installs its extra
 
 
 @lru_cache(maxsize=1)
@@ -52,8 +55,10 @@ def hint_for(source: tuple[str, bool] | None, extra: str | None = None) -> str:
     suffix = f"[{extra}]" if extra else ""
     if source is None:
         return f"pip install {shlex.quote(DISTRIBUTION + suffix)}"
-    tree, editable = source
-    return f"pip install {'-e ' if editable else ''}{shlex.quote(tree + suffix)}"
+    where, editable = source
+    if "://" in where:
+        return f"pip install {shlex.quote(f'{DISTRIBUTION}{suffix} @ {where}')}"
+    return f"pip install {'-e ' if editable else ''}{shlex.quote(where + suffix)}"
 
 
 def install_hint(extra: str | None = None) -> str:

@@ -47,7 +47,17 @@ def describe(path: str | Path) -> str:
         return _zip_kind(path)
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "a Python pickle"
-    return _text_kind(head) or "binary data of no format the toolkit knows"
+    return _text_kind(head) or ("an ONNX model" if _is_onnx(path) else "binary data of no format the toolkit knows")
+
+
+def _is_onnx(path: str | Path) -> bool:
+    """An ONNX protobuf with a graph (a protobuf has no magic bytes: parse it, without weights)."""
+    try:
+        import onnx
+
+        return bool(onnx.load(str(path), load_external_data=False).graph.node)
+    except Exception:  # DecodeError and friends: not ONNX
+        return False
 
 
 def _text_kind(head: bytes) -> str | None:

@@ -171,6 +171,25 @@ class IOSpec:
 SEED_SPEC = IOSpec()
 
 
+def parse_image_size(value: str | int | Sequence[int]) -> tuple[int, int]:
+    """'128x224', '128', 128 or (128, 224) -> (height, width), each a positive multiple of 4 (the
+    network pools twice); ValueError otherwise. The network is fully convolutional, so a model
+    trained at one size runs at any such size (a 16:9 camera: 128x224, not a squashed square)."""
+    if isinstance(value, str):
+        parts = value.lower().replace(" ", "").split("x")
+    elif isinstance(value, int):
+        parts = [str(value)]
+    else:
+        parts = [str(v) for v in value]
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"image size must be HxW or N (whole numbers), got {value!r}") from None
+    if len(numbers) not in (1, 2) or any(n <= 0 or n % 4 for n in numbers):
+        raise ValueError(f"image size must be HxW or N with positive multiples of 4, got {value!r}")
+    return (numbers[0], numbers[-1])
+
+
 # -- batch sizes: what the exported graphs admit, and the optimisation profiles built on them --
 MAX_BATCH = 256  # the dynamic batch axis of every exported graph runs 1..MAX_BATCH
 

@@ -55,8 +55,10 @@ def deterministic_kernels(enabled: bool, cuda: bool) -> Iterator[None]:
         elif cuda:
             torch.backends.cudnn.benchmark = True
         yield
-    finally:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
+    finally:  # restore only what was changed: a Ctrl-C mid-import must not re-enter torch's lazy imports
+        if enabled:
+            torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        if enabled or cuda:
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
 
 

@@ -41,6 +41,7 @@ import torch
 
 from toolkit.errors import ToolkitError, UserError
 from toolkit.fsutil import check_writable, ensure_dir
+from toolkit.text import count
 
 from . import distributed
 from .checkpointer import Checkpointer, remove_previous_run, remove_stale_temporaries
@@ -152,7 +153,7 @@ def _train(config: TrainConfig, ckpt: dict[str, Any] | None, device: torch.devic
     saver = Checkpointer(out, parts, config, group, cuda=device.type == "cuda")
     epochs = _Epochs(config, parts, group, device, bar, logs, saver, say)
     say(f"training on {device.type}" + (f" x {group.world} processes" if group.active else "")
-        + f": {len(data.train_idx)} pairs, {len(data.val_idx)} held out, {parts.per_epoch} steps per epoch, "
+        + f": {len(data.train_idx)} pairs, {len(data.val_idx)} held out, {count(parts.per_epoch, 'step')} per epoch, "
         f"run folder {out}")
     say(f"recipe {parts.recipe.name}; speed options: {parts.speed.describe()}")
     if ckpt is not None and Path(config.resume).resolve() == saver.last.resolve():

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from toolkit.errors import UserError
+from toolkit.text import count
 
 from .config import Recipe
 
@@ -88,6 +89,7 @@ def describe_extension(recipe: Recipe, lr: float, planned: int, epochs: int) -> 
     """The one line an extended run prints at its start."""
     added = f"epoch {epochs}" if epochs == planned + 1 else f"epochs {planned + 1}-{epochs}"
     if recipe.scheduler == "constant":
-        return f"{added} extend a run planned for {planned}: the learning rate stays {lr:g} (recipe {recipe.name})"
-    return (f"{added} extend a run planned for {planned}: a new cosine over the added epochs, the learning rate "
-            f"restarting at {lr:g} and falling to 0 at epoch {epochs} (the first {planned} keep their curve)")
+        return f"{added} extend a run planned for {count(planned, 'epoch')}: the learning rate stays {lr:g} (recipe {recipe.name})"
+    return (f"{added} extend a run planned for {count(planned, 'epoch')}: a new cosine over the added epochs, the learning rate "
+            f"restarting at {lr:g} and falling to 0 at epoch {epochs} "
+            f"({'the first epoch keeps its' if planned == 1 else f'the first {planned} epochs keep their'} curve)")

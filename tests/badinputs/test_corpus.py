@@ -339,6 +339,8 @@ CASES: list[Case] = [
          "not a readable checkpoint: it is a CSV text file", "metrics.pt"),
     Case("summary", "short-text", lambda t, a: ["summary", str(c.write(t / "fake.pt", b"fake\n"))],
          "not a readable checkpoint: it is a text file", "fake.pt"),
+    Case("summary", "onnx-named-pt", lambda t, a: ["summary", str(c.write(t / "m.pt", a.onnx.read_bytes()))], "it is an ONNX model", "m.pt"),
+    Case("infer", "empty-onnx", lambda t, a: _model(t, a, c.write(t / "e.onnx", b"")), "not a loadable ONNX model: it is an empty file", "e.onnx"),
     Case("summary", "png-named-pt", lambda t, a: ["summary", str(c.write(t / "img.pt", PNG))], "it is a PNG image", "img.pt"),
     Case("summary", "random-bytes", lambda t, a: ["summary", str(c.write(t / "rnd.pt", bytes(range(7, 256)) * 4))],
          "not a readable checkpoint: it is binary data", "rnd.pt"),

@@ -30,6 +30,8 @@ def test_stream_video_to_mp4_with_masks(tmp_path, clip, exported_onnx):
                 "--masks-dir", str(masks), "--batch", "3", block_torch=True)
     assert r.returncode == 0, r.stderr
     assert "background: per-pixel median of the first 6 frame(s)" in r.stderr
+    assert "frames are 64 wide x 48 high and the model takes 128 x 128: each frame is squashed by 33%" in r.stderr
+    assert "--image-size 128x172` (H x W)" in r.stderr  # 4:3 at the model's height, a multiple of 4
     assert f"{CLIP_FRAMES} frame(s)" in r.stdout and "fps" in r.stdout
     n, w, h, fps = probe_video(out)
     assert (n, (w, h), fps) == (CLIP_FRAMES, panel_size(CLIP_H, CLIP_W), 10.0)
@@ -154,3 +156,11 @@ def test_deploy_modules_import_without_torch_pyav_or_starlette():
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
     r = run_cli("--help", block_torch=True)
     assert r.returncode == 0 and "stream" in r.stdout and "serve" in r.stdout
+
+
+def test_aspect_note_only_past_five_percent():
+    from toolkit.deploy.stream import aspect_note
+
+    assert aspect_note((128, 130), (128, 128)) is None and aspect_note((720, 1280), (128, 224)) is None
+    assert "--image-size 128x228" in aspect_note((720, 1280), (128, 128))
+    assert "squashed by 50%" in aspect_note((128, 64), (128, 128))

@@ -86,7 +86,7 @@ def stub_onnx(monkeypatch, exported_onnx):
 
     calls = []
 
-    def fake(checkpoint, out, graph):
+    def fake(checkpoint, out, graph, size=None):
         assert graph == "folded"
         calls.append(Path(out))
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ def test_run_exports_passes_the_fp32_model_to_fp16_and_int8(stub_onnx, imported_
 def test_a_failed_row_is_one_line_and_its_dependents_do_not_run(monkeypatch, imported_ckpt, tmp_path):
     import export.onnx
 
-    def refuse(checkpoint, out, graph):
+    def refuse(checkpoint, out, graph, size=None):
         raise CheckFailed(f"{out}: not written: ONNX Runtime disagrees\nwith PyTorch")
 
     monkeypatch.setattr(export.onnx, "export_onnx", refuse)
@@ -326,9 +326,12 @@ def test_an_onnx_source_refuses_what_only_a_checkpoint_makes(exported_onnx, tmp_
     fp16 = tmp_path / "given" / "model.fp16.onnx"
     r = run_cli("export", str(exported_onnx), "--fp16", "--calib-pairs", "4", "--out", str(fp16.parent))
     assert r.returncode == 0, r.stderr
-    outcomes = run_exports(fp16, tmp_path / "again", options=ExportOptions(int8=True, calib_pairs=4, gate_pairs=4))
-    assert outcomes[0].ok and not outcomes[0].artifacts[0].written
-    assert not outcomes[1].ok and "is not an fp32 model" in outcomes[1].error and outcomes[1].exit_code == 2
+    with pytest.raises(UserError, match="is a fp16 model; --fp16 and --int8 are made from the fp32 export"):
+        run_exports(fp16, tmp_path / "again", options=ExportOptions(int8=True, calib_pairs=4, gate_pairs=4))
+    assert not (tmp_path / "again").exists()
+    r = run_cli("export", str(exported_onnx), "--out", str(tmp_path / "nothing"), block_torch=True)
+    assert r.returncode == 2 and "already exported: give --fp16, --int8, --engine or --triton" in r.stderr
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_engines_from_an_onnx_source_record_the_checkpoint_hash_from_its_metadata(exported_onnx, imported_ckpt, tmp_path):

@@ -60,8 +60,8 @@ def test_export_refuses_a_model_that_disagrees(imported_ckpt, tmp_path, monkeypa
 
     real = mod.compare_with_torch
 
-    def broken(path, checkpoint):
-        check = real(path, checkpoint)
+    def broken(path, checkpoint, size=None):
+        check = real(path, checkpoint, size)
         check.max_abs = {name: 0.5 for name in check.max_abs}  # as if ONNX Runtime disagreed
         return check.judge()
 
@@ -118,3 +118,31 @@ def test_literal_and_folded_graphs_compute_the_same(exported_onnx, imported_ckpt
         got, want = a.infer(feed), b.infer(feed)
     for k in want:
         assert np.abs(got[k] - want[k]).max() <= 1e-5
+
+
+def test_export_at_another_size_is_checked_at_that_size(imported_ckpt, tmp_path):
+    """The network is fully convolutional: a 16:9 camera gets 64x112, checked against the
+    checkpoint at 64x112, recorded in the metadata; parity and bench follow the model's size."""
+    from toolkit.bench import bench
+    from toolkit.compare import run_parity
+    from toolkit.runtime import open_runner
+
+    out, check = export_onnx(imported_ckpt, tmp_path / "wide.onnx", size=(64, 112))
+    assert check and max(check.max_abs.values()) <= FP32_TOLERANCE
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert props["toolkit.input_size"] == "64x112" and props["toolkit.training_size"] == "128x128"
+    assert open_runner(out).spec.size == (64, 112)
+    report = run_parity([out], imported_ckpt, limit=2, batch_size=2)
+    assert report and report.results[0].pairs == 2
+    rows = bench([imported_ckpt, out], [1], warmup=0, iters=1)
+    assert {(r.height, r.width) for r in rows} == {(64, 112)}  # the checkpoint ran at the export's size
+
+
+def test_image_size_option_is_checked_before_anything_is_written(imported_ckpt, tmp_path):
+    from export.options import ExportOptions
+    from toolkit.errors import UserError
+
+    assert ExportOptions(image_size="128x224").image_size == (128, 224)
+    for bad in ("128x222", "0", "wide", "1x2x3"):
+        with pytest.raises(UserError, match="--image-size"):
+            ExportOptions(image_size=bad)

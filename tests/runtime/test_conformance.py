@@ -9,21 +9,30 @@ from tests.conftest import golden_inputs
 from toolkit.errors import UserError
 from toolkit.install import install_hint
 from toolkit.runtime import RUNNERS, open_runner
+from toolkit.runtime.base import ONNX_RUNTIMES
+
+# Every runner: one per model suffix, plus the runtimes that run an .onnx by --provider.
+KINDS = sorted(RUNNERS) + sorted(ONNX_RUNTIMES)
 
 
-@pytest.fixture(params=sorted(RUNNERS))
-def model_file(request, imported_ckpt, exported_onnx, tmp_path_factory):
+@pytest.fixture(params=KINDS)
+def model(request, imported_ckpt, exported_onnx, tmp_path_factory):
+    """(the kind, the model file, the open_runner options that pick its runner)."""
     if request.param == ".engine":
         pytest.importorskip("tensorrt", reason="TensorRT is not installed (GPU extra); engines cannot be built here")
         from export.tensorrt import build_engine
 
         out = tmp_path_factory.mktemp("engine") / "model.fp32.engine"
-        return build_engine(exported_onnx, out, precision="fp32").engine
-    return {".pt": imported_ckpt, ".onnx": exported_onnx}[request.param]
+        return request.param, build_engine(exported_onnx, out, precision="fp32").engine, {}
+    if request.param in ONNX_RUNTIMES:
+        pytest.importorskip(request.param, reason=f"{request.param} is not installed (its extra)")
+        return request.param, exported_onnx, {"provider": request.param}
+    return request.param, {".pt": imported_ckpt, ".onnx": exported_onnx}[request.param], {}
 
 
-def test_runner_protocol(model_file):
-    runner = open_runner(model_file)
+def test_runner_protocol(model):
+    _, path, options = model
+    runner = open_runner(path, **options)
     assert runner.spec.size == (128, 128)
     with pytest.raises(RuntimeError):
         runner.infer({})
@@ -47,14 +56,18 @@ LOADERS = {
     ".onnx": [("onnxruntime", "InferenceSession")],
     ".pt": [("toolkit.checkpoint", "load_checkpoint"), ("torch.nn.Module", "load_state_dict")],
     ".engine": [("tensorrt", "Runtime")],
+    "openvino": [("openvino.Core", "compile_model")],
 }
 
 
 def _spy(monkeypatch, owner, attr, calls):
     import importlib
 
-    module, _, cls = owner.rpartition(".") if owner == "torch.nn.Module" else (owner, "", "")
-    target = getattr(importlib.import_module(module), cls) if cls else importlib.import_module(module)
+    try:
+        target = importlib.import_module(owner)
+    except ImportError:  # "package.Class"
+        module, _, cls = owner.rpartition(".")
+        target = getattr(importlib.import_module(module), cls)
     real = getattr(target, attr)
 
     def counted(*args, **kwargs):
@@ -64,15 +77,16 @@ def _spy(monkeypatch, owner, attr, calls):
     monkeypatch.setattr(target, attr, counted)
 
 
-def test_opening_loads_nothing_until_activate(model_file, monkeypatch):
+def test_opening_loads_nothing_until_activate(model, monkeypatch):
     """open_runner reads metadata only; the session/weights/engine come with activate() and go
     with deactivate(). The same spies count the load, so a runner that loads at open fails here."""
-    assert set(LOADERS) == set(RUNNERS)
+    kind, path, options = model
+    assert set(LOADERS) == set(KINDS)
     calls: list[str] = []
-    for owner, attr in LOADERS[model_file.suffix]:
+    for owner, attr in LOADERS[kind]:
         _spy(monkeypatch, owner, attr, calls)
-    runner = open_runner(model_file)
-    assert calls == [], f"opening {model_file.name} loaded the model: {calls}"
+    runner = open_runner(path, **options)
+    assert calls == [], f"opening {path.name} ({kind}) loaded the model: {calls}"
     assert runner.spec.size == (128, 128) and runner.notes == [] and not runner.active
     assert runner.precision == "fp32"
     bg, fg = golden_inputs()
@@ -81,7 +95,7 @@ def test_opening_loads_nothing_until_activate(model_file, monkeypatch):
         assert calls, "activate() must load the model"
         assert runner.notes is notes  # a caller holding the list sees what activation adds
         runner.infer({"bg": bg, "fgbg": fg})
-    held = [v for k, v in vars(runner).items() if k in ("session", "model", "_engine", "_context")]
+    held = [v for k, v in vars(runner).items() if k in ("session", "model", "_engine", "_context", "compiled")]
     assert held and all(v is None for v in held), "deactivate() frees what activate() loaded"
 
 

@@ -68,5 +68,27 @@ def test_help_gives_each_default_once_and_counts_read_right():
     nproc = text[text.index("--nproc <int>"):text.index("--clip-grad <float>")]
     assert nproc.count("default") == 1, nproc
     assert "--force" in text and "Ctrl-C" in text and "val_depth_above_half_iou" in text
-    assert [train_cmd._count(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+    assert [train_cmd.count(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
     assert SpeedOptions(threads=1).describe().endswith("1 thread")
+
+
+def test_force_leaves_a_folder_without_a_run_alone(tmp_path):
+    from train.checkpointer import remove_previous_run
+
+    (tmp_path / "metrics.csv").write_text("someone else's\n")
+    (tmp_path / "tensorboard").mkdir()
+    assert remove_previous_run(tmp_path) == []
+    assert (tmp_path / "metrics.csv").read_text() == "someone else's\n" and (tmp_path / "tensorboard").is_dir()
+
+
+def test_an_interrupt_inside_a_library_error_is_still_an_interrupt():
+    from toolkit.cli.train_cmd import _caused_by_interrupt
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise AttributeError("module 'sympy' has no attribute 'printing'")  # what a cut-short import raises
+    except AttributeError as e:
+        assert _caused_by_interrupt(e)
+    assert not _caused_by_interrupt(ValueError("plain"))

@@ -39,6 +39,6 @@ def test_extending_a_finished_run_restarts_the_cosine_and_says_so(tiny_data, tmp
     loop.run(small_config(tiny_data, None, epochs=2, resume=run, recipe="improved"), progress=True)
     assert lrs == pytest.approx([peak, 0.75 * peak, 0.25 * peak])  # not from ~0, nor mid-way down a stretched curve
     err = capsys.readouterr().err
-    assert (f"epoch 2 extend a run planned for 1: a new cosine over the added epochs, the learning rate restarting "
-            f"at {peak:g} and falling to 0 at epoch 2") in err, err
+    assert (f"epoch 2 extend a run planned for 1 epoch: a new cosine over the added epochs, the learning rate restarting "
+            f"at {peak:g} and falling to 0 at epoch 2 (the first epoch keeps its curve)") in err, err
     assert load_checkpoint(run / "last.pt")["training"]["schedule"] == {"epochs": [1, 2]}

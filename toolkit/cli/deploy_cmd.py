@@ -74,7 +74,8 @@ def serve(
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest request body; larger ones get 413."),
     provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
     log_level: str = typer.Option(
-        "info", "--log-level", help="info: one line per request on stderr (method, path, status, ms, batch size); warning: errors only."),
+        "info", "--log-level",
+        help="debug or info: one line per request on stderr (method, path, status, ms, batch size); warning or error: failures only."),
 ) -> None:
     """Serve the model over HTTP: POST /v1/infer, GET /v1/model, /healthz, /readyz, and an upload page at /."""
     from ..deploy.server import ServeSettings, configure_request_log, require_serve

@@ -10,7 +10,7 @@ from ..errors import CheckFailed, UserError
 from ..optional import import_optional
 from .common import console, existing_path
 from .common import image_size as check_size
-from .tables import WIDE_HELP, Col, show_table
+from .tables import WIDE_HELP, Col, print_wrapped, show_table
 
 
 def _need_torch() -> None:
@@ -58,15 +58,18 @@ def summary(
              f"{r.params:,}" if r.first_call else f"({r.params:,} shared)" if r.params else "0") for r in s.rows]
     show_table(f"EVA4 mask + depth network at {size}x{size}", SUMMARY_COLUMNS, rows, wide=wide)
     console.print(f"{len(s.rows)} layer calls; parameters used: {s.params_used:,}")
-    console.print(s.explain())
+    print_wrapped(s.explain())
 
 
 def export(
-    ckpt: Path = typer.Argument(..., help="A toolkit checkpoint (.pt), or an exported model.onnx (fp16/int8/engines/Triton made without PyTorch)."),
+    ckpt: Path = typer.Argument(
+        ..., metavar="SOURCE", help="A toolkit checkpoint (.pt), or an exported model.onnx (fp16/int8/engines/Triton made without PyTorch)."),
     out: Path = typer.Option(Path("exports"), "--out", "-o", help="Output folder."),
     graph: str = typer.Option(
         "folded", "--graph", help="folded (default: the tail upsamples later; ~60% of the arithmetic, same outputs) or literal (layer by layer, as PyTorch).",
     ),
+    image_size: str | None = typer.Option(
+        None, "--image-size", help="HxW the model takes, multiples of 4 (e.g. 128x224 for a 16:9 camera); default: the training size."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write model.fp16.onnx (fp32 I/O; checked against fp32)."),
     int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx (static Q/DQ; refused when it fails the accuracy gate)."),
     calib: Path | None = typer.Option(None, "--calib", help="Calibration data (folder or zip, original layout); default: a small synthetic set."),
@@ -87,8 +90,9 @@ def export(
     triton_kind: str | None = typer.Option(
         None, "--triton-kind", help="Where Triton runs the ONNX model: cpu or gpu (default: gpu when this machine has CUDA; the line written says which)."),
 ) -> None:
-    """Write model.onnx (normalisation and decoding in-graph, dynamic batch, metadata), and the
-    formats asked for: fp16, int8, TensorRT engines, a Triton repository.
+    """Write model.onnx and the formats asked for (fp16, int8, TensorRT engines, Triton), or those formats from an exported .onnx.
+
+    model.onnx holds the normalisation and decoding in-graph, a dynamic batch and its metadata.
 
     Every file is checked before it is written (fp32: ONNX Runtime vs PyTorch; fp16 and int8: vs fp32).
 
@@ -102,7 +106,7 @@ def export(
     options = ExportOptions.from_given(
         graph=graph, fp16=fp16, int8=int8, engine=engine, triton=triton, calib=calib, int8_target=int8_target,
         calib_method=calib_method, calib_pairs=calib_pairs, force=force or None, batch=batch, workspace_mb=workspace,
-        triton_name=triton_name, triton_kind=triton_kind,
+        triton_name=triton_name, triton_kind=triton_kind, image_size=image_size,
     )
     check_source(ckpt, options)
     preflight(options)  # missing libraries: exit 2 before anything is written

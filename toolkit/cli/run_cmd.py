@@ -14,7 +14,8 @@ from ..fsutil import write_text_atomic
 from .common import console, err_console
 from .tables import WIDE_HELP, Col, print_wrapped, show_table
 
-PROVIDER_HELP = "Where .onnx/.pt models run: cpu, cuda (CUDA EP / PyTorch CUDA) or tensorrt (TensorRT EP); falls back with a note."
+PROVIDER_HELP = ("Where .onnx/.pt models run: cpu, cuda (CUDA EP / PyTorch CUDA), tensorrt (TensorRT EP), or openvino[:GPU|:NPU] "
+                 "(OpenVINO runs the .onnx); falls back with a note.")
 
 
 def infer(
@@ -84,7 +85,7 @@ def parity(
 
 PARITY_COLUMNS = (
     Col("model"), Col("backend"), Col("precision"), Col("max |d| mask", right=True), Col("max |d| depth", right=True),
-    Col("mean |d|", right=True), Col("mask IoU", right=True), Col("mask Dice", right=True), Col("depth IoU", right=True),
+    Col("mean |d|", right=True), Col("mask IoU", right=True), Col("mask Dice", right=True), Col("depth IoU@0.5", right=True),
     Col("depth RMSE", right=True), Col("verdict", prose=True, verdict=True),
 )
 
@@ -105,7 +106,7 @@ def _verdict(r) -> Text:
 
 def _gates(t) -> str:
     """'max |d| <= 1e-04, mask IoU >= 0.999': the thresholds a model was judged by, in words."""
-    parts = [(t.max_abs, "max |d| <= {:.0e}"), (t.mask_iou, "mask IoU >= {}"), (t.depth_iou, "depth IoU >= {}"), (t.depth_rmse, "depth RMSE <= {}")]
+    parts = [(t.max_abs, "max |d| <= {:.0e}"), (t.mask_iou, "mask IoU >= {}"), (t.depth_iou, "depth IoU@0.5 >= {}"), (t.depth_rmse, "depth RMSE <= {}")]
     return ", ".join(form.format(value) for value, form in parts if value is not None) or "none"
 
 
@@ -181,7 +182,13 @@ def demo(
     from .common import positive
 
     settings = DemoSettings(epochs=positive(epochs, "--epochs"), image_size=check_size(image_size))
-    result = run_demo(out, settings, say=lambda line: console.print(line, markup=False, soft_wrap=True))
+    from train.interrupt import TrainingAborted, TrainingInterrupted
+
+    try:
+        result = run_demo(out, settings, say=lambda line: console.print(line, markup=False, soft_wrap=True))
+    except (TrainingInterrupted, TrainingAborted):  # the demo starts over when run again: no resume hint
+        err_console.print(f"interrupted during training: {out} is incomplete; run the demo again to start over")
+        raise typer.Exit(130) from None
     total = sum(result.seconds.values())
     console.print(f"demo finished: parity {'PASS' if result.parity_passed else 'FAIL'}; stages took {total:.0f} s besides training")
 

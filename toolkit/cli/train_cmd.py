@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from ..optional import import_optional
+from ..text import count
 from .common import console, err_console
 
 HELP = """Train the mask + depth network.
@@ -136,6 +137,19 @@ def register(app: typer.Typer) -> None:
              nproc)
 
 
+def _caused_by_interrupt(error: BaseException) -> bool:
+    """A Ctrl-C that landed inside a library's import can surface as that library's own error
+    (a half-imported module); the KeyboardInterrupt is then in the exception's context chain."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _run(config, nproc: int) -> None:
     """Train in one process (`train.loop.run`) or N (`train.launch.launch`), then list the run's
     files; Ctrl-C ends in one line and exit code 130 (128 + SIGINT), as `train.interrupt` says."""
@@ -156,8 +170,13 @@ def _run(config, nproc: int) -> None:
     except KeyboardInterrupt:  # outside the steps (the data, the model): nothing of this invocation was saved
         _say("interrupted before the first step: nothing was trained", err_console)
         raise typer.Exit(130) from None
+    except Exception as e:
+        if not _caused_by_interrupt(e):
+            raise
+        _say("interrupted before the first step: nothing was trained", err_console)  # a library import cut short
+        raise typer.Exit(130) from None
     csv = result.out / "metrics.csv"
-    for line in (f"trained {_count(result.steps, 'step')} ({_count(result.epochs, 'epoch')} complete) in {result.out}",
+    for line in (f"trained {count(result.steps, 'step')} ({count(result.epochs, 'epoch')} complete) in {result.out}",
                  f"  last.pt      {result.last}",
                  f"  best.pt      {result.best if result.best else '(none yet: no epoch finished)'}",
                  f"  metrics.csv  {csv if csv.exists() else '(none yet: no epoch finished)'}"):
@@ -166,8 +185,3 @@ def _run(config, nproc: int) -> None:
 
 def _say(line: str, where) -> None:
     where.print(line, soft_wrap=True, markup=False, highlight=False)  # whole lines, also when piped (no wrapping at 80 columns)
-
-
-def _count(n: int, word: str) -> str:
-    """`1 step`, `2 steps`, `0 epochs`."""
-    return f"{n} {word}" + ("" if n == 1 else "s")

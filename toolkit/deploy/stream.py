@@ -182,6 +182,21 @@ def _open_frames(src: FrameSource, bg: str | Path | None, bg_frames: int, max_fr
     return frames, background, expected
 
 
+ASPECT_TOLERANCE = 0.05
+
+
+def aspect_note(frame: tuple[int, int], model: tuple[int, int]) -> str | None:
+    """One line when frames of `frame` (H, W) are squashed by more than 5 % into the model's
+    `model` (H, W), naming an export size of the camera's shape (same height, multiples of 4)."""
+    (fh, fw), (mh, mw) = frame, model
+    ratio = (fw / fh) / (mw / mh)
+    if abs(ratio - 1) <= ASPECT_TOLERANCE:
+        return None
+    width = max(4, round(mh * fw / fh / 4) * 4)
+    return (f"frames are {fw} wide x {fh} high and the model takes {mw} x {mh}: each frame is squashed by {abs(ratio - 1):.0%}; "
+            f"export at the camera's shape with `toolkit export CKPT --image-size {mh}x{width}` (H x W)")
+
+
 class _Annotator:
     """The per-frame work of one stream: resize for the model (decode thread), infer a batch
     against the fixed background (infer thread), compose the panel and write it (encode thread)."""
@@ -191,6 +206,9 @@ class _Annotator:
         self.runner = runner
         self.size = runner.spec.size
         self.bg_feed = imageio.to_nchw([imageio.resize(background.astype(np.float32) / 255.0, self.size)])
+        note = aspect_note(background.shape[:2], self.size)
+        if note:
+            report.notes.append(note)
         self.report = report
         self.masks = ensure_dir(masks_dir) if masks_dir is not None else None
         self.on_frame = on_frame

@@ -123,6 +123,10 @@ RUNNERS: dict[str, tuple[str, str]] = {
     ".onnx": ("toolkit.runtime.onnx_runner", "OnnxRunner"),
     ".engine": ("toolkit.runtime.tensorrt_runner", "TensorRTRunner"),
 }
+# provider -> (module, class) of a runtime other than the suffix's own that runs `.onnx` files.
+ONNX_RUNTIMES: dict[str, tuple[str, str]] = {
+    "openvino": ("toolkit.runtime.openvino_runner", "OpenVinoRunner"),
+}
 
 
 def open_runner(path: str | Path, **options: Any) -> Runner:
@@ -141,6 +145,9 @@ def open_runner(path: str | Path, **options: Any) -> Runner:
     if problem is not None:  # a FIFO or a device would block the backend's loader
         raise UserError(f"{path}: not a readable model file ({problem})")
     entry = RUNNERS.get(path.suffix.lower())
+    provider = str(options.get("provider", "cpu"))
+    if path.suffix.lower() == ".onnx" and provider.split(":")[0] in ONNX_RUNTIMES:
+        entry = ONNX_RUNTIMES[provider.split(":")[0]]  # "openvino" or "openvino:GPU": OpenVINO reads the .onnx
     if entry is None:
         raise UserError(f"{path}: unknown model type '{path.suffix}' (expected one of {', '.join(RUNNERS)})")
     module = importlib.import_module(entry[0])

@@ -64,7 +64,11 @@ def read_onnx_info(path: str | Path, *, require_spec: bool = False) -> OnnxModel
     outputs = {o.name: o for o in graph.output}
     if sorted(inputs) != sorted(INPUT_NAMES) or sorted(outputs) != sorted(OUTPUT_NAMES):
         if not graph.node and not inputs:  # parsed, but holds no graph at all (an empty or foreign file)
-            raise UserError(f"{path}: not a loadable ONNX model (no graph)")
+            from ..sniff import describe
+
+            kind = describe(path)
+            why = "it holds no graph" if kind.startswith("binary data") else f"it is {kind}, not an ONNX model"
+            raise UserError(f"{path}: not a loadable ONNX model: {why}")
         raise UserError(
             f"{path}: model has inputs {sorted(inputs)} and outputs {sorted(outputs)}, "
             f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}"

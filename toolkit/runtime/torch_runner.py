@@ -25,8 +25,13 @@ def _torch() -> Any:
 class TorchRunner(Runner):
     backend = "pytorch"
 
-    def __init__(self, path: str | Path, *, threads: int | None = None, device: str | None = None, provider: str = "cpu"):
-        """`provider` is the option every runner takes: "cuda" runs on the GPU, anything else on the CPU."""
+    def __init__(
+        self, path: str | Path, *, threads: int | None = None, device: str | None = None, provider: str = "cpu",
+        size: tuple[int, int] | None = None,
+    ):
+        """`provider` is the option every runner takes: "cuda" runs on the GPU, anything else on
+        the CPU. `size` (H, W): the input size to run at (default the training size; the network
+        is fully convolutional, so an export at another size has a reference at its size)."""
         torch = _torch()
         device = device or ("cuda" if provider in ("cuda", "tensorrt") else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -34,7 +39,8 @@ class TorchRunner(Runner):
         from ..checkpoint import read_checkpoint_header
 
         header = read_checkpoint_header(path)
-        super().__init__(path, header.spec, {"toolkit.precision": "fp32", "toolkit.recipe": header.recipe})
+        spec = header.spec if size is None else header.spec.with_size(*size)
+        super().__init__(path, spec, {"toolkit.precision": "fp32", "toolkit.recipe": header.recipe})
         self.threads = threads
         self.device = device
         self.model: Any = None
@@ -46,7 +52,7 @@ class TorchRunner(Runner):
         if self.threads:
             torch.set_num_threads(int(self.threads))
         ckpt = load_checkpoint(self.path)
-        if spec_of(ckpt) != self.spec:
+        if spec_of(ckpt).with_size(*self.spec.size) != self.spec:
             raise UserError(f"{self.path}: the checkpoint changed since it was opened (its I/O spec differs)")
         self.model = build_model(ckpt).to(self.device)
 
