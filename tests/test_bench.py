@@ -43,3 +43,32 @@ def test_cli_json(exported_onnx, imported_ckpt, tmp_path):
     assert [row["backend"] for row in rows] == ["pytorch", "onnxruntime"]
     assert {(row["height"], row["width"]) for row in rows} == {(128, 128)}  # the input size timed, beside every row
     assert "speed-up vs the baseline" in r.stdout
+
+
+def test_one_table_over_two_runtimes(exported_onnx):
+    pytest.importorskip("openvino", reason="openvino is not installed (its extra)")
+    rows = bench([exported_onnx], [1], warmup=1, iters=2, provider="cpu,openvino")
+    assert [(r.backend, r.batch) for r in rows] == [("onnxruntime", 1), ("openvino", 1)]
+    assert rows[0].speedup == 1.0 and rows[1].speedup > 0
+
+
+def test_onnx_runtime_threads_do_not_spin_in_bench(exported_onnx, monkeypatch):
+    import onnxruntime as ort
+
+    seen = []
+    real = ort.InferenceSession
+
+    def recording(path, options=None, *args, **kwargs):
+        seen.append(options.get_session_config_entry("session.intra_op.allow_spinning") if options else None)
+        return real(path, options, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    bench([exported_onnx], [1], warmup=0, iters=1)
+    assert seen and set(seen) == {"0"}
+
+
+def test_rows_of_two_models_with_one_file_name_are_told_apart():
+    from toolkit.cli.run_cmd import short_names
+
+    names = short_names(["x/folded/model.onnx", "x/literal/model.onnx", "run/best.pt"])
+    assert names == {"x/folded/model.onnx": "folded/model.onnx", "x/literal/model.onnx": "literal/model.onnx", "run/best.pt": "best.pt"}

@@ -3,6 +3,8 @@
 Absolute times mean little across machines (an AVX2 EPYC vs an AMX Xeon), so every row also
 carries its speed relative to the baseline: PyTorch eager on the checkpoint the first model was
 exported from (found through its metadata) when torch is installed, else the first model given.
+The models are timed in interleaved rounds, all loaded during the timing, so every ratio is
+measured over the same stretch of the machine's time.
 No torch at import: `.onnx` models bench on the edge install.
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
-from .runtime import open_runner
+from .runtime import Runner, open_runner
 from .spec import INPUT_NAMES, MAX_BATCH
 
 
@@ -50,6 +52,62 @@ def parse_batch_sizes(text: str) -> list[int]:
     return sizes
 
 
+@dataclass
+class _Target:
+    """One model on one runtime, as bench times it."""
+
+    path: str | Path
+    runner: Runner
+    times: dict[int, list[float]]  # batch -> seconds per call
+
+
+def _targets(models: list[str | Path], providers: list[str], threads: int | None) -> list[_Target]:
+    """Every `.onnx` model on every provider (`cpu,openvino`: both runtimes in one table), the
+    other models once. A checkpoint runs at the first exported model's size, so the ratios compare
+    like with like. ONNX Runtime's threads do not spin here: spinning threads of one runtime eat the
+    time of the next one timed (the ratios would lie)."""
+    from .compare import open_at
+    from .runtime.base import ONNX_RUNTIMES
+
+    def options(path: str | Path, provider: str) -> dict[str, Any]:
+        ort = Path(path).suffix.lower() == ".onnx" and provider.split(":")[0] not in ONNX_RUNTIMES
+        return {"threads": threads, "provider": provider} | ({"spinning": False} if ort else {})
+
+    pairs = [(m, p) for m in models for p in (providers if Path(m).suffix.lower() == ".onnx" else providers[:1])]
+    exported = [m for m, _ in pairs if Path(m).suffix.lower() != ".pt"]
+    size = open_runner(exported[0], **options(exported[0], providers[0])).spec.size if exported else None
+    runners = [open_at(m, size, **options(m, p)) if size else open_runner(m, **options(m, p)) for m, p in pairs]
+    for runner in runners:  # each loaded once, then freed, before any is timed: a bad last model fails first
+        with runner:
+            pass
+    return [_Target(m, r, {}) for (m, _), r in zip(pairs, runners)]
+
+
+def _time_interleaved(targets: list[_Target], batches: list[int], warmup: int, iters: int) -> None:
+    """Time every target at every batch in interleaved rounds (one call each per round), so a
+    machine that slows down or speeds up during the run weighs on every target alike."""
+    rng = np.random.default_rng(0)
+    for t in targets:
+        t.runner.activate()
+    try:
+        for b in batches:
+            feeds = []
+            for t in targets:
+                h, w = t.runner.spec.size
+                feeds.append({k: rng.random((b, 3, h, w), dtype=np.float32) for k in INPUT_NAMES})
+                for _ in range(warmup):
+                    t.runner.infer(feeds[-1])
+                t.times[b] = []
+            for _ in range(iters):
+                for t, feed in zip(targets, feeds):
+                    t0 = time.perf_counter()
+                    t.runner.infer(feed)
+                    t.times[b].append(time.perf_counter() - t0)
+    finally:
+        for t in targets:
+            t.runner.deactivate()
+
+
 def bench(
     models: list[str | Path],
     batches: list[int],
@@ -60,8 +118,13 @@ def bench(
     provider: str = "cpu",
     on_row: Callable[[BenchRow], None] | None = None,
 ) -> list[BenchRow]:
+    """Rows per model (and provider, for `.onnx` models and a comma list such as `cpu,openvino`)
+    and batch size, with images/s relative to the first row's at the same batch."""
+    providers = [p.strip() for p in provider.split(",") if p.strip()]
     if not models:
         raise UserError("bench: give at least one --model")
+    if not providers:
+        raise UserError(f"--provider must name at least one provider, got {provider!r}")
     bad = [b for b in batches if not 0 < b <= MAX_BATCH]
     if bad or not batches:
         raise UserError(f"--batch: batch sizes must be in 1..{MAX_BATCH}, got {','.join(map(str, bad or batches))}")
@@ -71,42 +134,21 @@ def bench(
         raise UserError(f"--warmup must not be negative, got {warmup}")
     if threads is not None and threads <= 0:
         raise UserError(f"bench: --threads must be a positive number, got {threads}")
+    targets = _targets(models, providers, threads)
+    _time_interleaved(targets, batches, warmup, iters)
     rows: list[BenchRow] = []
     baseline: dict[int, float] = {}
-    rng = np.random.default_rng(0)
-    # Every model is opened and loaded once (then freed: one model is held at a time) before any
-    # is timed, so a bad last model is an error at once, not after minutes of timing the others.
-    # A checkpoint runs at the first exported model's size, so the ratios compare like with like.
-    from .compare import open_at
-
-    exported = [open_runner(m, threads=threads, provider=provider) for m in models if Path(m).suffix.lower() != ".pt"]
-    size = exported[0].spec.size if exported else None
-    runners = [open_at(m, size, threads=threads, provider=provider) if size else open_runner(m, threads=threads, provider=provider)
-               for m in models]
-    for runner in runners:
-        with runner:
-            pass
-    for i, (path, runner) in enumerate(zip(models, runners)):
-        with runner:
-            h, w = runner.spec.size
-            for b in batches:
-                feed = {k: rng.random((b, 3, h, w), dtype=np.float32) for k in INPUT_NAMES}
-                for _ in range(warmup):
-                    runner.infer(feed)
-                times = []
-                for _ in range(iters):
-                    t0 = time.perf_counter()
-                    runner.infer(feed)
-                    times.append(time.perf_counter() - t0)
-                t = np.asarray(times) * 1000
-                ips = b * iters / (t.sum() / 1000)
-                if i == 0:
-                    baseline[b] = ips
-                row = BenchRow(str(path), runner.backend, runner.precision, b, float(np.percentile(t, 50)),
-                               float(np.percentile(t, 90)), float(np.percentile(t, 99)), ips, ips / baseline[b], h, w)
-                rows.append(row)
-                if on_row:
-                    on_row(row)
+    for t in targets:
+        h, w = t.runner.spec.size
+        for b in batches:
+            ms = np.asarray(t.times[b]) * 1000
+            ips = b * iters / (ms.sum() / 1000)
+            baseline.setdefault(b, ips)
+            row = BenchRow(str(t.path), t.runner.backend, t.runner.precision, b, float(np.percentile(ms, 50)),
+                           float(np.percentile(ms, 90)), float(np.percentile(ms, 99)), ips, ips / baseline[b], h, w)
+            rows.append(row)
+            if on_row:
+                on_row(row)
     return rows
 
 

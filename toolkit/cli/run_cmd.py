@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -128,9 +129,16 @@ def parity_notes(report) -> list[str]:
     return notes
 
 
+def short_names(paths: list[str]) -> dict[str, str]:
+    """Each model's file name, with its folder where two share a name (folded/model.onnx,
+    literal/model.onnx): a table must tell its rows apart."""
+    names = [Path(p).name for p in paths]
+    return {p: (str(Path(*Path(p).parts[-2:])) if names.count(Path(p).name) > 1 else Path(p).name) for p in paths}
+
+
 def print_parity(report) -> None:
     rows = [
-        (Path(r.model).name, r.backend, r.precision, f"{r.max_abs['mask']:.2e}", f"{r.max_abs['depth']:.2e}",
+        (short_names([x.model for x in report.results])[r.model], r.backend, r.precision, f"{r.max_abs['mask']:.2e}", f"{r.max_abs['depth']:.2e}",
          f"{max(r.mean_abs.values()):.2e}", f"{r.mask_iou:.4f}", f"{r.mask_dice:.4f}", f"{r.depth_iou:.4f}",
          f"{r.depth_rmse:.5f}", _verdict(r))
         for r in report.results
@@ -210,7 +218,8 @@ def bench(
     iters: int = typer.Option(20, "--iters", help="Timed calls per model and batch size; the percentiles are over these."),
     threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: the backend's)."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the rows as JSON."),
-    provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
+    provider: str = typer.Option(
+        "cpu", "--provider", help=PROVIDER_HELP + " A comma list (e.g. cpu,openvino) times each .onnx model on each, in one table."),
     wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """Latency percentiles and throughput per model and batch size, with same-run ratios."""
@@ -225,9 +234,13 @@ def bench(
     models, note = with_baseline(list(model), baseline)
     console.print(note)
     rows = run(models, batches, warmup=warmup, iters=iters, threads=threads, provider=provider)
-    cells = [(Path(r.model).name, r.backend, str(r.batch), f"{r.height}x{r.width}", f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
+    names = short_names([r.model for r in rows])
+    cells = [(names[r.model], r.backend, str(r.batch), f"{r.height}x{r.width}", f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
               f"{r.p99_ms:.2f}", f"{r.images_per_s:.1f}", f"{r.speedup:.2f}x") for r in rows]
-    show_table("toolkit bench (speed-up vs the baseline, same run)", BENCH_COLUMNS, cells, wide=wide)
+    columns = BENCH_COLUMNS
+    if len({(r.model, r.backend) for r in rows}) > len({r.model for r in rows}):  # a model on two runtimes: keep the backend
+        columns = tuple(dataclasses.replace(c, optional=False) if c.header == "backend" else c for c in BENCH_COLUMNS)
+    show_table("toolkit bench (speed-up vs the baseline, same run)", columns, cells, wide=wide)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
 

@@ -145,7 +145,10 @@ class OnnxRunner(Runner):
         threads: int | None = None,
         provider: str = "cpu",
         trt_batch: BatchProfile | tuple[int, int, int] = DEFAULT_BATCH_PROFILE,
+        spinning: bool = True,
     ):
+        """`spinning` False: the intra-op threads sleep between calls instead of spinning (what a
+        benchmark timing several runtimes in one process needs; a server keeps the default)."""
         if provider not in PROVIDER_CHAIN:
             raise UserError(f"{path}: unknown ONNX Runtime provider {provider!r} (expected one of {', '.join(PROVIDER_CHAIN)})")
         try:
@@ -155,6 +158,7 @@ class OnnxRunner(Runner):
         info = read_onnx_info(path)
         super().__init__(path, info.spec, info.metadata)
         self.threads = threads
+        self.spinning = spinning
         self.provider = provider
         self.providers: list[str] = []  # what the session really uses (after activate)
         self.session: InferenceSession | None = None
@@ -169,6 +173,8 @@ class OnnxRunner(Runner):
         so.log_severity_level = 3
         if self.threads:
             so.intra_op_num_threads = int(self.threads)
+        if not self.spinning:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(str(self.path), so, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/... types
