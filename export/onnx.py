@@ -93,36 +93,44 @@ def export_onnx(
 def _torch_export(model: torch.nn.Module, path: Path, height: int, width: int, opset: int) -> None:
     import torch
 
+    example = {"bg": torch.rand(2, 3, height, width), "fgbg": torch.rand(2, 3, height, width)}
+    torch_export(model, path, example, list(OUTPUT_NAMES), opset)
+
+
+def torch_export(model: torch.nn.Module, path: Path, example: dict[str, torch.Tensor], outputs: list[str], opset: int = OPSET) -> None:
+    """`model` to ONNX at `path` with the inputs named (and ordered) as `example`'s keys, every
+    one with a dynamic batch axis; one line when the exporter fails."""
+    import torch
+
     # The exporter logs a warning per missing optional library (torchvision): not ours to show.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    example = (torch.rand(2, 3, height, width), torch.rand(2, 3, height, width))
     log = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(log):
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
                 model.eval(),
-                example,
+                tuple(example.values()),
                 str(path),
-                input_names=list(INPUT_NAMES),
-                output_names=list(OUTPUT_NAMES),
+                input_names=list(example),
+                output_names=outputs,
                 opset_version=opset,
                 dynamo=True,
                 external_data=False,
-                dynamic_shapes={"bg": {0: batch}, "fgbg": {0: batch}},
+                dynamic_shapes={name: {0: batch} for name in example},
                 verbose=False,
             )
         except Exception as e:  # the exporter raises many types; report one line
             raise UserError(f"ONNX export failed: {str(e).strip().splitlines()[0][:300]}") from e
 
 
-def _finish(path: Path, props: dict[str, str]) -> onnx.ModelProto:
+def _finish(path: Path, props: dict[str, str], doc: str = "") -> onnx.ModelProto:
     """Attach metadata (merging, since set_model_props replaces), infer shapes, run the checker."""
     proto = onnx.load(str(path))
     merged = {p.key: p.value for p in proto.metadata_props} | props
     onnx.helper.set_model_props(proto, merged)
-    proto.doc_string = "EVA4 mask + depth network; inputs bg/fgbg RGB in [0,1]; outputs mask/depth in [0,1]"
+    proto.doc_string = doc or "EVA4 mask + depth network; inputs bg/fgbg RGB in [0,1]; outputs mask/depth in [0,1]"
     proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
     onnx.checker.check_model(proto, full_check=True)
     return proto

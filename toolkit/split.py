@@ -1,0 +1,84 @@
+"""The network cut in two for a fixed camera: the background's half, computed once, and the rest.
+
+The stem runs on `bg` and on `fgbg` separately and nothing mixes them before the concatenation,
+so for a fixed camera the `bg` half is a constant. The cut goes one step further, where the
+algebra allows: the first trunk layer (`convblock4`: a depthwise 3x3 conv, a pointwise 1x1 conv,
+BatchNorm, ReLU) starts with a depthwise convolution, which acts on each channel alone, and a
+pointwise one, which is a sum over channels; so the part of the pointwise sum over the 64 `bg`
+channels, `W[:, :64] @ depthwise_bg(stem(bg))`, is constant too. The background half returns
+both, concatenated (`bg_features`: 64 stem channels + 128 partial sums, at H/2 x W/2); the frame
+half adds the `fgbg` part and the bias and goes on as the whole network does. Only the order of
+float additions changes (the pointwise sum in two parts): outputs agree to float rounding
+(tests/test_split.py). Works on the literal and the folded network alike (eval mode).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .folded import FoldedEVA4Net
+from .model import EVA4Net, MaskDepthModel
+
+STEM_CHANNELS = 64  # per image, before the concatenation
+TRUNK_CHANNELS = 128
+FEATURE_CHANNELS = STEM_CHANNELS + TRUNK_CHANNELS
+
+
+def _parts(model: MaskDepthModel) -> tuple[EVA4Net, nn.Module]:
+    """(the network's weights, the module whose `tail` runs: the folded one when folded)."""
+    impl = model.net
+    net = impl.net if isinstance(impl, FoldedEVA4Net) else impl
+    return net, impl
+
+
+def _depthwise(net: EVA4Net, x: torch.Tensor, channels: slice) -> torch.Tensor:
+    """convblock4's depthwise conv on one image's 64 channels (it acts on each channel alone)."""
+    dw = net.convblock4[0].depthwise
+    return F.conv2d(x, dw.weight[channels], dw.bias[channels], padding=2, dilation=2, groups=STEM_CHANNELS)
+
+
+class BackgroundHalf(nn.Module):
+    """`bg` in [0, 1] -> `bg_features` [N, 192, H/2, W/2]: the stem's output and its share of the
+    first trunk layer's pointwise sum."""
+
+    def __init__(self, model: MaskDepthModel):
+        super().__init__()
+        self.model = model
+        self.net, _ = _parts(model)
+
+    def forward(self, bg: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        stem = n.stem(self.model.norm_bg(bg))
+        pw = n.convblock4[0].pointwise
+        partial = F.conv2d(_depthwise(n, stem, slice(0, STEM_CHANNELS)), pw.weight[:, :STEM_CHANNELS])
+        return torch.cat([stem, partial], dim=1)
+
+
+class FrameHalf(nn.Module):
+    """(`bg_features`, `fgbg` in [0, 1]) -> (mask, depth) in [0, 1]: the whole model's outputs."""
+
+    def __init__(self, model: MaskDepthModel):
+        super().__init__()
+        self.model = model
+        self.net, self.impl = _parts(model)
+
+    def forward(self, bg_features: torch.Tensor, fgbg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.net
+        bg_stem, bg_partial = bg_features[:, :STEM_CHANNELS], bg_features[:, STEM_CHANNELS:]
+        fg_stem = n.stem(self.model.norm_fgbg(fgbg))
+        ds, bn, relu = n.convblock4
+        pw = ds.pointwise
+        y = bg_partial + F.conv2d(_depthwise(n, fg_stem, slice(STEM_CHANNELS, 2 * STEM_CHANNELS)), pw.weight[:, STEM_CHANNELS:], pw.bias)
+        x = torch.cat([bg_stem, fg_stem], dim=1)
+        x = n.pool(x + n.convblock4_(relu(bn(y))))
+        m = x + n.convblock5_1x1(n.convblock5_(n.convblock5(x)))
+        d = m + n.convblock6_1x1(n.convblock6_(n.convblock6(m)))
+        return self.model.decode_mask(self.impl.tail(m)), self.model.decode_depth(self.impl.tail(d))
+
+
+def split(model: MaskDepthModel) -> tuple[BackgroundHalf, FrameHalf]:
+    """The two halves of `model` (literal or folded), in eval mode, sharing its weights."""
+    model.eval()
+    return BackgroundHalf(model).eval(), FrameHalf(model).eval()
