@@ -67,19 +67,15 @@ def _targets(models: list[str | Path], providers: list[str], threads: int | None
     like with like. ONNX Runtime's threads do not spin here: spinning threads of one runtime eat the
     time of the next one timed (the ratios would lie)."""
     from .compare import open_at
-    from .runtime.base import ONNX_RUNTIMES
 
-    def options(path: str | Path, provider: str) -> dict[str, Any]:
-        ort = Path(path).suffix.lower() == ".onnx" and provider.split(":")[0] not in ONNX_RUNTIMES
-        return {"threads": threads, "provider": provider} | ({"spinning": False} if ort else {})
+    def options(path: str | Path, provider: str) -> dict[str, Any]:  # the OpenVINO runner takes and ignores `spinning`
+        onnx = Path(path).suffix.lower() == ".onnx"
+        return {"threads": threads, "provider": provider} | ({"spinning": False} if onnx else {})
 
     pairs = [(m, p) for m in models for p in (providers if Path(m).suffix.lower() == ".onnx" else providers[:1])]
-    exported = [m for m, _ in pairs if Path(m).suffix.lower() != ".pt"]
-    size = open_runner(exported[0], **options(exported[0], providers[0])).spec.size if exported else None
-    runners = [open_at(m, size, **options(m, p)) if size else open_runner(m, **options(m, p)) for m, p in pairs]
-    for runner in runners:  # each loaded once, then freed, before any is timed: a bad last model fails first
-        with runner:
-            pass
+    exported = {i: open_runner(m, **options(m, p)) for i, (m, p) in enumerate(pairs) if Path(m).suffix.lower() != ".pt"}
+    size = next(iter(exported.values())).spec.size if exported else None
+    runners = [exported[i] if i in exported else open_at(m, size, **options(m, p)) for i, (m, p) in enumerate(pairs)]
     return [_Target(m, r, {}) for (m, _), r in zip(pairs, runners)]
 
 
@@ -87,9 +83,9 @@ def _time_interleaved(targets: list[_Target], batches: list[int], warmup: int, i
     """Time every target at every batch in interleaved rounds (one call each per round), so a
     machine that slows down or speeds up during the run weighs on every target alike."""
     rng = np.random.default_rng(0)
-    for t in targets:
-        t.runner.activate()
     try:
+        for t in targets:  # every model loaded before any is timed: a bad last model fails first
+            t.runner.activate()
         for b in batches:
             feeds = []
             for t in targets:

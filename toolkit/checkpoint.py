@@ -194,7 +194,6 @@ class CheckpointHeader:
 
     spec: IOSpec
     recipe: str
-    epoch: int
 
 
 def read_checkpoint_header(path: str | Path) -> CheckpointHeader:
@@ -207,8 +206,7 @@ def read_checkpoint_header(path: str | Path) -> CheckpointHeader:
         spec = IOSpec.from_dict(ckpt["iospec"])
     except (KeyError, ValueError) as e:
         raise UserError(f"{path}: checkpoint has an invalid I/O spec ({e})") from e
-    epoch = ckpt.get("epoch", 0)
-    return CheckpointHeader(spec, str(ckpt.get("recipe", "")), epoch if isinstance(epoch, int) else 0)
+    return CheckpointHeader(spec, str(ckpt.get("recipe", "")))
 
 
 def _check_header(ckpt: Any, path: str | Path) -> None:

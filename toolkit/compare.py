@@ -280,7 +280,7 @@ def check_model(
     """One model file beside a reference file on the CPU, judged as `toolkit parity` judges it:
     the check every export runs before it writes a file (fp32 ONNX vs the PyTorch checkpoint,
     fp16 and int8 vs the fp32 ONNX). A model of unknown precision is refused here."""
-    ref = open_at(reference, size) if size is not None else open_runner(reference)
+    ref = open_at(reference, size)
     return compare_runners(ref, [open_runner(candidate)], feeds, overrides, strict=True).results[0]
 
 
@@ -304,8 +304,8 @@ def dataset_feeds(
         yield {k: np.stack([it[k] for it in items]).astype(np.float32) for k in INPUT_NAMES}
 
 
-def open_at(path: str | Path, size: tuple[int, int], **options: Any) -> Runner:
-    """`open_runner`, with a checkpoint run at `size` (an exported file has its own, fixed)."""
+def open_at(path: str | Path, size: tuple[int, int] | None, **options: Any) -> Runner:
+    """`open_runner`, with a checkpoint run at `size` (None: its training size; an exported file has its own, fixed)."""
     if Path(path).suffix.lower() == ".pt":
         options["size"] = size
     return open_runner(path, **options)
@@ -354,7 +354,6 @@ def run_parity(
     for r in [ref_runner, *runners]:
         if r.spec.size != size:
             raise UserError(f"{r.path}: takes {r.spec.height}x{r.spec.width}, {first.path.name} {size[0]}x{size[1]}")
-        thresholds_for(r.precision, overrides)  # an unknown precision is refused before any work
     if data is not None:
         return compare_runners(ref_runner, runners, dataset_feeds(data, size, limit=limit, batch_size=batch_size), overrides)
     from .data.synth import synthesize

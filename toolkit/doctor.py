@@ -160,22 +160,16 @@ def _pyav() -> Check:
 
 def _serve() -> Check:
     """The serve extra, judged by the function `toolkit serve` itself calls."""
-    from importlib import metadata
-
     from .deploy.service import require_serve
     from .errors import MissingDependency
+    from .optional import distribution_version
 
     try:
         require_serve()
     except MissingDependency:
         return Check("serve extra", "-", False, "missing: `toolkit serve` disabled (needs Starlette, uvicorn and python-multipart)",
                      install_hint("serve"))
-    versions = {}
-    for dist in ("starlette", "uvicorn", "python-multipart"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:  # importable, but not installed by pip
-            versions[dist] = "?"
+    versions = {d: distribution_version(d) or "?" for d in ("starlette", "uvicorn", "python-multipart")}  # "?": not installed by pip
     listed = ", ".join(f"{d} {v}" for d, v in versions.items())
     return Check("serve extra", versions["starlette"], True, f"`toolkit serve` can run ({listed})")
 

@@ -32,12 +32,17 @@ def remove_stale_temporaries(out: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+def held_checkpoints(out: Path) -> list[str]:
+    """Which of `last.pt` and `best.pt` the folder holds: whether it holds a run."""
+    return [name for name in ("last.pt", "best.pt") if (out / name).exists()]
+
+
 def remove_previous_run(out: Path) -> list[str]:
     """`--force`: the checkpoints and logs of the run the folder held, removed before the new run
     starts, so none of them is taken for the new run's (an old best.pt beside a new last.pt).
     Returns the names removed; a folder that holds no run (no `last.pt`, no `best.pt`) is left
     as it is: its `metrics.csv` or `tensorboard/` are someone else's."""
-    if not any((out / name).is_file() for name in ("last.pt", "best.pt")):
+    if not held_checkpoints(out):
         return []
     removed = []
     for name in RUN_FILES:

@@ -44,7 +44,7 @@ from toolkit.fsutil import check_writable, ensure_dir
 from toolkit.text import count
 
 from . import distributed
-from .checkpointer import Checkpointer, remove_previous_run, remove_stale_temporaries
+from .checkpointer import Checkpointer, held_checkpoints, remove_previous_run, remove_stale_temporaries
 from .components import TrainComponents, build_components
 from .config import TrainConfig
 from .dataset import PairTensors
@@ -96,7 +96,7 @@ def _check_new_run_folder(config: TrainConfig) -> None:
     checkpoints would be replaced one by one (a new last.pt beside the old best.pt until the
     first epoch ends), which nobody asking for `--out RUN` means."""
     out = config.run_dir
-    held = [name for name in ("last.pt", "best.pt") if (out / name).exists()]
+    held = held_checkpoints(out)
     if held and not config.force:
         raise UserError(f"{out}: holds a run already ({' and '.join(held)}); --resume {out} continues it, "
                         f"--force starts a new one over it")
@@ -214,7 +214,7 @@ class _Epochs:
             self.logs.epoch(row, pos.history, pos.step, keep)
             self.say(_summary(row))
             self.group.barrier()  # the other ranks wait while rank 0 evaluates and saves
-            self.stopping = self.stopping or self._stop_agreed()
+            self._stop_agreed()
 
     def _stop_agreed(self) -> bool:
         """Whether Ctrl-C reached any rank: all ranks then stop at this same step."""

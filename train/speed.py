@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.errors import UserError
+from toolkit.text import count
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -91,7 +92,7 @@ class SpeedOptions:
         if self.compile:
             parts.append("compiled")
         if self.threads is not None:
-            parts.append(f"{self.threads} thread" + ("" if self.threads == 1 else "s"))
+            parts.append(count(self.threads, "thread"))
         return ", ".join(parts)
 
 

@@ -137,8 +137,9 @@ def short_names(paths: list[str]) -> dict[str, str]:
 
 
 def print_parity(report) -> None:
+    names = short_names([r.model for r in report.results])
     rows = [
-        (short_names([x.model for x in report.results])[r.model], r.backend, r.precision, f"{r.max_abs['mask']:.2e}", f"{r.max_abs['depth']:.2e}",
+        (names[r.model], r.backend, r.precision, f"{r.max_abs['mask']:.2e}", f"{r.max_abs['depth']:.2e}",
          f"{max(r.mean_abs.values()):.2e}", f"{r.mask_iou:.4f}", f"{r.mask_dice:.4f}", f"{r.depth_iou:.4f}",
          f"{r.depth_rmse:.5f}", _verdict(r))
         for r in report.results

@@ -167,13 +167,10 @@ def _run(config, nproc: int) -> None:
     except (TrainingInterrupted, TrainingAborted) as e:
         _say(str(e), err_console)
         raise typer.Exit(130) from None
-    except KeyboardInterrupt:  # outside the steps (the data, the model): nothing of this invocation was saved
-        _say("interrupted before the first step: nothing was trained", err_console)
-        raise typer.Exit(130) from None
-    except Exception as e:
+    except (KeyboardInterrupt, Exception) as e:  # outside the steps (data, model, a library import cut short): nothing saved
         if not _caused_by_interrupt(e):
             raise
-        _say("interrupted before the first step: nothing was trained", err_console)  # a library import cut short
+        _say("interrupted before the first step: nothing was trained", err_console)
         raise typer.Exit(130) from None
     csv = result.out / "metrics.csv"
     for line in (f"trained {count(result.steps, 'step')} ({count(result.epochs, 'epoch')} complete) in {result.out}",

@@ -189,7 +189,7 @@ class OnnxRunner(Runner):
                 continue
             cache: Path | None = trt_cache_dir(self.path)
             try:
-                prepare_cache_dir(trt_cache_dir(self.path), _cache_stamp(self.path, _ort().__version__))
+                prepare_cache_dir(cache, _cache_stamp(self.path, _ort().__version__))
             except OSError as e:
                 self.notes.append(f"{cache}: cannot use it as the TensorRT EP cache ({e.strerror or e}): engines are rebuilt every run")
                 cache = None

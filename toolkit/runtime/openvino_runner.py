@@ -45,9 +45,9 @@ class OpenVinoRunner(Runner):
     def __init__(self, path: str | Path, *, threads: int | None = None, provider: str = "openvino", **_options: object):
         info = read_onnx_info(path)
         super().__init__(path, info.spec, info.metadata)
-        ov = _openvino()
+        self._core = _openvino().Core()  # device discovery now; the same core compiles at activate()
         self.threads = threads
-        self.device, self.notes[:] = plan_device(provider, list(ov.Core().available_devices))
+        self.device, self.notes[:] = plan_device(provider, list(self._core.available_devices))
         self.compiled: Any = None
         self._request: Any = None
 
@@ -56,8 +56,7 @@ class OpenVinoRunner(Runner):
         return f"{self.path.name} (openvino {self.device})"
 
     def _activate(self) -> None:
-        ov = _openvino()
-        core = ov.Core()
+        core = self._core
         # f32 hint: OpenVINO's CPU plugin otherwise runs fp32 graphs in bf16 on CPUs that have it
         # (AVX-512 BF16, AMX), ~6e-3 off: not the same model. fp16 and Q/DQ int8 keep their own types.
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"} if self.device in ("CPU", "GPU") else {}
