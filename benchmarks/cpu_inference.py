@@ -143,10 +143,15 @@ def main() -> None:
         lines.append(f"\nexport failed: {f}")
     if skipped:
         lines.append(f"\nformats not available in this version: {', '.join(skipped)}")
+    emit(lines, args.markdown)
+
+
+def emit(lines: list[str], markdown: Path | None) -> None:
+    """Print a benchmark's lines, and write them to `markdown` when given."""
     text = "\n".join(lines)
     print(text)
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
+    if markdown:
+        markdown.write_text(text + "\n")
 
 
 if __name__ == "__main__":

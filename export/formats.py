@@ -6,7 +6,9 @@ check that runs before anything is written (`preflight`), and the function that 
 given one `ExportContext`). The options themselves are checked in export.options. `run_exports` runs the selected
 rows in table order (a row's needs come before it), passing each the paths the earlier rows
 produced: fp16 and int8 convert the fp32 ONNX, engines are built from every ONNX precision of
-the run, the Triton repository takes the ONNX model and an engine when one was built.
+the run, the Triton repository takes the ONNX model and an engine when one was built. Every
+ONNX precision comes with its fixed-camera pair (`X.bg.onnx`, `X.frame.onnx`: export.split),
+listed as artifacts with their `part`; engines are built for the pairs too.
 
 Nothing here imports torch at module level: only the `onnx` row needs it (it reads the
 checkpoint); fp16/int8 work from the fp32 `.onnx`.
@@ -49,6 +51,7 @@ class Artifact:
     detail: ReportOfRow | None = None  # the row's own report
     notes: list[str] = field(default_factory=list)
     written: bool = True
+    part: str = "whole"  # or "bg" / "frame": a half of the fixed-camera pair beside the whole model
 
 
 @dataclass
@@ -89,9 +92,16 @@ class ExportContext:
         """The ONNX file of `precision` written (or given) earlier in this run, if any."""
         for artifacts in self.produced.values():
             for artifact in artifacts:
-                if artifact.precision == precision and artifact.path.suffix == ".onnx":
+                if artifact.precision == precision and artifact.path.suffix == ".onnx" and artifact.part == "whole":
                     return artifact.path
         return None
+
+    def has_pair(self, model: Path) -> bool:
+        """The split pair of `model` was written (or found beside the given model) in this run."""
+        from toolkit.runtime.fixed import split_paths
+
+        halves = set(split_paths(model))
+        return sum(a.path in halves for artifacts in self.produced.values() for a in artifacts) == 2
 
     @property
     def fp32_onnx(self) -> Path:
@@ -135,14 +145,38 @@ class ExportFormat:
 # -- the rows ---------------------------------------------------------------------------------
 def _onnx_fp32(ctx: ExportContext) -> list[Artifact]:
     if ctx.from_onnx:
-        return [_given_onnx(ctx.source)]
+        return [_given_onnx(ctx.source), *_given_pair(ctx.source)]
     from .onnx import export_onnx
+    from .split import export_split
 
-    path, check = export_onnx(ctx.source, ctx.target("onnx"), graph=ctx.options.graph, size=ctx.options.image_size)
+    o = ctx.options
+    path, check = export_onnx(ctx.source, ctx.target("onnx"), graph=o.graph, size=o.image_size, dynamic=o.dynamic_size)
+    at = f"any multiple of 4 (nominal {_size_of(path)}; checked at two sizes)" if o.dynamic_size else _size_of(path)
+    summary = f"{o.graph} graph at {at}; ONNX Runtime vs PyTorch: {_diffs(check)}"
+    bg, frame, pair_check = export_split(ctx.source, path)
+    return [Artifact(path, "fp32", summary, check), *_pair_artifacts(bg, frame, "fp32", f"vs PyTorch: {_diffs(pair_check)}")]
+
+
+def _diffs(check: ParityResult) -> str:
     mean = sum(check.mean_abs.values()) / len(check.mean_abs)  # both outputs have as many values
-    summary = (f"{ctx.options.graph} graph at {_size_of(path)}; ONNX Runtime vs PyTorch: max abs diff {max(check.max_abs.values()):.2e}, "
-               f"mean {mean:.2e} on {check.pairs} pairs")
-    return [Artifact(path, "fp32", summary, check)]
+    return f"max abs diff {max(check.max_abs.values()):.2e}, mean {mean:.2e} on {check.pairs} pairs"
+
+
+def _pair_artifacts(bg: Path, frame: Path, precision: str, figures: str, *, written: bool = True) -> list[Artifact]:
+    """The two halves of a fixed-camera pair as a row's artifacts; `figures`: the pair's check."""
+    return [Artifact(bg, precision, "fixed camera: background half, run once per background", written=written, part="bg"),
+            Artifact(frame, precision, f"fixed camera: frame half; the pair {figures}", written=written, part="frame")]
+
+
+def _given_pair(model: Path) -> list[Artifact]:
+    """The split pair beside a given model, used as it is (nothing when there is none)."""
+    from toolkit.runtime.fixed import SplitPairRunner, split_paths
+
+    bg, frame = split_paths(model)
+    if not (bg.is_file() and frame.is_file()):
+        return []
+    runner = SplitPairRunner(model)  # refuses a pair that does not belong to the model
+    return _pair_artifacts(bg, frame, runner.precision, "beside the given model, used as it is", written=False)
 
 
 def _size_of(path: Path) -> str:
@@ -167,19 +201,44 @@ def _fp16(ctx: ExportContext) -> list[Artifact]:
     from toolkit.compare import batches
 
     from .fp16 import convert_fp16
+    from .split import fp16_pair
 
     pairs = ctx.pairs()
-    path, report = convert_fp16(ctx.fp32_onnx, ctx.target("fp16"), batches(pairs.everything()))
-    return [Artifact(path, "fp16", report.summary() + f" ({pairs.source} data)", report, report.notes)]
+    feeds = batches(pairs.everything())
+    path, report = convert_fp16(ctx.fp32_onnx, ctx.target("fp16"), feeds)
+    whole = Artifact(path, "fp16", report.summary() + f" ({pairs.source} data)", report, report.notes)
+    return [whole, *_derived_pair(ctx, whole, lambda: fp16_pair(ctx.fp32_onnx, path, feeds))]
+
+
+def _derived_pair(ctx: ExportContext, whole: Artifact, derive: Callable[[], tuple[Path, Path, ParityResult] | None]) -> list[Artifact]:
+    """The fp16/int8 pair beside `whole`, converted from the fp32 pair when this run has one. A
+    pair that fails its check is not written, and the whole model stands (a warning says so):
+    the fixed camera then runs the whole network."""
+    if not ctx.has_pair(ctx.fp32_onnx):
+        whole.notes.append(f"no fixed-camera pair: {ctx.fp32_onnx.name} has none beside it (export from the checkpoint to get one)")
+        return []
+    try:
+        made = derive()
+    except CheckFailed as e:
+        whole.notes.append(f"warning: {e}; the fixed camera runs {whole.path.name} whole")
+        return []
+    assert made is not None  # has_pair: the fp32 pair exists
+    bg, frame, check = made
+    verdict = "" if check else " (FAILED, written with --force)"
+    return _pair_artifacts(bg, frame, whole.precision, f"vs fp32: {check.figures()}{verdict}")
 
 
 def _int8(ctx: ExportContext) -> list[Artifact]:
     from .int8 import quantize_int8
+    from .split import int8_pair
 
     o = ctx.options
     path, report = quantize_int8(ctx.fp32_onnx, ctx.target("int8"), ctx.pairs(),
                                  target=o.int8_target, method=o.calib_method, force=o.force)
-    return [Artifact(path, "int8", report.summary(), report, report.notes)]
+    whole = Artifact(path, "int8", report.summary(), report, report.notes)
+    derive = lambda: int8_pair(ctx.fp32_onnx, path, ctx.pairs(), target=o.int8_target, method=o.calib_method,  # noqa: E731
+                               force=report.forced)
+    return [whole, *_derived_pair(ctx, whole, derive)]
 
 
 def _tensorrt_preflight(options: ExportOptions) -> None:
@@ -193,17 +252,23 @@ def _engines(ctx: ExportContext) -> list[Artifact]:
     o = ctx.options
     cache = o.timing_cache or ctx.out_dir / "tensorrt.timing-cache"
     digest = ctx.checkpoint_sha256()
+    from toolkit.runtime.fixed import split_paths
+
     built = []
     for precision in ONNX_PRECISIONS:
         source = ctx.onnx_model(precision)
         if source is None:
             continue
         out = ctx.target("engine", precision)
-        report = build_engine(source, out, precision=precision, batch=o.batch, workspace_mb=o.workspace_mb,
-                              timing_cache=cache, checkpoint_sha256=digest)
-        summary = (f"TensorRT {report.tensorrt_version} on {report.gpu_name}, batch {report.batch}, "
-                   f"built in {report.build_seconds:.1f} s from {source.name}")
-        built.append(Artifact(out, precision, summary, report, list(report.notes)))
+        jobs = [(source, out, "whole")]
+        if ctx.has_pair(source):  # the fixed-camera pair's engines beside the whole model's
+            jobs += [(s, o, part) for s, o, part in zip(split_paths(source), split_paths(out), ("bg", "frame"))]
+        for onnx_file, engine, part in jobs:
+            report = build_engine(onnx_file, engine, precision=precision, batch=o.batch, workspace_mb=o.workspace_mb,
+                                  timing_cache=cache, checkpoint_sha256=digest, sizes=o.size_profile)
+            summary = (f"TensorRT {report.tensorrt_version} on {report.gpu_name}, batch {report.batch}, "
+                       f"built in {report.build_seconds:.1f} s from {onnx_file.name}")
+            built.append(Artifact(engine, precision, summary, report, list(report.notes), part=part))
     return built
 
 
@@ -217,7 +282,7 @@ def _triton(ctx: ExportContext) -> list[Artifact]:
 
     o = ctx.options
     repo = ctx.target("triton").parent
-    engines = {a.precision: a.path for a in ctx.produced.get("engine", [])}
+    engines = {a.precision: a.path for a in ctx.produced.get("engine", []) if a.part == "whole"}
     engine = next((engines[p] for p in ("fp16", "fp32", "int8") if p in engines), None)
     max_batch = min(DEFAULT_MAX_BATCH, o.batch.max) if engine is not None else DEFAULT_MAX_BATCH
     kind, why = triton_instance_kind(o.triton_kind)
@@ -251,12 +316,12 @@ def _machine_has_cuda() -> bool:
 
 
 FORMATS: tuple[ExportFormat, ...] = (
-    ExportFormat("onnx", "model.onnx", "ONNX, fp32, normalisation and decoding in-graph", _onnx_fp32),
-    ExportFormat("fp16", "model.fp16.onnx", "ONNX, fp16 weights and activations, fp32 I/O", _fp16, needs=("onnx",),
+    ExportFormat("onnx", "model.onnx", "ONNX, fp32, normalisation and decoding in-graph; its fixed-camera pair .bg/.frame beside it", _onnx_fp32),
+    ExportFormat("fp16", "model.fp16.onnx", "ONNX, fp16 weights and activations, fp32 I/O (and its pair)", _fp16, needs=("onnx",),
                  selected=lambda o: o.fp16),
-    ExportFormat("int8", "model.int8.onnx", "ONNX, int8 Q/DQ (cpu or tensorrt target), accuracy-gated", _int8,
+    ExportFormat("int8", "model.int8.onnx", "ONNX, int8 Q/DQ (cpu or tensorrt target), accuracy-gated (and its pair)", _int8,
                  needs=("onnx",), selected=lambda o: o.int8),
-    ExportFormat("engine", "model.{precision}.engine", "TensorRT engine per ONNX precision of the run (+ .json sidecar)",
+    ExportFormat("engine", "model.{precision}.engine", "TensorRT engine per ONNX precision of the run and its pair (+ .json sidecars)",
                  _engines, needs=("onnx",), uses=("fp16", "int8"), extra="gpu", preflight=_tensorrt_preflight,
                  selected=lambda o: o.engine),
     ExportFormat("triton", "{name}", "Triton model repository (ONNX model, plus the engine when built)", _triton,
@@ -316,8 +381,9 @@ def check_source(source: Path, options: ExportOptions) -> None:
         raise UserError(f"--graph only applies to a checkpoint: {source.name} is already exported")
     if source.suffix.lower() != ".onnx":
         return
-    if options.image_size is not None:
-        raise UserError(f"--image-size only applies to a checkpoint: {source.name} is already exported at its size")
+    if options.image_size is not None or options.dynamic_size:
+        flag = "--image-size" if options.image_size is not None else "--dynamic-size"
+        raise UserError(f"{flag} only applies to a checkpoint: {source.name} is already exported at its size")
     if not (options.fp16 or options.int8 or options.engine or options.triton is not None):
         raise UserError(f"{source.name} is already exported: give --fp16, --int8, --engine or --triton to make something from it")
     if (options.fp16 or options.int8) and source.is_file():

@@ -40,7 +40,7 @@ from toolkit.compare import ParityResult, Thresholds, check_model
 from toolkit.errors import CheckFailed, UserError
 from toolkit.fsutil import atomic_path
 from toolkit.optional import distribution_version, import_optional
-from toolkit.spec import METADATA_PREFIX
+from toolkit.spec import INPUT_NAMES, METADATA_PREFIX
 
 from .graph import ensure_node_names, nodes_from_inputs, nodes_to_outputs
 from .metadata import derived_metadata, load_fp32_source, read_metadata, set_metadata
@@ -72,7 +72,7 @@ def fp32_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     """(node names to keep in fp32, notes): normalisation, decoding, out-of-range constants."""
     graph = model.graph
     ensure_node_names(graph)
-    normalisation, _ = nodes_from_inputs(graph, {"Conv"})
+    normalisation, _ = nodes_from_inputs(graph, {"Conv"}, only=INPUT_NAMES)
     decoding, _ = nodes_to_outputs(graph, {"Conv"})
     big = set()
     for init in graph.initializer:

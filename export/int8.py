@@ -198,7 +198,7 @@ def float_nodes(model: onnx.ModelProto) -> list[str]:
     has no Resize). Found by structure, so it follows the graph, not its node names."""
     graph = model.graph
     ensure_node_names(graph)
-    _, first_convs = nodes_from_inputs(graph, {"Conv"})
+    _, first_convs = nodes_from_inputs(graph, {"Conv"}, only=INPUT_NAMES)
     heads, resizes = nodes_to_outputs(graph, {"Resize"})
     if not resizes:  # no upsampling: keep only the final convolutions and the decoding
         decoding, final_convs = nodes_to_outputs(graph, {"Conv"})
@@ -290,6 +290,52 @@ class Int8Report:
                 f"vs fp32 on held-out pairs: {self.parity.figures()}; {verdict}")
 
 
+def quantise_graph(source: Path, calib: dict[str, np.ndarray], *, target: str, method: str,
+                   out: Path) -> tuple[onnx.ModelProto, list[str], dict[str, Any]]:
+    """The Q/DQ model of the fp32 ONNX `source` calibrated on `calib` (arrays named as its
+    inputs: the whole model's pairs, or one half's inputs), the nodes kept in float, and the
+    settings used. `out` names the file in errors."""
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    settings = quant_settings(target)
+    settings["extra_options"]["CalibStridedMinMax"] = 1  # reduce per batch (any method)
+    calibrate_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                        "percentile": CalibrationMethod.Percentile}[method]
+    with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
+        pre, quantised = Path(tmp) / "pre.onnx", Path(tmp) / "quant.onnx"
+        try:
+            with _quiet():
+                quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+                pre_model = onnx.load(str(pre))
+                keep = float_nodes(pre_model)
+                onnx.save(pre_model, str(pre))
+                quantize_static(str(pre), str(quantised), _reader(calib), calibrate_method=calibrate_method,
+                                nodes_to_exclude=keep, **settings)
+        except (UserError, CheckFailed):
+            raise
+        except Exception as e:  # ORT's tools raise ValueError, RuntimeError, its own Fail, ...
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise CheckFailed(f"{out}: not written: int8 quantisation failed ({first})") from e
+        return onnx.load(str(quantised)), keep, settings
+
+
+def int8_metadata(target: str, method: str, settings: dict[str, Any], keep: list[str], pairs: CalibrationPairs) -> dict[str, str]:
+    """What an int8 file records about its quantisation."""
+    activations = "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric"
+    weights = "int8 symmetric per-channel" + (" (7-bit, reduce_range: no VNNI)" if settings["reduce_range"] else "")
+    return {
+        f"{METADATA_PREFIX}int8_target": target,
+        f"{METADATA_PREFIX}int8_format": "QDQ",
+        f"{METADATA_PREFIX}int8_activations": activations,
+        f"{METADATA_PREFIX}int8_weights": weights,
+        f"{METADATA_PREFIX}int8_float_nodes": ",".join(keep),
+        f"{METADATA_PREFIX}calibration_method": method,
+        f"{METADATA_PREFIX}calibration_pairs": str(pairs.calib_count),
+        f"{METADATA_PREFIX}calibration_data": pairs.source,
+    }
+
+
 def quantize_int8(
     source: str | Path,
     out: str | Path,
@@ -308,45 +354,13 @@ def quantize_int8(
         raise UserError(f"int8 target must be one of {', '.join(TARGETS)}, got {target!r}")
     if method not in METHODS:
         raise UserError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
-    original, props = load_fp32_source(source, "int8")
+    _, props = load_fp32_source(source, "int8")
     if pairs.calib_count == 0 or pairs.gate_count == 0:
         raise UserError("int8: no calibration or gate pairs")
-
-    from onnxruntime.quantization import CalibrationMethod, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    settings = quant_settings(target)
-    settings["extra_options"]["CalibStridedMinMax"] = 1  # reduce per batch (any method)
-    calibrate_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                        "percentile": CalibrationMethod.Percentile}[method]
     with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
-        pre, quantised, candidate = Path(tmp) / "pre.onnx", Path(tmp) / "quant.onnx", Path(tmp) / "model.int8.onnx"
-        try:
-            with _quiet():
-                quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
-                pre_model = onnx.load(str(pre))
-                keep = float_nodes(pre_model)
-                onnx.save(pre_model, str(pre))
-                quantize_static(str(pre), str(quantised), _reader(pairs.calib), calibrate_method=calibrate_method,
-                                nodes_to_exclude=keep, **settings)
-        except (UserError, CheckFailed):
-            raise
-        except Exception as e:  # ORT's tools raise ValueError, RuntimeError, its own Fail, ...
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise CheckFailed(f"{out}: not written: int8 quantisation failed ({first})") from e
-        model = onnx.load(str(quantised))
-        activations = "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric"
-        weights = "int8 symmetric per-channel" + (" (7-bit, reduce_range: no VNNI)" if settings["reduce_range"] else "")
-        set_metadata(model, derived_metadata(props, "int8", source, out, {
-            f"{METADATA_PREFIX}int8_target": target,
-            f"{METADATA_PREFIX}int8_format": "QDQ",
-            f"{METADATA_PREFIX}int8_activations": activations,
-            f"{METADATA_PREFIX}int8_weights": weights,
-            f"{METADATA_PREFIX}int8_float_nodes": ",".join(keep),
-            f"{METADATA_PREFIX}calibration_method": method,
-            f"{METADATA_PREFIX}calibration_pairs": str(pairs.calib_count),
-            f"{METADATA_PREFIX}calibration_data": pairs.source,
-        }))
+        candidate = Path(tmp) / "model.int8.onnx"
+        model, keep, settings = quantise_graph(source, pairs.calib, target=target, method=method, out=out)
+        set_metadata(model, derived_metadata(props, "int8", source, out, int8_metadata(target, method, settings, keep, pairs)))
         try:
             onnx.checker.check_model(model)
         except Exception as e:  # onnx.checker.ValidationError

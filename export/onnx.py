@@ -23,6 +23,7 @@ import onnx
 from toolkit.compare import DEFAULT_THRESHOLDS, ParityResult, check_model
 from toolkit.errors import CheckFailed, UserError
 from toolkit.fsutil import atomic_path
+from toolkit.sizes import DYNAMIC_SIZE_KEY
 from toolkit.spec import INPUT_NAMES, MAX_BATCH, METADATA_PREFIX, OUTPUT_NAMES
 
 from .metadata import export_metadata
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     import torch
 
 OPSET = 18
+MAX_SIZE = 4096  # the largest H or W a dynamic-size export admits
 FP32_TOLERANCE = DEFAULT_THRESHOLDS["fp32"].max_abs
 GRAPHS = ("folded", "literal")
 
@@ -56,11 +58,15 @@ def check_graph(graph: str) -> str:
 
 
 def export_onnx(
-    checkpoint: str | Path, out: str | Path, *, opset: int = OPSET, graph: str = "folded", size: tuple[int, int] | None = None
+    checkpoint: str | Path, out: str | Path, *, opset: int = OPSET, graph: str = "folded", size: tuple[int, int] | None = None,
+    dynamic: bool = False,
 ) -> tuple[Path, ParityResult]:
     """Export `checkpoint` to `out` (a `.onnx` path) as the `graph` of `GRAPHS`, taking `size`
     (H, W; default the training size); returns the path and the check of ONNX Runtime against
-    the literal PyTorch model at that size (a `ParityResult`)."""
+    the literal PyTorch model at that size (a `ParityResult`). `dynamic`: H and W symbolic
+    (any multiples of 4; `size` is the nominal one), checked at a second size too."""
+
+    import torch
 
     from toolkit.checkpoint import build_model, load_checkpoint, spec_of
     from toolkit.folded import fold, gflop_per_pair
@@ -76,35 +82,44 @@ def export_onnx(
     props[f"{METADATA_PREFIX}graph"] = graph
     props[f"{METADATA_PREFIX}training_size"] = f"{trained.height}x{trained.width}"
     props[f"{METADATA_PREFIX}gflop_per_pair"] = f"{gflop_per_pair(exported.net, spec.height, spec.width):.4f}"
+    if dynamic:
+        props[DYNAMIC_SIZE_KEY] = "1"
     with tempfile.TemporaryDirectory(prefix="toolkit-export-") as tmp:
         raw = Path(tmp) / "model.onnx"
-        _torch_export(exported, raw, spec.height, spec.width, opset)
+        example = {"bg": torch.rand(2, 3, *spec.size), "fgbg": torch.rand(2, 3, *spec.size)}
+        torch_export(exported, raw, example, list(OUTPUT_NAMES), opset, spatial=dict.fromkeys(INPUT_NAMES, 4) if dynamic else None)
         proto = _finish(raw, props)
         final = Path(tmp) / "final.onnx"
         final.write_bytes(proto.SerializeToString())
-        check = compare_with_torch(final, checkpoint, spec.size)
-        if not check:
-            raise CheckFailed(f"{out}: not written: ONNX Runtime disagrees with PyTorch: {'; '.join(check.failures)} ({check.figures()})")
+        checks = [compare_with_torch(final, checkpoint, at) for at in check_sizes(spec.size, dynamic)]
+        for at, result in zip(check_sizes(spec.size, dynamic), checks):
+            if not result:
+                raise CheckFailed(f"{out}: not written: ONNX Runtime disagrees with PyTorch at {at[0]}x{at[1]}: "
+                                  f"{'; '.join(result.failures)} ({result.figures()})")
+        check = checks[0]  # at the nominal size: the one reported
         with atomic_path(out) as dst:
             dst.write_bytes(final.read_bytes())
     return out, check
 
 
-def _torch_export(model: torch.nn.Module, path: Path, height: int, width: int, opset: int) -> None:
-    import torch
+def check_sizes(size: tuple[int, int], dynamic: bool) -> list[tuple[int, int]]:
+    """The sizes an export is checked at: its own, and for a dynamic model a second, wider one
+    (another aspect: a graph that baked in a size would fail there)."""
+    return [size, (size[0] + 8, size[1] + 24)] if dynamic else [size]
 
-    example = {"bg": torch.rand(2, 3, height, width), "fgbg": torch.rand(2, 3, height, width)}
-    torch_export(model, path, example, list(OUTPUT_NAMES), opset)
 
-
-def torch_export(model: torch.nn.Module, path: Path, example: dict[str, torch.Tensor], outputs: list[str], opset: int = OPSET) -> None:
+def torch_export(model: torch.nn.Module, path: Path, example: dict[str, torch.Tensor], outputs: list[str], opset: int = OPSET,
+                 *, spatial: dict[str, int] | None = None) -> None:
     """`model` to ONNX at `path` with the inputs named (and ordered) as `example`'s keys, every
-    one with a dynamic batch axis; one line when the exporter fails."""
+    one with a dynamic batch axis; one line when the exporter fails. `spatial`: inputs whose H
+    and W are symbolic too, each with its scale (4: an image, any multiple of 4; 2: features at
+    half the image's size, the same symbols)."""
     import torch
 
     # The exporter logs a warning per missing optional library (torchvision): not ours to show.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    h4, w4 = torch.export.Dim("h4", min=1, max=MAX_SIZE // 4), torch.export.Dim("w4", min=1, max=MAX_SIZE // 4)  # H = 4 h4
     log = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(log):
         warnings.simplefilter("ignore")
@@ -118,7 +133,8 @@ def torch_export(model: torch.nn.Module, path: Path, example: dict[str, torch.Te
                 opset_version=opset,
                 dynamo=True,
                 external_data=False,
-                dynamic_shapes={name: {0: batch} for name in example},
+                dynamic_shapes={name: {0: batch} | ({2: spatial[name] * h4, 3: spatial[name] * w4} if name in (spatial or {}) else {})
+                                for name in example},
                 verbose=False,
             )
         except Exception as e:  # the exporter raises many types; report one line

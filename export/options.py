@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import UserError
+from toolkit.sizes import SizeProfile
 from toolkit.spec import DEFAULT_BATCH_PROFILE, BatchProfile, parse_image_size
 
 from .int8 import (
@@ -44,6 +45,7 @@ DEPENDENT_OPTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "batch": ("--batch", "--engine", ("engine",)),
     "workspace_mb": ("--workspace", "--engine", ("engine",)),
     "timing_cache": ("--timing-cache", "--engine", ("engine",)),
+    "size_profile": ("--size-profile", "--engine", ("engine",)),
     "triton_name": ("--triton-name", "--triton", ("triton",)),
     "triton_kind": ("--triton-kind", "--triton", ("triton",)),
 }
@@ -71,6 +73,8 @@ class ExportOptions:
     triton_name: str = DEFAULT_TRITON_NAME
     triton_kind: str | None = None  # "cpu" or "gpu"; default: gpu when this machine has CUDA
     image_size: tuple[int, int] | None = None  # (H, W) the export takes; default the training size ('128x224' taken too)
+    dynamic_size: bool = False  # H and W symbolic (any multiple of 4); image_size is then the nominal size
+    size_profile: SizeProfile | None = None  # engines of a dynamic-size model: min,opt,max HxW ('96x160,128x224,256x448')
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch, BatchProfile):
@@ -80,6 +84,11 @@ class ExportOptions:
                 object.__setattr__(self, "image_size", parse_image_size(self.image_size))
             except ValueError as e:
                 raise UserError(f"--image-size: {e}") from None
+        if self.size_profile is not None:
+            try:
+                object.__setattr__(self, "size_profile", SizeProfile.of(self.size_profile))
+            except ValueError as e:
+                raise UserError(f"--size-profile: {e}") from None
         for name in ("triton", "calib", "timing_cache"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):

@@ -1,99 +1,187 @@
-"""The fixed-camera pair beside an export: `X.bg.onnx` (`bg` -> `bg_features`) and `X.frame.onnx`
-(`bg_features`, `fgbg` -> `mask`, `depth`), cut as `toolkit.split` says.
+"""The fixed-camera pair beside every ONNX export: `X.bg.onnx` (`bg` -> `bg_features`) and
+`X.frame.onnx` (`bg_features`, `fgbg` -> `mask`, `depth`), cut as `toolkit.split` says.
 
-Both files record what links them: the source checkpoint's SHA-256, the graph, the input size,
-the feature shape, and a pair id (a hash of those) that a runner compares before it uses them
-together. They are written only after ONNX Runtime, running the background half once and the
-frame half on each probe pair, agrees with the literal PyTorch model at the fp32 tolerance.
-Not yet wired into the formats table: `export_split` is the step the fixed-camera runner and
-`toolkit export` build on.
+The fp32 pair is exported from the checkpoint beside the fp32 model (`export_split`); the fp16
+and int8 pairs are converted from the fp32 pair as their whole models are from the fp32 model
+(`derive_pair`: the same fp16 converter; int8 calibrated on the same pairs, the frame half on the
+fp32 background half's features of them). Each half records the whole model's metadata (the
+source checkpoint's SHA-256, precision, graph, size: what `toolkit.runtime.fixed` compares),
+its part and tensors, the feature shape, and a pair id shared by the two halves. A pair is
+written only after it passes the check its whole model passed, run as one model
+(`SplitPairRunner`): the fp32 pair against the literal PyTorch model at the fp32 thresholds, the
+fp16/int8 pairs against the fp32 model at theirs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 
+from toolkit.compare import ParityResult, Thresholds, check_model
 from toolkit.errors import CheckFailed
 from toolkit.fsutil import atomic_path
-from toolkit.spec import INPUT_NAMES, METADATA_PREFIX, OUTPUT_NAMES
+from toolkit.runtime.fixed import SplitPairRunner, split_paths
+from toolkit.runtime.onnx_info import read_onnx_info
+from toolkit.sizes import is_dynamic
+from toolkit.spec import FEATURE_CHANNELS, FEATURES_NAME, INTERFACES, METADATA_PREFIX, OUTPUT_NAMES
 
-from .metadata import export_metadata
-from .onnx import FP32_TOLERANCE, OPSET, _finish, check_graph, probe_inputs, torch_export
+from .metadata import set_metadata
+from .onnx import OPSET, _finish, check_sizes, probe_inputs, torch_export
 
 if TYPE_CHECKING:
-    import torch
+    from .int8 import CalibrationPairs
 
-FEATURES = "bg_features"
+PARTS = ("bg", "frame")
+# Metadata of the whole model a half does not share (it describes the whole graph).
+WHOLE_ONLY_KEYS = tuple(f"{METADATA_PREFIX}{k}" for k in ("gflop_per_pair", "fp16_check", "fp16_kept_fp32", "int8_gate", "int8_float_nodes"))
 
-
-def split_paths(model: str | Path) -> tuple[Path, Path]:
-    """`X.onnx` -> (`X.bg.onnx`, `X.frame.onnx`)."""
-    model = Path(model)
-    stem = model.name[: -len(".onnx")] if model.name.endswith(".onnx") else model.name
-    return model.with_name(f"{stem}.bg.onnx"), model.with_name(f"{stem}.frame.onnx")
+# (a half's proto, its part) -> the converted proto
+Converter = Callable[[onnx.ModelProto, str], onnx.ModelProto]
 
 
-def export_split(checkpoint: str | Path, model: str | Path, *, graph: str = "folded", size: tuple[int, int] | None = None,
-                 opset: int = OPSET) -> tuple[Path, Path, float]:
-    """Write the pair for the export `model` of `checkpoint`; returns their paths and the max
-    |ONNX Runtime - PyTorch| of the check."""
-    import torch
+def half_metadata(whole: dict[str, str], part: str, pair_id: str, layout: str = "NCHW") -> dict[str, str]:
+    """A half's metadata: the whole model's (what links them), its part and tensors, the
+    features' shape and layout, the pair id."""
+    h, w = (int(v) for v in whole[f"{METADATA_PREFIX}input_size"].split("x"))
+    io = INTERFACES[part]
+    props = {k: v for k, v in whole.items() if k not in WHOLE_ONLY_KEYS}
+    shape = (FEATURE_CHANNELS, h // 2, w // 2) if layout == "NCHW" else (h // 2, w // 2, FEATURE_CHANNELS)
+    return props | {
+        f"{METADATA_PREFIX}split": part,
+        f"{METADATA_PREFIX}inputs": ",".join(io.inputs),
+        f"{METADATA_PREFIX}outputs": ",".join(io.outputs),
+        f"{METADATA_PREFIX}bg_features": "x".join(map(str, shape)),
+        f"{METADATA_PREFIX}bg_features_layout": layout,
+        f"{METADATA_PREFIX}split_pair": pair_id,
+        f"{METADATA_PREFIX}split_of": whole.get(f"{METADATA_PREFIX}split_of", ""),
+    }
 
-    from toolkit.checkpoint import build_model, load_checkpoint, spec_of
-    from toolkit.folded import fold
-    from toolkit.split import FEATURE_CHANNELS, split
 
-    check_graph(graph)
-    checkpoint, model = Path(checkpoint), Path(model)
-    ckpt = load_checkpoint(checkpoint)
-    spec = spec_of(ckpt).with_size(*size) if size else spec_of(ckpt)
-    whole = build_model(ckpt)
-    bg_half, frame_half = split(fold(whole) if graph == "folded" else whole)
-    h, w = spec.size
-    props = export_metadata(spec, checkpoint, ckpt, "fp32", model) | {f"{METADATA_PREFIX}graph": graph}
-    shape = f"{FEATURE_CHANNELS}x{h // 2}x{w // 2}"
-    pair_id = hashlib.sha256(f"{props[f'{METADATA_PREFIX}checkpoint_sha256']}|{graph}|{h}x{w}|{shape}".encode()).hexdigest()[:16]
-    link = {f"{METADATA_PREFIX}bg_features": shape, f"{METADATA_PREFIX}split_pair": pair_id, f"{METADATA_PREFIX}split_of": model.name}
+def _pair_id(model: Path, whole: dict[str, str]) -> str:
+    keys = ("checkpoint_sha256", "precision", "graph", "input_size")
+    text = "|".join([model.name, *(whole.get(f"{METADATA_PREFIX}{k}", "") for k in keys)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _write_checked(model: Path, protos: dict[str, onnx.ModelProto], reference: Path,
+                   feeds: Iterable[dict[str, np.ndarray]], thresholds: Thresholds | None, *, force: bool = False,
+                   size: tuple[int, int] | None = None, more_sizes: Iterable[tuple[int, int]] = ()) -> tuple[Path, Path, ParityResult]:
+    """Run the candidate halves as one model beside `reference`; write them beside `model` when
+    the check passes (or `force`), else CheckFailed with the figures and nothing written.
+    `more_sizes`: a dynamic-size pair is checked on probe pairs at these sizes too."""
     bg_out, frame_out = split_paths(model)
     with tempfile.TemporaryDirectory(prefix="toolkit-split-") as tmp:
-        raw_bg, raw_frame = Path(tmp) / "bg.onnx", Path(tmp) / "frame.onnx"
-        example_bg = torch.rand(2, 3, h, w)
-        torch_export(bg_half, raw_bg, {"bg": example_bg}, [FEATURES], opset)
-        with torch.inference_mode():
-            features = bg_half(example_bg)
-        torch_export(frame_half, raw_frame, {FEATURES: features, "fgbg": torch.rand(2, 3, h, w)}, list(OUTPUT_NAMES), opset)
-        protos = {
-            "bg": _finish(raw_bg, props | link | {f"{METADATA_PREFIX}split": "bg"}, "EVA4 background half: bg -> bg_features"),
-            "frame": _finish(raw_frame, props | link | {f"{METADATA_PREFIX}split": "frame"},
-                             "EVA4 frame half: bg_features, fgbg -> mask, depth"),
-        }
-        worst = _check(protos["bg"].SerializeToString(), protos["frame"].SerializeToString(), whole, h, w)
-        if not worst <= FP32_TOLERANCE:
-            raise CheckFailed(f"{bg_out.name}, {frame_out.name}: not written: the split pair disagrees with PyTorch "
-                              f"(max abs diff {worst:.2e} > {FP32_TOLERANCE:.0e})")
-        for out, proto in ((bg_out, protos["bg"]), (frame_out, protos["frame"])):
+        temps = (Path(tmp) / bg_out.name, Path(tmp) / frame_out.name)
+        for path, part in zip(temps, PARTS):
+            path.write_bytes(protos[part].SerializeToString())
+        result = check_model(reference, SplitPairRunner(model, halves=temps), feeds, thresholds, size=size)
+        for at in more_sizes:
+            extra = check_model(reference, SplitPairRunner(model, halves=temps), probe_inputs(*at), thresholds, size=at)
+            result = result if extra else extra
+        if not result and not force:
+            raise CheckFailed(f"{bg_out.name}, {frame_out.name}: not written: the split pair fails its check against "
+                              f"{reference.name}: {'; '.join(result.failures)} ({result.figures()})")
+        for src, out in zip(temps, (bg_out, frame_out)):
             with atomic_path(out) as dst:
-                dst.write_bytes(proto.SerializeToString())
-    return bg_out, frame_out, worst
+                dst.write_bytes(src.read_bytes())
+    return bg_out, frame_out, result
 
 
-def _check(bg_bytes: bytes, frame_bytes: bytes, whole: torch.nn.Module, h: int, w: int) -> float:
-    """Max |ORT pair - literal PyTorch model| over the probe pairs, the background half run once per pair."""
-    import onnxruntime as ort
+def export_split(checkpoint: str | Path, model: str | Path, *, opset: int = OPSET) -> tuple[Path, Path, ParityResult]:
+    """Write the fp32 pair beside `model`, the fp32 export of `checkpoint` (already written: its
+    graph, size and metadata are the pair's); returns the two paths and the check against PyTorch."""
     import torch
 
-    bg_session = ort.InferenceSession(bg_bytes, providers=["CPUExecutionProvider"])
-    frame_session = ort.InferenceSession(frame_bytes, providers=["CPUExecutionProvider"])
-    worst = 0.0
-    for feed in probe_inputs(h, w):
-        features = bg_session.run([FEATURES], {"bg": feed["bg"]})[0]
-        got = frame_session.run(list(OUTPUT_NAMES), {FEATURES: features, "fgbg": feed["fgbg"]})
+    from toolkit.checkpoint import build_model, load_checkpoint
+    from toolkit.folded import fold
+    from toolkit.split import split
+
+    checkpoint, model = Path(checkpoint), Path(model)
+    info = read_onnx_info(model, require_spec=True)
+    whole_meta = info.metadata | {f"{METADATA_PREFIX}split_of": model.name}
+    h, w = info.spec.size
+    net = build_model(load_checkpoint(checkpoint))
+    bg_half, frame_half = split(fold(net) if whole_meta.get(f"{METADATA_PREFIX}graph") == "folded" else net)
+    pair_id = _pair_id(model, whole_meta)
+    protos = {}
+    with tempfile.TemporaryDirectory(prefix="toolkit-split-") as tmp:
+        example_bg = torch.rand(2, 3, h, w)
         with torch.inference_mode():
-            want = whole(*(torch.from_numpy(feed[n]) for n in INPUT_NAMES))
-        worst = max(worst, *(float(np.abs(g - t.numpy()).max()) for g, t in zip(got, want)))
-    return worst
+            features = bg_half(example_bg)
+        dynamic = is_dynamic(whole_meta)
+        examples = {"bg": (bg_half, {"bg": example_bg}, [FEATURES_NAME], {"bg": 4}),
+                    "frame": (frame_half, {FEATURES_NAME: features, "fgbg": torch.rand(2, 3, h, w)}, list(OUTPUT_NAMES),
+                              {FEATURES_NAME: 2, "fgbg": 4})}
+        for part, (module, example, outputs, scales) in examples.items():
+            raw = Path(tmp) / f"{part}.onnx"
+            torch_export(module, raw, example, outputs, opset, spatial=scales if dynamic else None)
+            doc = f"EVA4 {part} half of the fixed-camera pair: {', '.join(example)} -> {', '.join(outputs)}"
+            protos[part] = _finish(raw, half_metadata(whole_meta, part, pair_id), doc)
+    return _write_checked(model, protos, checkpoint, probe_inputs(h, w), None, size=(h, w),
+                          more_sizes=check_sizes((h, w), dynamic)[1:])
+
+
+def derive_pair(source: Path, out: Path, convert: Converter, feeds: Iterable[dict[str, np.ndarray]],
+                thresholds: Thresholds | None = None, *, force: bool = False,
+                layout: str = "NCHW") -> tuple[Path, Path, ParityResult] | None:
+    """The pair of `out` (an fp16/int8 model converted from the fp32 `source`, already written)
+    converted from `source`'s pair with `convert`, checked against `source` on `feeds` as `out`
+    was; None when `source` has no pair beside it."""
+    halves = split_paths(source)
+    if not all(p.is_file() for p in halves):
+        return None
+    whole_meta = read_onnx_info(out).metadata | {f"{METADATA_PREFIX}split_of": out.name}
+    pair_id = _pair_id(out, whole_meta)
+    protos = {}
+    for path, part in zip(halves, PARTS):
+        protos[part] = set_metadata(convert(onnx.load(str(path)), part), half_metadata(whole_meta, part, pair_id, layout))
+    return _write_checked(out, protos, source, feeds, thresholds, force=force)
+
+
+def fp16_pair(source: Path, out: Path, feeds: list[dict[str, np.ndarray]]) -> tuple[Path, Path, ParityResult] | None:
+    """The fp16 pair of the fp16 model `out`, from the fp32 `source`'s pair (see `derive_pair`)."""
+    from .fp16 import convert_fp16_model
+
+    return derive_pair(source, out, lambda proto, part: convert_fp16_model(proto)[0], feeds)
+
+
+def int8_pair(source: Path, out: Path, pairs: CalibrationPairs, *, target: str, method: str,
+              force: bool = False) -> tuple[Path, Path, ParityResult] | None:
+    """The int8 pair of the int8 model `out`: each half quantised as the whole was, calibrated
+    on the same pairs (the frame half on the fp32 background half's features of their
+    backgrounds), gated on the same held-out pairs (see `derive_pair`). The features cross
+    channels-last (`features_channels_last`), where ONNX Runtime's int8 kernels want them."""
+    from toolkit.compare import batches
+
+    from .graph import drop_identity_pools, features_channels_last
+    from .int8 import quantise_graph
+
+    if not all(p.is_file() for p in split_paths(source)):
+        return None
+    features = np.ascontiguousarray(pair_features(source, pairs.calib["bg"]).transpose(0, 2, 3, 1))
+    calib = {"bg": {"bg": pairs.calib["bg"]}, "frame": {FEATURES_NAME: features, "fgbg": pairs.calib["fgbg"]}}
+
+    def convert(proto: onnx.ModelProto, part: str) -> onnx.ModelProto:
+        drop_identity_pools(proto.graph)
+        features_channels_last(proto.graph, FEATURES_NAME, part)
+        onnx.checker.check_model(proto)
+        with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
+            half = Path(tmp) / f"{part}.onnx"
+            half.write_bytes(proto.SerializeToString())
+            return quantise_graph(half, calib[part], target=target, method=method, out=out)[0]
+
+    return derive_pair(source, out, convert, batches(pairs.gate), force=force, layout="NHWC")
+
+
+def pair_features(source: Path, bg: np.ndarray, batch: int = 8) -> np.ndarray:
+    """The fp32 background half's `bg_features` of backgrounds `[N, 3, H, W]` (what the int8
+    frame half is calibrated on)."""
+    runner = SplitPairRunner(source)
+    with runner:
+        return np.concatenate([runner.features(bg[i : i + batch]) for i in range(0, len(bg), batch)])

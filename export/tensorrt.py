@@ -29,7 +29,8 @@ from toolkit.fsutil import sha256_file, write_bytes_atomic, write_text_atomic
 from toolkit.optional import import_optional
 from toolkit.runtime.onnx_info import OnnxModelInfo, read_onnx_info
 from toolkit.runtime.tensorrt_runner import SIDECAR_FORMAT, sidecar_path
-from toolkit.spec import DEFAULT_BATCH_PROFILE, INPUT_NAMES, METADATA_PREFIX, OUTPUT_NAMES, BatchProfile
+from toolkit.sizes import SizeProfile, check_size, is_dynamic
+from toolkit.spec import DEFAULT_BATCH_PROFILE, METADATA_PREFIX, BatchProfile
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_MB = 1024
@@ -88,6 +89,21 @@ def check_source(source: OnnxModelInfo, precision: str, batch: BatchProfile | tu
         raise UserError(f"{source.path}: its batch is fixed at {n}, so the profile must be {n},{n},{n}")
 
 
+def size_profile_for(source: OnnxModelInfo, sizes: SizeProfile | None) -> SizeProfile:
+    """The engine's input size range: `sizes` for a dynamic-size model (default its nominal
+    size), the model's own size for a fixed one (a range for it is refused)."""
+    if sizes is None:
+        return SizeProfile.fixed(source.spec.size)
+    if not is_dynamic(source.metadata):
+        h, w = source.spec.size
+        raise UserError(f"{source.path}: takes {h}x{w} only; --size-profile needs a model exported with --dynamic-size")
+    for hw in (sizes.min, sizes.opt, sizes.max):
+        problem = check_size(*hw)
+        if problem:
+            raise UserError(f"--size-profile: {problem}")
+    return sizes
+
+
 def trt_major(version: str) -> int:
     try:
         return int(str(version).split(".")[0])
@@ -108,6 +124,7 @@ def make_sidecar(
     checkpoint_sha256: str,
     build_seconds: float,
     built_at: str | None = None,
+    sizes: SizeProfile | None = None,
 ) -> dict[str, Any]:
     """The sidecar's content; `TensorRTRunner` reads it back (`load_sidecar`)."""
     meta = dict(source.metadata)
@@ -129,8 +146,9 @@ def make_sidecar(
         "iospec": source.spec.to_dict(),
         "precision": precision,
         "batch_profile": BatchProfile.of(batch).to_dict(),
-        "inputs": list(INPUT_NAMES),
-        "outputs": list(OUTPUT_NAMES),
+        "size_profile": (sizes or SizeProfile.fixed(source.spec.size)).to_dict(),
+        "inputs": list(source.interface.inputs),
+        "outputs": list(source.interface.outputs),
         "source_onnx": source.path.name,
         "source_onnx_sha256": sha256_file(source.path),
         "checkpoint_sha256": ckpt,
@@ -164,14 +182,17 @@ def build_engine(
     workspace_mb: int = DEFAULT_WORKSPACE_MB,
     timing_cache: Path | None = None,
     checkpoint_sha256: str = "",
+    sizes: SizeProfile | None = None,
 ) -> EngineReport:
-    """Build `out` (a `.engine` plan) and `out.json` from `onnx_path` on the current GPU."""
+    """Build `out` (a `.engine` plan) and `out.json` from `onnx_path` on the current GPU.
+    `sizes`: the input size range of a dynamic-size model (default: its nominal size only)."""
     from toolkit.runtime.cuda_buffers import gpu_info
 
     onnx_path, out = Path(onnx_path), Path(out)
     profile = validate_build_args(precision, batch, workspace_mb)
     source = read_onnx_source(onnx_path)
     check_source(source, precision, profile)
+    size_range = size_profile_for(source, sizes)
     trt = _tensorrt()
     version = str(trt.__version__)
     major = trt_major(version)
@@ -193,12 +214,13 @@ def build_engine(
         raise UserError(f"{onnx_path}: TensorRT could not parse the model: {first}{more}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    h, w = source.spec.size
     opt_profile = builder.create_optimization_profile()
-    for name in INPUT_NAMES:
-        opt_profile.set_shape(name, (profile.min, 3, h, w), (profile.opt, 3, h, w), (profile.max, 3, h, w))
+    io = source.interface
+    for name in io.inputs:  # the whole model's images, or one half's inputs; batch and size ranges
+        lo, opt, hi = ((n, *io.shape(name, hw)) for n, hw in zip(profile, (size_range.min, size_range.opt, size_range.max)))
+        opt_profile.set_shape(name, lo, opt, hi)
     if config.add_optimization_profile(opt_profile) < 0:  # -1: the profile is invalid
-        raise UserError(f"{onnx_path}: TensorRT refused the batch profile {profile} for a {h}x{w} input")
+        raise UserError(f"{onnx_path}: TensorRT refused the batch profile {profile} for inputs of {size_range}")
     cache = _attach_timing_cache(config, timing_cache, notes)  # must outlive the build
 
     t0 = time.perf_counter()
@@ -214,7 +236,7 @@ def build_engine(
     sidecar = make_sidecar(
         engine=out, plan_sha256=hashlib.sha256(data).hexdigest(), source=source, precision=precision, batch=profile,
         trt_version=version, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
-        checkpoint_sha256=checkpoint_sha256, build_seconds=seconds,
+        checkpoint_sha256=checkpoint_sha256, build_seconds=seconds, sizes=size_range,
     )
     side = write_text_atomic(sidecar_path(out), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
     return EngineReport(out, side, precision, profile, version, gpu.name, gpu.compute_capability, seconds, len(data), timing_cache, notes)

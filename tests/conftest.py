@@ -60,6 +60,18 @@ def exported_onnx(tmp_path_factory, imported_ckpt) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def exported_pair(tmp_path_factory, imported_ckpt, exported_onnx) -> Path:
+    """A copy of the fp32 export with its fixed-camera split pair beside it (model.bg.onnx,
+    model.frame.onnx); returns the whole model's path. Read-only for tests: copy to change it."""
+    from export.split import export_split
+
+    out = tmp_path_factory.mktemp("pair") / "model.onnx"
+    out.write_bytes(exported_onnx.read_bytes())
+    export_split(imported_ckpt, out)
+    return out
+
+
 @pytest.fixture
 def image_pair(tmp_path) -> tuple[Path, Path]:
     """A 96x80 bg/fgbg JPEG pair (not the model's size, so resizing is exercised)."""

@@ -200,7 +200,7 @@ class _Accumulator:
         got = {n: np.concatenate(v) for n, v in self.got.items()}
         ref = {n: np.concatenate(v) for n, v in self.ref.items()}
         return ParityResult(
-            model=str(runner.path),
+            model=runner.label,
             backend=runner.backend,
             precision=runner.precision,
             pairs=pairs,
@@ -271,23 +271,26 @@ def compare_runners(
 
 def check_model(
     reference: str | Path,
-    candidate: str | Path,
+    candidate: str | Path | Runner,
     feeds: Iterable[dict[str, np.ndarray]],
     overrides: Thresholds | None = None,
     *,
     size: tuple[int, int] | None = None,
 ) -> ParityResult:
-    """One model file beside a reference file on the CPU, judged as `toolkit parity` judges it:
-    the check every export runs before it writes a file (fp32 ONNX vs the PyTorch checkpoint,
-    fp16 and int8 vs the fp32 ONNX). A model of unknown precision is refused here."""
+    """One model file (or an opened runner: a split pair) beside a reference file on the CPU,
+    judged as `toolkit parity` judges it: the check every export runs before it writes a file
+    (fp32 ONNX vs the PyTorch checkpoint, fp16 and int8 vs the fp32 ONNX). A model of unknown
+    precision is refused here."""
     ref = open_at(reference, size)
-    return compare_runners(ref, [open_runner(candidate)], feeds, overrides, strict=True).results[0]
+    runner = candidate if isinstance(candidate, Runner) else open_runner(candidate)
+    return compare_runners(ref, [runner], feeds, overrides, strict=True).results[0]
 
 
 def batches(pairs: dict[str, np.ndarray], size: int = 8) -> list[dict[str, np.ndarray]]:
-    """`{"bg", "fgbg"}` arrays `[N, 3, H, W]` cut into feeds of at most `size` pairs."""
-    n = int(pairs[INPUT_NAMES[0]].shape[0])
-    return [{k: np.ascontiguousarray(pairs[k][i : i + size], dtype=np.float32) for k in INPUT_NAMES} for i in range(0, n, size)]
+    """Arrays of the same length `N` (`{"bg", "fgbg"}` `[N, 3, H, W]`, or one half's inputs)
+    cut into feeds of at most `size` samples."""
+    n = int(next(iter(pairs.values())).shape[0])
+    return [{k: np.ascontiguousarray(v[i : i + size], dtype=np.float32) for k, v in pairs.items()} for i in range(0, n, size)]
 
 
 def dataset_feeds(
@@ -328,6 +331,19 @@ def find_reference(model: Path, runner: Runner) -> Path:
     raise UserError(f"{model}: reference checkpoint '{rel or name}' (from its metadata) not found or changed; pass --reference CKPT")
 
 
+def with_split_pairs(runners: list[Runner], **options: Any) -> list[Runner]:
+    """Each runner, followed by its model's split pair when one sits beside it: parity judges
+    the pair (run as one model) with the same thresholds as the whole model."""
+    from .runtime.fixed import SplitPairRunner, split_paths
+
+    out: list[Runner] = []
+    for runner in runners:
+        out.append(runner)
+        if runner.path.suffix.lower() != ".pt" and all(p.is_file() for p in split_paths(runner.path)):
+            out.append(SplitPairRunner(runner.path, **options))
+    return out
+
+
 def run_parity(
     models: list[str | Path],
     reference: str | Path | None = None,
@@ -348,7 +364,7 @@ def run_parity(
         raise UserError("parity: --limit and --batch-size must be positive")
     first = open_runner(models[0], provider=provider)
     size = first.spec.size  # the network is fully convolutional: a checkpoint runs at the export's size
-    runners = [first] + [open_at(m, size, provider=provider) for m in models[1:]]
+    runners = with_split_pairs([first] + [open_at(m, size, provider=provider) for m in models[1:]], provider=provider)
     ref_path = Path(reference) if reference else find_reference(Path(models[0]), first)
     ref_runner = open_at(ref_path, size)
     for r in [ref_runner, *runners]:

@@ -17,6 +17,7 @@ from . import imageio
 from .errors import UserError
 from .fsutil import check_output_dir, ensure_dir
 from .runtime import Runner, open_runner
+from .runtime.fixed import open_fixed_camera
 
 OUTPUT_FILES = ("mask.png", "depth.png", "panel.png")  # panel last: its presence means the pair is done
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -51,14 +52,20 @@ class InferReport:
 
 
 def plan_jobs(bg: Path, fgbg: Path, out: Path) -> tuple[list[PairJob], list[str]]:
-    """Two files -> one job writing into `out`; two folders -> one job per name-matched pair."""
+    """Two files -> one job writing into `out`; two folders -> one job per name-matched pair;
+    one background and a folder of frames (a fixed camera) -> one job per frame."""
     for p in (bg, fgbg):
         if not p.exists():
             raise UserError(f"{p}: no such file or folder")
-    if bg.is_dir() != fgbg.is_dir():
-        raise UserError(f"{bg} and {fgbg}: give two image files or two folders, not one of each")
+    if bg.is_dir() and not fgbg.is_dir():
+        raise UserError(f"{bg} and {fgbg}: give two image files, two folders, or one background and a folder of frames")
     if not bg.is_dir():
-        return [PairJob(bg, fgbg, out)], []
+        if not fgbg.is_dir():
+            return [PairJob(bg, fgbg, out)], []
+        frames = [f for f in sorted(fgbg.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        if not frames:
+            raise UserError(f"{fgbg}: no images to run against {bg.name}")
+        return [PairJob(bg, f, out / f.stem) for f in frames], []
     return pair_folders(bg, fgbg, out)
 
 
@@ -127,9 +134,12 @@ def _batches(jobs: list[PairJob], n: int) -> Iterator[list[PairJob]]:
 
 def infer_files(
     model: str | Path | Runner, bg: str | Path, fgbg: str | Path, out: str | Path, *, batch_size: int = 8,
-    provider: str = "cpu", skip_existing: bool = False, fail_fast: bool = False,
+    provider: str = "cpu", skip_existing: bool = False, fail_fast: bool = False, bg_cache: bool = True,
 ) -> InferReport:
-    """Run `model` on a pair of images (or two folders of pairs) and write the PNGs under `out`.
+    """Run `model` on a pair of images (or two folders of pairs, or one background and a folder
+    of frames) and write the PNGs under `out`. When every pair has the same background (a fixed
+    camera), its features are computed once with the model's split pair (`bg_cache` False: the
+    whole network runs on every pair).
 
     A pair whose images cannot be read is skipped and reported in `failures` (or, with
     `fail_fast`, stops the run); the others are written, each output atomically, so an
@@ -145,11 +155,17 @@ def infer_files(
         skipped, jobs = len(jobs) - len(todo), todo
     else:
         skipped = 0
-    runner = open_runner(model, provider=provider) if not isinstance(model, Runner) else model
+    fixed = len(jobs) > 1 and len({job.bg for job in jobs}) == 1
+    if isinstance(model, Runner):
+        runner = model
+    else:
+        runner = open_fixed_camera(model, cache=bg_cache, provider=provider) if fixed else open_runner(model, provider=provider)
     report = InferReport(notes=list(notes), skipped=skipped)
     with runner:
         report.notes += runner.notes  # after activation: a provider that failed to load says so then
         size = runner.spec.size
+        if fixed:
+            runner.set_background(imageio.to_nchw([imageio.resize(imageio.read_rgb(jobs[0].bg), size)]))
         for group in _batches(jobs, batch_size):
             loaded, ready = [], []
             for job in group:
@@ -162,11 +178,8 @@ def infer_files(
                     report.failures.append(str(e))
             if not ready:
                 continue
-            feed = {
-                "bg": imageio.to_nchw([x[2] for x in loaded]),
-                "fgbg": imageio.to_nchw([x[3] for x in loaded]),
-            }
-            result = runner.infer(feed)
+            frames = imageio.to_nchw([x[3] for x in loaded])
+            result = runner.infer_frames(frames) if fixed else runner.infer({"bg": imageio.to_nchw([x[2] for x in loaded]), "fgbg": frames})
             report.nonfinite += sum(int((~np.isfinite(values)).sum()) for values in result.values())
             for i, (job, (bg_img, fg_img, _, _, note)) in enumerate(zip(ready, loaded)):
                 if note:
@@ -179,7 +192,7 @@ def infer_files(
                 report.files += len(paths)
                 report.panel = paths[-1]
                 report.pairs += 1
-            del loaded, ready, feed, result  # nothing of a finished batch outlives it
+            del loaded, ready, frames, result  # nothing of a finished batch outlives it
     if report.resized > SHOWN_SIZE_NOTES:
         report.notes.append(f"... and {report.resized - SHOWN_SIZE_NOTES} more pair(s) whose bg and fgbg differ in size (resized likewise)")
     if report.nonfinite:

@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 INPUT_NAMES: tuple[str, str] = ("bg", "fgbg")
 OUTPUT_NAMES: tuple[str, str] = ("mask", "depth")
+FEATURES_NAME = "bg_features"  # what the background half hands the frame half (toolkit.split)
+FEATURE_CHANNELS = 192  # 64 stem channels + 128 partial sums of the first trunk layer, at H/2 x W/2
 
 # Statistics the original training code used (architecture.md, dataset.md).
 BG_MEAN = (0.449, 0.367, 0.308)
@@ -169,6 +171,52 @@ class IOSpec:
 
 
 SEED_SPEC = IOSpec()
+
+
+@dataclass(frozen=True)
+class Interface:
+    """The tensors a model file takes and gives: the whole network, or one half of the
+    fixed-camera cut (`toolkit.split`): `bg` -> `bg_features` once per camera, then
+    (`bg_features`, `fgbg`) -> (`mask`, `depth`) per frame. Every runner and the engine builder
+    read the names and per-sample shapes from here, so the halves run on every backend."""
+
+    part: str  # "whole", "bg" or "frame": the file's `toolkit.split` metadata ("whole" when absent)
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    # `bg_features` as [N, C, H/2, W/2] ("NCHW") or [N, H/2, W/2, C] ("NHWC": the int8 pair, whose
+    # quantised kernels in ONNX Runtime run channels-last; `toolkit.bg_features_layout`)
+    features_layout: str = "NCHW"
+
+    def shape(self, name: str, size: tuple[int, int]) -> tuple[int, int, int]:
+        """One sample's shape (`[C, H, W]`; the features as their layout says) of the tensor
+        `name` for a model of input `size`."""
+        h, w = size
+        if name == FEATURES_NAME:
+            return (FEATURE_CHANNELS, h // 2, w // 2) if self.features_layout == "NCHW" else (h // 2, w // 2, FEATURE_CHANNELS)
+        return (3, h, w) if name in INPUT_NAMES else (1, h, w)
+
+
+INTERFACES: dict[str, Interface] = {
+    "whole": Interface("whole", INPUT_NAMES, OUTPUT_NAMES),
+    "bg": Interface("bg", ("bg",), (FEATURES_NAME,)),
+    "frame": Interface("frame", (FEATURES_NAME, "fgbg"), OUTPUT_NAMES),
+}
+WHOLE = INTERFACES["whole"]
+
+
+FEATURE_LAYOUTS = ("NCHW", "NHWC")
+
+
+def interface_of(metadata: Mapping[str, str]) -> Interface:
+    """The interface a model file's metadata declares (`toolkit.split`, `toolkit.bg_features_layout`),
+    the whole network by default."""
+    part = metadata.get(f"{METADATA_PREFIX}split", "whole")
+    if part not in INTERFACES:
+        raise ValueError(f"unknown model part {part!r} in its metadata (expected one of {', '.join(INTERFACES)})")
+    layout = metadata.get(f"{METADATA_PREFIX}bg_features_layout", "NCHW")
+    if layout not in FEATURE_LAYOUTS:
+        raise ValueError(f"unknown bg_features layout {layout!r} in its metadata (expected one of {', '.join(FEATURE_LAYOUTS)})")
+    return INTERFACES[part] if layout == "NCHW" else replace(INTERFACES[part], features_layout=layout)
 
 
 def parse_image_size(value: str | int | Sequence[int]) -> tuple[int, int]:

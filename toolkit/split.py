@@ -20,10 +20,10 @@ from torch import nn
 
 from .folded import FoldedEVA4Net
 from .model import EVA4Net, MaskDepthModel
+from .spec import FEATURE_CHANNELS
 
 STEM_CHANNELS = 64  # per image, before the concatenation
-TRUNK_CHANNELS = 128
-FEATURE_CHANNELS = STEM_CHANNELS + TRUNK_CHANNELS
+TRUNK_CHANNELS = FEATURE_CHANNELS - STEM_CHANNELS  # convblock4's outputs: its partial sums
 
 
 def _parts(model: MaskDepthModel) -> tuple[EVA4Net, nn.Module]:
@@ -39,20 +39,33 @@ def _depthwise(net: EVA4Net, x: torch.Tensor, channels: slice) -> torch.Tensor:
     return F.conv2d(x, dw.weight[channels], dw.bias[channels], padding=2, dilation=2, groups=STEM_CHANNELS)
 
 
+def _pointwise_with_norm(net: EVA4Net) -> tuple[torch.Tensor, torch.Tensor]:
+    """convblock4's pointwise weights and bias with its eval-mode BatchNorm folded in
+    (`s * (W x + b) - s * mean + beta`): the frame half then adds the two partial sums and goes
+    straight to the ReLU, and ONNX Runtime fuses Conv + Add + ReLU into one kernel, where a
+    BatchNorm between the Add and the ReLU would run alone, in the plain layout."""
+    ds, bn, _ = net.convblock4
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    weight = ds.pointwise.weight * scale[:, None, None, None]
+    bias = (ds.pointwise.bias - bn.running_mean) * scale + bn.bias
+    return weight.detach(), bias.detach()
+
+
 class BackgroundHalf(nn.Module):
     """`bg` in [0, 1] -> `bg_features` [N, 192, H/2, W/2]: the stem's output and its share of the
-    first trunk layer's pointwise sum."""
+    first trunk layer's pointwise sum (BatchNorm's scale applied)."""
 
     def __init__(self, model: MaskDepthModel):
         super().__init__()
         self.model = model
         self.net, _ = _parts(model)
+        weight, _ = _pointwise_with_norm(self.net)
+        self.register_buffer("partial_weight", weight[:, :STEM_CHANNELS].contiguous(), persistent=False)
 
     def forward(self, bg: torch.Tensor) -> torch.Tensor:
         n = self.net
         stem = n.stem(self.model.norm_bg(bg))
-        pw = n.convblock4[0].pointwise
-        partial = F.conv2d(_depthwise(n, stem, slice(0, STEM_CHANNELS)), pw.weight[:, :STEM_CHANNELS])
+        partial = F.conv2d(_depthwise(n, stem, slice(0, STEM_CHANNELS)), self.partial_weight)
         return torch.cat([stem, partial], dim=1)
 
 
@@ -63,16 +76,22 @@ class FrameHalf(nn.Module):
         super().__init__()
         self.model = model
         self.net, self.impl = _parts(model)
+        weight, bias = _pointwise_with_norm(self.net)
+        self.register_buffer("frame_weight", weight[:, STEM_CHANNELS:].contiguous(), persistent=False)
+        self.register_buffer("frame_bias", bias, persistent=False)
 
     def forward(self, bg_features: torch.Tensor, fgbg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = self.net
-        bg_stem, bg_partial = bg_features[:, :STEM_CHANNELS], bg_features[:, STEM_CHANNELS:]
+        # A 1x1 max pool is the identity; it lets ONNX Runtime's CPU provider take the two slices
+        # of the input into its blocked (NCHWc) layout, so the Add, ReLU and Concat after them
+        # run fused and blocked instead of alone in the plain layout (~4 % of a frame at batch 1).
+        bg_stem = F.max_pool2d(bg_features[:, :STEM_CHANNELS], 1)
+        bg_partial = F.max_pool2d(bg_features[:, STEM_CHANNELS:], 1)
         fg_stem = n.stem(self.model.norm_fgbg(fgbg))
-        ds, bn, relu = n.convblock4
-        pw = ds.pointwise
-        y = bg_partial + F.conv2d(_depthwise(n, fg_stem, slice(STEM_CHANNELS, 2 * STEM_CHANNELS)), pw.weight[:, STEM_CHANNELS:], pw.bias)
+        fg_dw = _depthwise(n, fg_stem, slice(STEM_CHANNELS, 2 * STEM_CHANNELS))
+        y = F.conv2d(fg_dw, self.frame_weight, self.frame_bias) + bg_partial
         x = torch.cat([bg_stem, fg_stem], dim=1)
-        x = n.pool(x + n.convblock4_(relu(bn(y))))
+        x = n.pool(x + n.convblock4_(F.relu(y)))
         m = x + n.convblock5_1x1(n.convblock5_(n.convblock5(x)))
         d = m + n.convblock6_1x1(n.convblock6_(n.convblock6(m)))
         return self.model.decode_mask(self.impl.tail(m)), self.model.decode_depth(self.impl.tail(d))

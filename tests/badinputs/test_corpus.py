@@ -253,7 +253,7 @@ CASES: list[Case] = [
     Case("infer", "truncated-gif", lambda t, a: _infer(a.bg, c.write(t / "fgbg.gif", c.truncated(c.animated_gif(), 0.2)), a.onnx, t),
          "truncated or corrupt", "fgbg.gif"),
     Case("infer", "folder-for-file", lambda t, a: _infer((t / "bg.png").mkdir() or t / "bg.png", a.fgbg, a.onnx, t),
-         "two image files or two folders", "bg.png"),
+         "two image files, two folders, or one background and a folder of frames", "bg.png"),
     Case("infer", "missing-image", lambda t, a: _infer(t / "nope.png", a.fgbg, a.onnx, t), "no such file", "nope.png"),
     Case("infer", "fifo-for-image", lambda t, a: _infer(c.fifo(t / "bg.png"), a.fgbg, a.onnx, t), "not a regular file", "bg.png"),
     Case("infer", "unreadable-permissions", lambda t, a: _infer(_unreadable(c.write(t / "bg.png", PNG)), a.fgbg, a.onnx, t),

@@ -6,8 +6,11 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -80,3 +83,25 @@ def running_server(model: Path, *args: str) -> Iterator[Server]:
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=30)
+
+
+@contextlib.contextmanager
+def in_process_server(app) -> Iterator[Server]:
+    """The app under uvicorn in a thread on 127.0.0.1 (bounded: 30 s to start, 30 s to stop)."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.started, "uvicorn did not start within 30 s"
+        yield Server(None, f"http://127.0.0.1:{sock.getsockname()[1]}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import run_cli
-from tests.deploy.conftest import cli_process, running_server
+from tests.deploy.conftest import cli_process, in_process_server, running_server
 from toolkit.deploy.client import encode_multipart
 from toolkit.deploy.footage import background, walking_frames
 from toolkit.install import install_hint
@@ -192,37 +192,28 @@ def test_missing_serve_extra_names_it(exported_onnx):
 
 
 def test_a_crash_inside_inference_is_a_500_for_that_request_only(exported_onnx):
-    import uvicorn
 
     from tests.deploy.poison import PoisonRunner
     from toolkit.deploy.server import ServeSettings, create_app
 
     runner = PoisonRunner(exported_onnx).activate()
     app = create_app(runner, ServeSettings(max_batch=8, max_wait_ms=300))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
     try:
-        from tests.deploy.conftest import Server
-
-        client = Server(None, f"http://127.0.0.1:{sock.getsockname()[1]}")
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        black = png(np.zeros((48, 64, 3), np.uint8))
-        bodies = [pair_body(), pair_body(fgbg=black), pair_body(), pair_body()]
-        with ThreadPoolExecutor(4) as pool:
-            answers = list(pool.map(lambda b: client.request("/v1/infer", *b), bodies))
-        assert [a[0] for a in answers] == [200, 500, 200, 200]
-        assert json.loads(answers[1][2]) == {"error": "inference failed: poisoned input"}
-        assert max(runner.batch_sizes) >= 2  # the poison shared a batch with good requests, which still succeeded
-        assert client.request("/v1/infer", *pair_body())[0] == 200
+        with in_process_server(app) as client:
+            _poisoned_requests(client, runner)
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         runner.deactivate()
+
+
+def _poisoned_requests(client, runner) -> None:
+    black = png(np.zeros((48, 64, 3), np.uint8))
+    bodies = [pair_body(), pair_body(fgbg=black), pair_body(), pair_body()]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda b: client.request("/v1/infer", *b), bodies))
+    assert [a[0] for a in answers] == [200, 500, 200, 200]
+    assert json.loads(answers[1][2]) == {"error": "inference failed: poisoned input"}
+    assert max(runner.batch_sizes) >= 2  # the poison shared a batch with good requests, which still succeeded
+    assert client.request("/v1/infer", *pair_body())[0] == 200
 
 
 def test_one_log_line_per_request_and_log_level_silences_them(exported_onnx):

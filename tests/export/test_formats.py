@@ -80,20 +80,31 @@ def test_bad_options_are_user_errors(options, says):
 
 # -- the rows' wiring (the fp32 export is stubbed with the session's export) ---------------------
 @pytest.fixture
-def stub_onnx(monkeypatch, exported_onnx):
-    """`export_onnx` copies the session's fp32 export instead of exporting again (8 s)."""
+def stub_onnx(monkeypatch, exported_pair):
+    """`export_onnx` and `export_split` copy the session's fp32 export and its pair instead of
+    exporting again (8 s each)."""
     import export.onnx
+    import export.split
+    from toolkit.runtime.fixed import split_paths
 
     calls = []
+    checks = {}
 
-    def fake(checkpoint, out, graph, size=None):
-        assert graph == "folded"
+    def fake(checkpoint, out, graph, size=None, dynamic=False):
+        assert graph == "folded" and not dynamic
         calls.append(Path(out))
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(exported_onnx, out)
-        return Path(out), export.onnx.compare_with_torch(Path(out), Path(checkpoint))
+        shutil.copyfile(exported_pair, out)
+        checks[Path(out)] = export.onnx.compare_with_torch(Path(out), Path(checkpoint))
+        return Path(out), checks[Path(out)]
+
+    def fake_split(checkpoint, model):
+        for src, dst in zip(split_paths(exported_pair), split_paths(model)):
+            shutil.copyfile(src, dst)
+        return (*split_paths(model), checks[Path(model)])
 
     monkeypatch.setattr(export.onnx, "export_onnx", fake)
+    monkeypatch.setattr(export.split, "export_split", fake_split)
     return calls
 
 
@@ -107,7 +118,12 @@ def test_run_exports_passes_the_fp32_model_to_fp16_and_int8(stub_onnx, imported_
     assert [o.format.key for o in outcomes] == ["onnx", "fp16", "int8"]
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     assert [o.path.name for o in outcomes] == ["model.onnx", "model.fp16.onnx", "model.int8.onnx"]
-    assert [a.precision for o in outcomes for a in o.artifacts] == ["fp32", "fp16", "int8"]
+    # each ONNX with its fixed-camera pair, the fp16/int8 pairs converted from the fp32 pair
+    assert [(a.path.name, a.precision, a.part) for o in outcomes for a in o.artifacts] == [
+        (f"model{p}{half}.onnx", precision, part or "whole")
+        for p, precision in (("", "fp32"), (".fp16", "fp16"), (".int8", "int8"))
+        for half, part in (("", None), (".bg", "bg"), (".frame", "frame"))
+    ]
     assert outcomes[1].detail.parity.pairs == 12  # fp16 is checked on every pair
     assert outcomes[2].detail.parity.pairs == 4  # int8 is judged on the held-out pairs only (1 background of 3)
     assert all("mask IoU" in o.artifacts[0].summary for o in outcomes[1:])
@@ -122,7 +138,7 @@ def test_run_exports_passes_the_fp32_model_to_fp16_and_int8(stub_onnx, imported_
 def test_a_failed_row_is_one_line_and_its_dependents_do_not_run(monkeypatch, imported_ckpt, tmp_path):
     import export.onnx
 
-    def refuse(checkpoint, out, graph, size=None):
+    def refuse(checkpoint, out, graph, size=None, dynamic=False):
         raise CheckFailed(f"{out}: not written: ONNX Runtime disagrees\nwith PyTorch")
 
     monkeypatch.setattr(export.onnx, "export_onnx", refuse)
@@ -151,7 +167,8 @@ def test_engines_are_built_from_each_onnx_of_the_run_and_given_to_triton(stub_on
     monkeypatch.setattr(formats, "FORMATS", rows)
     built, repos = [], []
 
-    def fake_build(onnx_path, out, *, precision, batch, workspace_mb, timing_cache, checkpoint_sha256):
+    def fake_build(onnx_path, out, *, precision, batch, workspace_mb, timing_cache, checkpoint_sha256, sizes):
+        assert sizes is None  # no --size-profile given
         built.append((Path(onnx_path).name, Path(out).name, precision, batch, workspace_mb, timing_cache, checkpoint_sha256))
         Path(out).write_bytes(b"plan")
         return SimpleNamespace(tensorrt_version="10.x", gpu_name="fake", batch=batch, build_seconds=0.1, notes=[])
@@ -170,11 +187,11 @@ def test_engines_are_built_from_each_onnx_of_the_run_and_given_to_triton(stub_on
 
     digest = sha256_file(imported_ckpt)
     cache = tmp_path / "out" / "tensorrt.timing-cache"
-    assert built == [
-        ("model.onnx", "model.fp32.engine", "fp32", BatchProfile(1, 4, 16), 512, cache, digest),
-        ("model.fp16.onnx", "model.fp16.engine", "fp16", BatchProfile(1, 4, 16), 512, cache, digest),
+    assert built == [  # the whole model's engine, then its fixed-camera pair's, per precision
+        (f"model{p}{half}.onnx", f"model.{precision}{half}.engine", precision, BatchProfile(1, 4, 16), 512, cache, digest)
+        for p, precision in (("", "fp32"), (".fp16", "fp16")) for half in ("", ".bg", ".frame")
     ]
-    assert [a.precision for a in outcomes[2].artifacts] == ["fp32", "fp16"]
+    assert [(a.precision, a.part) for a in outcomes[2].artifacts] == [(p, part) for p in ("fp32", "fp16") for part in ("whole", "bg", "frame")]
     assert repos == [(tmp_path / "repo", "eva4", "model.onnx", "model.fp16.engine", 16)]
 
 
@@ -242,12 +259,14 @@ def test_export_prints_a_line_per_file_and_refuses_int8_with_exit_1(stub_onnx, i
     captured = capsys.readouterr()
     assert code == 1
     lines = [line for line in captured.out.splitlines() if line.startswith("wrote ")]
-    assert len(lines) == 2
+    assert len(lines) == 6  # each model and its fixed-camera pair
     assert "model.onnx (fp32)" in lines[0] and "max abs diff" in lines[0]
-    assert "model.fp16.onnx (fp16)" in lines[1] and "mask IoU" in lines[1] and "depth RMSE" in lines[1]
+    assert "model.bg.onnx (fp32)" in lines[1] and "model.frame.onnx (fp32)" in lines[2] and "vs PyTorch" in lines[2]
+    assert "model.fp16.onnx (fp16)" in lines[3] and "mask IoU" in lines[3] and "depth RMSE" in lines[3]
+    assert "model.fp16.frame.onnx (fp16)" in lines[5] and "the pair vs fp32: mask IoU" in lines[5]
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and "model.int8.onnx: not written" in err[0] and "mask IoU" in err[0]
-    assert sorted(p.name for p in out.iterdir()) == ["model.fp16.onnx", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"model{p}{h}.onnx" for p in ("", ".fp16") for h in ("", ".bg", ".frame"))
 
 
 def test_force_writes_int8_and_exits_0(stub_onnx, imported_ckpt, tmp_path, capsys, monkeypatch):

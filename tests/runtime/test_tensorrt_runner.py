@@ -42,6 +42,17 @@ def sidecar_on_disk(tmp_path, exported_onnx):
     return engine, side
 
 
+def test_the_size_profile_is_read_back_and_an_older_sidecar_means_its_input_size(sidecar_on_disk):
+    from toolkit.runtime.tensorrt_runner import size_profile
+    from toolkit.sizes import SizeProfile
+
+    _, side = sidecar_on_disk
+    assert size_profile(side) == SizeProfile.fixed((128, 128))  # a fixed-size model: its own size only
+    older = {k: v for k, v in side.items() if k != "size_profile"}
+    assert size_profile(older) == SizeProfile.fixed((128, 128))
+    assert size_profile(side | {"size_profile": {"min": [64, 96], "opt": [128, 224], "max": [256, 448]}}).admits((128, 160))
+
+
 def test_sidecar_path_appends_json():
     assert sidecar_path("out/model.fp16.engine").name == "model.fp16.engine.json"
 
@@ -87,6 +98,8 @@ def test_corrupt_sidecar_is_one_line(tmp_path, content, match):
         ("input_size", [64, 64], "disagrees with its I/O spec"),
         ("inputs", ["image"], "expected \\['bg', 'fgbg'\\]"),
         ("iospec", {"height": 3}, "invalid I/O spec"),
+        ("size_profile", {"min": [64, 64], "opt": [32, 32], "max": [128, 128]}, "min <= opt <= max"),
+        ("size_profile", {"min": [64, 64]}, "invalid size_profile"),
     ],
 )
 def test_inconsistent_sidecar_is_refused(sidecar_on_disk, key, value, match):

@@ -8,7 +8,7 @@ import typer
 
 from ..errors import UserError
 from .common import console, err_console, positive
-from .run_cmd import PROVIDER_HELP
+from .run_cmd import NO_BG_CACHE_HELP, PROVIDER_HELP
 
 
 def stream(
@@ -22,6 +22,7 @@ def stream(
     max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after this many frames (a camera never ends by itself)."),
     fps: float | None = typer.Option(None, "--fps", help="Output frame rate (default: the source's; 25 for a folder)."),
     provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
+    no_bg_cache: bool = typer.Option(False, "--no-bg-cache", help=NO_BG_CACHE_HELP),
 ) -> None:
     """Run a model on every frame: writes frame | mask overlay | depth colour map as a video (or PNGs).
 
@@ -53,7 +54,7 @@ def stream(
 
     try:
         report = run_stream(model, source, out, bg=bg, bg_frames=bg_frames or 30, masks_dir=masks_dir, batch=batch, provider=provider,
-                            fps=fps, max_frames=max_frames, on_start=on_start, on_frame=on_frame)
+                            fps=fps, max_frames=max_frames, bg_cache=not no_bg_cache, on_start=on_start, on_frame=on_frame)
     finally:
         progress.stop()
     for note in report.notes:
@@ -73,14 +74,18 @@ def serve(
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long the batcher waits for more requests after the first."),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest request body; larger ones get 413."),
     provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
+    bg: Path | None = typer.Option(None, "--bg", help="A server for one fixed camera: its background image; requests then send only fgbg."),
+    no_bg_cache: bool = typer.Option(False, "--no-bg-cache", help=NO_BG_CACHE_HELP),
     log_level: str = typer.Option(
         "info", "--log-level",
         help="debug or info: one line per request on stderr (method, path, status, ms, batch size); warning or error: failures only."),
 ) -> None:
     """Serve the model over HTTP: POST /v1/infer, GET /v1/model, /healthz, /readyz, and an upload page at /."""
+    from .. import imageio
     from ..deploy.server import ServeSettings, configure_request_log, require_serve
     from ..deploy.server import serve as run_server
     from ..runtime import open_runner
+    from ..runtime.fixed import open_fixed_camera
 
     require_serve()
     positive(max_batch, "--max-batch")
@@ -90,11 +95,15 @@ def serve(
         raise UserError("--max-upload-mb must be positive and --max-wait-ms not negative")
     settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
     configure_request_log(log_level)
-    runner = open_runner(model, provider=provider)
+    if no_bg_cache and bg is None:
+        raise UserError("--no-bg-cache only applies with --bg IMAGE (a server for one fixed camera)")
+    background = (bg.name, imageio.read_rgb(bg)) if bg is not None else None
+    runner = open_fixed_camera(model, cache=not no_bg_cache, provider=provider) if bg is not None else open_runner(model, provider=provider)
     with runner:
         for note in runner.notes:  # after activation: a provider that failed to load is noted then
             err_console.print(f"note: {note}")
-        run_server(runner, host, port, settings, say=lambda line: console.print(line, soft_wrap=True) or console.file.flush())
+        run_server(runner, host, port, settings, say=lambda line: console.print(line, soft_wrap=True) or console.file.flush(),
+                   background=background)
 
 
 def register(app: typer.Typer) -> None:

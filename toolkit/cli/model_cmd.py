@@ -70,6 +70,8 @@ def export(
     ),
     image_size: str | None = typer.Option(
         None, "--image-size", help="HxW the model takes, multiples of 4 (e.g. 128x224 for a 16:9 camera); default: the training size."),
+    dynamic_size: bool = typer.Option(
+        False, "--dynamic-size", help="H and W symbolic: ONNX Runtime/OpenVINO run any multiple of 4; --image-size is the nominal size."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write model.fp16.onnx (fp32 I/O; checked against fp32)."),
     int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx (static Q/DQ; refused when it fails the accuracy gate)."),
     calib: Path | None = typer.Option(None, "--calib", help="Calibration data (folder or zip, original layout); default: a small synthetic set."),
@@ -84,6 +86,8 @@ def export(
     force: bool = typer.Option(False, "--force", help="Write the int8 model even when it fails the accuracy gate (with a warning)."),
     engine: bool = typer.Option(False, "--engine", help="Build TensorRT engines model.<precision>.engine from each ONNX of this run (gpu extra)."),
     batch: str | None = typer.Option(None, "--batch", help="Engine batch profile min,opt,max (default 1,8,32)."),
+    size_profile: str | None = typer.Option(
+        None, "--size-profile", help="Engine size range min,opt,max as HxW (e.g. 96x160,128x224,256x448) of a --dynamic-size model."),
     workspace: int | None = typer.Option(None, "--workspace", help="Engine builder workspace in MiB (default 1024)."),
     triton: Path | None = typer.Option(None, "--triton", help="Also write a Triton model repository in this folder."),
     triton_name: str | None = typer.Option(None, "--triton-name", help="The model's name in the Triton repository (default eva4)."),
@@ -106,7 +110,8 @@ def export(
     options = ExportOptions.from_given(
         graph=graph, fp16=fp16, int8=int8, engine=engine, triton=triton, calib=calib, int8_target=int8_target,
         calib_method=calib_method, calib_pairs=calib_pairs, force=force or None, batch=batch, workspace_mb=workspace,
-        triton_name=triton_name, triton_kind=triton_kind, image_size=image_size,
+        triton_name=triton_name, triton_kind=triton_kind, image_size=image_size, dynamic_size=dynamic_size or None,
+        size_profile=size_profile,
     )
     check_source(ckpt, options)
     preflight(options)  # missing libraries: exit 2 before anything is written

@@ -15,25 +15,31 @@ from ..fsutil import write_text_atomic
 from .common import console, err_console
 from .tables import WIDE_HELP, Col, print_wrapped, show_table
 
-PROVIDER_HELP = ("Where .onnx/.pt models run: cpu, cuda (CUDA EP / PyTorch CUDA), tensorrt (TensorRT EP), or openvino[:GPU|:NPU] "
-                 "(OpenVINO runs the .onnx); falls back with a note.")
+PROVIDER_HELP = ("Where .onnx/.pt models run: cpu, cuda (CUDA EP / PyTorch CUDA), tensorrt (TensorRT EP), openvino[:GPU|:NPU] "
+                 "(OpenVINO runs the .onnx), or auto (the fastest this machine has, timed at start and said); falls back with a note.")
+NO_BG_CACHE_HELP = ("Run the whole network on every frame, even where the model's split pair (X.bg.onnx, X.frame.onnx) "
+                    "would compute the fixed background's features once.")
 
 
 def infer(
     bg: Path = typer.Argument(..., help="Background image (or a folder of them)."),
-    fgbg: Path = typer.Argument(..., help="The same background with a person (or a folder, paired by name)."),
+    fgbg: Path = typer.Argument(..., help="The same background with a person (or a folder: paired by name, or all against one background)."),
     model: Path = typer.Option(..., "--model", "-m", help="Model file: .pt, .onnx or .engine (backend by suffix)."),
     out: Path = typer.Option(Path("infer-out"), "--out", "-o", help="Output folder."),
     batch_size: int = typer.Option(8, "--batch-size", help="Pairs per batch when given folders."),
     provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip pairs whose three PNGs are already in --out (resume a run)."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first unreadable pair instead of reporting them all at the end."),
+    no_bg_cache: bool = typer.Option(False, "--no-bg-cache", help=NO_BG_CACHE_HELP),
 ) -> None:
-    """Write mask.png, depth.png and panel.png (bg | fgbg | mask | depth) at the input's size."""
+    """Write mask.png, depth.png and panel.png (bg | fgbg | mask | depth) at the input's size.
+
+    One background and a folder of frames is a fixed camera: the background's features are
+    computed once when the model's split pair sits beside it."""
     from ..infer import infer_files
 
     report = infer_files(model, bg, fgbg, out, batch_size=batch_size, provider=provider,
-                         skip_existing=skip_existing, fail_fast=fail_fast)
+                         skip_existing=skip_existing, fail_fast=fail_fast, bg_cache=not no_bg_cache)
     for note in report.notes:
         err_console.print(f"note: {note}")  # markup off: paths and extras print as they are
     done = f" ({report.skipped} already done, skipped)" if report.skipped else ""

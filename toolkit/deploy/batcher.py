@@ -35,7 +35,7 @@ class JobFuture(Future):
 
 @dataclass
 class Job:
-    bg: np.ndarray  # float32 HxWx3 at the model's size
+    bg: np.ndarray | None  # float32 HxWx3 at the model's size; None: the runner's fixed background
     fgbg: np.ndarray
     future: JobFuture = field(default_factory=JobFuture)
 
@@ -76,7 +76,8 @@ class Batcher:
             self._thread.join()
             self._thread = None
 
-    def submit(self, bg: np.ndarray, fgbg: np.ndarray) -> JobFuture:
+    def submit(self, bg: np.ndarray | None, fgbg: np.ndarray) -> JobFuture:
+        """Queue one pair (`bg` None: a frame against the background set on the runner)."""
         if not self.running:
             raise RuntimeError("the batcher is not running")
         if self._queue.qsize() >= self.max_queue:
@@ -128,10 +129,12 @@ class Batcher:
         if not group:
             return
         try:
-            result = self.runner.infer({
-                "bg": np.ascontiguousarray(np.stack([j.bg for j in group]).transpose(0, 3, 1, 2)),
-                "fgbg": np.ascontiguousarray(np.stack([j.fgbg for j in group]).transpose(0, 3, 1, 2)),
-            })
+            frames = np.ascontiguousarray(np.stack([j.fgbg for j in group]).transpose(0, 3, 1, 2))
+            if any(j.bg is None for j in group):  # a fixed camera: every job is a frame
+                result = self.runner.infer_frames(frames)
+            else:
+                result = self.runner.infer({"bg": np.ascontiguousarray(np.stack([j.bg for j in group]).transpose(0, 3, 1, 2)),
+                                            "fgbg": frames})
         except Exception as e:  # noqa: BLE001 - one bad request must not fail its neighbours
             if len(group) > 1:
                 for job in group:

@@ -17,14 +17,16 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from .. import imageio
 from ..runtime import Runner
 from .batcher import Batcher, QueueFull
-from .service import DRAIN_FACTOR, PAGE, WARNING_HEADER, HttpError, ServeSettings, model_info, prepare_pair, render
+from .service import DRAIN_FACTOR, PAGE, WARNING_HEADER, HttpError, ServeSettings, model_info, prepare_frame, prepare_pair, render
 
 log = logging.getLogger("toolkit.serve")
 
@@ -36,12 +38,17 @@ class ServeApp:
     batcher is started and stopped by `lifespan`, so it runs exactly while the app serves.
     """
 
-    def __init__(self, runner: Runner, settings: ServeSettings):
+    def __init__(self, runner: Runner, settings: ServeSettings, background: tuple[str, np.ndarray] | None = None):
+        """`background`: (its name, the image HxWx3 in [0, 1]) for a server of one fixed camera:
+        set on the (activated) runner once; requests then send only `fgbg`."""
         self.runner = runner
         self.settings = settings
         self.size = runner.spec.size
+        self.background = background[1] if background is not None else None
+        if self.background is not None:
+            runner.set_background(imageio.to_nchw([imageio.resize(self.background, self.size)]))
         self.batcher = Batcher(runner, settings.max_batch, settings.max_wait_ms / 1000.0, settings.max_queue)
-        self.info = model_info(runner, settings)
+        self.info = model_info(runner, settings, background[0] if background is not None else None)
 
     def routes(self) -> list[Route]:
         return [
@@ -66,9 +73,15 @@ class ServeApp:
             if fmt not in ("json", "panel"):
                 raise HttpError(400, f"format must be 'json' or 'panel', got {fmt!r}")
             body = await read_body(request, self.settings.max_upload_bytes)
-            bg_bytes, fgbg_bytes = await read_pair(request, body, self.settings.max_upload_bytes)
-            bg, fgbg, bg_in, fgbg_in, warnings = await run_in_threadpool(
-                prepare_pair, bg_bytes, fgbg_bytes, self.size, self.settings.max_pixels)
+            fixed = self.background is not None
+            bg_bytes, fgbg_bytes = await read_pair(request, body, self.settings.max_upload_bytes, need_bg=not fixed)
+            if fixed:
+                bg, fgbg, bg_in, fgbg_in, warnings = await run_in_threadpool(
+                    prepare_frame, fgbg_bytes, self.background, self.size, self.settings.max_pixels, bg_bytes is not None)
+            else:
+                assert bg_bytes is not None  # read_pair requires it
+                bg, fgbg, bg_in, fgbg_in, warnings = await run_in_threadpool(
+                    prepare_pair, bg_bytes, fgbg_bytes, self.size, self.settings.max_pixels)
             mask, depth = await self.run_model(bg_in, fgbg_in, request)
             content, media = await run_in_threadpool(render, bg, fgbg, mask, depth, fmt, warnings)
         except HttpError as e:
@@ -155,23 +168,26 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_pair(request: Request, body: bytes, limit: int) -> tuple[bytes, bytes]:
-    """The `bg` and `fgbg` image bytes of a JSON (base64 fields) or multipart body; 400 or 415 otherwise."""
+async def read_pair(request: Request, body: bytes, limit: int, *, need_bg: bool = True) -> tuple[bytes | None, bytes]:
+    """The `bg` and `fgbg` image bytes of a JSON (base64 fields) or multipart body; 400 or 415
+    otherwise. `need_bg` False (a fixed camera): only `fgbg` is required, `bg` is None when absent."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    wanted = ("bg", "fgbg") if need_bg else ("fgbg",)
+    fields = " and ".join(f"'{n}'" for n in wanted)
     if ctype == "application/json":
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             raise HttpError(400, "the body is not valid JSON") from None
-        if not isinstance(doc, dict) or not {"bg", "fgbg"} <= doc.keys():
-            raise HttpError(400, "the JSON body needs the fields 'bg' and 'fgbg' (base64 images)")
-        return _b64(doc["bg"], "bg"), _b64(doc["fgbg"], "fgbg")
+        if not isinstance(doc, dict) or not set(wanted) <= doc.keys():
+            raise HttpError(400, f"the JSON body needs the field{'s' if need_bg else ''} {fields} (base64 images)")
+        return (_b64(doc["bg"], "bg") if "bg" in doc else None), _b64(doc["fgbg"], "fgbg")
     if ctype != "multipart/form-data":
-        raise HttpError(415, f"send multipart/form-data with files 'bg' and 'fgbg', or application/json (got {ctype or 'no content type'})")
-    return await _read_form(request, body, limit)
+        raise HttpError(415, f"send multipart/form-data with {fields}, or application/json (got {ctype or 'no content type'})")
+    return await _read_form(request, body, limit, wanted)
 
 
-async def _read_form(request: Request, body: bytes, limit: int) -> tuple[bytes, bytes]:
+async def _read_form(request: Request, body: bytes, limit: int, wanted: tuple[str, ...]) -> tuple[bytes | None, bytes]:
     """The two files of a multipart body. The body is already read (and size-checked) by
     `read_body`, so Starlette's parser is handed it again through a replaying `receive`."""
 
@@ -183,13 +199,15 @@ async def _read_form(request: Request, body: bytes, limit: int) -> tuple[bytes, 
     except Exception as e:  # noqa: BLE001 - Starlette/python-multipart parse errors
         raise HttpError(400, f"the multipart body does not parse ({e})") from None
     try:
-        parts = []
+        parts: dict[str, bytes] = {}
         for name in ("bg", "fgbg"):
             part = form.get(name)
             if part is None:
-                raise HttpError(400, f"missing the form field {name!r} (send files 'bg' and 'fgbg')")
-            parts.append(await part.read() if hasattr(part, "read") else str(part).encode())
-        return parts[0], parts[1]
+                if name in wanted:
+                    raise HttpError(400, f"missing the form field {name!r} (send {' and '.join(repr(n) for n in wanted)})")
+                continue
+            parts[name] = await part.read() if hasattr(part, "read") else str(part).encode()
+        return parts.get("bg"), parts["fgbg"]
     finally:
         await form.close()
 

@@ -22,10 +22,14 @@ apart from HTTP (settings, decoding, rendering) is in `service.py`.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..runtime import Runner
 from .service import ServeSettings, require_serve
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["ServeSettings", "configure_request_log", "create_app", "require_serve", "serve"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -44,8 +48,10 @@ def configure_request_log(level: str) -> None:
     log.propagate = False
 
 
-def create_app(runner: Runner, settings: ServeSettings = ServeSettings()):  # noqa: B008 - frozen dataclass
+def create_app(runner: Runner, settings: ServeSettings = ServeSettings(),  # noqa: B008 - frozen dataclass
+               background: tuple[str, np.ndarray] | None = None):
     """The ASGI app around an activated `runner`; its lifespan starts and stops the batcher.
+    `background` (its name, the image): a server for one fixed camera (requests send `fgbg` only).
 
     The handlers live in `routes.py`, which imports Starlette at its top: it is imported here,
     after `require_serve()`, so this module imports (and the CLI starts) without the extra.
@@ -56,14 +62,14 @@ def create_app(runner: Runner, settings: ServeSettings = ServeSettings()):  # no
 
     from .routes import RequestLog, ServeApp
 
-    state = ServeApp(runner, settings)
+    state = ServeApp(runner, settings, background)
     app = Starlette(routes=state.routes(), lifespan=state.lifespan, middleware=[Middleware(RequestLog)])
     app.state.batcher = state.batcher
     return app
 
 
 def serve(runner: Runner, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings = ServeSettings(),  # noqa: B008
-          say=print, graceful_s: float = 30.0) -> None:
+          say=print, graceful_s: float = 30.0, background: tuple[str, np.ndarray] | None = None) -> None:
     """Bind `host:port`, then serve until SIGINT/SIGTERM; in-flight requests finish first.
 
     The socket is bound here, before uvicorn starts, so a port in use is one clear error line
@@ -85,11 +91,12 @@ def serve(runner: Runner, host: str = "127.0.0.1", port: int = 8000, settings: S
         sock.close()
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
     bound = sock.getsockname()[1]
-    app = create_app(runner, settings)
+    app = create_app(runner, settings, background)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=graceful_s, lifespan="on")
     server = uvicorn.Server(config)
     shown = f"[{host}]" if family == socket.AF_INET6 else host
-    say(f"serving {runner.name} on http://{shown}:{bound}/ (max batch {settings.max_batch}; Ctrl-C or SIGTERM stops it)")
+    camera = f"; fixed background {background[0]}, requests send fgbg only" if background is not None else ""
+    say(f"serving {runner.name} on http://{shown}:{bound}/ (max batch {settings.max_batch}{camera}; Ctrl-C or SIGTERM stops it)")
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; these
     # handlers receive that re-raise so the command ends normally (exit 0) instead of by the signal.
     stopped: list[str] = []

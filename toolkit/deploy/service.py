@@ -56,9 +56,11 @@ class HttpError(Exception):
         self.status = status
 
 
-def model_info(runner: Runner, settings: ServeSettings) -> dict[str, Any]:
-    """What `GET /v1/model` answers (the batcher's live figures are added per request)."""
+def model_info(runner: Runner, settings: ServeSettings, background: str | None = None) -> dict[str, Any]:
+    """What `GET /v1/model` answers (the batcher's live figures are added per request).
+    `background`: the fixed camera's background image, when the server has one (`--bg`)."""
     from ..fsutil import sha256_file
+    from ..runtime.fixed import SplitPairRunner
 
     meta = dict(runner.metadata)
     source = meta.get("toolkit.checkpoint_sha256") or (sha256_file(runner.path) if runner.path.suffix == ".pt" else None)
@@ -73,6 +75,10 @@ def model_info(runner: Runner, settings: ServeSettings) -> dict[str, Any]:
         "metadata": meta,
         "max_batch": settings.max_batch,
         "max_upload_bytes": settings.max_upload_bytes,
+        "fixed_camera": None if background is None else {
+            "background": background,
+            "mode": "split pair" if isinstance(runner, SplitPairRunner) else "whole network",
+        },
     }
 
 
@@ -101,6 +107,18 @@ def prepare_pair(bg_bytes: bytes, fgbg_bytes: bytes, size: tuple[int, int], max_
         warnings.append(f"bg is {bg.shape[1]}x{bg.shape[0]} and fgbg {fgbg.shape[1]}x{fgbg.shape[0]}: bg resized to the fgbg's size")
         bg = imageio.resize(bg, fgbg.shape[:2])
     return bg, fgbg, imageio.resize(bg, size), imageio.resize(fgbg, size), warnings
+
+
+def prepare_frame(fgbg_bytes: bytes, background: np.ndarray, size: tuple[int, int], max_pixels: int,
+                  uploaded_bg: bool) -> tuple[np.ndarray, np.ndarray, None, np.ndarray, list[str]]:
+    """A fixed camera's request: the frame decoded and made the model's size; the server's
+    background (at the frame's size, for the panel) stands in for the pair's `bg`."""
+    fgbg = decode_upload(fgbg_bytes, "fgbg", max_pixels)
+    warnings = ["this server has a fixed background (--bg): the uploaded bg is not used"] if uploaded_bg else []
+    if background.shape != fgbg.shape:
+        warnings.append(f"the fixed background is {background.shape[1]}x{background.shape[0]} and fgbg "
+                        f"{fgbg.shape[1]}x{fgbg.shape[0]}: is this frame from the camera the server was started for?")
+    return imageio.resize(background, fgbg.shape[:2]), fgbg, None, imageio.resize(fgbg, size), warnings
 
 
 def render(bg: np.ndarray, fgbg: np.ndarray, mask: np.ndarray, depth: np.ndarray, fmt: str, warnings: list[str]) -> tuple[bytes, str]:

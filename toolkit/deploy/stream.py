@@ -30,7 +30,8 @@ import numpy as np
 from .. import imageio
 from ..errors import UserError
 from ..fsutil import atomic_path, check_output_dir, check_output_file, ensure_dir
-from ..runtime import Runner, open_runner
+from ..runtime import Runner
+from ..runtime.fixed import SplitPairRunner, open_fixed_camera
 from .background import load_background, median_background
 from .pipeline import run_pipeline
 from .video import FrameSource, PngFolderWriter, VideoWriter, open_source, video_format
@@ -51,6 +52,7 @@ class StreamReport:
     background: str = ""
     interrupted: bool = False
     masks: int = 0
+    fixed_camera: str = ""  # how the background was run: "split pair" (features once) or "whole network"
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -116,6 +118,7 @@ def stream(
     fps: float | None = None,
     max_frames: int | None = None,
     pipelined: bool = True,
+    bg_cache: bool = True,
     stop: threading.Event | None = None,
     on_start: Callable[[StreamReport, int | None], None] | None = None,
     on_frame: Callable[[int, float], None] | None = None,
@@ -124,12 +127,13 @@ def stream(
 
     `on_start(report, expected_frames)` is called once the background is known; `on_frame(done,
     fps)` after each frame is written. `stop` ends the stream early (SIGINT sets it when this
-    runs in the main thread).
+    runs in the main thread). The background's features are computed once when the model's
+    split pair sits beside it (`bg_cache` False: the whole network runs on every frame).
     """
     out = Path(out)
     fmt = _check_request(out, bg=bg, bg_frames=bg_frames, masks_dir=masks_dir, batch=batch, max_frames=max_frames)
     stop = stop or threading.Event()
-    runner = model if isinstance(model, Runner) else open_runner(model, provider=provider)
+    runner = model if isinstance(model, Runner) else open_fixed_camera(model, cache=bg_cache, provider=provider)
     report = StreamReport(out=out)
     src = source if isinstance(source, FrameSource) else open_source(str(source), fps)
     with src, runner, sigint_sets(stop):
@@ -205,7 +209,8 @@ class _Annotator:
                  on_frame: Callable[[int, float], None] | None):
         self.runner = runner
         self.size = runner.spec.size
-        self.bg_feed = imageio.to_nchw([imageio.resize(background.astype(np.float32) / 255.0, self.size)])
+        runner.set_background(imageio.to_nchw([imageio.resize(background.astype(np.float32) / 255.0, self.size)]))
+        report.fixed_camera = "split pair" if isinstance(runner, SplitPairRunner) else "whole network"
         note = aspect_note(background.shape[:2], self.size)
         if note:
             report.notes.append(note)
@@ -224,7 +229,7 @@ class _Annotator:
 
     def infer_batch(self, group: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
         x = np.ascontiguousarray(np.stack([g[1] for g in group]).transpose(0, 3, 1, 2))
-        result = self.runner.infer({"bg": np.repeat(self.bg_feed, len(group), axis=0), "fgbg": x})
+        result = self.runner.infer_frames(x)
         return [(result["mask"][i, 0], result["depth"][i, 0]) for i in range(len(group))]
 
     def emit(self, writer: FrameWriter, item: tuple[np.ndarray, np.ndarray], result: tuple[np.ndarray, np.ndarray]) -> None:

@@ -1,9 +1,15 @@
 """The runner protocol every backend follows, and `open_runner`, which picks one by file suffix.
 
 Shaped after Polygraphy's runners: `activate()` loads the model, `infer(feed) -> dict` runs it,
-`deactivate()` frees it; a runner is a context manager. Every runner takes
+`deactivate()` frees it; a runner is a context manager. Every runner of a whole model takes
 `{"bg", "fgbg"}` float32 `[N, 3, H, W]` in [0, 1] and returns `{"mask", "depth"}` float32
-`[N, 1, H, W]` in [0, 1] (toolkit.spec), so nothing downstream cares which backend ran.
+`[N, 1, H, W]` in [0, 1] (toolkit.spec), so nothing downstream cares which backend ran. A file
+holding one half of the fixed-camera cut has its own names (`runner.interface`, from the file's
+metadata); `toolkit.runtime.fixed` runs the two halves as one whole model.
+
+For a fixed camera every runner has `set_background(bg)` then `infer_frames(fgbg)`: here the
+background is repeated beside each frame batch (the whole network runs); the split pair's runner
+computes the background's features once instead.
 
 No torch here: opening an `.onnx` model must work on the edge install.
 """
@@ -18,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..spec import INPUT_NAMES, OUTPUT_NAMES, IOSpec
+from ..sizes import check_size, is_dynamic
+from ..spec import INPUT_NAMES, Interface, IOSpec, interface_of
 
 
 class Runner(abc.ABC):
@@ -42,10 +49,21 @@ class Runner(abc.ABC):
         self.metadata: dict[str, str] = dict(metadata or {})
         self.notes: list[str] = []
         self.active = False
+        try:
+            self.interface: Interface = interface_of(self.metadata)
+        except ValueError as e:
+            raise UserError(f"{self.path}: {e}") from None
+        self._background: np.ndarray | None = None
+        self.opened_with = "cpu"  # the --provider open_runner opened it with
 
     @property
     def name(self) -> str:
         return f"{self.path.name} ({self.backend})"
+
+    @property
+    def label(self) -> str:
+        """What reports call the model (its path; the split pair's names both halves)."""
+        return str(self.path)
 
     @property
     def precision(self) -> str:
@@ -72,13 +90,40 @@ class Runner(abc.ABC):
         if not self.active:
             raise RuntimeError(f"{self.name}: infer() before activate()")
         feed = self.check_feed(feed)
-        return self.check_result(self._infer(feed), len(feed[INPUT_NAMES[0]]))
+        return self.check_result(self._infer(feed), len(feed[self.interface.inputs[0]]), self.feed_size(feed))
 
-    def check_result(self, result: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-        """`{"mask", "depth"}`, each `[N, 1, H, W]` at the model's size: a model file that gives
-        anything else (another network with the same input names) is refused, not misread."""
-        want = (n, 1, *self.spec.size)
-        for name in OUTPUT_NAMES:
+    @property
+    def dynamic_size(self) -> bool:
+        """The model takes any H x W that are multiples of 4 (`--dynamic-size`), not only `spec.size`."""
+        return is_dynamic(self.metadata)
+
+    def feed_size(self, feed: Mapping[str, np.ndarray]) -> tuple[int, int]:
+        """The input size a feed asks for: the model's, or a dynamic model's images' own."""
+        if not self.dynamic_size:
+            return self.spec.size
+        image = next(np.shape(feed[n]) for n in self.interface.inputs if n in INPUT_NAMES)
+        return (int(image[2]), int(image[3])) if len(image) == 4 else self.spec.size
+
+    def set_background(self, bg: np.ndarray) -> None:
+        """The fixed camera's background, `[3, H, W]` or `[1, 3, H, W]` in [0, 1], for the
+        `infer_frames` calls that follow (until the next `set_background`)."""
+        if self.interface.part != "whole":
+            raise UserError(f"{self.name}: holds one half of the fixed-camera pair; open the whole model instead")
+        self._background = self.check_feed({"bg": background_batch(bg), "fgbg": background_batch(bg)})["bg"]
+
+    def infer_frames(self, fgbg: np.ndarray) -> dict[str, np.ndarray]:
+        """`{"mask", "depth"}` of frames `[N, 3, H, W]` against the background set last."""
+        if self._background is None:
+            raise UserError(f"{self.name}: infer_frames() before set_background()")
+        frames = np.asarray(fgbg, dtype=np.float32)
+        return self.infer({"bg": np.broadcast_to(self._background, (len(frames), *self._background.shape[1:])), "fgbg": frames})
+
+    def check_result(self, result: Mapping[str, np.ndarray], n: int, size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        """The interface's outputs (`{"mask", "depth"}`, each `[N, 1, H, W]` at the model's size
+        (or `size`), for a whole model): a model file that gives anything else (another network
+        with the same input names) is refused, not misread."""
+        for name in self.interface.outputs:
+            want = (n, *self.interface.shape(name, size or self.spec.size))
             a = result.get(name)
             shape = None if a is None else tuple(np.shape(a))
             if shape != want:
@@ -86,25 +131,31 @@ class Runner(abc.ABC):
         return dict(result)
 
     def check_feed(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Same names, float32, [N, 3, H, W] at the model's size: one clear error otherwise."""
-        missing = [n for n in INPUT_NAMES if n not in feed]
+        """The interface's names, float32, `[N, 3, H, W]` images at the model's size (and
+        features of the shape that size gives): one clear error otherwise."""
+        names = self.interface.inputs
+        missing = [n for n in names if n not in feed]
         if missing:
             raise UserError(f"{self.name}: missing input(s) {missing}")
         out = {}
-        shapes = set()
-        for n in INPUT_NAMES:
+        batches = set()
+        size = self.feed_size(feed)
+        problem = check_size(*size) if self.dynamic_size else None
+        for n in names:
             a = np.ascontiguousarray(feed[n], dtype=np.float32)
-            if a.ndim != 4 or a.shape[1] != 3:
+            want = self.interface.shape(n, size)
+            if n in INPUT_NAMES and (a.ndim != 4 or a.shape[1] != 3):
                 raise UserError(f"{self.name}: input {n} must be [N, 3, H, W], got {list(a.shape)}")
-            if a.shape[2:] != self.spec.size:
-                raise UserError(
-                    f"{self.name}: input {n} is {a.shape[2]}x{a.shape[3]}, the model takes "
-                    f"{self.spec.height}x{self.spec.width}"
-                )
-            shapes.add(a.shape)
+            if n in INPUT_NAMES and problem:
+                raise UserError(f"{self.name}: input {n}: {problem}")
+            if n in INPUT_NAMES and a.shape[2:] != want[1:]:
+                raise UserError(f"{self.name}: input {n} is {a.shape[2]}x{a.shape[3]}, the model takes {size[0]}x{size[1]}")
+            if a.ndim != 4 or a.shape[1:] != want:
+                raise UserError(f"{self.name}: input {n} must be [N, {', '.join(map(str, want))}], got {list(a.shape)}")
+            batches.add(a.shape[0])
             out[n] = a
-        if len(shapes) != 1:
-            raise UserError(f"{self.name}: bg and fgbg batches differ in shape")
+        if len(batches) != 1:
+            raise UserError(f"{self.name}: {' and '.join(names)} batches differ in size")
         return out
 
     @abc.abstractmethod
@@ -115,6 +166,16 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def background_batch(bg: np.ndarray) -> np.ndarray:
+    """A background `[3, H, W]` or `[1, 3, H, W]` as a batch of one (anything else is refused)."""
+    a = np.asarray(bg, dtype=np.float32)
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4 or a.shape[0] != 1:
+        raise UserError(f"a fixed camera has one background: expected [3, H, W] or [1, 3, H, W], got {list(np.shape(bg))}")
+    return a
 
 
 # suffix -> (module, class); imported lazily so only the chosen backend's library loads.
@@ -129,9 +190,10 @@ ONNX_RUNTIMES: dict[str, tuple[str, str]] = {
 }
 
 
-def open_runner(path: str | Path, **options: Any) -> Runner:
+def open_runner(path: str | Path, *, part: str = "whole", **options: Any) -> Runner:
     """The runner for a model file, chosen by suffix: its metadata is read and checked, nothing
-    is loaded until `activate()` (or `with runner:`)."""
+    is loaded until `activate()` (or `with runner:`). `part`: what the file must hold, the whole
+    network (a half of the fixed-camera pair is refused: it is run through its whole model)."""
     import importlib
 
     path = Path(path)
@@ -146,9 +208,25 @@ def open_runner(path: str | Path, **options: Any) -> Runner:
         raise UserError(f"{path}: not a readable model file ({problem})")
     entry = RUNNERS.get(path.suffix.lower())
     provider = str(options.get("provider", "cpu"))
+    auto_note = None
+    if provider == "auto" and entry is not None:
+        from .auto import pick_provider
+
+        provider, auto_note = pick_provider(path, open_runner, **options)
+        options = options | {"provider": provider}
     if path.suffix.lower() == ".onnx" and provider.split(":")[0] in ONNX_RUNTIMES:
         entry = ONNX_RUNTIMES[provider.split(":")[0]]  # "openvino" or "openvino:GPU": OpenVINO reads the .onnx
     if entry is None:
         raise UserError(f"{path}: unknown model type '{path.suffix}' (expected one of {', '.join(RUNNERS)})")
     module = importlib.import_module(entry[0])
-    return getattr(module, entry[1])(path, **options)
+    runner: Runner = getattr(module, entry[1])(path, **options)
+    if runner.interface.part != part:
+        if part == "whole":
+            whole = path.name.replace(f".{runner.interface.part}{path.suffix}", path.suffix)
+            raise UserError(f"{path}: holds the {runner.interface.part} half of the fixed-camera pair; give the whole model "
+                            f"({whole}): its pair is used beside it")
+        raise UserError(f"{path}: holds the {runner.interface.part} part, expected the {part} half")
+    runner.opened_with = provider  # what `auto` resolved to: the split pair's halves run there too
+    if auto_note is not None:
+        runner.notes.insert(0, auto_note)
+    return runner

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import UserError, first_line
 from ..install import reinstall_hint
 from ..optional import import_optional
-from ..spec import DEFAULT_BATCH_PROFILE, INPUT_NAMES, OUTPUT_NAMES, BatchProfile
+from ..spec import DEFAULT_BATCH_PROFILE, WHOLE, BatchProfile, Interface
 from .base import Runner
 from .onnx_info import read_onnx_info
 
@@ -46,16 +46,18 @@ def trt_cache_dir(model: str | Path) -> Path:
 
 
 def trt_provider_options(
-    cache: Path | None, height: int, width: int, batch: BatchProfile | tuple[int, int, int] = DEFAULT_BATCH_PROFILE
+    cache: Path | None, height: int, width: int, batch: BatchProfile | tuple[int, int, int] = DEFAULT_BATCH_PROFILE,
+    interface: Interface = WHOLE,
 ) -> dict[str, str]:
-    """TensorRT EP options: caches (when `cache` is given) and a profile over every dynamic input.
+    """TensorRT EP options: caches (when `cache` is given) and a profile over every dynamic input
+    of `interface` (the whole model's two images, or one half's inputs).
 
     fp16/int8 flags stay off: the EP then builds strongly typed, taking the precision from the
     model (an fp16 or Q/DQ ONNX), as the engine path does.
     """
 
     def shapes(n: int) -> str:
-        return ",".join(f"{name}:{n}x3x{height}x{width}" for name in INPUT_NAMES)
+        return ",".join(f"{name}:{n}x{'x'.join(map(str, interface.shape(name, (height, width))))}" for name in interface.inputs)
 
     profile = BatchProfile.of(batch)
     options = {
@@ -166,6 +168,12 @@ class OnnxRunner(Runner):
         if provider != "cpu":
             self._chosen, self._plan_notes = plan_providers(provider, _ort().get_available_providers())
         self.notes = list(self._plan_notes)
+        self._activation_notes: list[str] = []  # what the last activation fell back to
+
+    def _note(self, text: str) -> None:
+        """A note of this activation (replaced by the next one's; notes from opening stay)."""
+        self._activation_notes.append(text)
+        self.notes.append(text)
 
     def _session(self, providers: list[Any] | None = None) -> InferenceSession:
         ort = _ort()
@@ -191,9 +199,9 @@ class OnnxRunner(Runner):
             try:
                 prepare_cache_dir(cache, _cache_stamp(self.path, _ort().__version__))
             except OSError as e:
-                self.notes.append(f"{cache}: cannot use it as the TensorRT EP cache ({e.strerror or e}): engines are rebuilt every run")
+                self._note(f"{cache}: cannot use it as the TensorRT EP cache ({e.strerror or e}): engines are rebuilt every run")
                 cache = None
-            providers.append((EP_NAMES[key], trt_provider_options(cache, self.spec.height, self.spec.width, self.trt_batch)))
+            providers.append((EP_NAMES[key], trt_provider_options(cache, self.spec.height, self.spec.width, self.trt_batch, self.interface)))
         return providers
 
     def _accelerated_session(self) -> InferenceSession:
@@ -202,18 +210,24 @@ class OnnxRunner(Runner):
             with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its own provider fallback ("EP Error ...")
                 session = self._session(self._provider_list())
         except UserError as e:
-            self.notes.append(f"ONNX Runtime could not open the model on {EP_NAMES[self._chosen[0]]} ({e}): using CPUExecutionProvider")
+            self._note(f"ONNX Runtime could not open the model on {EP_NAMES[self._chosen[0]]} ({e}): using CPUExecutionProvider")
             return self._session()
         used = list(session.get_providers())
         dropped = [EP_NAMES[k] for k in self._chosen if EP_NAMES[k] not in used]
         if dropped:  # a listed provider whose libraries (CUDA, cuDNN, TensorRT) failed to load only warns
-            self.notes.append(f"{' and '.join(dropped)} failed to load (CUDA/cuDNN/TensorRT libraries missing?): using {used[0] if used else 'none'}")
+            self._note(f"{' and '.join(dropped)} failed to load (CUDA/cuDNN/TensorRT libraries missing?): using {used[0] if used else 'none'}")
         return session
 
     def _activate(self) -> None:
-        self.notes[:] = self._plan_notes  # what this session falls back to is noted afresh
+        self.notes[:] = [n for n in self.notes if n not in self._activation_notes]  # noted afresh below
+        self._activation_notes = []
         self.session = self._session() if self._chosen == ["cpu"] else self._accelerated_session()
         self.providers = list(self.session.get_providers())
+
+    @property
+    def uses_requested_provider(self) -> bool:
+        """The session runs on the provider asked for (after activate): not a silent fallback."""
+        return EP_NAMES[self._chosen[0]] in self.providers
 
     def _deactivate(self) -> None:
         self.session = None
@@ -221,7 +235,7 @@ class OnnxRunner(Runner):
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self.session is not None  # Runner.infer refuses to run before activate()
         try:
-            values = self.session.run(list(OUTPUT_NAMES), {n: feed[n] for n in INPUT_NAMES})
+            values = self.session.run(list(self.interface.outputs), {n: feed[n] for n in self.interface.inputs})
         except Exception as e:  # ORT's own exception types (Fail, InvalidArgument, RuntimeException)
             raise UserError(f"{self.path}: ONNX Runtime failed to run the model ({ort_reason(e)})") from e
-        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(OUTPUT_NAMES, values)}
+        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(self.interface.outputs, values)}

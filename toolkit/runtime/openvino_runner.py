@@ -9,6 +9,7 @@ and compiled at `activate()`; the batch axis stays dynamic.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ import numpy as np
 
 from ..errors import UserError, first_line
 from ..optional import import_optional
-from ..spec import INPUT_NAMES, OUTPUT_NAMES
 from .base import Runner
 from .onnx_info import read_onnx_info
 
@@ -25,6 +25,14 @@ DEVICES = ("CPU", "GPU", "NPU")
 
 def _openvino() -> Any:
     return import_optional("openvino", "OpenVINO (needed for --provider openvino)", "openvino")
+
+
+@functools.lru_cache(maxsize=1)
+def shared_core() -> Any:
+    """One OpenVINO Core per process, as OpenVINO advises: every runner (a split pair opens
+    three) compiles on it. Several Cores, each with its own CPU thread pool, left a process that
+    later forked (a PyTorch DataLoader worker) crashing."""
+    return _openvino().Core()
 
 
 def plan_device(provider: str, available: list[str]) -> tuple[str, list[str]]:
@@ -45,7 +53,7 @@ class OpenVinoRunner(Runner):
     def __init__(self, path: str | Path, *, threads: int | None = None, provider: str = "openvino", **_options: object):
         info = read_onnx_info(path)
         super().__init__(path, info.spec, info.metadata)
-        self._core = _openvino().Core()  # device discovery now; the same core compiles at activate()
+        self._core = shared_core()  # device discovery now; the same core compiles at activate()
         self.threads = threads
         self.device, self.notes[:] = plan_device(provider, list(self._core.available_devices))
         self.compiled: Any = None
@@ -74,7 +82,7 @@ class OpenVinoRunner(Runner):
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            result = self._request.infer({n: feed[n] for n in INPUT_NAMES})
+            result = self._request.infer({n: feed[n] for n in self.interface.inputs})
         except RuntimeError as e:
             raise UserError(f"{self.path}: OpenVINO failed to run the model ({first_line(e)})") from e
-        return {n: np.asarray(result[self.compiled.output(n)], dtype=np.float32) for n in OUTPUT_NAMES}
+        return {n: np.asarray(result[self.compiled.output(n)], dtype=np.float32) for n in self.interface.outputs}

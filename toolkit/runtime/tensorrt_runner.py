@@ -24,7 +24,8 @@ from ..errors import MissingDependency, UserError
 from ..fsutil import sha256_file
 from ..install import install_hint
 from ..optional import import_optional, tensorrt_version
-from ..spec import INPUT_NAMES, METADATA_PREFIX, OUTPUT_NAMES, BatchProfile, IOSpec
+from ..sizes import SizeProfile
+from ..spec import METADATA_PREFIX, BatchProfile, IOSpec, interface_of
 from .base import Runner
 
 SIDECAR_FORMAT = "toolkit.engine-sidecar/1"
@@ -63,13 +64,19 @@ def load_sidecar(engine: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: unknown engine sidecar format {sidecar['format']!r} (expected {SIDECAR_FORMAT})")
     try:
         batch_profile(sidecar)
+        size_profile(sidecar)
         spec = sidecar_spec(sidecar)
     except ValueError as e:
         raise UserError(f"{path}: {e}") from e
     if list(sidecar["input_size"]) != [spec.height, spec.width]:
         raise UserError(f"{path}: input_size {sidecar['input_size']} disagrees with its I/O spec ({spec.height}x{spec.width})")
-    if list(sidecar["inputs"]) != list(INPUT_NAMES) or list(sidecar["outputs"]) != list(OUTPUT_NAMES):
-        raise UserError(f"{path}: engine I/O {sidecar['inputs']} -> {sidecar['outputs']}, expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}")
+    try:
+        interface = interface_of(sidecar.get("metadata") or {})
+    except ValueError as e:
+        raise UserError(f"{path}: {e}") from None
+    if list(sidecar["inputs"]) != list(interface.inputs) or list(sidecar["outputs"]) != list(interface.outputs):
+        raise UserError(f"{path}: engine I/O {sidecar['inputs']} -> {sidecar['outputs']}, "
+                        f"expected {list(interface.inputs)} -> {list(interface.outputs)}")
     return sidecar
 
 
@@ -83,6 +90,18 @@ def batch_profile(sidecar: Mapping[str, Any]) -> BatchProfile:
     if not isinstance(p, Mapping):
         raise ValueError(f"invalid batch_profile {p!r}")
     return BatchProfile.of(p, name="batch_profile")
+
+
+def size_profile(sidecar: Mapping[str, Any]) -> SizeProfile:
+    """The input sizes the engine was built for (an older sidecar without one: its input size);
+    ValueError if invalid."""
+    p = sidecar.get("size_profile")
+    if p is None:
+        return SizeProfile.fixed(tuple(sidecar["input_size"]))  # type: ignore[arg-type]
+    try:
+        return SizeProfile.of(p)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"invalid size_profile {p!r} ({e})") from None
 
 
 def check_sidecar(sidecar: Mapping[str, Any], *, trt_version: str, gpu_name: str, compute_capability: str | None = None) -> None:
@@ -141,6 +160,7 @@ class TensorRTRunner(Runner):
         self.threads = threads  # accepted for a uniform open_runner(); TensorRT has no thread knob
         self.sidecar = sidecar
         self.profile = batch_profile(sidecar)
+        self.sizes = size_profile(sidecar)
         self._runtime: Any = None
         self._engine: Any = None
         self._context: Any = None
@@ -160,15 +180,16 @@ class TensorRTRunner(Runner):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
-        if sorted(inputs) != sorted(INPUT_NAMES) or sorted(outputs) != sorted(OUTPUT_NAMES):
+        io = self.interface
+        if sorted(inputs) != sorted(io.inputs) or sorted(outputs) != sorted(io.outputs):
             raise UserError(
                 f"{self.path}: engine has inputs {sorted(inputs)} and outputs {sorted(outputs)}, "
-                f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}"
+                f"expected {list(io.inputs)} -> {list(io.outputs)}"
             )
         for n in names:  # compared as DataType: trt.nptype() raises TypeError for BF16/FP8/INT4
             if engine.get_tensor_dtype(n) != trt.float32:
                 raise UserError(f"{self.path}: engine tensor {n} is {engine.get_tensor_dtype(n)}, the toolkit's engines take and give float32")
-        for n in INPUT_NAMES:
+        for n in io.inputs:
             built_max = int(engine.get_tensor_profile_shape(n, 0)[2][0])
             if built_max != self.profile.max:
                 raise UserError(f"{self.path}: engine profile max batch for {n} is {built_max}, its sidecar says {self.profile.max}; rebuild both")
@@ -177,9 +198,8 @@ class TensorRTRunner(Runner):
             raise UserError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
         buffers = CudaBuffers()
         try:
-            h, w = self.spec.size
-            for n in INPUT_NAMES:  # size every buffer for the profile's largest batch, once
-                _set_shape(context, n, (self.profile.max, 3, h, w), self.path)
+            for n in io.inputs:  # size every buffer for the profile's largest batch and size, once
+                _set_shape(context, n, (self.profile.max, *io.shape(n, self.sizes.max)), self.path)
             for n in names:
                 nbytes = int(np.prod(tuple(context.get_tensor_shape(n)))) * np.dtype(np.float32).itemsize
                 buffers.allocate(n, nbytes)
@@ -198,20 +218,25 @@ class TensorRTRunner(Runner):
             buffers.close()
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = feed[INPUT_NAMES[0]].shape[0]
+        io = self.interface
+        n = feed[io.inputs[0]].shape[0]
         check_batch(n, self.profile, where=str(self.path))
+        size = self.feed_size(feed)
+        if not self.sizes.admits(size):
+            raise UserError(f"{self.path}: input of {size[0]}x{size[1]} is outside the engine's size profile ({self.sizes}); "
+                            "rebuild with a wider --size-profile")
         ctx, buf = self._context, self._buffers
-        for name in INPUT_NAMES:
+        for name in io.inputs:
             _set_shape(ctx, name, feed[name].shape, self.path)
-        out = {name: np.empty(tuple(ctx.get_tensor_shape(name)), np.float32) for name in OUTPUT_NAMES}
+        out = {name: np.empty(tuple(ctx.get_tensor_shape(name)), np.float32) for name in io.outputs}
         for name in self._names:
             if not ctx.set_tensor_address(name, buf.address(name)):
                 raise UserError(f"{self.path}: TensorRT refused the address of tensor {name}")
-        for name in INPUT_NAMES:
+        for name in io.inputs:
             buf.to_device(name, feed[name])
         if not ctx.execute_async_v3(buf.stream_handle):
             raise UserError(f"{self.path}: TensorRT failed to enqueue the engine (see the TensorRT log above)")
-        for name in OUTPUT_NAMES:
+        for name in io.outputs:
             buf.to_host(out[name], name)
         buf.synchronize()
         return out

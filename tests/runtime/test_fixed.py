@@ -1,0 +1,208 @@
+"""The fixed camera's runners: the split pair run as one whole model, and the pair's checks."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolkit import imageio
+from toolkit.deploy.footage import background, walking_frames
+from toolkit.errors import UserError
+from toolkit.runtime import open_runner
+from toolkit.runtime.fixed import SplitPairRunner, open_fixed_camera, split_paths
+
+SIZE = (128, 128)
+TOLERANCE = 1e-5  # the cut is exact: only float summation order differs
+
+
+def nchw(images: list[np.ndarray]) -> np.ndarray:
+    """uint8 HxWx3 images as float32 [N, 3, 128, 128] in [0, 1] (what the runners take)."""
+    return imageio.to_nchw([imageio.resize(i.astype(np.float32) / 255.0, SIZE) for i in images])
+
+
+BG = nchw([background(96, 128)])  # [1, 3, H, W]: the camera's empty room
+OTHER_BGS = nchw([background(96, 128, seed=s) for s in (1, 2, 3)])  # three other rooms
+FRAMES = nchw(walking_frames(3, 96, 128))  # a figure walking over BG
+
+
+def max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    assert set(a) == set(b) == {"mask", "depth"}
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+@pytest.fixture(scope="module")
+def whole(exported_pair):
+    """The whole model on ONNX Runtime: the independent reference."""
+    with open_runner(exported_pair) as runner:
+        yield runner
+
+
+def repeated(bg: np.ndarray, n: int) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(bg, n, axis=0))
+
+
+def check_pair_matches_whole(pair: SplitPairRunner, whole, tolerance: float) -> None:
+    for n in (1, 3, 1):  # a batch size seen before reuses its repeated features
+        want = whole.infer({"bg": repeated(BG, n), "fgbg": FRAMES[:n]})
+        pair.set_background(BG[0])  # [3, H, W]
+        got = pair.infer_frames(FRAMES[:n])
+        assert got["mask"].shape == got["depth"].shape == (n, 1, *SIZE)
+        assert max_diff(got, want) <= tolerance
+    # each pair's own background through `infer`: after a set_background, so a stale cache shows
+    pair.set_background(BG)  # [1, 3, H, W]
+    want = whole.infer({"bg": OTHER_BGS, "fgbg": FRAMES})
+    assert max_diff(pair.infer({"bg": OTHER_BGS, "fgbg": FRAMES}), want) <= tolerance
+    stale = whole.infer({"bg": repeated(BG, 3), "fgbg": FRAMES})
+    assert max_diff(want, stale) > 100 * tolerance  # the backgrounds matter: a cached one would fail above
+    # a new background replaces the old one
+    pair.set_background(OTHER_BGS[1])
+    want = whole.infer({"bg": repeated(OTHER_BGS[1:2], 3), "fgbg": FRAMES})
+    assert max_diff(pair.infer_frames(FRAMES), want) <= tolerance
+
+
+def test_the_split_pair_gives_the_whole_models_answers(exported_pair, whole):
+    pair = SplitPairRunner(exported_pair)
+    assert pair.interface.part == "whole" and pair.spec == whole.spec and pair.precision == "fp32"
+    assert pair.label == str(exported_pair.with_name("model.bg+frame.onnx"))
+    assert [h.path for h in pair.halves] == list(split_paths(exported_pair)) == [
+        exported_pair.with_name("model.bg.onnx"), exported_pair.with_name("model.frame.onnx")]
+    with pair:
+        check_pair_matches_whole(pair, whole, TOLERANCE)
+        frames = pair.infer_frames(FRAMES)
+    assert float(np.abs(frames["mask"][0] - frames["mask"][2]).max()) > 0.01  # the frames differ, so do their masks
+    assert not any(h.active for h in pair.halves)  # deactivating the pair frees both halves
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed (its extra)")
+def test_the_split_pair_on_openvino(exported_pair, whole):
+    pair = SplitPairRunner(exported_pair, provider="openvino")
+    assert pair.backend == "openvino" and all(h.backend == "openvino" for h in pair.halves)
+    with pair:
+        check_pair_matches_whole(pair, whole, 1e-4)  # another runtime than the reference's
+        with open_runner(exported_pair, provider="openvino") as ov_whole:
+            check_pair_matches_whole(pair, ov_whole, TOLERANCE)
+
+
+def test_the_default_infer_frames_repeats_the_background(exported_onnx, whole):
+    runner = open_runner(exported_onnx)
+    assert not split_paths(exported_onnx)[0].exists()  # no pair here: the whole network runs
+    with runner:
+        with pytest.raises(UserError, match=r"infer_frames\(\) before set_background\(\)"):
+            runner.infer_frames(FRAMES)
+        runner.set_background(BG[0])
+        got = runner.infer_frames(FRAMES)
+        want = whole.infer({"bg": repeated(BG, 3), "fgbg": FRAMES})
+        assert max_diff(got, want) <= 1e-6
+        runner.set_background(OTHER_BGS[2:3])
+        got = runner.infer_frames(FRAMES[:2])
+        assert max_diff(got, whole.infer({"bg": repeated(OTHER_BGS[2:3], 2), "fgbg": FRAMES[:2]})) <= 1e-6
+        assert max_diff(got, {k: v[:2] for k, v in want.items()}) > 1e-3  # it is the new background that ran
+
+
+@pytest.mark.parametrize(
+    "shape, expect",
+    [
+        ((2, 3, 128, 128), "a fixed camera has one background"),
+        ((128, 128), "a fixed camera has one background"),
+        ((3, 64, 64), "is 64x64, the model takes 128x128"),
+        ((1, 1, 128, 128), r"must be \[N, 3, H, W\]"),
+    ],
+)
+def test_a_background_of_the_wrong_shape_is_refused(exported_pair, shape, expect):
+    bg = np.full(shape, 0.5, np.float32)
+    with open_runner(exported_pair) as runner:
+        with pytest.raises(UserError, match=expect):
+            runner.set_background(bg)
+    with SplitPairRunner(exported_pair) as pair:
+        with pytest.raises(UserError, match=r"infer_frames\(\) before set_background\(\)"):
+            pair.infer_frames(FRAMES)
+        with pytest.raises(UserError, match=expect):
+            pair.set_background(bg)
+        with pytest.raises(UserError, match=r"infer_frames\(\) before set_background\(\)"):
+            pair.infer_frames(FRAMES)  # a refused background sets nothing
+
+
+def copy_model(src: Path, dst: Path, halves: tuple[str, ...] = ("bg", "frame")) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, dst / src.name)
+    for part, path in zip(("bg", "frame"), split_paths(src)):
+        if part in halves:
+            shutil.copy(path, dst / path.name)
+    return dst / src.name
+
+
+def test_open_fixed_camera_picks_the_pair_when_it_is_beside(exported_pair, exported_onnx, tmp_path):
+    pair = open_fixed_camera(exported_pair)
+    assert isinstance(pair, SplitPairRunner)
+    assert pair.notes[0] == "fixed camera: model.bg.onnx once per background, model.frame.onnx per frame"
+
+    off = open_fixed_camera(exported_pair, cache=False)
+    assert not isinstance(off, SplitPairRunner) and off.path == exported_pair and off.interface.part == "whole"
+    assert off.notes[0].startswith("fixed camera:") and "--no-bg-cache" in off.notes[0]
+
+    lone = open_fixed_camera(exported_onnx)
+    assert not isinstance(lone, SplitPairRunner) and lone.path == exported_onnx
+    assert lone.notes[0].startswith("fixed camera: no split pair beside it")
+    assert "model.bg.onnx and model.frame.onnx missing" in lone.notes[0]
+
+    half = open_fixed_camera(copy_model(exported_pair, tmp_path / "half", halves=("bg",)))
+    assert not isinstance(half, SplitPairRunner)
+    assert "(model.frame.onnx missing;" in half.notes[0] and "model.bg.onnx" not in half.notes[0]
+    with off:  # the whole network, set up for a fixed camera all the same
+        off.set_background(BG)
+        assert off.infer_frames(FRAMES[:1])["mask"].shape == (1, 1, *SIZE)
+
+
+def edit_metadata(path: Path, key: str, value: str) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    props = [p for p in proto.metadata_props if p.key == key]
+    assert len(props) == 1, key
+    assert props[0].value != value
+    props[0].value = value
+    onnx.save(proto, str(path))
+
+
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("other-export", "the two halves come from different exports (split_pair differs)"),
+        ("other-checkpoint", "checkpoint sha256 differs"),
+        ("swapped", "model.frame.onnx: holds the bg part, expected the frame half"),
+    ],
+)
+def test_a_pair_that_does_not_belong_together_is_refused_in_one_line(exported_pair, tmp_path, case, reason):
+    model = copy_model(exported_pair, tmp_path / case)
+    bg_half, frame_half = split_paths(model)
+    if case == "other-export":
+        edit_metadata(frame_half, "toolkit.split_pair", "0123456789abcdef")
+    elif case == "other-checkpoint":
+        edit_metadata(frame_half, "toolkit.checkpoint_sha256", "0" * 64)
+    else:
+        shutil.copy(bg_half, frame_half)
+    for opening in (lambda: SplitPairRunner(model), lambda: open_fixed_camera(model)):
+        with pytest.raises(UserError) as e:
+            opening()
+        message = str(e.value)
+        assert reason in message and "\n" not in message
+    if case != "swapped":
+        assert message.startswith("model.bg.onnx, model.frame.onnx: not the split pair of model.onnx: ")
+        assert message.endswith("export again, or --no-bg-cache to run the whole model")
+    off = open_fixed_camera(model, cache=False)  # the way out the message names
+    assert not isinstance(off, SplitPairRunner)
+
+
+@pytest.mark.parametrize("part", ["bg", "frame"])
+def test_open_runner_refuses_a_half_and_names_the_whole_model(exported_pair, part):
+    half = exported_pair.with_name(f"model.{part}.onnx")
+    with pytest.raises(UserError) as e:
+        open_runner(half)
+    message = str(e.value)
+    assert f"holds the {part} half of the fixed-camera pair" in message and "(model.onnx)" in message
+    assert "\n" not in message
+    assert open_runner(half, part=part).interface.part == part  # asked for, the half opens

@@ -1,0 +1,89 @@
+"""`--provider auto`: the fastest runtime for a model on this machine, measured, and said.
+
+Which runtime wins depends on the machine and the graph (OpenVINO and ONNX Runtime run the folded
+fp32 graph within ~20 % of each other on a 2-core EPYC, in either order by precision; a GPU
+provider wins by far where there is one), so it is timed, not guessed: each runtime this machine
+has for the file opens the model, runs a few warm-up calls, then the candidates are timed in
+interleaved rounds at batch 1 and the fastest median wins. A few seconds at start; the note says
+what was measured. A checkpoint runs on CUDA when PyTorch sees a GPU, else on the CPU (no timing:
+PyTorch is the reference, not a deployment runtime). An engine has one runtime.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROUNDS = 5
+WARMUP = 2
+
+
+def candidates(path: Path) -> list[str]:
+    """The providers this machine has for an `.onnx` file, CPU first."""
+    import onnxruntime as ort
+
+    found = ["cpu"]
+    if importlib.util.find_spec("openvino") is not None:
+        found.append("openvino")
+    available = ort.get_available_providers()
+    found += [p for p, ep in (("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")) if ep in available]
+    return found
+
+
+def _time(runners: dict[str, Any]) -> dict[str, float]:
+    """Median ms per call of each activated runner at batch 1, interleaved rounds."""
+    rng = np.random.default_rng(0)
+    first = next(iter(runners.values()))
+    io, size = first.interface, first.spec.size
+    feed = {k: rng.random((1, *io.shape(k, size)), dtype=np.float32) for k in io.inputs}
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for runner in runners.values():
+        for _ in range(WARMUP):
+            runner.infer(feed)
+    for _ in range(ROUNDS):
+        for name, runner in runners.items():
+            t0 = time.perf_counter()
+            runner.infer(feed)
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) * 1000 for name, t in times.items()}
+
+
+def pick_provider(path: str | Path, opener: Callable[..., Any], *, part: str = "whole", **options: Any) -> tuple[str, str]:
+    """(the provider `auto` means for the model file `path` here, the note that says why).
+    `opener`: `open_runner` (passed in: the runner protocol imports this module, not the other
+    way round). `part`: what the file holds (a fixed camera times its frame half: what runs per frame)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".engine":
+        return "cpu", "--provider auto: an engine runs on TensorRT, its only runtime"
+    if suffix == ".pt":
+        from ..optional import import_optional
+
+        torch = import_optional("torch", "PyTorch (needed to run a .pt checkpoint)", "train")
+        provider = "cuda" if torch.cuda.is_available() else "cpu"
+        return provider, f"--provider auto: PyTorch on {provider.upper()}"
+    names = candidates(path)
+    if len(names) == 1:
+        return "cpu", "--provider auto: ONNX Runtime's CPU provider, the only runtime here (pip install openvino to try OpenVINO)"
+    runners = {name: opener(path, part=part, **(options | {"provider": name})) for name in names}
+    try:
+        usable = {}
+        for name, runner in runners.items():
+            runner.activate()
+            if not getattr(runner, "uses_requested_provider", True):
+                runner.deactivate()  # listed, but its libraries did not load: it fell back to the CPU
+                continue
+            usable[name] = runner
+        ms = _time(usable)
+    finally:
+        for runner in runners.values():
+            runner.deactivate()
+    best = min(ms, key=ms.__getitem__)
+    others = ", ".join(f"{n} {t:.1f} ms" for n, t in sorted(ms.items(), key=lambda kv: kv[1]) if n != best)
+    what = "frame" if part == "frame" else "pair"
+    return best, f"--provider auto: {best} ({ms[best]:.1f} ms per {what} at batch 1, timed here; {others})"
