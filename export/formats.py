@@ -1,7 +1,7 @@
 """The export formats, one declarative table; each export runs wrapped so a failure is one line.
 
 A row names the option that asks for it (`selected`), the file(s) it writes (`filename`, which
-`ExportContext.target` turns into the path the row writes), what it needs from earlier rows, a
+`target` turns into the path the row writes), what it needs from earlier rows, a
 check that runs before anything is written (`preflight`), and the function that writes it (`run`,
 given one `ExportContext`). The options themselves are checked in export.options. `run_exports` runs the selected
 rows in table order (a row's needs come before it), passing each the paths the earlier rows
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,105 +26,20 @@ from typing import TYPE_CHECKING
 from toolkit.errors import CheckFailed, MissingDependency, ToolkitError, UserError
 from toolkit.install import install_hint
 
+from .context import Artifact, ExportContext
 from .options import ExportOptions
+from .pair_rows import derived_pair, given_pair, pair_artifacts
 
 if TYPE_CHECKING:
     from toolkit.compare import ParityResult
 
     from .fp16 import Fp16Report
-    from .int8 import CalibrationPairs, Int8Report
+    from .int8 import Int8Report
     from .tensorrt import EngineReport
 
     ReportOfRow = ParityResult | Fp16Report | Int8Report | EngineReport
 
 ONNX_PRECISIONS = ("fp32", "fp16", "int8")
-
-
-@dataclass
-class Artifact:
-    """One file (or folder) a row wrote, or (`written` False) the given ONNX model it used."""
-
-    path: Path
-    precision: str
-    summary: str  # the check figures, one line
-    detail: ReportOfRow | None = None  # the row's own report
-    notes: list[str] = field(default_factory=list)
-    written: bool = True
-    part: str = "whole"  # or "bg" / "frame": a half of the fixed-camera pair beside the whole model
-
-
-@dataclass
-class ExportContext:
-    """Everything a row's `run` gets: the source (a checkpoint, or an exported `.onnx`), the
-    output folder, the options, what the rows before it produced, and (made once, on first use)
-    the validation/calibration pairs."""
-
-    source: Path
-    out_dir: Path
-    options: ExportOptions
-    produced: dict[str, list[Artifact]] = field(default_factory=dict)  # row key -> what it wrote
-    calibration: CalibrationPairs | None = None
-
-    def target(self, key: str, precision: str = "") -> Path:
-        """Where the row `key` writes (for `precision`): its table `filename` under its root."""
-        fmt = next(f for f in FORMATS if f.key == key)
-        root = self.options.triton if fmt.root == "triton" else self.out_dir
-        assert root is not None  # the triton row only runs with a repository folder
-        return root / fmt.filename.format(precision=precision, name=self.options.triton_name)
-
-    @property
-    def from_onnx(self) -> bool:
-        """The source is an exported `.onnx`: the rows that need only ONNX run, without PyTorch."""
-        return self.source.suffix.lower() == ".onnx"
-
-    def checkpoint_sha256(self) -> str:
-        """The source checkpoint's SHA-256: of the `.pt`, or as the given ONNX model records it."""
-        from toolkit.fsutil import sha256_file
-
-        if not self.from_onnx:
-            return sha256_file(self.source)
-        from toolkit.runtime.onnx_info import read_onnx_info
-
-        return read_onnx_info(self.source).metadata.get("toolkit.checkpoint_sha256", "")
-
-    def onnx_model(self, precision: str) -> Path | None:
-        """The ONNX file of `precision` written (or given) earlier in this run, if any."""
-        for artifacts in self.produced.values():
-            for artifact in artifacts:
-                if artifact.precision == precision and artifact.path.suffix == ".onnx" and artifact.part == "whole":
-                    return artifact.path
-        return None
-
-    def has_pair(self, model: Path) -> bool:
-        """The split pair of `model` was written (or found beside the given model) in this run."""
-        from toolkit.runtime.fixed import split_paths
-
-        halves = set(split_paths(model))
-        return sum(a.path in halves for artifacts in self.produced.values() for a in artifacts) == 2
-
-    @property
-    def fp32_onnx(self) -> Path:
-        path = self.onnx_model("fp32")
-        if path is None:  # run_exports never runs a row whose needs failed: only a given model can lack it
-            raise UserError(f"{self.source}: is not an fp32 model; fp16, int8 and Triton are made from the fp32 export")
-        return path
-
-    def pairs(self) -> CalibrationPairs:
-        """The calibration part and held-out gate part at the model's size: from `--calib`, else
-        a small synthetic set made in a temporary folder."""
-        if self.calibration is None:
-            from toolkit.runtime.onnx_info import read_onnx_info
-
-            from .int8 import load_pairs, synthetic_pairs
-
-            size = read_onnx_info(self.fp32_onnx).spec.size
-            o = self.options
-            if o.calib is not None:
-                self.calibration = load_pairs(o.calib, size, calib_pairs=o.calib_pairs, gate_pairs=o.gate_pairs)
-            else:
-                with tempfile.TemporaryDirectory(prefix="toolkit-calib-") as tmp:
-                    self.calibration = synthetic_pairs(tmp, size, calib_pairs=o.calib_pairs, gate_pairs=o.gate_pairs)
-        return self.calibration
 
 
 @dataclass(frozen=True)
@@ -145,38 +59,21 @@ class ExportFormat:
 # -- the rows ---------------------------------------------------------------------------------
 def _onnx_fp32(ctx: ExportContext) -> list[Artifact]:
     if ctx.from_onnx:
-        return [_given_onnx(ctx.source), *_given_pair(ctx.source)]
+        return [_given_onnx(ctx.source), *given_pair(ctx.source)]
     from .onnx import export_onnx
     from .split import export_split
 
     o = ctx.options
-    path, check = export_onnx(ctx.source, ctx.target("onnx"), graph=o.graph, size=o.image_size, dynamic=o.dynamic_size)
+    path, check = export_onnx(ctx.source, target(ctx, "onnx"), graph=o.graph, size=o.image_size, dynamic=o.dynamic_size)
     at = f"any multiple of 4 (nominal {_size_of(path)}; checked at two sizes)" if o.dynamic_size else _size_of(path)
     summary = f"{o.graph} graph at {at}; ONNX Runtime vs PyTorch: {_diffs(check)}"
     bg, frame, pair_check = export_split(ctx.source, path)
-    return [Artifact(path, "fp32", summary, check), *_pair_artifacts(bg, frame, "fp32", f"vs PyTorch: {_diffs(pair_check)}")]
+    return [Artifact(path, "fp32", summary, check), *pair_artifacts(bg, frame, "fp32", f"vs PyTorch: {_diffs(pair_check)}")]
 
 
 def _diffs(check: ParityResult) -> str:
     mean = sum(check.mean_abs.values()) / len(check.mean_abs)  # both outputs have as many values
     return f"max abs diff {max(check.max_abs.values()):.2e}, mean {mean:.2e} on {check.pairs} pairs"
-
-
-def _pair_artifacts(bg: Path, frame: Path, precision: str, figures: str, *, written: bool = True) -> list[Artifact]:
-    """The two halves of a fixed-camera pair as a row's artifacts; `figures`: the pair's check."""
-    return [Artifact(bg, precision, "fixed camera: background half, run once per background", written=written, part="bg"),
-            Artifact(frame, precision, f"fixed camera: frame half; the pair {figures}", written=written, part="frame")]
-
-
-def _given_pair(model: Path) -> list[Artifact]:
-    """The split pair beside a given model, used as it is (nothing when there is none)."""
-    from toolkit.runtime.fixed import SplitPairRunner, split_paths
-
-    bg, frame = split_paths(model)
-    if not (bg.is_file() and frame.is_file()):
-        return []
-    runner = SplitPairRunner(model)  # refuses a pair that does not belong to the model
-    return _pair_artifacts(bg, frame, runner.precision, "beside the given model, used as it is", written=False)
 
 
 def _size_of(path: Path) -> str:
@@ -205,27 +102,9 @@ def _fp16(ctx: ExportContext) -> list[Artifact]:
 
     pairs = ctx.pairs()
     feeds = batches(pairs.everything())
-    path, report = convert_fp16(ctx.fp32_onnx, ctx.target("fp16"), feeds)
+    path, report = convert_fp16(ctx.fp32_onnx, target(ctx, "fp16"), feeds)
     whole = Artifact(path, "fp16", report.summary() + f" ({pairs.source} data)", report, report.notes)
-    return [whole, *_derived_pair(ctx, whole, lambda: fp16_pair(ctx.fp32_onnx, path, feeds))]
-
-
-def _derived_pair(ctx: ExportContext, whole: Artifact, derive: Callable[[], tuple[Path, Path, ParityResult] | None]) -> list[Artifact]:
-    """The fp16/int8 pair beside `whole`, converted from the fp32 pair when this run has one. A
-    pair that fails its check is not written, and the whole model stands (a warning says so):
-    the fixed camera then runs the whole network."""
-    if not ctx.has_pair(ctx.fp32_onnx):
-        whole.notes.append(f"no fixed-camera pair: {ctx.fp32_onnx.name} has none beside it (export from the checkpoint to get one)")
-        return []
-    try:
-        made = derive()
-    except CheckFailed as e:
-        whole.notes.append(f"warning: {e}; the fixed camera runs {whole.path.name} whole")
-        return []
-    assert made is not None  # has_pair: the fp32 pair exists
-    bg, frame, check = made
-    verdict = "" if check else " (FAILED, written with --force)"
-    return _pair_artifacts(bg, frame, whole.precision, f"vs fp32: {check.figures()}{verdict}")
+    return [whole, *derived_pair(ctx, whole, lambda: fp16_pair(ctx.fp32_onnx, path, feeds))]
 
 
 def _int8(ctx: ExportContext) -> list[Artifact]:
@@ -233,12 +112,12 @@ def _int8(ctx: ExportContext) -> list[Artifact]:
     from .split import int8_pair
 
     o = ctx.options
-    path, report = quantize_int8(ctx.fp32_onnx, ctx.target("int8"), ctx.pairs(),
+    path, report = quantize_int8(ctx.fp32_onnx, target(ctx, "int8"), ctx.pairs(),
                                  target=o.int8_target, method=o.calib_method, force=o.force)
     whole = Artifact(path, "int8", report.summary(), report, report.notes)
     derive = lambda: int8_pair(ctx.fp32_onnx, path, ctx.pairs(), target=o.int8_target, method=o.calib_method,  # noqa: E731
                                force=report.forced)
-    return [whole, *_derived_pair(ctx, whole, derive)]
+    return [whole, *derived_pair(ctx, whole, derive)]
 
 
 def _tensorrt_preflight(options: ExportOptions) -> None:
@@ -254,21 +133,24 @@ def _engines(ctx: ExportContext) -> list[Artifact]:
     digest = ctx.checkpoint_sha256()
     from toolkit.runtime.fixed import split_paths
 
+    from .split import remove_stale_pair
+
     built = []
     for precision in ONNX_PRECISIONS:
         source = ctx.onnx_model(precision)
         if source is None:
             continue
-        out = ctx.target("engine", precision)
+        out = target(ctx, "engine", precision)
         jobs = [(source, out, "whole")]
         if ctx.has_pair(source):  # the fixed-camera pair's engines beside the whole model's
             jobs += [(s, o, part) for s, o, part in zip(split_paths(source), split_paths(out), ("bg", "frame"))]
+        stale = [] if ctx.has_pair(source) else remove_stale_pair(out)
         for onnx_file, engine, part in jobs:
             report = build_engine(onnx_file, engine, precision=precision, batch=o.batch, workspace_mb=o.workspace_mb,
                                   timing_cache=cache, checkpoint_sha256=digest, sizes=o.size_profile)
             summary = (f"TensorRT {report.tensorrt_version} on {report.gpu_name}, batch {report.batch}, "
                        f"built in {report.build_seconds:.1f} s from {onnx_file.name}")
-            built.append(Artifact(engine, precision, summary, report, list(report.notes), part=part))
+            built.append(Artifact(engine, precision, summary, report, list(report.notes) + (stale if part == "whole" else []), part=part))
     return built
 
 
@@ -281,7 +163,7 @@ def _triton(ctx: ExportContext) -> list[Artifact]:
     from .triton import DEFAULT_MAX_BATCH, write_triton_repo
 
     o = ctx.options
-    repo = ctx.target("triton").parent
+    repo = target(ctx, "triton").parent
     engines = {a.precision: a.path for a in ctx.produced.get("engine", []) if a.part == "whole"}
     engine = next((engines[p] for p in ("fp16", "fp32", "int8") if p in engines), None)
     max_batch = min(DEFAULT_MAX_BATCH, o.batch.max) if engine is not None else DEFAULT_MAX_BATCH
@@ -328,6 +210,12 @@ FORMATS: tuple[ExportFormat, ...] = (
                  needs=("onnx",), uses=("engine",), preflight=_triton_preflight, root="triton",
                  selected=lambda o: o.triton is not None),
 )
+
+
+def target(ctx: ExportContext, key: str, precision: str = "") -> Path:
+    """Where the row `key` writes (for `precision`): its table `filename` under its root."""
+    fmt = next(f for f in FORMATS if f.key == key)
+    return ctx.place(fmt.filename, fmt.root, precision)
 
 
 def selected_formats(options: ExportOptions) -> list[ExportFormat]:

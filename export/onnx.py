@@ -23,7 +23,7 @@ import onnx
 from toolkit.compare import DEFAULT_THRESHOLDS, ParityResult, check_model
 from toolkit.errors import CheckFailed, UserError
 from toolkit.fsutil import atomic_path
-from toolkit.sizes import DYNAMIC_SIZE_KEY
+from toolkit.sizes import DYNAMIC_SIZE_KEY, MAX_SIZE
 from toolkit.spec import INPUT_NAMES, MAX_BATCH, METADATA_PREFIX, OUTPUT_NAMES
 
 from .metadata import export_metadata
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     import torch
 
 OPSET = 18
-MAX_SIZE = 4096  # the largest H or W a dynamic-size export admits
 FP32_TOLERANCE = DEFAULT_THRESHOLDS["fp32"].max_abs
 GRAPHS = ("folded", "literal")
 

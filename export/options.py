@@ -135,6 +135,8 @@ class ExportOptions:
             raise UserError("--engine builds int8 engines from a TensorRT-target int8 model (zero points 0): "
                             "add --int8-target tensorrt, or drop --int8")
         check_model_name(self.triton_name)
+        if self.dynamic_size and self.triton is not None:
+            raise UserError("--dynamic-size and --triton: the Triton repository needs a fixed input size; export it without --dynamic-size")
         if self.triton_kind not in (None, "cpu", "gpu"):
             raise UserError(f"--triton-kind must be cpu or gpu, got {self.triton_kind!r}")
         if self.calib is not None:

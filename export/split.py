@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,11 +26,11 @@ import onnx
 
 from toolkit.compare import ParityResult, Thresholds, check_model
 from toolkit.errors import CheckFailed
-from toolkit.fsutil import atomic_path
-from toolkit.runtime.fixed import SplitPairRunner, split_paths
+from toolkit.fsutil import atomic_path, sha256_file
+from toolkit.runtime.fixed import PARTS, WHOLE_KEY, SplitPairRunner, split_paths
 from toolkit.runtime.onnx_info import read_onnx_info
 from toolkit.sizes import is_dynamic
-from toolkit.spec import FEATURE_CHANNELS, FEATURES_NAME, INTERFACES, METADATA_PREFIX, OUTPUT_NAMES
+from toolkit.spec import FEATURES_NAME, INTERFACES, METADATA_PREFIX, OUTPUT_NAMES
 
 from .metadata import set_metadata
 from .onnx import OPSET, _finish, check_sizes, probe_inputs, torch_export
@@ -37,7 +38,6 @@ from .onnx import OPSET, _finish, check_sizes, probe_inputs, torch_export
 if TYPE_CHECKING:
     from .int8 import CalibrationPairs
 
-PARTS = ("bg", "frame")
 # Metadata of the whole model a half does not share (it describes the whole graph).
 WHOLE_ONLY_KEYS = tuple(f"{METADATA_PREFIX}{k}" for k in ("gflop_per_pair", "fp16_check", "fp16_kept_fp32", "int8_gate", "int8_float_nodes"))
 
@@ -48,10 +48,10 @@ Converter = Callable[[onnx.ModelProto, str], onnx.ModelProto]
 def half_metadata(whole: dict[str, str], part: str, pair_id: str, layout: str = "NCHW") -> dict[str, str]:
     """A half's metadata: the whole model's (what links them), its part and tensors, the
     features' shape and layout, the pair id."""
-    h, w = (int(v) for v in whole[f"{METADATA_PREFIX}input_size"].split("x"))
+    size = tuple(int(v) for v in whole[f"{METADATA_PREFIX}input_size"].split("x"))
     io = INTERFACES[part]
     props = {k: v for k, v in whole.items() if k not in WHOLE_ONLY_KEYS}
-    shape = (FEATURE_CHANNELS, h // 2, w // 2) if layout == "NCHW" else (h // 2, w // 2, FEATURE_CHANNELS)
+    shape = replace(io, features_layout=layout).shape(FEATURES_NAME, size)  # type: ignore[arg-type]
     return props | {
         f"{METADATA_PREFIX}split": part,
         f"{METADATA_PREFIX}inputs": ",".join(io.inputs),
@@ -59,14 +59,25 @@ def half_metadata(whole: dict[str, str], part: str, pair_id: str, layout: str = 
         f"{METADATA_PREFIX}bg_features": "x".join(map(str, shape)),
         f"{METADATA_PREFIX}bg_features_layout": layout,
         f"{METADATA_PREFIX}split_pair": pair_id,
-        f"{METADATA_PREFIX}split_of": whole.get(f"{METADATA_PREFIX}split_of", ""),
     }
 
 
-def _pair_id(model: Path, whole: dict[str, str]) -> str:
-    keys = ("checkpoint_sha256", "precision", "graph", "input_size")
-    text = "|".join([model.name, *(whole.get(f"{METADATA_PREFIX}{k}", "") for k in keys)])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def _linked(model: Path, whole: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The whole model's metadata with the SHA-256 of its file (what its halves record), and the pair id."""
+    digest = sha256_file(model)
+    return whole | {WHOLE_KEY: digest}, hashlib.sha256(f"{digest}|{model.name}".encode()).hexdigest()[:16]
+
+
+def remove_stale_pair(model: Path) -> list[str]:
+    """Remove halves left beside `model` by an earlier run when this run wrote `model` without a
+    pair (they would not match it); a note per file removed."""
+    notes = []
+    for half in split_paths(model):
+        for path in (half, half.with_name(half.name + ".json")):
+            if path.is_file():
+                path.unlink()
+                notes.append(f"removed {path.name}, left by an earlier export (it does not belong to this {model.name})")
+    return notes
 
 
 def _write_checked(model: Path, protos: dict[str, onnx.ModelProto], reference: Path,
@@ -104,11 +115,10 @@ def export_split(checkpoint: str | Path, model: str | Path, *, opset: int = OPSE
 
     checkpoint, model = Path(checkpoint), Path(model)
     info = read_onnx_info(model, require_spec=True)
-    whole_meta = info.metadata | {f"{METADATA_PREFIX}split_of": model.name}
+    whole_meta, pair_id = _linked(model, info.metadata)
     h, w = info.spec.size
     net = build_model(load_checkpoint(checkpoint))
     bg_half, frame_half = split(fold(net) if whole_meta.get(f"{METADATA_PREFIX}graph") == "folded" else net)
-    pair_id = _pair_id(model, whole_meta)
     protos = {}
     with tempfile.TemporaryDirectory(prefix="toolkit-split-") as tmp:
         example_bg = torch.rand(2, 3, h, w)
@@ -136,12 +146,13 @@ def derive_pair(source: Path, out: Path, convert: Converter, feeds: Iterable[dic
     halves = split_paths(source)
     if not all(p.is_file() for p in halves):
         return None
-    whole_meta = read_onnx_info(out).metadata | {f"{METADATA_PREFIX}split_of": out.name}
-    pair_id = _pair_id(out, whole_meta)
+    info = read_onnx_info(out)
+    whole_meta, pair_id = _linked(out, info.metadata)
     protos = {}
     for path, part in zip(halves, PARTS):
         protos[part] = set_metadata(convert(onnx.load(str(path)), part), half_metadata(whole_meta, part, pair_id, layout))
-    return _write_checked(out, protos, source, feeds, thresholds, force=force)
+    more = check_sizes(info.spec.size, is_dynamic(info.metadata))[1:]  # a dynamic pair: at a second size too
+    return _write_checked(out, protos, source, feeds, thresholds, force=force, more_sizes=more)
 
 
 def fp16_pair(source: Path, out: Path, feeds: list[dict[str, np.ndarray]]) -> tuple[Path, Path, ParityResult] | None:

@@ -101,6 +101,9 @@ def size_profile_for(source: OnnxModelInfo, sizes: SizeProfile | None) -> SizePr
         problem = check_size(*hw)
         if problem:
             raise UserError(f"--size-profile: {problem}")
+    if not sizes.admits(source.spec.size):  # every command resizes frames to it: the engine must take it
+        h, w = source.spec.size
+        raise UserError(f"--size-profile {sizes} leaves out the model's own size {h}x{w}, which every command runs it at")
     return sizes
 
 

@@ -1,6 +1,7 @@
 """infer on .pt and .onnx; the .onnx path must work with torch unimportable."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.conftest import run_cli
@@ -131,3 +132,13 @@ def test_a_folder_run_keeps_nothing_per_pair(exported_onnx, tmp_path):
     assert sum("resized" in note for note in report.notes) == SHOWN_SIZE_NOTES + 1
     assert report.notes[-1].startswith("... and 2 more pair(s)")
     assert not hasattr(report, "written")
+
+
+def test_no_bg_cache_only_applies_to_a_fixed_camera(exported_onnx, image_pair, tmp_path):
+    from toolkit.errors import UserError
+    from toolkit.infer import infer_files
+
+    bg, fgbg = image_pair
+    with pytest.raises(UserError, match="--no-bg-cache only applies to one background and a folder of frames"):
+        infer_files(exported_onnx, bg, fgbg, tmp_path / "out", bg_cache=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

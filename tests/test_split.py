@@ -5,8 +5,8 @@ import torch
 
 from toolkit.folded import fold
 from toolkit.model import EVA4Net, MaskDepthModel
-from toolkit.spec import IOSpec
-from toolkit.split import FEATURE_CHANNELS, split
+from toolkit.spec import FEATURE_CHANNELS, IOSpec
+from toolkit.split import split
 
 
 def _model(seed: int) -> MaskDepthModel:

@@ -116,6 +116,7 @@ class ParityReport:
     reference: str
     pairs: int
     results: list[ParityResult]
+    notes: list[str] = field(default_factory=list)  # e.g. a split pair left out, and why
 
     def __bool__(self) -> bool:
         return all(self.results)
@@ -128,6 +129,7 @@ class ParityReport:
             "pairs": self.pairs,
             "passed": bool(self),
             "models": [r.to_dict() for r in self.results],
+            "notes": list(self.notes),
         }
 
 
@@ -331,16 +333,20 @@ def find_reference(model: Path, runner: Runner) -> Path:
     raise UserError(f"{model}: reference checkpoint '{rel or name}' (from its metadata) not found or changed; pass --reference CKPT")
 
 
-def with_split_pairs(runners: list[Runner], **options: Any) -> list[Runner]:
+def with_split_pairs(runners: list[Runner], notes: list[str], **options: Any) -> list[Runner]:
     """Each runner, followed by its model's split pair when one sits beside it: parity judges
-    the pair (run as one model) with the same thresholds as the whole model."""
+    the pair (run as one model) with the same thresholds as the whole model. A pair that does not
+    belong to its model is left out with a note in `notes` (the whole model is still judged)."""
     from .runtime.fixed import SplitPairRunner, split_paths
 
     out: list[Runner] = []
     for runner in runners:
         out.append(runner)
         if runner.path.suffix.lower() != ".pt" and all(p.is_file() for p in split_paths(runner.path)):
-            out.append(SplitPairRunner(runner.path, **options))
+            try:
+                out.append(SplitPairRunner(runner.path, **options))
+            except UserError as e:
+                notes.append(f"split pair left out: {e}")
     return out
 
 
@@ -364,17 +370,21 @@ def run_parity(
         raise UserError("parity: --limit and --batch-size must be positive")
     first = open_runner(models[0], provider=provider)
     size = first.spec.size  # the network is fully convolutional: a checkpoint runs at the export's size
-    runners = with_split_pairs([first] + [open_at(m, size, provider=provider) for m in models[1:]], provider=provider)
+    notes: list[str] = []
+    runners = with_split_pairs([first] + [open_at(m, size, provider=provider) for m in models[1:]], notes, provider=provider)
     ref_path = Path(reference) if reference else find_reference(Path(models[0]), first)
     ref_runner = open_at(ref_path, size)
     for r in [ref_runner, *runners]:
         if r.spec.size != size:
             raise UserError(f"{r.path}: takes {r.spec.height}x{r.spec.width}, {first.path.name} {size[0]}x{size[1]}")
     if data is not None:
-        return compare_runners(ref_runner, runners, dataset_feeds(data, size, limit=limit, batch_size=batch_size), overrides)
-    from .data.synth import synthesize
+        report = compare_runners(ref_runner, runners, dataset_feeds(data, size, limit=limit, batch_size=batch_size), overrides)
+    else:
+        from .data.synth import synthesize
 
-    with tempfile.TemporaryDirectory(prefix="toolkit-parity-") as tmp:
-        synthesize(Path(tmp) / "data", backgrounds=2, foregrounds=4, placements=2, size=max(size), seed=1234)
-        feeds = dataset_feeds(Path(tmp) / "data", size, limit=limit, batch_size=batch_size)
-        return compare_runners(ref_runner, runners, feeds, overrides)
+        with tempfile.TemporaryDirectory(prefix="toolkit-parity-") as tmp:
+            synthesize(Path(tmp) / "data", backgrounds=2, foregrounds=4, placements=2, size=max(size), seed=1234)
+            feeds = dataset_feeds(Path(tmp) / "data", size, limit=limit, batch_size=batch_size)
+            report = compare_runners(ref_runner, runners, feeds, overrides)
+    report.notes = notes
+    return report

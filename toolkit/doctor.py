@@ -181,7 +181,9 @@ def _openvino() -> Check:
         return Check("OpenVINO", "-", False, "missing: `--provider openvino` disabled (Intel CPU, iGPU, NPU runtime)",
                      install_hint("openvino"))
     try:
-        devices = list(ov.Core().available_devices)
+        from .optional import openvino_core
+
+        devices = list(openvino_core().available_devices)
     except Exception as e:  # a broken plugin install: report, never crash the doctor
         return Check("OpenVINO", str(getattr(ov, "__version__", "?")), False, f"installed but unusable ({type(e).__name__})",
                      install_hint("openvino"))

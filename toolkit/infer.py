@@ -94,9 +94,11 @@ def pair_folders(bg_dir: Path, fgbg_dir: Path, out: Path) -> tuple[list[PairJob]
     return jobs, notes
 
 
-def load_pair(job: PairJob, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
-    """Original-size RGB images and their model-size versions; differing sizes are reconciled."""
-    bg = imageio.read_rgb(job.bg)
+def load_pair(job: PairJob, size: tuple[int, int], background: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str | None]:
+    """Original-size RGB images and their model-size versions; differing sizes are reconciled.
+    `background`: the fixed camera's (image, model-size image), read once for every frame."""
+    bg = background[0] if background is not None else imageio.read_rgb(job.bg)
     fgbg = imageio.read_rgb(job.fgbg)
     note = None
     if bg.shape != fgbg.shape:
@@ -104,7 +106,7 @@ def load_pair(job: PairJob, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarr
             f"{job.fgbg.name}: bg is {bg.shape[1]}x{bg.shape[0]} and fgbg {fgbg.shape[1]}x{fgbg.shape[0]}; "
             f"both resized to the model's {size[1]}x{size[0]}, outputs at the fgbg's size"
         )
-    return bg, fgbg, imageio.resize(bg, size), imageio.resize(fgbg, size), note
+    return bg, fgbg, background[1] if background is not None else imageio.resize(bg, size), imageio.resize(fgbg, size), note
 
 
 def write_outputs(out: Path, bg: np.ndarray, fgbg: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> list[Path]:
@@ -156,6 +158,8 @@ def infer_files(
     else:
         skipped = 0
     fixed = len(jobs) > 1 and len({job.bg for job in jobs}) == 1
+    if not bg_cache and not fixed:
+        raise UserError("--no-bg-cache only applies to one background and a folder of frames (a fixed camera)")
     if isinstance(model, Runner):
         runner = model
     else:
@@ -164,13 +168,16 @@ def infer_files(
     with runner:
         report.notes += runner.notes  # after activation: a provider that failed to load says so then
         size = runner.spec.size
-        if fixed:
-            runner.set_background(imageio.to_nchw([imageio.resize(imageio.read_rgb(jobs[0].bg), size)]))
+        background = None
+        if fixed:  # read and resized once; its features computed once where the split pair runs
+            image = imageio.read_rgb(jobs[0].bg)
+            background = (image, imageio.resize(image, size))
+            runner.set_background(imageio.to_nchw([background[1]]))
         for group in _batches(jobs, batch_size):
             loaded, ready = [], []
             for job in group:
                 try:
-                    loaded.append(load_pair(job, size))
+                    loaded.append(load_pair(job, size, background))
                     ready.append(job)
                 except UserError as e:
                     if len(jobs) == 1 or fail_fast:

@@ -8,10 +8,12 @@ the edge install never loads PyTorch or TensorRT by accident.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from importlib import metadata
 from types import ModuleType
+from typing import Any
 
 from .errors import MissingDependency
 
@@ -64,3 +66,11 @@ def tensorrt_version() -> str | None:
         return str(importlib.import_module("tensorrt").__version__)
     except Exception:  # a broken install (missing libnvinfer) is "not installed" here
         return None
+
+
+@functools.lru_cache(maxsize=1)
+def openvino_core() -> Any:
+    """One OpenVINO Core per process, as OpenVINO advises: every runner (a split pair opens
+    three) compiles on it, `--provider auto` lists its devices. Several Cores, each with its own
+    CPU thread pool, left a process that later forked (a PyTorch DataLoader worker) crashing."""
+    return import_optional("openvino", "OpenVINO (needed for --provider openvino)", "openvino").Core()

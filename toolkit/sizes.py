@@ -20,6 +20,7 @@ from .spec import METADATA_PREFIX, parse_image_size
 
 DYNAMIC_SIZE_KEY = f"{METADATA_PREFIX}dynamic_size"
 SIZE_MULTIPLE = 4
+MAX_SIZE = 4096  # the largest H or W a dynamic-size export admits
 
 
 def is_dynamic(metadata: Mapping[str, str]) -> bool:
@@ -31,6 +32,8 @@ def check_size(height: int, width: int) -> str | None:
     """Why a dynamic model cannot take H x W (None when it can)."""
     if height <= 0 or width <= 0 or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
         return f"{height}x{width} is not a size the network takes (H and W: positive multiples of {SIZE_MULTIPLE})"
+    if max(height, width) > MAX_SIZE:
+        return f"{height}x{width} is over the largest size a dynamic-size export takes ({MAX_SIZE})"
     return None
 
 

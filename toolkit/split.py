@@ -20,10 +20,8 @@ from torch import nn
 
 from .folded import FoldedEVA4Net
 from .model import EVA4Net, MaskDepthModel
-from .spec import FEATURE_CHANNELS
 
 STEM_CHANNELS = 64  # per image, before the concatenation
-TRUNK_CHANNELS = FEATURE_CHANNELS - STEM_CHANNELS  # convblock4's outputs: its partial sums
 
 
 def _parts(model: MaskDepthModel) -> tuple[EVA4Net, nn.Module]:

@@ -74,6 +74,8 @@ def test_the_options_are_checked(exported_onnx, tmp_path):
         ExportOptions.from_given(size_profile="96x160,128x224,256x448")
     with pytest.raises(UserError, match="--size-profile: .*min <= opt <= max"):
         ExportOptions(engine=True, size_profile="128x224,96x160,256x448")
+    with pytest.raises(UserError, match="the Triton repository needs a fixed input size"):
+        ExportOptions(dynamic_size=True, triton=tmp_path / "repo")
     with pytest.raises(UserError, match="--dynamic-size only applies to a checkpoint"):
         check_source(exported_onnx, ExportOptions(fp16=True, dynamic_size=True))
     fixed = read_onnx_source(exported_onnx)
@@ -88,5 +90,9 @@ def test_an_engine_size_range_must_be_sizes_the_network_takes(dynamic_model):
     source = read_onnx_source(dynamic_model)
     assert size_profile_for(source, None) == SizeProfile.fixed(NOMINAL)
     assert size_profile_for(source, SizeProfile.of("16x16,32x48,64x96")).max == (64, 96)
+    with pytest.raises(UserError, match="leaves out the model's own size 32x48"):
+        size_profile_for(source, SizeProfile.of("64x96,96x128,128x160"))
+    with pytest.raises(UserError, match="over the largest size"):
+        size_profile_for(source, SizeProfile.of("16x16,32x48,64x8192"))
     with pytest.raises(ValueError, match="multiples of 4"):
         SizeProfile.of("16x18,32x48,64x96")

@@ -62,7 +62,7 @@ def test_an_export_writes_the_pair_beside_each_onnx_model(from_checkpoint, impor
         assert "toolkit.split" not in meta[whole] and meta[whole]["toolkit.precision"] == precision
         assert (bg["toolkit.split"], frame["toolkit.split"]) == ("bg", "frame")
         assert bg["toolkit.precision"] == frame["toolkit.precision"] == precision
-        assert bg["toolkit.split_of"] == frame["toolkit.split_of"] == whole
+        assert bg["toolkit.whole_onnx_sha256"] == frame["toolkit.whole_onnx_sha256"] == hashlib.sha256((out / whole).read_bytes()).hexdigest()
         assert bg["toolkit.split_pair"] == frame["toolkit.split_pair"] and len(bg["toolkit.split_pair"]) == 16
         assert (bg["toolkit.inputs"], bg["toolkit.outputs"]) == ("bg", "bg_features")
         assert (frame["toolkit.inputs"], frame["toolkit.outputs"]) == ("bg_features,fgbg", "mask,depth")
@@ -133,11 +133,17 @@ def test_an_onnx_source_without_a_pair_gives_no_halves_and_says_so(from_checkpoi
     lone = tmp_path / "lone" / "model.onnx"
     lone.parent.mkdir()
     shutil.copy(out / "model.onnx", lone)
+    (tmp_path / "fp16").mkdir()
+    for stale in ("model.fp16.bg.onnx", "model.fp16.frame.onnx"):  # an earlier run's pair, of another model.fp16.onnx
+        shutil.copy(out / stale, tmp_path / "fp16" / stale)
     outcomes = run_exports(lone, tmp_path / "fp16", options=OPTIONS)
     assert exit_code(outcomes) == 0, [o.error for o in outcomes]
     assert rows(outcomes) == {"onnx": [("model.onnx", "fp32", "whole", False)],
                               "fp16": [("model.fp16.onnx", "fp16", "whole", True)]}
     notes = outcomes[1].artifacts[0].notes
     assert "no fixed-camera pair: model.onnx has none beside it (export from the checkpoint to get one)" in notes
+    assert [n for n in notes if n.startswith("removed ")] == [
+        f"removed {name}, left by an earlier export (it does not belong to this model.fp16.onnx)"
+        for name in ("model.fp16.bg.onnx", "model.fp16.frame.onnx")]
     assert sorted(p.name for p in (tmp_path / "fp16").iterdir()) == ["model.fp16.onnx"]
     assert sorted(p.name for p in lone.parent.iterdir()) == ["model.onnx"]

@@ -174,3 +174,22 @@ def test_parser_error_is_one_line(tmp_path):
         build_engine(bad, tmp_path / "m.engine", precision="fp32")
     assert "\n" not in str(e.value)
     assert not (tmp_path / "m.engine").exists()
+
+
+@pytest.mark.parametrize("part, inputs, outputs", [("bg", ["bg"], ["bg_features"]), ("frame", ["bg_features", "fgbg"], ["mask", "depth"])])
+def test_a_half_of_the_fixed_camera_pair_gets_its_own_io_in_the_sidecar(tmp_path, exported_pair, part, inputs, outputs):
+    from toolkit.runtime.fixed import split_paths
+
+    half = split_paths(exported_pair)[0 if part == "bg" else 1]
+    source = read_onnx_source(half)
+    assert source.interface.part == part and list(source.interface.inputs) == inputs
+    engine = tmp_path / f"model.fp32.{part}.engine"
+    side = make_sidecar(engine=engine, plan_sha256="ab" * 32, source=source, precision="fp32", batch=(1, 8, 32),
+                        trt_version="10.13.0.35", gpu_name="NVIDIA L4", compute_capability="8.9", checkpoint_sha256="",
+                        build_seconds=1.0)
+    assert (side["inputs"], side["outputs"]) == (inputs, outputs) and side["metadata"]["toolkit.split"] == part
+    sidecar_path(engine).write_text(json.dumps(side))
+    assert load_sidecar(engine)["inputs"] == inputs  # read back as the half's interface, not the whole model's
+    sidecar_path(engine).write_text(json.dumps(side | {"inputs": ["bg", "fgbg"]}))
+    with pytest.raises(UserError, match=re.escape(f"expected {inputs} -> {outputs}")):
+        load_sidecar(engine)

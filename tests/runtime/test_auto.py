@@ -45,3 +45,27 @@ def test_a_fixed_camera_times_its_frame_half(exported_pair):
     runner = open_fixed_camera(exported_pair, provider="auto")
     assert "ms per frame at batch 1" in runner.notes[0]
     assert all(h.opened_with == runner.opened_with for h in runner.halves)
+
+
+def test_a_runtime_that_cannot_load_the_model_is_left_out(exported_onnx, monkeypatch):
+    from toolkit.errors import UserError
+    from toolkit.runtime import auto
+
+    monkeypatch.setattr(auto, "candidates", lambda path: ["cpu", "openvino"])
+
+    def opener(path, **options):
+        if options["provider"] == "openvino":
+            raise UserError(f"{path}: not a loadable ONNX model: OpenVINO refuses it (test)")
+        return open_runner(path, **options)
+
+    provider, note = pick_provider(exported_onnx, opener)
+    assert provider == "cpu"
+    assert re.fullmatch(r"--provider auto: cpu \(\d+\.\d ms per pair at batch 1, timed here; openvino left out: .*OpenVINO refuses it \(test\)\)", note)
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed (pip install openvino): one runtime, nothing timed")
+def test_a_half_can_be_opened_with_auto(exported_pair):
+    from toolkit.runtime.fixed import split_paths
+
+    runner = open_runner(split_paths(exported_pair)[1], part="frame", provider="auto")
+    assert runner.interface.part == "frame" and "ms per frame" in runner.notes[0]

@@ -174,6 +174,9 @@ def edit_metadata(path: Path, key: str, value: str) -> None:
         ("other-export", "the two halves come from different exports (split_pair differs)"),
         ("other-checkpoint", "checkpoint sha256 differs"),
         ("swapped", "model.frame.onnx: holds the bg part, expected the frame half"),
+        # the same checkpoint, precision, graph and size, but another file: e.g. a re-export with
+        # other calibration, or the whole model replaced while an old pair stayed beside it
+        ("other-whole", "they were written beside another model.onnx (its SHA-256 differs from what they record)"),
     ],
 )
 def test_a_pair_that_does_not_belong_together_is_refused_in_one_line(exported_pair, tmp_path, case, reason):
@@ -183,6 +186,8 @@ def test_a_pair_that_does_not_belong_together_is_refused_in_one_line(exported_pa
         edit_metadata(frame_half, "toolkit.split_pair", "0123456789abcdef")
     elif case == "other-checkpoint":
         edit_metadata(frame_half, "toolkit.checkpoint_sha256", "0" * 64)
+    elif case == "other-whole":
+        edit_metadata(model, "toolkit.version", "0.0.0-other")
     else:
         shutil.copy(bg_half, frame_half)
     for opening in (lambda: SplitPairRunner(model), lambda: open_fixed_camera(model)):
@@ -192,7 +197,7 @@ def test_a_pair_that_does_not_belong_together_is_refused_in_one_line(exported_pa
         assert reason in message and "\n" not in message
     if case != "swapped":
         assert message.startswith("model.bg.onnx, model.frame.onnx: not the split pair of model.onnx: ")
-        assert message.endswith("export again, or --no-bg-cache to run the whole model")
+        assert message.endswith("remove them or export again (--no-bg-cache runs the whole model)")
     off = open_fixed_camera(model, cache=False)  # the way out the message names
     assert not isinstance(off, SplitPairRunner)
 
@@ -206,3 +211,30 @@ def test_open_runner_refuses_a_half_and_names_the_whole_model(exported_pair, par
     assert f"holds the {part} half of the fixed-camera pair" in message and "(model.onnx)" in message
     assert "\n" not in message
     assert open_runner(half, part=part).interface.part == part  # asked for, the half opens
+
+
+def test_the_repeated_features_are_one_array_for_the_largest_batch(exported_pair, whole):
+    """serve --bg sees every batch size up to --max-batch: one copy, not one per size."""
+    with SplitPairRunner(exported_pair) as pair:
+        pair.set_background(BG)
+        for n in (3, 1, 2, 3):
+            want = whole.infer({"bg": repeated(BG, n), "fgbg": FRAMES[:n]})
+            assert max_diff(pair.infer_frames(FRAMES[:n]), want) <= TOLERANCE
+            assert pair._repeated.shape[0] == 3  # grown once, to the largest batch; smaller ones take a prefix
+
+
+def test_frames_of_another_size_than_the_background_are_one_line(exported_pair, whole):
+    with SplitPairRunner(exported_pair) as pair:
+        pair.set_background(BG)
+        with pytest.raises(UserError, match=r"frames are 64x64, the background set is 128x128"):
+            pair.infer_frames(FRAMES[:, :, :64, :64])
+    whole.set_background(BG)
+    with pytest.raises(UserError, match=r"frames must be \[N, 3, H, W\], got \[\]"):
+        whole.infer_frames(np.float32(3))
+
+
+def test_a_background_set_before_activation_is_used(exported_pair, whole):
+    pair = SplitPairRunner(exported_pair)
+    pair.set_background(BG)  # before activate(), as the base runner allows
+    with pair:
+        assert max_diff(pair.infer_frames(FRAMES), whole.infer({"bg": repeated(BG, 3), "fgbg": FRAMES})) <= TOLERANCE

@@ -121,7 +121,7 @@ def parity_notes(report) -> list[str]:
     """What the table's figures were judged by, and why a pass below a gate's figure is one."""
     from ..compare import UNDECIDED_BAND
 
-    notes = list(dict.fromkeys(f"{r.precision} thresholds: {_gates(r.thresholds)}" for r in report.results))
+    notes = list(dict.fromkeys(f"{r.precision} thresholds: {_gates(r.thresholds)}" for r in report.results)) + list(report.notes)
     for r in report.results:
         name = Path(r.model).name
         if _passed_on_decided(r):

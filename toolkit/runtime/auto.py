@@ -4,8 +4,9 @@ Which runtime wins depends on the machine and the graph (OpenVINO and ONNX Runti
 fp32 graph within ~20 % of each other on a 2-core EPYC, in either order by precision; a GPU
 provider wins by far where there is one), so it is timed, not guessed: each runtime this machine
 has for the file opens the model, runs a few warm-up calls, then the candidates are timed in
-interleaved rounds at batch 1 and the fastest median wins. A few seconds at start; the note says
-what was measured. A checkpoint runs on CUDA when PyTorch sees a GPU, else on the CPU (no timing:
+interleaved rounds at batch 1 and the fastest median wins. A few seconds at start (the first run
+on ONNX Runtime's TensorRT provider builds its engine first: minutes, then cached); the note says
+what was measured; a runtime that cannot load the model is left out with a note. A checkpoint runs on CUDA when PyTorch sees a GPU, else on the CPU (no timing:
 PyTorch is the reference, not a deployment runtime). An engine has one runtime.
 """
 
@@ -19,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
+
 ROUNDS = 5
 WARMUP = 2
 
@@ -29,7 +32,11 @@ def candidates(path: Path) -> list[str]:
 
     found = ["cpu"]
     if importlib.util.find_spec("openvino") is not None:
-        found.append("openvino")
+        from ..optional import openvino_core
+
+        devices = list(openvino_core().available_devices)  # "CPU", "GPU.0", "NPU": an Intel box's iGPU and NPU too
+        found += [f"openvino:{d}" if d != "CPU" else "openvino" for d in ("CPU", "GPU", "NPU")
+                  if any(x == d or x.startswith(d + ".") for x in devices)]
     available = ort.get_available_providers()
     found += [p for p, ep in (("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")) if ep in available]
     return found
@@ -70,20 +77,26 @@ def pick_provider(path: str | Path, opener: Callable[..., Any], *, part: str = "
     names = candidates(path)
     if len(names) == 1:
         return "cpu", "--provider auto: ONNX Runtime's CPU provider, the only runtime here (pip install openvino to try OpenVINO)"
-    runners = {name: opener(path, part=part, **(options | {"provider": name})) for name in names}
+    runners, left_out = {}, []
     try:
-        usable = {}
-        for name, runner in runners.items():
-            runner.activate()
+        for name in names:
+            try:
+                runner = opener(path, part=part, **(options | {"provider": name})).activate()
+            except UserError as e:  # this runtime cannot load the model: the others still can
+                left_out.append(f"{name} left out: {e}")
+                continue
+            runners[name] = runner
             if not getattr(runner, "uses_requested_provider", True):
                 runner.deactivate()  # listed, but its libraries did not load: it fell back to the CPU
-                continue
-            usable[name] = runner
-        ms = _time(usable)
+                del runners[name]
+        if not runners:
+            raise UserError(f"{path}: --provider auto: no runtime here loads the model ({'; '.join(left_out)})")
+        ms = _time(runners)
     finally:
         for runner in runners.values():
             runner.deactivate()
     best = min(ms, key=ms.__getitem__)
-    others = ", ".join(f"{n} {t:.1f} ms" for n, t in sorted(ms.items(), key=lambda kv: kv[1]) if n != best)
+    others = [f"{n} {t:.1f} ms" for n, t in sorted(ms.items(), key=lambda kv: kv[1]) if n != best] + left_out
     what = "frame" if part == "frame" else "pair"
-    return best, f"--provider auto: {best} ({ms[best]:.1f} ms per {what} at batch 1, timed here; {others})"
+    rest = f"; {', '.join(others)}" if others else ""
+    return best, f"--provider auto: {best} ({ms[best]:.1f} ms per {what} at batch 1, timed here{rest})"

@@ -113,10 +113,21 @@ class Runner(abc.ABC):
 
     def infer_frames(self, fgbg: np.ndarray) -> dict[str, np.ndarray]:
         """`{"mask", "depth"}` of frames `[N, 3, H, W]` against the background set last."""
+        frames = self.check_frames(fgbg)
+        assert self._background is not None  # check_frames refuses frames before a background
+        return self.infer({"bg": np.broadcast_to(self._background, (len(frames), *self._background.shape[1:])), "fgbg": frames})
+
+    def check_frames(self, fgbg: np.ndarray) -> np.ndarray:
+        """Frames `[N, 3, H, W]` of the background's size, after a `set_background`; one line otherwise."""
         if self._background is None:
             raise UserError(f"{self.name}: infer_frames() before set_background()")
         frames = np.asarray(fgbg, dtype=np.float32)
-        return self.infer({"bg": np.broadcast_to(self._background, (len(frames), *self._background.shape[1:])), "fgbg": frames})
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise UserError(f"{self.name}: frames must be [N, 3, H, W], got {list(frames.shape)}")
+        if frames.shape[2:] != self._background.shape[2:]:
+            h, w = self._background.shape[2:]
+            raise UserError(f"{self.name}: frames are {frames.shape[2]}x{frames.shape[3]}, the background set is {h}x{w}")
+        return frames
 
     def check_result(self, result: Mapping[str, np.ndarray], n: int, size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
         """The interface's outputs (`{"mask", "depth"}`, each `[N, 1, H, W]` at the model's size
@@ -141,6 +152,9 @@ class Runner(abc.ABC):
         batches = set()
         size = self.feed_size(feed)
         problem = check_size(*size) if self.dynamic_size else None
+        sizes = {tuple(np.shape(feed[n])[2:]) for n in names if n in INPUT_NAMES}
+        if self.dynamic_size and len(sizes) > 1:
+            raise UserError(f"{self.name}: bg and fgbg sizes differ ({' and '.join('x'.join(map(str, s)) for s in sorted(sizes))})")
         for n in names:
             a = np.ascontiguousarray(feed[n], dtype=np.float32)
             want = self.interface.shape(n, size)
@@ -212,7 +226,7 @@ def open_runner(path: str | Path, *, part: str = "whole", **options: Any) -> Run
     if provider == "auto" and entry is not None:
         from .auto import pick_provider
 
-        provider, auto_note = pick_provider(path, open_runner, **options)
+        provider, auto_note = pick_provider(path, open_runner, part=part, **options)
         options = options | {"provider": provider}
     if path.suffix.lower() == ".onnx" and provider.split(":")[0] in ONNX_RUNTIMES:
         entry = ONNX_RUNTIMES[provider.split(":")[0]]  # "openvino" or "openvino:GPU": OpenVINO reads the .onnx

@@ -28,6 +28,17 @@ from .base import Runner, background_batch, open_runner
 PARTS = ("bg", "frame")
 # What both halves and the whole model must agree on (`toolkit.` metadata keys).
 LINKED_KEYS = ("checkpoint_sha256", "precision", "graph", "input_size")
+# Each half records the SHA-256 of the whole ONNX file it was written beside (the whole model is
+# written first); an engine records the SHA-256 of the ONNX file it was built from.
+WHOLE_KEY = f"{METADATA_PREFIX}whole_onnx_sha256"
+BUILT_FROM_KEY = f"{METADATA_PREFIX}built_from_sha256"
+
+
+def whole_identity(whole: Runner) -> str:
+    """The SHA-256 that a pair of `whole` records: of the ONNX file, or the one its engine was built from."""
+    from ..fsutil import sha256_file
+
+    return whole.metadata.get(BUILT_FROM_KEY) or sha256_file(whole.path)
 
 
 def split_paths(model: str | Path) -> tuple[Path, Path]:
@@ -44,6 +55,8 @@ def pair_problem(whole: Runner, bg: Runner, frame: Runner) -> str | None:
     key = f"{METADATA_PREFIX}split_pair"
     if bg.metadata.get(key) != frame.metadata.get(key):
         return "the two halves come from different exports (split_pair differs)"
+    if {bg.metadata.get(WHOLE_KEY), frame.metadata.get(WHOLE_KEY)} != {whole_identity(whole)}:
+        return f"they were written beside another {whole.path.name} (its SHA-256 differs from what they record)"
     key = f"{METADATA_PREFIX}bg_features"
     if bg.metadata.get(key) != frame.metadata.get(key) or bg.interface.features_layout != frame.interface.features_layout:
         return f"the feature shapes differ ({bg.metadata.get(key)} from the background half, {frame.metadata.get(key)} into the frame half)"
@@ -77,13 +90,14 @@ class SplitPairRunner(Runner):
         problem = pair_problem(whole, *self.halves)
         if problem is not None:
             raise UserError(f"{bg_path.name}, {frame_path.name}: not the split pair of {whole.path.name}: {problem}; "
-                            "export again, or --no-bg-cache to run the whole model")
+                            "remove them or export again (--no-bg-cache runs the whole model)")
         super().__init__(path, whole.spec, whole.metadata)
         self.backend = self.halves[0].backend
         self.opened_with = self.halves[0].opened_with
         self.notes = [*([auto] if auto else []), *whole.notes, f"fixed camera: {bg_path.name} once per background, {frame_path.name} per frame"]
+        self._pending: np.ndarray | None = None  # the background set before activation
         self._features: np.ndarray | None = None
-        self._repeated: dict[int, np.ndarray] = {}
+        self._repeated: np.ndarray | None = None  # the features repeated for the largest batch yet
 
     @property
     def name(self) -> str:
@@ -98,39 +112,50 @@ class SplitPairRunner(Runner):
         for half in self.halves:
             half.activate()
         self.notes.extend(n for half in self.halves for n in half.notes if n not in self.notes)
+        if self._pending is not None:
+            self._set_features(self._pending)
 
     def _deactivate(self) -> None:
         for half in self.halves:
             half.deactivate()
-        self._repeated.clear()
+        if self._features is not None:  # kept as the background to set again at the next activation
+            self._pending = self._background
+        self._features = self._repeated = None
 
     def features(self, bg: np.ndarray) -> np.ndarray:
-        """`bg_features` `[N, 192, H/2, W/2]` of backgrounds `[N, 3, H, W]` (the background half)."""
+        """`bg_features` of backgrounds `[N, 3, H, W]` (the background half): `[N, 192, H/2, W/2]`,
+        or `[N, H/2, W/2, 192]` for a channels-last pair (the int8 one)."""
         return self.halves[0].infer({"bg": bg})[FEATURES_NAME]
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.halves[1].infer({FEATURES_NAME: self.features(feed["bg"]), "fgbg": feed["fgbg"]})
 
     def set_background(self, bg: np.ndarray) -> None:
-        if not self.active:
-            raise RuntimeError(f"{self.name}: set_background() before activate()")
-        self._features = self.features(self.check_feed({"bg": background_batch(bg), "fgbg": background_batch(bg)})["bg"])
-        self._repeated = {1: self._features}
+        batch = background_batch(bg)
+        self._background = self.check_feed({"bg": batch, "fgbg": batch})["bg"]
+        self._pending, self._features, self._repeated = self._background, None, None
+        if self.active:
+            self._set_features(self._background)
+
+    def _set_features(self, bg: np.ndarray) -> None:
+        self._features, self._pending = self.features(bg), None
+        self._repeated = self._features
 
     def infer_frames(self, fgbg: np.ndarray) -> dict[str, np.ndarray]:
-        if self._features is None:
-            raise UserError(f"{self.name}: infer_frames() before set_background()")
-        frames = np.asarray(fgbg, dtype=np.float32)
-        n = len(frames) if frames.ndim == 4 else 0
-        if n not in self._repeated:  # one contiguous copy per batch size, reused for every batch of it
-            self._repeated[n] = np.ascontiguousarray(np.repeat(self._features, n, axis=0))
-        return self.halves[1].infer({FEATURES_NAME: self._repeated[n], "fgbg": frames})
+        frames = self.check_frames(fgbg)
+        if not self.active:
+            raise RuntimeError(f"{self.name}: infer_frames() before activate()")
+        assert self._repeated is not None and self._features is not None  # set with the background
+        n = len(frames)
+        if len(self._repeated) < n:  # one copy for the largest batch yet; smaller batches take a prefix
+            self._repeated = np.ascontiguousarray(np.repeat(self._features, n, axis=0))
+        return self.halves[1].infer({FEATURES_NAME: self._repeated[:n], "fgbg": frames})
 
 
 def open_fixed_camera(model: str | Path, *, cache: bool = True, **options: Any) -> Runner:
     """The runner for a fixed camera: the split pair beside `model` when there is one (and
-    `cache`), else the whole model; its first note says which. Use `set_background` then
-    `infer_frames` on either."""
+    `cache`), else the whole model; a note starting "fixed camera:" says which (a pair that does
+    not belong to the model is refused). Use `set_background` then `infer_frames` on either."""
     model = Path(model)
     pair = split_paths(model)
     if cache and all(p.is_file() for p in pair):

@@ -9,14 +9,13 @@ and compiled at `activate()`; the batch axis stays dynamic.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import UserError, first_line
-from ..optional import import_optional
+from ..optional import import_optional, openvino_core
 from .base import Runner
 from .onnx_info import read_onnx_info
 
@@ -25,14 +24,6 @@ DEVICES = ("CPU", "GPU", "NPU")
 
 def _openvino() -> Any:
     return import_optional("openvino", "OpenVINO (needed for --provider openvino)", "openvino")
-
-
-@functools.lru_cache(maxsize=1)
-def shared_core() -> Any:
-    """One OpenVINO Core per process, as OpenVINO advises: every runner (a split pair opens
-    three) compiles on it. Several Cores, each with its own CPU thread pool, left a process that
-    later forked (a PyTorch DataLoader worker) crashing."""
-    return _openvino().Core()
 
 
 def plan_device(provider: str, available: list[str]) -> tuple[str, list[str]]:
@@ -53,7 +44,7 @@ class OpenVinoRunner(Runner):
     def __init__(self, path: str | Path, *, threads: int | None = None, provider: str = "openvino", **_options: object):
         info = read_onnx_info(path)
         super().__init__(path, info.spec, info.metadata)
-        self._core = shared_core()  # device discovery now; the same core compiles at activate()
+        self._core = openvino_core()  # device discovery now; the same core compiles at activate()
         self.threads = threads
         self.device, self.notes[:] = plan_device(provider, list(self._core.available_devices))
         self.compiled: Any = None

@@ -27,6 +27,7 @@ from ..optional import import_optional, tensorrt_version
 from ..sizes import SizeProfile
 from ..spec import METADATA_PREFIX, BatchProfile, IOSpec, interface_of
 from .base import Runner
+from .fixed import BUILT_FROM_KEY
 
 SIDECAR_FORMAT = "toolkit.engine-sidecar/1"
 SIDECAR_KEYS = (
@@ -156,6 +157,7 @@ class TensorRTRunner(Runner):
         _check_gpu(path, sidecar, installed)
         metadata = {str(k): str(v) for k, v in (sidecar.get("metadata") or {}).items()}
         metadata[f"{METADATA_PREFIX}precision"] = str(sidecar["precision"])
+        metadata[BUILT_FROM_KEY] = str(sidecar["source_onnx_sha256"])  # what a split pair links to
         super().__init__(path, sidecar_spec(sidecar), metadata)
         self.threads = threads  # accepted for a uniform open_runner(); TensorRT has no thread knob
         self.sidecar = sidecar
