@@ -96,8 +96,13 @@ def export_onnx(
                 raise CheckFailed(f"{out}: not written: ONNX Runtime disagrees with PyTorch at {at[0]}x{at[1]}: "
                                   f"{'; '.join(result.failures)} ({result.figures()})")
         check = checks[0]  # at the nominal size: the one reported
+        from toolkit.compare import open_at
+        from toolkit.selftest import GOLDEN_KEY, make_golden
+
+        golden = make_golden(open_at(checkpoint, spec.size), spec.size)  # PyTorch's outputs: the self-test's reference
+        onnx.helper.set_model_props(proto, {p.key: p.value for p in proto.metadata_props} | {GOLDEN_KEY: golden})
         with atomic_path(out) as dst:
-            dst.write_bytes(final.read_bytes())
+            dst.write_bytes(proto.SerializeToString())
     return out, check
 
 

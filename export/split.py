@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from .int8 import CalibrationPairs
 
 # Metadata of the whole model a half does not share (it describes the whole graph).
-WHOLE_ONLY_KEYS = tuple(f"{METADATA_PREFIX}{k}" for k in ("gflop_per_pair", "fp16_check", "fp16_kept_fp32", "int8_gate", "int8_float_nodes"))
+WHOLE_ONLY_KEYS = tuple(f"{METADATA_PREFIX}{k}" for k in ("gflop_per_pair", "fp16_check", "fp16_kept_fp32", "int8_gate", "int8_float_nodes",
+                                                       "golden"))
 
 # (a half's proto, its part) -> the converted proto
 Converter = Callable[[onnx.ModelProto, str], onnx.ModelProto]

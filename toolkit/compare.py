@@ -231,6 +231,15 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
+def judge_outputs(runner: Runner, got: dict[str, np.ndarray], ref: dict[str, np.ndarray], feed: dict[str, np.ndarray],
+                  thresholds: Thresholds) -> ParityResult:
+    """One batch of a runner's outputs beside reference outputs, judged as `compare_runners`
+    judges them (the self-test's golden outputs are such a reference)."""
+    acc = _Accumulator()
+    acc.add(got, ref, feed)
+    return acc.result(runner, int(next(iter(feed.values())).shape[0]), thresholds)
+
+
 def thresholds_for(precision: str, overrides: Thresholds | None = None, *, strict: bool = False) -> Thresholds:
     """The pass conditions of a model of `precision` (its metadata's), with the values that
     `overrides` sets replacing the defaults. An unknown precision is judged as fp32 (the

@@ -181,7 +181,9 @@ def test_port_in_use_is_one_line_and_exit_2(exported_onnx):
         busy.listen()
         port = busy.getsockname()[1]
         r = run_cli("serve", "--model", str(exported_onnx), "--port", str(port), block_torch=True)
-    assert r.returncode == 2 and r.stderr.strip().startswith(f"error: cannot listen on 127.0.0.1:{port}"), r.stderr
+    lines = r.stderr.strip().splitlines()  # the model's self-test line, then the one error line
+    assert r.returncode == 2 and lines[-1].startswith(f"error: cannot listen on 127.0.0.1:{port}"), r.stderr
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:]
 
 
 def test_missing_serve_extra_names_it(exported_onnx):

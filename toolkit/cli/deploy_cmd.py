@@ -44,6 +44,8 @@ def stream(
     task = progress.add_task("stream", total=None, fps=0.0)
 
     def on_start(report, expected: int | None) -> None:
+        if report.self_test:
+            err_console.print(report.self_test, soft_wrap=True)
         err_console.print(f"source: {report.source}")
         err_console.print(report.background)
         progress.update(task, total=expected)
@@ -80,7 +82,9 @@ def serve(
         "info", "--log-level",
         help="debug or info: one line per request on stderr (method, path, status, ms, batch size); warning or error: failures only."),
 ) -> None:
-    """Serve the model over HTTP: POST /v1/infer, GET /v1/model, /healthz, /readyz, and an upload page at /."""
+    """Serve the model over HTTP: POST /v1/infer, GET /v1/model, /healthz, /readyz, /metrics (Prometheus), and an upload page at /.
+
+    The model's self-test runs first: a model that fails it is one line and exit 1, before the port opens."""
     from .. import imageio
     from ..deploy.server import ServeSettings, configure_request_log, require_serve
     from ..deploy.server import serve as run_server
@@ -102,8 +106,12 @@ def serve(
     with runner:
         for note in runner.notes:  # after activation: a provider that failed to load is noted then
             err_console.print(f"note: {note}")
+        from ..selftest import startup_check
+
+        checked = startup_check(runner)  # before the port opens: never ready with a failing model (exit 1)
+        err_console.print(checked, soft_wrap=True)
         run_server(runner, host, port, settings, say=lambda line: console.print(line, soft_wrap=True) or console.file.flush(),
-                   background=background)
+                   background=background, self_test=None if checked.startswith("note:") else True)
 
 
 def register(app: typer.Typer) -> None:

@@ -162,11 +162,15 @@ def doctor(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the checks as JSON."),
     require: list[str] = typer.Option(
         [], "--require", help="Exit 1 unless these are usable (comma list or repeated): " + ", ".join(REQUIREMENTS) + "."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Also run this model's self-test (its golden pairs) where it will run."),
+    provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
 ) -> None:
     """What is installed and usable: PyTorch and CUDA, ONNX Runtime providers, TensorRT, PyAV, the server.
 
     Exits 0 whatever is missing, unless --require names something that is not usable: then one
-    line per such requirement on stderr and exit 1 (an unknown name is exit 2)."""
+    line per such requirement on stderr and exit 1 (an unknown name is exit 2). With --model, the
+    model's self-test runs on the backend and provider given (its fixed-camera pair too, when
+    beside it) and a failure is one line and exit 1."""
     from ..doctor import parse_requirements, run_checks, unmet_requirements
 
     required = parse_requirements(require)
@@ -179,6 +183,11 @@ def doctor(
     unmet = unmet_requirements(required, checks)
     for line in unmet:
         err_console.print(f"error: {line}")
+    if model is not None:
+        from ..selftest import self_test_model
+
+        for line in self_test_model(model, provider=provider):
+            console.print(line, soft_wrap=True)
     if unmet:
         raise typer.Exit(CheckFailed.exit_code)
 

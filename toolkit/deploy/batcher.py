@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -45,7 +46,9 @@ class QueueFull(Exception):
 
 
 class Batcher:
-    def __init__(self, runner: Runner, max_batch: int = 8, max_wait_s: float = 0.005, max_queue: int = 256):
+    def __init__(self, runner: Runner, max_batch: int = 8, max_wait_s: float = 0.005, max_queue: int = 256,
+                 on_batch: Callable[[int], None] | None = None):
+        """`on_batch(size)` is called after each inference call that succeeded (the metrics' histogram)."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.runner = runner
@@ -59,6 +62,7 @@ class Batcher:
         self.batches = 0
         self.failures = 0
         self.largest_batch = 0
+        self.on_batch = on_batch
 
     @property
     def running(self) -> bool:
@@ -149,6 +153,8 @@ class Batcher:
             self.requests += len(group)
             self.batches += 1
             self.largest_batch = max(self.largest_batch, len(group))
+        if self.on_batch is not None:
+            self.on_batch(len(group))
         for i, job in enumerate(group):
             job.future.batch_size = len(group)
             job.future.set_result((result["mask"][i, 0], result["depth"][i, 0]))

@@ -26,6 +26,7 @@ from starlette.routing import Route
 from .. import imageio
 from ..runtime import Runner
 from .batcher import Batcher, QueueFull
+from .metrics import CONTENT_TYPE, ServeMetrics
 from .service import DRAIN_FACTOR, PAGE, WARNING_HEADER, HttpError, ServeSettings, model_info, prepare_frame, prepare_pair, render
 
 log = logging.getLogger("toolkit.serve")
@@ -38,16 +39,21 @@ class ServeApp:
     batcher is started and stopped by `lifespan`, so it runs exactly while the app serves.
     """
 
-    def __init__(self, runner: Runner, settings: ServeSettings, background: tuple[str, np.ndarray] | None = None):
+    def __init__(self, runner: Runner, settings: ServeSettings, background: tuple[str, np.ndarray] | None = None,
+                 self_test: bool | None = None):
         """`background`: (its name, the image HxWx3 in [0, 1]) for a server of one fixed camera:
-        set on the (activated) runner once; requests then send only `fgbg`."""
+        set on the (activated) runner once; requests then send only `fgbg`. `self_test`: whether
+        the model passed its self-test at start (None: it holds no golden pairs), for /metrics."""
         self.runner = runner
         self.settings = settings
         self.size = runner.spec.size
         self.background = background[1] if background is not None else None
         if self.background is not None:
             runner.set_background(imageio.to_nchw([imageio.resize(self.background, self.size)]))
-        self.batcher = Batcher(runner, settings.max_batch, settings.max_wait_ms / 1000.0, settings.max_queue)
+        self.metrics = ServeMetrics({"model": runner.path.name, "backend": runner.backend, "precision": runner.precision})
+        self.metrics.self_test = self_test
+        self.batcher = Batcher(runner, settings.max_batch, settings.max_wait_ms / 1000.0, settings.max_queue,
+                               on_batch=self.metrics.batches.observe)
         self.info = model_info(runner, settings, background[0] if background is not None else None)
 
     def routes(self) -> list[Route]:
@@ -57,6 +63,7 @@ class ServeApp:
             Route("/v1/model", self.model, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.prometheus, methods=["GET"]),
         ]
 
     @contextlib.asynccontextmanager
@@ -68,6 +75,12 @@ class ServeApp:
             await run_in_threadpool(self.batcher.close)  # in-flight jobs finish first
 
     async def infer(self, request: Request) -> Response:
+        t0 = time.perf_counter()
+        response = await self._infer(request)
+        self.metrics.request(response.status_code, time.perf_counter() - t0)
+        return response
+
+    async def _infer(self, request: Request) -> Response:
         fmt = request.query_params.get("format", "json")
         try:
             if fmt not in ("json", "panel"):
@@ -106,6 +119,11 @@ class ServeApp:
 
     async def model(self, request: Request) -> Response:
         return JSONResponse(self.info | {"batching": self.batcher.stats()})
+
+    async def prometheus(self, request: Request) -> Response:
+        stats = self.batcher.stats()
+        body = self.metrics.render(int(stats["failures"]), int(stats["queued"]))
+        return Response(body, media_type=CONTENT_TYPE)
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -49,7 +49,7 @@ def configure_request_log(level: str) -> None:
 
 
 def create_app(runner: Runner, settings: ServeSettings = ServeSettings(),  # noqa: B008 - frozen dataclass
-               background: tuple[str, np.ndarray] | None = None):
+               background: tuple[str, np.ndarray] | None = None, self_test: bool | None = None):
     """The ASGI app around an activated `runner`; its lifespan starts and stops the batcher.
     `background` (its name, the image): a server for one fixed camera (requests send `fgbg` only).
 
@@ -62,14 +62,15 @@ def create_app(runner: Runner, settings: ServeSettings = ServeSettings(),  # noq
 
     from .routes import RequestLog, ServeApp
 
-    state = ServeApp(runner, settings, background)
+    state = ServeApp(runner, settings, background, self_test)
     app = Starlette(routes=state.routes(), lifespan=state.lifespan, middleware=[Middleware(RequestLog)])
     app.state.batcher = state.batcher
     return app
 
 
 def serve(runner: Runner, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings = ServeSettings(),  # noqa: B008
-          say=print, graceful_s: float = 30.0, background: tuple[str, np.ndarray] | None = None) -> None:
+          say=print, graceful_s: float = 30.0, background: tuple[str, np.ndarray] | None = None,
+          self_test: bool | None = None) -> None:
     """Bind `host:port`, then serve until SIGINT/SIGTERM; in-flight requests finish first.
 
     The socket is bound here, before uvicorn starts, so a port in use is one clear error line
@@ -91,7 +92,7 @@ def serve(runner: Runner, host: str = "127.0.0.1", port: int = 8000, settings: S
         sock.close()
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
     bound = sock.getsockname()[1]
-    app = create_app(runner, settings, background)
+    app = create_app(runner, settings, background, self_test)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=graceful_s, lifespan="on")
     server = uvicorn.Server(config)
     shown = f"[{host}]" if family == socket.AF_INET6 else host

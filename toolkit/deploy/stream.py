@@ -53,6 +53,7 @@ class StreamReport:
     interrupted: bool = False
     masks: int = 0
     fixed_camera: str = ""  # how the background was run: "split pair" (features once) or "whole network"
+    self_test: str = ""  # the model's self-test at start (toolkit.selftest)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -119,6 +120,7 @@ def stream(
     max_frames: int | None = None,
     pipelined: bool = True,
     bg_cache: bool = True,
+    self_test: bool = True,
     stop: threading.Event | None = None,
     on_start: Callable[[StreamReport, int | None], None] | None = None,
     on_frame: Callable[[int, float], None] | None = None,
@@ -138,6 +140,10 @@ def stream(
     src = source if isinstance(source, FrameSource) else open_source(str(source), fps)
     with src, runner, sigint_sets(stop):
         report.notes = list(runner.notes)  # after activation: a provider that failed to load is noted then
+        if self_test:  # the model proves itself before the first frame (CheckFailed: exit 1)
+            from ..selftest import startup_check
+
+            report.self_test = startup_check(runner)
         report.source = f"{src.label} ({src.kind}, {src.fps:g} fps)"
         frames, background, expected = _open_frames(src, bg, bg_frames, max_frames, report)
         if on_start is not None:

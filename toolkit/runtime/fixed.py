@@ -55,6 +55,8 @@ def pair_problem(whole: Runner, bg: Runner, frame: Runner) -> str | None:
     key = f"{METADATA_PREFIX}split_pair"
     if bg.metadata.get(key) != frame.metadata.get(key):
         return "the two halves come from different exports (split_pair differs)"
+    if WHOLE_KEY not in bg.metadata or WHOLE_KEY not in frame.metadata:
+        return "they record no SHA-256 of their whole model (written by an older toolkit)"
     if {bg.metadata.get(WHOLE_KEY), frame.metadata.get(WHOLE_KEY)} != {whole_identity(whole)}:
         return f"they were written beside another {whole.path.name} (its SHA-256 differs from what they record)"
     key = f"{METADATA_PREFIX}bg_features"
