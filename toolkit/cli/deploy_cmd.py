@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -23,6 +24,8 @@ def stream(
     fps: float | None = typer.Option(None, "--fps", help="Output frame rate (default: the source's; 25 for a folder)."),
     provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
     no_bg_cache: bool = typer.Option(False, "--no-bg-cache", help=NO_BG_CACHE_HELP),
+    smooth: float = typer.Option(0.0, "--smooth", help="Exponential moving average of mask and depth: the previous frame's weight in [0, 1) (0: off)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON (frames, fps, flicker, notes)."),
 ) -> None:
     """Run a model on every frame: writes frame | mask overlay | depth colour map as a video (or PNGs).
 
@@ -37,6 +40,10 @@ def stream(
     positive(batch, "--batch")
     if fps is not None and fps <= 0:
         raise UserError(f"--fps must be positive, got {fps}")
+    if json_out is not None:
+        from ..fsutil import check_output_file
+
+        check_output_file(json_out)
     progress = Progress(
         TextColumn("stream"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]:.1f} fps"), TimeElapsedColumn(),
         console=err_console, transient=False,
@@ -56,7 +63,7 @@ def stream(
 
     try:
         report = run_stream(model, source, out, bg=bg, bg_frames=bg_frames or 30, masks_dir=masks_dir, batch=batch, provider=provider,
-                            fps=fps, max_frames=max_frames, bg_cache=not no_bg_cache, on_start=on_start, on_frame=on_frame)
+                            fps=fps, max_frames=max_frames, bg_cache=not no_bg_cache, smooth=smooth, on_start=on_start, on_frame=on_frame)
     finally:
         progress.stop()
     for note in report.notes:
@@ -66,6 +73,14 @@ def stream(
     console.print(f"{report.frames} frame(s) in {report.seconds:.1f} s ({report.fps:.1f} fps) -> {out} ({what}){stopped}")
     if masks_dir is not None:
         console.print(f"{report.masks} mask(s) -> {masks_dir}")
+    if report.flicker is not None:
+        smoothed = f", --smooth {report.smooth:g}" if report.smooth else ""
+        console.print(f"flicker {report.flicker:.4f} (mean mask change between frames on still pixels{smoothed})")
+    if json_out is not None:
+        from ..fsutil import write_text_atomic
+
+        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
+        console.print(f"wrote {json_out}")
 
 
 def serve(

@@ -29,9 +29,14 @@ def background(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def walking_frames(n: int, h: int = 48, w: int = 64, seed: int = 0) -> list[np.ndarray]:
     """`n` frames of a figure (head + body) walking left to right over `background(h, w)`."""
+    return walking_scene(n, h, w, seed)[0]
+
+
+def walking_scene(n: int, h: int = 48, w: int = 64, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`walking_frames` and each frame's true mask (bool HxW: the figure's pixels)."""
     bg = background(h, w, seed)
     yy, xx = np.mgrid[0:h, 0:w]
-    frames = []
+    frames, masks = [], []
     for i in range(n):
         cx = 6 + (w - 12) * i / max(1, n - 1)
         head = (yy - h * 0.3) ** 2 + (xx - cx) ** 2 <= (h * 0.1) ** 2
@@ -40,7 +45,8 @@ def walking_frames(n: int, h: int = 48, w: int = 64, seed: int = 0) -> list[np.n
         f[head] = (215, 160, 120)
         f[body] = (45, 95, 170)
         frames.append(f)
-    return frames
+        masks.append(head | body)
+    return frames, masks
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:

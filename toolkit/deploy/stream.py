@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from ..runtime import Runner
 from ..runtime.fixed import SplitPairRunner, open_fixed_camera
 from .background import load_background, median_background
 from .pipeline import run_pipeline
+from .temporal import FlickerMeter, Smoother
 from .video import FrameSource, PngFolderWriter, VideoWriter, open_source, video_format
 
 OVERLAY_RGB = np.array([40, 220, 90], np.float32)  # the mask's tint: green reads on skin and shelves alike
@@ -54,11 +55,18 @@ class StreamReport:
     masks: int = 0
     fixed_camera: str = ""  # how the background was run: "split pair" (features once) or "whole network"
     self_test: str = ""  # the model's self-test at start (toolkit.selftest)
+    flicker: float | None = None  # mean mask change on still pixels between frames (toolkit.deploy.temporal)
+    smooth: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        """What `stream --json` writes."""
+        d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        return d | {"fps": round(self.fps, 3)}
 
 
 class FpsMeter:
@@ -120,6 +128,7 @@ def stream(
     max_frames: int | None = None,
     pipelined: bool = True,
     bg_cache: bool = True,
+    smooth: float = 0.0,
     self_test: bool = True,
     stop: threading.Event | None = None,
     on_start: Callable[[StreamReport, int | None], None] | None = None,
@@ -131,12 +140,18 @@ def stream(
     fps)` after each frame is written. `stop` ends the stream early (SIGINT sets it when this
     runs in the main thread). The background's features are computed once when the model's
     split pair sits beside it (`bg_cache` False: the whole network runs on every frame).
+    `smooth`: the weight of the previous frame's mask and depth in an exponential moving average
+    (0: off); the report's `flicker` says how steady the masks were either way.
     """
     out = Path(out)
     fmt = _check_request(out, bg=bg, bg_frames=bg_frames, masks_dir=masks_dir, batch=batch, max_frames=max_frames)
+    try:
+        smoother = Smoother(smooth)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     stop = stop or threading.Event()
     runner = model if isinstance(model, Runner) else open_fixed_camera(model, cache=bg_cache, provider=provider)
-    report = StreamReport(out=out)
+    report = StreamReport(out=out, smooth=smooth)
     src = source if isinstance(source, FrameSource) else open_source(str(source), fps)
     with src, runner, sigint_sets(stop):
         report.notes = list(runner.notes)  # after activation: a provider that failed to load is noted then
@@ -148,10 +163,11 @@ def stream(
         frames, background, expected = _open_frames(src, bg, bg_frames, max_frames, report)
         if on_start is not None:
             on_start(report, expected)
-        annotator = _Annotator(runner, background, report, masks_dir, on_frame)
+        annotator = _Annotator(runner, background, report, masks_dir, on_frame, smoother)
         start = time.perf_counter()
         writer = _write_output(out, fmt, src, report, lambda w: annotator.run(w, frames, batch, stop, pipelined))
         report.seconds = time.perf_counter() - start
+        report.flicker = annotator.flicker.value
         report.codec = writer.codec
         report.interrupted = stop.is_set()
         report.notes += src.notes
@@ -212,7 +228,7 @@ class _Annotator:
     against the fixed background (infer thread), compose the panel and write it (encode thread)."""
 
     def __init__(self, runner: Runner, background: np.ndarray, report: StreamReport, masks_dir: str | Path | None,
-                 on_frame: Callable[[int, float], None] | None):
+                 on_frame: Callable[[int, float], None] | None, smoother: Smoother | None = None):
         self.runner = runner
         self.size = runner.spec.size
         runner.set_background(imageio.to_nchw([imageio.resize(background.astype(np.float32) / 255.0, self.size)]))
@@ -224,6 +240,8 @@ class _Annotator:
         self.masks = ensure_dir(masks_dir) if masks_dir is not None else None
         self.on_frame = on_frame
         self.meter = FpsMeter()
+        self.smoother = smoother or Smoother(0.0)
+        self.flicker = FlickerMeter()
 
     def run(self, writer: FrameWriter, frames: Iterator[np.ndarray], batch: int, stop: threading.Event, pipelined: bool) -> int:
         """Every frame through the model into `writer`; returns how many were written."""
@@ -239,6 +257,8 @@ class _Annotator:
         return [(result["mask"][i, 0], result["depth"][i, 0]) for i in range(len(group))]
 
     def emit(self, writer: FrameWriter, item: tuple[np.ndarray, np.ndarray], result: tuple[np.ndarray, np.ndarray]) -> None:
+        result = self.smoother(*result)  # in frame order: emit runs in the one encode thread
+        self.flicker.add(item[1], result[0])
         panel, mask = compose_panel(item[0], *result)
         writer.write(panel)
         if self.masks is not None:
