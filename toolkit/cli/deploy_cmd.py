@@ -24,6 +24,10 @@ def stream(
     fps: float | None = typer.Option(None, "--fps", help="Output frame rate (default: the source's; 25 for a folder)."),
     provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
     no_bg_cache: bool = typer.Option(False, "--no-bg-cache", help=NO_BG_CACHE_HELP),
+    bg_update: float = typer.Option(
+        0.0, "--bg-update", help="Running update of the background from pixels the model calls background: the share of each frame taken in (0: fixed)."),
+    bg_relearn: bool = typer.Option(
+        False, "--bg-relearn", help="Relearn the background (median of the next frames) when it stays unlike the frames (light switched, camera moved)."),
     smooth: float = typer.Option(0.0, "--smooth", help="Exponential moving average of mask and depth: the previous frame's weight in [0, 1) (0: off)."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON (frames, fps, flicker, notes)."),
 ) -> None:
@@ -44,6 +48,12 @@ def stream(
         from ..fsutil import check_output_file
 
         check_output_file(json_out)
+    from ..deploy.adapt import Adaptation
+
+    try:
+        adapt = Adaptation(rate=bg_update, relearn=bg_relearn) if bg_update or bg_relearn else None
+    except ValueError as e:
+        raise UserError(str(e)) from None
     progress = Progress(
         TextColumn("stream"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]:.1f} fps"), TimeElapsedColumn(),
         console=err_console, transient=False,
@@ -63,9 +73,15 @@ def stream(
 
     try:
         report = run_stream(model, source, out, bg=bg, bg_frames=bg_frames or 30, masks_dir=masks_dir, batch=batch, provider=provider,
-                            fps=fps, max_frames=max_frames, bg_cache=not no_bg_cache, smooth=smooth, on_start=on_start, on_frame=on_frame)
+                            fps=fps, max_frames=max_frames, bg_cache=not no_bg_cache, smooth=smooth, adapt=adapt,
+                            on_start=on_start, on_frame=on_frame)
     finally:
         progress.stop()
+    print_stream_report(report, out, masks_dir, json_out)
+
+
+def print_stream_report(report, out: Path, masks_dir: Path | None, json_out: Path | None) -> None:
+    """The stream's notes, its one-line summary, the flicker figure, and the JSON when asked."""
     for note in report.notes:
         err_console.print(f"note: {note}")
     stopped = " (interrupted: the frames so far)" if report.interrupted else ""
@@ -73,6 +89,8 @@ def stream(
     console.print(f"{report.frames} frame(s) in {report.seconds:.1f} s ({report.fps:.1f} fps) -> {out} ({what}){stopped}")
     if masks_dir is not None:
         console.print(f"{report.masks} mask(s) -> {masks_dir}")
+    for event in report.background_events:
+        err_console.print(f"note: {event}", soft_wrap=True)
     if report.flicker is not None:
         smoothed = f", --smooth {report.smooth:g}" if report.smooth else ""
         console.print(f"flicker {report.flicker:.4f} (mean mask change between frames on still pixels{smoothed})")

@@ -32,6 +32,7 @@ from ..errors import UserError
 from ..fsutil import atomic_path, check_output_dir, check_output_file, ensure_dir
 from ..runtime import Runner
 from ..runtime.fixed import SplitPairRunner, open_fixed_camera
+from .adapt import Adaptation, BackgroundTracker
 from .background import load_background, median_background
 from .pipeline import run_pipeline
 from .temporal import FlickerMeter, Smoother
@@ -56,6 +57,7 @@ class StreamReport:
     fixed_camera: str = ""  # how the background was run: "split pair" (features once) or "whole network"
     self_test: str = ""  # the model's self-test at start (toolkit.selftest)
     flicker: float | None = None  # mean mask change on still pixels between frames (toolkit.deploy.temporal)
+    background_events: list[str] = field(default_factory=list)  # relearnt backgrounds (toolkit.deploy.adapt)
     smooth: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -129,6 +131,7 @@ def stream(
     pipelined: bool = True,
     bg_cache: bool = True,
     smooth: float = 0.0,
+    adapt: Adaptation | None = None,
     self_test: bool = True,
     stop: threading.Event | None = None,
     on_start: Callable[[StreamReport, int | None], None] | None = None,
@@ -141,7 +144,9 @@ def stream(
     runs in the main thread). The background's features are computed once when the model's
     split pair sits beside it (`bg_cache` False: the whole network runs on every frame).
     `smooth`: the weight of the previous frame's mask and depth in an exponential moving average
-    (0: off); the report's `flicker` says how steady the masks were either way.
+    (0: off); the report's `flicker` says how steady the masks were either way. `adapt`: the
+    background follows the scene (a running update, relearnt when it goes stale:
+    toolkit.deploy.adapt); None keeps it fixed.
     """
     out = Path(out)
     fmt = _check_request(out, bg=bg, bg_frames=bg_frames, masks_dir=masks_dir, batch=batch, max_frames=max_frames)
@@ -163,7 +168,7 @@ def stream(
         frames, background, expected = _open_frames(src, bg, bg_frames, max_frames, report)
         if on_start is not None:
             on_start(report, expected)
-        annotator = _Annotator(runner, background, report, masks_dir, on_frame, smoother)
+        annotator = _Annotator(runner, background, report, masks_dir, on_frame, smoother, adapt)
         start = time.perf_counter()
         writer = _write_output(out, fmt, src, report, lambda w: annotator.run(w, frames, batch, stop, pipelined))
         report.seconds = time.perf_counter() - start
@@ -228,10 +233,15 @@ class _Annotator:
     against the fixed background (infer thread), compose the panel and write it (encode thread)."""
 
     def __init__(self, runner: Runner, background: np.ndarray, report: StreamReport, masks_dir: str | Path | None,
-                 on_frame: Callable[[int, float], None] | None, smoother: Smoother | None = None):
+                 on_frame: Callable[[int, float], None] | None, smoother: Smoother | None = None,
+                 adapt: Adaptation | None = None):
         self.runner = runner
         self.size = runner.spec.size
-        runner.set_background(imageio.to_nchw([imageio.resize(background.astype(np.float32) / 255.0, self.size)]))
+        start = imageio.resize(background.astype(np.float32) / 255.0, self.size)
+        runner.set_background(imageio.to_nchw([start]))
+        self.tracker = BackgroundTracker(start, adapt) if adapt is not None else None
+        self._next_background: np.ndarray | None = None  # handed from the encode thread to the infer thread
+        self._lock = threading.Lock()
         report.fixed_camera = "split pair" if isinstance(runner, SplitPairRunner) else "whole network"
         note = aspect_note(background.shape[:2], self.size)
         if note:
@@ -252,13 +262,30 @@ class _Annotator:
         return frame, imageio.resize(frame.astype(np.float32) / 255.0, self.size)
 
     def infer_batch(self, group: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        with self._lock:
+            background, self._next_background = self._next_background, None
+        if background is not None:  # the runner is only touched from this thread
+            self.runner.set_background(imageio.to_nchw([background]))
         x = np.ascontiguousarray(np.stack([g[1] for g in group]).transpose(0, 3, 1, 2))
         result = self.runner.infer_frames(x)
         return [(result["mask"][i, 0], result["depth"][i, 0]) for i in range(len(group))]
 
+    def _follow_background(self, frame: np.ndarray, mask: np.ndarray) -> None:
+        events = len(self.tracker.events)
+        new = self.tracker.observe(frame, mask)
+        if len(self.tracker.events) > events:
+            self.report.background_events += self.tracker.events[events:]
+            if new is not None:
+                self.smoother.reset()  # a relearnt background: the old outputs no longer apply
+        if new is not None:
+            with self._lock:
+                self._next_background = new
+
     def emit(self, writer: FrameWriter, item: tuple[np.ndarray, np.ndarray], result: tuple[np.ndarray, np.ndarray]) -> None:
         result = self.smoother(*result)  # in frame order: emit runs in the one encode thread
         self.flicker.add(item[1], result[0])
+        if self.tracker is not None:
+            self._follow_background(item[1], result[0])
         panel, mask = compose_panel(item[0], *result)
         writer.write(panel)
         if self.masks is not None:
