@@ -14,7 +14,8 @@ from .run_cmd import NO_BG_CACHE_HELP, PROVIDER_HELP
 
 def stream(
     model: Path = typer.Option(..., "--model", "-m", help="Model file: .pt, .onnx or .engine (backend by suffix)."),
-    source: str = typer.Option(..., "--source", "-s", help="A video file, a folder of frames, or a camera index (0) / device (/dev/video0)."),
+    source: str = typer.Option(
+        ..., "--source", "-s", help="A video file, a folder of frames, a camera index (0) / device (/dev/video0), or a URL (rtsp://, http://, udp://, ...)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output video (.mp4, .mkv, .mov, .avi) or a folder for PNG frames."),
     bg: Path | None = typer.Option(None, "--bg", help="Image of the empty scene (resized to the frames' size if it differs)."),
     bg_frames: int | None = typer.Option(None, "--bg-frames", help="Learn the background as the per-pixel median of the first N frames (default 30)."),
@@ -28,6 +29,12 @@ def stream(
         0.0, "--bg-update", help="Running update of the background from pixels the model calls background: the share of each frame taken in (0: fixed)."),
     bg_relearn: bool = typer.Option(
         False, "--bg-relearn", help="Relearn the background (median of the next frames) when it stays unlike the frames (light switched, camera moved)."),
+    latest: bool | None = typer.Option(
+        None, "--latest/--all-frames", help="Live: always the newest frame, older ones dropped (default for cameras and URLs); or every frame (files)."),
+    stride: int = typer.Option(1, "--stride", help="Process every N-th frame the source delivers."),
+    stall_s: float = typer.Option(10.0, "--stall-s", help="A network stream with no frame for this long is reopened."),
+    reconnect: int = typer.Option(-1, "--reconnect", help="Reopen a dropped or stalled network stream up to N times (-1: forever)."),
+    rtsp_transport: str = typer.Option("tcp", "--rtsp-transport", help="RTSP over tcp (default) or udp."),
     smooth: float = typer.Option(0.0, "--smooth", help="Exponential moving average of mask and depth: the previous frame's weight in [0, 1) (0: off)."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON (frames, fps, flicker, notes)."),
 ) -> None:
@@ -49,6 +56,10 @@ def stream(
 
         check_output_file(json_out)
     from ..deploy.adapt import Adaptation
+    from ..deploy.live import LiveOptions
+
+    live = LiveOptions(latest=latest, stride=stride, stall_s=stall_s, reconnect=None if reconnect < 0 else reconnect,
+                       transport=rtsp_transport)
 
     try:
         adapt = Adaptation(rate=bg_update, relearn=bg_relearn) if bg_update or bg_relearn else None
@@ -74,7 +85,7 @@ def stream(
     try:
         report = run_stream(model, source, out, bg=bg, bg_frames=bg_frames or 30, masks_dir=masks_dir, batch=batch, provider=provider,
                             fps=fps, max_frames=max_frames, bg_cache=not no_bg_cache, smooth=smooth, adapt=adapt,
-                            on_start=on_start, on_frame=on_frame)
+                            live=live, on_start=on_start, on_frame=on_frame)
     finally:
         progress.stop()
     print_stream_report(report, out, masks_dir, json_out)
@@ -89,6 +100,10 @@ def print_stream_report(report, out: Path, masks_dir: Path | None, json_out: Pat
     console.print(f"{report.frames} frame(s) in {report.seconds:.1f} s ({report.fps:.1f} fps) -> {out} ({what}){stopped}")
     if masks_dir is not None:
         console.print(f"{report.masks} mask(s) -> {masks_dir}")
+    if report.dropped or report.reconnects or report.received != report.frames:
+        console.print(f"received {report.received}, dropped {report.dropped} (live: newest frame first), reconnects {report.reconnects}")
+    if report.latency_ms_p50 is not None:
+        console.print(f"latency from source to output: p50 {report.latency_ms_p50:.0f} ms, p99 {report.latency_ms_p99:.0f} ms")
     for event in report.background_events:
         err_console.print(f"note: {event}", soft_wrap=True)
     if report.flicker is not None:

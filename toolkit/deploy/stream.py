@@ -34,9 +34,10 @@ from ..runtime import Runner
 from ..runtime.fixed import SplitPairRunner, open_fixed_camera
 from .adapt import Adaptation, BackgroundTracker
 from .background import load_background, median_background
+from .live import LiveOptions, open_live
 from .pipeline import run_pipeline
 from .temporal import FlickerMeter, Smoother
-from .video import FrameSource, PngFolderWriter, VideoWriter, open_source, video_format
+from .video import FrameSource, PngFolderWriter, VideoWriter, video_format
 
 OVERLAY_RGB = np.array([40, 220, 90], np.float32)  # the mask's tint: green reads on skin and shelves alike
 OVERLAY_ALPHA = 0.6
@@ -58,6 +59,11 @@ class StreamReport:
     self_test: str = ""  # the model's self-test at start (toolkit.selftest)
     flicker: float | None = None  # mean mask change on still pixels between frames (toolkit.deploy.temporal)
     background_events: list[str] = field(default_factory=list)  # relearnt backgrounds (toolkit.deploy.adapt)
+    received: int = 0  # frames the source delivered (live: the dropped ones included)
+    dropped: int = 0  # live mode: frames a newer one replaced before inference took them
+    reconnects: int = 0
+    latency_ms_p50: float | None = None  # from a frame leaving the source to its panel written
+    latency_ms_p99: float | None = None
     smooth: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -132,6 +138,7 @@ def stream(
     bg_cache: bool = True,
     smooth: float = 0.0,
     adapt: Adaptation | None = None,
+    live: LiveOptions | None = None,
     self_test: bool = True,
     stop: threading.Event | None = None,
     on_start: Callable[[StreamReport, int | None], None] | None = None,
@@ -146,7 +153,8 @@ def stream(
     `smooth`: the weight of the previous frame's mask and depth in an exponential moving average
     (0: off); the report's `flicker` says how steady the masks were either way. `adapt`: the
     background follows the scene (a running update, relearnt when it goes stale:
-    toolkit.deploy.adapt); None keeps it fixed.
+    toolkit.deploy.adapt); None keeps it fixed. `live`: network sources, newest-frame mode,
+    stride, stalls and reconnects (`LiveOptions`; cameras and network streams are live by default).
     """
     out = Path(out)
     fmt = _check_request(out, bg=bg, bg_frames=bg_frames, masks_dir=masks_dir, batch=batch, max_frames=max_frames)
@@ -157,7 +165,7 @@ def stream(
     stop = stop or threading.Event()
     runner = model if isinstance(model, Runner) else open_fixed_camera(model, cache=bg_cache, provider=provider)
     report = StreamReport(out=out, smooth=smooth)
-    src = source if isinstance(source, FrameSource) else open_source(str(source), fps)
+    src = open_live(source, fps, live or LiveOptions())
     with src, runner, sigint_sets(stop):
         report.notes = list(runner.notes)  # after activation: a provider that failed to load is noted then
         if self_test:  # the model proves itself before the first frame (CheckFailed: exit 1)
@@ -176,6 +184,10 @@ def stream(
         report.codec = writer.codec
         report.interrupted = stop.is_set()
         report.notes += src.notes
+        report.received = getattr(src, "received", report.frames)
+        report.dropped, report.reconnects = getattr(src, "dropped", 0), getattr(src, "reconnects", 0)
+        if annotator.latencies:
+            report.latency_ms_p50, report.latency_ms_p99 = (float(np.percentile(annotator.latencies, q)) for q in (50, 99))
     if report.frames == 0:
         raise UserError(f"{src.label}: no frames")
     return report
@@ -251,6 +263,7 @@ class _Annotator:
         self.on_frame = on_frame
         self.meter = FpsMeter()
         self.smoother = smoother or Smoother(0.0)
+        self.latencies: list[float] = []  # ms per frame, source to panel written
         self.flicker = FlickerMeter()
 
     def run(self, writer: FrameWriter, frames: Iterator[np.ndarray], batch: int, stop: threading.Event, pipelined: bool) -> int:
@@ -258,8 +271,10 @@ class _Annotator:
         return run_pipeline((self.prepare(f) for f in frames), self.infer_batch, functools.partial(self.emit, writer),
                             batch=batch, queue_size=2 * batch + 2, stop=stop, pipelined=pipelined)
 
-    def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return frame, imageio.resize(frame.astype(np.float32) / 255.0, self.size)
+    def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """(the frame, its model-size copy, when it left the source: the latency's start)."""
+        t0 = time.perf_counter()
+        return frame, imageio.resize(frame.astype(np.float32) / 255.0, self.size), t0
 
     def infer_batch(self, group: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
         with self._lock:
@@ -281,7 +296,7 @@ class _Annotator:
             with self._lock:
                 self._next_background = new
 
-    def emit(self, writer: FrameWriter, item: tuple[np.ndarray, np.ndarray], result: tuple[np.ndarray, np.ndarray]) -> None:
+    def emit(self, writer: FrameWriter, item: tuple[np.ndarray, np.ndarray, float], result: tuple[np.ndarray, np.ndarray]) -> None:
         result = self.smoother(*result)  # in frame order: emit runs in the one encode thread
         self.flicker.add(item[1], result[0])
         if self.tracker is not None:
@@ -291,6 +306,7 @@ class _Annotator:
         if self.masks is not None:
             imageio.save_png(self.masks / f"mask_{self.report.masks:06d}.png", mask)
             self.report.masks += 1
+        self.latencies.append((time.perf_counter() - item[2]) * 1000)
         rate = self.meter.tick()
         if self.on_frame is not None:
             self.on_frame(writer.count, rate)
