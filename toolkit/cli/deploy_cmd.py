@@ -37,6 +37,8 @@ def stream(
     rtsp_transport: str = typer.Option("tcp", "--rtsp-transport", help="RTSP over tcp (default) or udp."),
     smooth: float = typer.Option(0.0, "--smooth", help="Exponential moving average of mask and depth: the previous frame's weight in [0, 1) (0: off)."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON (frames, fps, flicker, notes)."),
+    preview: int | None = typer.Option(
+        None, "--preview", help="Serve the live panel on http://127.0.0.1:PORT/ (MJPEG at /stream.mjpg, /metrics); 0: any free port."),
 ) -> None:
     """Run a model on every frame: writes frame | mask overlay | depth colour map as a video (or PNGs).
 
@@ -51,20 +53,7 @@ def stream(
     positive(batch, "--batch")
     if fps is not None and fps <= 0:
         raise UserError(f"--fps must be positive, got {fps}")
-    if json_out is not None:
-        from ..fsutil import check_output_file
-
-        check_output_file(json_out)
-    from ..deploy.adapt import Adaptation
-    from ..deploy.live import LiveOptions
-
-    live = LiveOptions(latest=latest, stride=stride, stall_s=stall_s, reconnect=None if reconnect < 0 else reconnect,
-                       transport=rtsp_transport)
-
-    try:
-        adapt = Adaptation(rate=bg_update, relearn=bg_relearn) if bg_update or bg_relearn else None
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    adapt, live = stream_settings(json_out, bg_update, bg_relearn, latest, stride, stall_s, reconnect, rtsp_transport)
     progress = Progress(
         TextColumn("stream"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]:.1f} fps"), TimeElapsedColumn(),
         console=err_console, transient=False,
@@ -82,13 +71,37 @@ def stream(
     def on_frame(done: int, rate: float) -> None:
         progress.update(task, completed=done, fps=rate)
 
+    from ..deploy.preview import Preview
+
+    viewer = Preview(preview) if preview is not None else None
+    if viewer is not None:
+        err_console.print(f"preview: {viewer.url} (panel, /stream.mjpg, /metrics)", soft_wrap=True)
     try:
         report = run_stream(model, source, out, bg=bg, bg_frames=bg_frames or 30, masks_dir=masks_dir, batch=batch, provider=provider,
                             fps=fps, max_frames=max_frames, bg_cache=not no_bg_cache, smooth=smooth, adapt=adapt,
-                            live=live, on_start=on_start, on_frame=on_frame)
+                            live=live, preview=viewer, on_start=on_start, on_frame=on_frame)
     finally:
         progress.stop()
+        if viewer is not None:
+            viewer.close()
     print_stream_report(report, out, masks_dir, json_out)
+
+
+def stream_settings(json_out: Path | None, bg_update: float, bg_relearn: bool, latest: bool | None, stride: int,
+                    stall_s: float, reconnect: int, transport: str):
+    """The stream's adaptation and live options from the flags, checked (one line each) before any work."""
+    from ..deploy.adapt import Adaptation
+    from ..deploy.live import LiveOptions
+
+    if json_out is not None:
+        from ..fsutil import check_output_file
+
+        check_output_file(json_out)
+    live = LiveOptions(latest=latest, stride=stride, stall_s=stall_s, reconnect=None if reconnect < 0 else reconnect, transport=transport)
+    try:
+        return (Adaptation(rate=bg_update, relearn=bg_relearn) if bg_update or bg_relearn else None), live
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def print_stream_report(report, out: Path, masks_dir: Path | None, json_out: Path | None) -> None:

@@ -36,6 +36,7 @@ from .adapt import Adaptation, BackgroundTracker
 from .background import load_background, median_background
 from .live import LiveOptions, open_live
 from .pipeline import run_pipeline
+from .preview import Preview
 from .temporal import FlickerMeter, Smoother
 from .video import FrameSource, PngFolderWriter, VideoWriter, video_format
 
@@ -139,6 +140,7 @@ def stream(
     smooth: float = 0.0,
     adapt: Adaptation | None = None,
     live: LiveOptions | None = None,
+    preview: Preview | None = None,
     self_test: bool = True,
     stop: threading.Event | None = None,
     on_start: Callable[[StreamReport, int | None], None] | None = None,
@@ -155,6 +157,7 @@ def stream(
     background follows the scene (a running update, relearnt when it goes stale:
     toolkit.deploy.adapt); None keeps it fixed. `live`: network sources, newest-frame mode,
     stride, stalls and reconnects (`LiveOptions`; cameras and network streams are live by default).
+    `preview`: a `toolkit.deploy.preview.Preview` that serves each panel as it is written.
     """
     out = Path(out)
     fmt = _check_request(out, bg=bg, bg_frames=bg_frames, masks_dir=masks_dir, batch=batch, max_frames=max_frames)
@@ -177,6 +180,9 @@ def stream(
         if on_start is not None:
             on_start(report, expected)
         annotator = _Annotator(runner, background, report, masks_dir, on_frame, smoother, adapt)
+        annotator.preview, annotator.source = preview, src
+        if preview is not None and report.self_test:
+            preview.figures["self_test_passed"] = 1.0 if report.self_test.startswith("self-test passed") else 0.0
         start = time.perf_counter()
         writer = _write_output(out, fmt, src, report, lambda w: annotator.run(w, frames, batch, stop, pipelined))
         report.seconds = time.perf_counter() - start
@@ -264,6 +270,8 @@ class _Annotator:
         self.meter = FpsMeter()
         self.smoother = smoother or Smoother(0.0)
         self.latencies: list[float] = []  # ms per frame, source to panel written
+        self.preview: Preview | None = None
+        self.source: FrameSource | None = None
         self.flicker = FlickerMeter()
 
     def run(self, writer: FrameWriter, frames: Iterator[np.ndarray], batch: int, stop: threading.Event, pipelined: bool) -> int:
@@ -306,8 +314,12 @@ class _Annotator:
         if self.masks is not None:
             imageio.save_png(self.masks / f"mask_{self.report.masks:06d}.png", mask)
             self.report.masks += 1
-        self.latencies.append((time.perf_counter() - item[2]) * 1000)
+        latency = time.perf_counter() - item[2]
+        self.latencies.append(latency * 1000)
         rate = self.meter.tick()
+        if self.preview is not None:
+            self.preview.figures.update(fps=rate, **{k: float(getattr(self.source, k, 0)) for k in ("received", "dropped", "reconnects")})
+            self.preview.publish(panel, latency)
         if self.on_frame is not None:
             self.on_frame(writer.count, rate)
 
