@@ -79,3 +79,16 @@ def test_a_stream_relearns_after_the_light_changes_and_then_runs_as_if_given_the
                    batch=1, pipelined=False, self_test=False)
     stale = [np.asarray(Image.open(p), np.int16) for p in sorted((tmp_path / "fixed-masks").iterdir())[-3:]]
     assert fixed.background_events == [] and max(np.abs(a - b).max() for a, b in zip(stale, want)) > 20  # without it: wrong
+
+
+def test_the_scripted_footage_changes_the_light_and_moves_the_camera_with_the_truth():
+    from toolkit.deploy.footage import scripted_scene
+
+    plain, plain_masks = walking_scene(6, 48, 64)
+    lit, lit_masks = scripted_scene(6, 48, 64, light_at=3, light=0.5)
+    assert all(np.array_equal(a, b) for a, b in zip(plain[:3], lit[:3]))
+    assert np.allclose(lit[4], (plain[4] * 0.5).astype(np.uint8), atol=1)
+    assert all(np.array_equal(a, b) for a, b in zip(plain_masks, lit_masks))  # light does not move the person
+    moved, moved_masks = scripted_scene(6, 48, 64, shift_at=2, shift=(2, 3))
+    assert np.array_equal(moved[4][2:, 3:], plain[4][:-2, :-3]) and np.array_equal(moved_masks[4][2:, 3:], plain_masks[4][:-2, :-3])
+    assert not moved_masks[4][:2].any()  # the truth moved with the camera

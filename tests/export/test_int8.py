@@ -135,6 +135,29 @@ def test_tensorrt_target_has_only_int8_zero_points_of_zero(trt_model):
     assert props["toolkit.int8_target"] == "tensorrt" and props["toolkit.precision"] == "int8"
 
 
+def test_tensorrt_target_quantises_conv_inputs_only_not_between_a_conv_and_its_relu(trt_model):
+    """TensorRT's explicit quantisation: Q/DQ on the inputs of weighted layers; Conv -> ReLU stays
+    one fusable pair (no QuantizeLinear on a Conv's output)."""
+    m = onnx.load(str(trt_model[0]))
+    producer = {o: n for n in m.graph.node for o in n.output}
+    consumers = {}
+    for n in m.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    quantised = [c for c in convs if producer.get(c.input[1]) is not None and producer[c.input[1]].op_type == "DequantizeLinear"]
+    assert len(quantised) >= 10  # the trunk and branches are quantised (the first convs and heads stay float)
+    def through_qdq(name):  # what a tensor reaches through a Q -> DQ pair
+        return [c for q in consumers.get(name, []) if q.op_type == "QuantizeLinear"
+                for dq in consumers.get(q.output[0], []) if dq.op_type == "DequantizeLinear" for c in consumers.get(dq.output[0], [])]
+
+    for conv in quantised:
+        data = producer.get(conv.input[0])
+        assert data is not None and data.op_type == "DequantizeLinear", conv.name  # its input: a Q/DQ pair
+        assert not any(c.op_type == "Relu" for c in through_qdq(conv.output[0])), conv.name  # Conv -> Q -> DQ -> ReLU
+    assert any(c.op_type == "Relu" for conv in quantised for c in consumers.get(conv.output[0], []))  # Conv -> ReLU directly
+
+
 def _miscalibrated(pairs):
     """A deliberately broken calibration: pixel values 0..255 instead of 0..1 (ranges ~100x too wide)."""
     return dataclasses.replace(pairs, calib={k: v * 255 for k, v in pairs.calib.items()})

@@ -63,3 +63,22 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def scripted_scene(n: int, h: int, w: int, *, light_at: int | None = None, light: float = 0.6,
+                   shift_at: int | None = None, shift: tuple[int, int] = (2, 3), seed: int = 0
+                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`walking_scene` with scripted events: from frame `light_at` the light changes (every pixel
+    x `light`), from frame `shift_at` the camera has moved (the image shifted by `shift` pixels,
+    edges repeated). Returns the frames and the true masks (which move with the camera)."""
+    frames, masks = walking_scene(n, h, w, seed)
+    out_frames, out_masks = [], []
+    for i, (f, m) in enumerate(zip(frames, masks)):
+        if shift_at is not None and i >= shift_at:
+            f = np.pad(f, ((shift[0], 0), (shift[1], 0), (0, 0)), mode="edge")[:h, :w]
+            m = np.pad(m, ((shift[0], 0), (shift[1], 0)))[:h, :w]
+        if light_at is not None and i >= light_at:
+            f = np.clip(f.astype(np.float32) * light, 0, 255).astype(np.uint8)
+        out_frames.append(f)
+        out_masks.append(m)
+    return out_frames, out_masks
