@@ -21,6 +21,10 @@ from .errors import MissingDependency
 # those of its libraries alone (what ONNX Runtime's TensorRT provider loads, with no bindings).
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt_cu13", "tensorrt_cu12")
 TENSORRT_LIB_DISTRIBUTIONS = ("tensorrt-libs", "tensorrt-cu13-libs", "tensorrt-cu12-libs")
+# The wheel that holds the `tensorrt` module itself: its version is `tensorrt.__version__`, what an
+# engine's sidecar records. The metapackage's can differ (post releases, mixed installs).
+TENSORRT_BINDINGS_DISTRIBUTIONS = ("tensorrt-cu13-bindings", "tensorrt-cu12-bindings", "tensorrt-cu11-bindings",
+                                   "tensorrt_bindings", "tensorrt-bindings")
 
 
 def import_optional(module: str, what: str, extra: str | None) -> ModuleType:
@@ -51,19 +55,31 @@ def distribution_version(*names: str) -> str | None:
     return found[1] if found else None
 
 
-def tensorrt_version() -> str | None:
-    """TensorRT's version, None when it is not installed.
+def tensorrt_metadata_version() -> tuple[str, bool] | None:
+    """(TensorRT's version from the package metadata, whether it is the bindings' own: exactly
+    `tensorrt.__version__`), or None when no TensorRT distribution is installed."""
+    version = distribution_version(*TENSORRT_BINDINGS_DISTRIBUTIONS)
+    if version is not None:
+        return version, True
+    version = distribution_version(*TENSORRT_DISTRIBUTIONS)
+    return (version, False) if version is not None else None
+
+
+def tensorrt_version() -> tuple[str, bool] | None:
+    """(TensorRT's version, whether it is exactly `tensorrt.__version__`), None when it is not installed.
 
     Read from the package metadata first (importing TensorRT takes seconds and needs the GPU
-    libraries), then from the module itself for a system install (apt, tarball) that has none.
+    libraries): the bindings' distribution is exact, the metapackage's only advisory (a check on
+    it must not refuse; the real one runs after import). A system install (apt, tarball) with no
+    metadata is read from the module itself.
     """
     if importlib.util.find_spec("tensorrt") is None:
         return None
-    version = distribution_version(*TENSORRT_DISTRIBUTIONS)
-    if version is not None:
-        return version
+    found = tensorrt_metadata_version()
+    if found is not None:
+        return found
     try:
-        return str(importlib.import_module("tensorrt").__version__)
+        return str(importlib.import_module("tensorrt").__version__), True
     except Exception:  # a broken install (missing libnvinfer) is "not installed" here
         return None
 

@@ -53,6 +53,36 @@ def test_the_size_profile_is_read_back_and_an_older_sidecar_means_its_input_size
     assert size_profile(side | {"size_profile": {"min": [64, 96], "opt": [128, 224], "max": [256, 448]}}).admits((128, 160))
 
 
+def _dist(site, name: str, version: str) -> None:
+    """A pip distribution's metadata (a .dist-info folder) on a site folder: what importlib.metadata reads."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def test_the_bindings_version_is_exact_and_the_metapackage_only_advisory(tmp_path, monkeypatch):
+    from toolkit.optional import tensorrt_metadata_version
+
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    _dist(tmp_path / "site", "tensorrt", "10.13.0.post1")  # the metapackage: a post release of the same bindings
+    assert tensorrt_metadata_version() == ("10.13.0.post1", False)
+    _dist(tmp_path / "site", "tensorrt-cu12-bindings", "10.13.0.35")
+    assert tensorrt_metadata_version() == ("10.13.0.35", True)  # what tensorrt.__version__ says, and sidecars record
+
+
+def test_an_advisory_version_does_not_refuse_an_engine_before_import(sidecar_on_disk, monkeypatch):
+    """Only the metapackage's version known, and it differs from the sidecar's: the early check
+    must not refuse (rebuilding could not help); the real check runs after import."""
+    from toolkit.runtime import tensorrt_runner as tr
+
+    engine, side = sidecar_on_disk
+    monkeypatch.setattr(tr, "tensorrt_version", lambda: ("10.13.0.post1", False))
+    sidecar_path(engine).write_text(json.dumps(side))
+    with pytest.raises(UserError) as e:  # the engine file is not the sidecar's: refused for that, not the version
+        tr.TensorRTRunner(engine)
+    assert "not the one its sidecar" in str(e.value) and "this machine has TensorRT" not in str(e.value)
+
+
 def test_sidecar_path_appends_json():
     assert sidecar_path("out/model.fp16.engine").name == "model.fp16.engine.json"
 
@@ -201,7 +231,7 @@ def test_sidecar_is_judged_before_tensorrt_is_imported(sidecar_on_disk, monkeypa
     from toolkit.runtime import tensorrt_runner as tr
 
     engine, side = sidecar_on_disk
-    monkeypatch.setattr(tr, "tensorrt_version", lambda: "10.13.0.35")
+    monkeypatch.setattr(tr, "tensorrt_version", lambda: ("10.13.0.35", True))  # the bindings' own version
     monkeypatch.setattr(tr, "_tensorrt", lambda: pytest.fail("TensorRT was imported before the sidecar was judged"))
     sidecar_path(engine).write_text(json.dumps(side | {"tensorrt_version": "8.6.1"}))
     with pytest.raises(UserError, match="built with TensorRT 8.6.1, this machine has TensorRT 10.13.0.35"):

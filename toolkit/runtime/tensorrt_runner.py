@@ -140,7 +140,8 @@ class TensorRTRunner(Runner):
         built for another GPU (cuda-python names this one), is refused here. `activate()` checks
         the imported TensorRT again before it deserialises anything."""
         path = Path(path)
-        installed = tensorrt_version()
+        found = tensorrt_version()
+        installed, exact = found if found is not None else (None, False)
         try:
             sidecar = load_sidecar(path)
         except UserError as e:
@@ -150,11 +151,12 @@ class TensorRTRunner(Runner):
         built = str(sidecar["tensorrt_version"])
         if installed is None:
             raise MissingDependency(f"TensorRT (needed to run {path.name}, built with TensorRT {built})", "gpu")
-        if installed != built:
+        if exact and installed != built:
             raise UserError(f"{path}: engine was built with TensorRT {built}, this machine has TensorRT {installed}: {REBUILD}")
         if sha256_file(path) != sidecar["engine_sha256"]:
             raise UserError(f"{path}: the engine file is not the one its sidecar {sidecar_path(path).name} describes (SHA-256 differs); rebuild both")
-        _check_gpu(path, sidecar, installed)
+        # only the metapackage's version known: the version check waits for the real one after import
+        _check_gpu(path, sidecar, installed if exact else built)
         metadata = {str(k): str(v) for k, v in (sidecar.get("metadata") or {}).items()}
         metadata[f"{METADATA_PREFIX}precision"] = str(sidecar["precision"])
         metadata[BUILT_FROM_KEY] = str(sidecar["source_onnx_sha256"])  # what a split pair links to
