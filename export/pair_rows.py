@@ -23,11 +23,11 @@ def pair_artifacts(bg: Path, frame: Path, precision: str, figures: str, *, writt
 
 def given_pair(model: Path) -> list[Artifact]:
     """The split pair beside a given model, used as it is (nothing when there is none)."""
-    from toolkit.runtime.fixed import SplitPairRunner, split_paths
+    from toolkit.runtime.fixed import SplitPairRunner, has_pair, split_paths
 
-    bg, frame = split_paths(model)
-    if not (bg.is_file() and frame.is_file()):
+    if not has_pair(model):
         return []
+    bg, frame = split_paths(model)
     runner = SplitPairRunner(model)  # refuses a pair that does not belong to the model
     return pair_artifacts(bg, frame, runner.precision, "beside the given model, used as it is", written=False)
 

@@ -27,7 +27,7 @@ import onnx
 from toolkit.compare import ParityResult, Thresholds, check_model
 from toolkit.errors import CheckFailed
 from toolkit.fsutil import atomic_path, sha256_file
-from toolkit.runtime.fixed import PARTS, WHOLE_KEY, SplitPairRunner, split_paths
+from toolkit.runtime.fixed import PARTS, WHOLE_KEY, SplitPairRunner, has_pair, split_paths
 from toolkit.runtime.onnx_info import read_onnx_info
 from toolkit.sizes import is_dynamic
 from toolkit.spec import FEATURES_NAME, INTERFACES, METADATA_PREFIX, OUTPUT_NAMES
@@ -144,9 +144,9 @@ def derive_pair(source: Path, out: Path, convert: Converter, feeds: Iterable[dic
     """The pair of `out` (an fp16/int8 model converted from the fp32 `source`, already written)
     converted from `source`'s pair with `convert`, checked against `source` on `feeds` as `out`
     was; None when `source` has no pair beside it."""
-    halves = split_paths(source)
-    if not all(p.is_file() for p in halves):
+    if not has_pair(source):
         return None
+    halves = split_paths(source)
     info = read_onnx_info(out)
     whole_meta, pair_id = _linked(out, info.metadata)
     protos = {}
@@ -174,7 +174,7 @@ def int8_pair(source: Path, out: Path, pairs: CalibrationPairs, *, target: str, 
     from .graph import drop_identity_pools, features_channels_last
     from .int8 import quantise_graph
 
-    if not all(p.is_file() for p in split_paths(source)):
+    if not has_pair(source):
         return None
     features = np.ascontiguousarray(pair_features(source, pairs.calib["bg"]).transpose(0, 2, 3, 1))
     calib = {"bg": {"bg": pairs.calib["bg"]}, "frame": {FEATURES_NAME: features, "fgbg": pairs.calib["fgbg"]}}

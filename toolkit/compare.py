@@ -346,12 +346,12 @@ def with_split_pairs(runners: list[Runner], notes: list[str], **options: Any) ->
     """Each runner, followed by its model's split pair when one sits beside it: parity judges
     the pair (run as one model) with the same thresholds as the whole model. A pair that does not
     belong to its model is left out with a note in `notes` (the whole model is still judged)."""
-    from .runtime.fixed import SplitPairRunner, split_paths
+    from .runtime.fixed import SplitPairRunner, has_pair
 
     out: list[Runner] = []
     for runner in runners:
         out.append(runner)
-        if runner.path.suffix.lower() != ".pt" and all(p.is_file() for p in split_paths(runner.path)):
+        if has_pair(runner.path):
             try:
                 out.append(SplitPairRunner(runner.path, **options))
             except UserError as e:

@@ -162,10 +162,10 @@ def self_test_model(model: str | Path, **options: Any) -> list[str]:
     """`doctor --model`: the self-test of `model` on the runtime `options` pick, and of its
     fixed-camera pair when one sits beside it; a line per run, CheckFailed on the first failure."""
     from .runtime import open_runner
-    from .runtime.fixed import SplitPairRunner, split_paths
+    from .runtime.fixed import SplitPairRunner, has_pair
 
     runners = [open_runner(model, **options)]
-    if Path(model).suffix.lower() != ".pt" and all(p.is_file() for p in split_paths(model)):
+    if has_pair(model):
         runners.append(SplitPairRunner(model, **options))
     lines = []
     for runner in runners:

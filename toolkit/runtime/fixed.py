@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..spec import FEATURES_NAME, METADATA_PREFIX
-from .base import Runner, background_batch, open_runner
+from .base import Runner, open_runner
 
 PARTS = ("bg", "frame")
 # What both halves and the whole model must agree on (`toolkit.` metadata keys).
@@ -45,6 +45,11 @@ def split_paths(model: str | Path) -> tuple[Path, Path]:
     """`X.onnx` -> (`X.bg.onnx`, `X.frame.onnx`); `X.fp16.engine` -> (`X.fp16.bg.engine`, ...)."""
     model = Path(model)
     return tuple(model.with_name(f"{model.stem}.{part}{model.suffix}") for part in PARTS)  # type: ignore[return-value]
+
+
+def has_pair(model: str | Path) -> bool:
+    """Both halves of the split pair sit beside the exported `model` (a checkpoint has none)."""
+    return Path(model).suffix.lower() != ".pt" and all(p.is_file() for p in split_paths(model))
 
 
 def pair_problem(whole: Runner, bg: Runner, frame: Runner) -> str | None:
@@ -133,8 +138,7 @@ class SplitPairRunner(Runner):
         return self.halves[1].infer({FEATURES_NAME: self.features(feed["bg"]), "fgbg": feed["fgbg"]})
 
     def set_background(self, bg: np.ndarray) -> None:
-        batch = background_batch(bg)
-        self._background = self.check_feed({"bg": batch, "fgbg": batch})["bg"]
+        super().set_background(bg)  # checked and kept as the base runner does
         self._pending, self._features, self._repeated = self._background, None, None
         if self.active:
             self._set_features(self._background)
@@ -160,7 +164,7 @@ def open_fixed_camera(model: str | Path, *, cache: bool = True, **options: Any) 
     not belong to the model is refused). Use `set_background` then `infer_frames` on either."""
     model = Path(model)
     pair = split_paths(model)
-    if cache and all(p.is_file() for p in pair):
+    if cache and has_pair(model):
         return SplitPairRunner(model, **options)
     runner = open_runner(model, **options)
     if not cache:
