@@ -97,8 +97,8 @@ def main() -> None:
 
     from export.formats import ExportOptions, run_exports
     from toolkit.bench import bench
-    from toolkit.compare import run_parity
     from toolkit.legacy import import_legacy
+    from toolkit.parity import run_parity
     from toolkit.spec import IOSpec
 
     with tempfile.TemporaryDirectory(prefix="toolkit-bench-") as tmp:

@@ -12,6 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LEGACY_FIXTURE = ROOT / "tests" / "fixtures" / "eva4-week15-epoch12.pt"
+# A checkpoint `toolkit train` made on a synthetic set (64 px, 30 epochs; held-out mask IoU 0.76,
+# depth RMSE 0.034): a model that segments the synthetic scenes, unlike the epoch-12 fixture.
+TRAINED_FIXTURE = ROOT / "tests" / "fixtures" / "synthetic-64px-trained.pt"
 
 
 def golden_inputs(h: int = 128, w: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -69,6 +72,28 @@ def exported_pair(tmp_path_factory, imported_ckpt, exported_onnx) -> Path:
     out = tmp_path_factory.mktemp("pair") / "model.onnx"
     out.write_bytes(exported_onnx.read_bytes())
     export_split(imported_ckpt, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_onnx(tmp_path_factory) -> Path:
+    """The trained fixture's fp32 export (64x64); its checkpoint sits beside it as model.pt."""
+    from export.onnx import export_onnx
+
+    folder = tmp_path_factory.mktemp("trained")
+    ckpt = folder / "model.pt"
+    ckpt.write_bytes(TRAINED_FIXTURE.read_bytes())
+    export_onnx(ckpt, folder / "model.onnx")
+    return folder / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def val_data(tmp_path_factory) -> Path:
+    """A small synthetic set at 64 px with a seed no training set used: 5 backgrounds x 3 people x 2 placements."""
+    from toolkit.data.synth import synthesize
+
+    out = tmp_path_factory.mktemp("valdata") / "set"
+    synthesize(out, backgrounds=5, foregrounds=3, placements=2, size=64, seed=77)
     return out
 
 

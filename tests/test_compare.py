@@ -8,7 +8,8 @@ import pytest
 from onnx import numpy_helper
 
 from tests.conftest import run_cli
-from toolkit.compare import Thresholds, compare_runners, run_parity
+from toolkit.compare import Thresholds, compare_runners
+from toolkit.parity import run_parity
 from toolkit.runtime import open_runner
 
 

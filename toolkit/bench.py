@@ -53,7 +53,7 @@ def parse_batch_sizes(text: str) -> list[int]:
 
 
 @dataclass
-class _Target:
+class Target:
     """One model on one runtime, as bench times it."""
 
     path: str | Path
@@ -61,7 +61,7 @@ class _Target:
     times: dict[int, list[float]]  # batch -> seconds per call
 
 
-def _targets(models: list[str | Path], providers: list[str], threads: int | None) -> list[_Target]:
+def open_targets(models: list[str | Path], providers: list[str], threads: int | None) -> list[Target]:
     """Every `.onnx` model on every provider (`cpu,openvino`: both runtimes in one table), the
     other models once. A checkpoint runs at the first exported model's size, so the ratios compare
     like with like. ONNX Runtime's threads do not spin here: spinning threads of one runtime eat the
@@ -76,10 +76,10 @@ def _targets(models: list[str | Path], providers: list[str], threads: int | None
     exported = {i: open_runner(m, **options(m, p)) for i, (m, p) in enumerate(pairs) if Path(m).suffix.lower() != ".pt"}
     size = next(iter(exported.values())).spec.size if exported else None
     runners = [exported[i] if i in exported else open_at(m, size, **options(m, p)) for i, (m, p) in enumerate(pairs)]
-    return [_Target(m, r, {}) for (m, _), r in zip(pairs, runners)]
+    return [Target(m, r, {}) for (m, _), r in zip(pairs, runners)]
 
 
-def _time_interleaved(targets: list[_Target], batches: list[int], warmup: int, iters: int) -> None:
+def time_interleaved(targets: list[Target], batches: list[int], warmup: int, iters: int) -> None:
     """Time every target at every batch in interleaved rounds (one call each per round), so a
     machine that slows down or speeds up during the run weighs on every target alike."""
     rng = np.random.default_rng(0)
@@ -104,6 +104,17 @@ def _time_interleaved(targets: list[_Target], batches: list[int], warmup: int, i
             t.runner.deactivate()
 
 
+def check_timing(batches: list[int], warmup: int, iters: int) -> None:
+    """The timing options `bench` and `val` share: batch sizes in range, positive counts."""
+    bad = [b for b in batches if not 0 < b <= MAX_BATCH]
+    if bad or not batches:
+        raise UserError(f"--batch: batch sizes must be in 1..{MAX_BATCH}, got {','.join(map(str, bad or batches))}")
+    if iters <= 0:
+        raise UserError(f"--iters must be a positive number, got {iters}")
+    if warmup < 0:
+        raise UserError(f"--warmup must not be negative, got {warmup}")
+
+
 def bench(
     models: list[str | Path],
     batches: list[int],
@@ -121,17 +132,11 @@ def bench(
         raise UserError("bench: give at least one --model")
     if not providers:
         raise UserError(f"--provider must name at least one provider, got {provider!r}")
-    bad = [b for b in batches if not 0 < b <= MAX_BATCH]
-    if bad or not batches:
-        raise UserError(f"--batch: batch sizes must be in 1..{MAX_BATCH}, got {','.join(map(str, bad or batches))}")
-    if iters <= 0:
-        raise UserError(f"--iters must be a positive number, got {iters}")
-    if warmup < 0:
-        raise UserError(f"--warmup must not be negative, got {warmup}")
+    check_timing(batches, warmup, iters)
     if threads is not None and threads <= 0:
         raise UserError(f"bench: --threads must be a positive number, got {threads}")
-    targets = _targets(models, providers, threads)
-    _time_interleaved(targets, batches, warmup, iters)
+    targets = open_targets(models, providers, threads)
+    time_interleaved(targets, batches, warmup, iters)
     rows: list[BenchRow] = []
     baseline: dict[int, float] = {}
     for t in targets:
@@ -159,7 +164,7 @@ def with_baseline(models: list[Path], baseline: Path | None) -> tuple[list[Path]
         import torch  # noqa: F401
     except ImportError:
         return models, f"baseline: {first.name} (PyTorch is not installed, so not eager PyTorch)"
-    from .compare import find_reference
+    from .parity import find_reference
 
     try:
         ref = find_reference(first, open_runner(first))  # metadata only: nothing is loaded

@@ -10,7 +10,6 @@ No torch at module level: the reference runner imports it when it opens the chec
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -264,20 +263,29 @@ def compare_runners(
 ) -> ParityReport:
     """Run the reference, then each candidate, on every feed (one model loaded at a time); judge
     each candidate by `thresholds_for` its precision, with `overrides` (see there for `strict`)."""
-    judged_by = [thresholds_for(r.precision, overrides, strict=strict) for r in candidates]
     feeds = list(feeds)
-    pairs = sum(int(feed[INPUT_NAMES[0]].shape[0]) for feed in feeds)
-    if pairs == 0:
+    if not sum(int(feed[INPUT_NAMES[0]].shape[0]) for feed in feeds):
         raise UserError("parity: no input pairs to compare on")
     with reference:  # one model loaded at a time: the reference's outputs are kept, not its session
         refs = [reference.infer(feed) for feed in feeds]
+    judged_by = [thresholds_for(r.precision, overrides, strict=strict) for r in candidates]
+    return compare_to_outputs(str(reference.path), refs, candidates, feeds, judged_by)
+
+
+def compare_to_outputs(reference: str, refs: list[dict[str, np.ndarray]], candidates: list[Runner],
+                       feeds: list[dict[str, np.ndarray]], judged_by: list[Thresholds]) -> ParityReport:
+    """Each candidate on every feed beside the reference's outputs `refs` for it (from a runner,
+    or stored: `toolkit parity --golden`), judged by its own thresholds."""
+    pairs = sum(int(feed[INPUT_NAMES[0]].shape[0]) for feed in feeds)
+    if pairs == 0:
+        raise UserError("parity: no input pairs to compare on")
     accs = [_Accumulator() for _ in candidates]
     for runner, acc in zip(candidates, accs):
         with runner:
             for feed, ref in zip(feeds, refs):
                 acc.add(runner.infer(feed), ref, feed)
     results = [acc.result(runner, pairs, t) for runner, acc, t in zip(candidates, accs, judged_by)]
-    return ParityReport(str(reference.path), pairs, results)
+    return ParityReport(reference, pairs, results)
 
 
 def check_model(
@@ -323,77 +331,3 @@ def open_at(path: str | Path, size: tuple[int, int] | None, **options: Any) -> R
     if Path(path).suffix.lower() == ".pt":
         options["size"] = size
     return open_runner(path, **options)
-
-
-def find_reference(model: Path, runner: Runner) -> Path:
-    """The checkpoint a model's metadata names: its recorded path relative to the model, then
-    its name beside the model or in the current folder; the SHA-256 must match."""
-    from .fsutil import sha256_file
-
-    name = runner.metadata.get("toolkit.checkpoint")
-    digest = runner.metadata.get("toolkit.checkpoint_sha256")
-    rel = runner.metadata.get("toolkit.checkpoint_relpath")
-    if not name:
-        raise UserError(f"{model}: its metadata names no checkpoint; pass --reference CKPT")
-    candidates = ([model.parent / rel] if rel else []) + [model.parent / name, Path.cwd() / name]
-    for candidate in candidates:
-        if candidate.is_file() and (not digest or sha256_file(candidate) == digest):
-            return candidate
-    raise UserError(f"{model}: reference checkpoint '{rel or name}' (from its metadata) not found or changed; pass --reference CKPT")
-
-
-def with_split_pairs(runners: list[Runner], notes: list[str], **options: Any) -> list[Runner]:
-    """Each runner, followed by its model's split pair when one sits beside it: parity judges
-    the pair (run as one model) with the same thresholds as the whole model. A pair that does not
-    belong to its model is left out with a note in `notes` (the whole model is still judged)."""
-    from .runtime.fixed import SplitPairRunner, has_pair
-
-    out: list[Runner] = []
-    for runner in runners:
-        out.append(runner)
-        if has_pair(runner.path):
-            try:
-                out.append(SplitPairRunner(runner.path, **options))
-            except UserError as e:
-                notes.append(f"split pair left out: {e}")
-    return out
-
-
-def run_parity(
-    models: list[str | Path],
-    reference: str | Path | None = None,
-    data: str | Path | None = None,
-    *,
-    limit: int = 16,
-    batch_size: int = 8,
-    overrides: Thresholds | None = None,
-    provider: str = "cpu",
-) -> ParityReport:
-    """Open the models and the reference, pick the pairs, compare. The CLI's `parity`.
-
-    `provider` applies to the models under test; the PyTorch reference always runs on the CPU.
-    """
-    if not models:
-        raise UserError("parity: give at least one --model")
-    if limit <= 0 or batch_size <= 0:
-        raise UserError("parity: --limit and --batch-size must be positive")
-    first = open_runner(models[0], provider=provider)
-    size = first.spec.size  # the network is fully convolutional: a checkpoint runs at the export's size
-    notes: list[str] = []
-    runners = with_split_pairs([first] + [open_at(m, size, provider=provider) for m in models[1:]], notes, provider=provider)
-    ref_path = Path(reference) if reference else find_reference(Path(models[0]), first)
-    ref_runner = open_at(ref_path, size)
-    for r in [ref_runner, *runners]:
-        if r.spec.size != size:
-            raise UserError(f"{r.path}: takes {r.spec.height}x{r.spec.width}, {first.path.name} {size[0]}x{size[1]}")
-    if data is not None:
-        report = compare_runners(ref_runner, runners, dataset_feeds(data, size, limit=limit, batch_size=batch_size), overrides)
-    else:
-        from .data.synth import synthesize
-
-        with tempfile.TemporaryDirectory(prefix="toolkit-parity-") as tmp:
-            synthesize(Path(tmp) / "data", backgrounds=2, foregrounds=4, placements=2, size=max(size), seed=1234)
-            feeds = dataset_feeds(Path(tmp) / "data", size, limit=limit, batch_size=batch_size)
-            report = compare_runners(ref_runner, runners, feeds, overrides)
-    report.notes = notes
-    return report

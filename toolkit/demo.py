@@ -44,11 +44,11 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, say: Callabl
     from train.config import TrainConfig
     from train.loop import run as train_run
 
-    from .compare import run_parity
     from .data.reader import open_dataset
     from .data.split import split_by_background
     from .data.synth import synthesize
     from .infer import infer_files
+    from .parity import run_parity
 
     s = settings or DemoSettings()
     out = ensure_dir(out)

@@ -9,10 +9,11 @@ from onnx import TensorProto, numpy_helper
 
 from export.fp16 import FP16_MAX, convert_fp16
 from export.int8 import synthetic_pairs
-from toolkit.compare import DEFAULT_THRESHOLDS, batches, run_parity
+from toolkit.compare import DEFAULT_THRESHOLDS, batches
 from toolkit.errors import CheckFailed, MissingDependency
 from toolkit.fsutil import sha256_file
 from toolkit.install import install_hint
+from toolkit.parity import run_parity
 
 pytest.importorskip("onnxconverter_common")
 

@@ -124,7 +124,7 @@ def test_export_at_another_size_is_checked_at_that_size(imported_ckpt, tmp_path)
     """The network is fully convolutional: a 16:9 camera gets 64x112, checked against the
     checkpoint at 64x112, recorded in the metadata; parity and bench follow the model's size."""
     from toolkit.bench import bench
-    from toolkit.compare import run_parity
+    from toolkit.parity import run_parity
     from toolkit.runtime import open_runner
 
     out, check = export_onnx(imported_ckpt, tmp_path / "wide.onnx", size=(64, 112))

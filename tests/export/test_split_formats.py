@@ -97,7 +97,7 @@ def test_the_fp16_halves_compute_the_fp16_model(from_checkpoint):
 
 
 def test_parity_judges_the_pair_as_a_model_of_its_own(from_checkpoint, imported_ckpt):
-    from toolkit.compare import run_parity
+    from toolkit.parity import run_parity
 
     out, _ = from_checkpoint
     report = run_parity([out / "model.onnx"], reference=imported_ckpt, limit=4)

@@ -23,7 +23,7 @@ def test_device_plan_falls_back_to_the_cpu_with_a_note():
 
 def test_parity_passes_at_the_fp32_thresholds_on_openvino(exported_onnx, imported_ckpt):
     pytest.importorskip("openvino", reason="openvino is not installed (its extra)")
-    from toolkit.compare import run_parity
+    from toolkit.parity import run_parity
 
     report = run_parity([exported_onnx], imported_ckpt, limit=4, batch_size=2, provider="openvino")
     r = report.results[0]

@@ -29,10 +29,10 @@ DEBUG_ENV = "TOOLKIT_DEBUG"
 
 
 def _register() -> None:
-    from . import data_cmd, deploy_cmd, model_cmd, run_cmd, train_cmd
+    from . import data_cmd, deploy_cmd, model_cmd, run_cmd, train_cmd, val_cmd
 
     app.add_typer(data_cmd.data_app, name="data")
-    for module in (train_cmd, model_cmd, run_cmd, deploy_cmd):
+    for module in (train_cmd, model_cmd, run_cmd, val_cmd, deploy_cmd):
         module.register(app)
 
 

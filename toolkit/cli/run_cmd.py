@@ -53,7 +53,7 @@ def infer(
 
 
 def parity(
-    model: list[Path] = typer.Option(..., "--model", "-m", help="Model(s) to check (repeat the option)."),
+    model: list[Path] = typer.Option([], "--model", "-m", help="Model(s) to check (repeat the option)."),
     reference: Path | None = typer.Option(None, "--reference", "-r", help="PyTorch checkpoint (default: the one in the model's metadata)."),
     data: Path | None = typer.Option(None, "--data", help="Data set folder or zip (default: a small synthetic set)."),
     limit: int = typer.Option(16, "--limit", help="Number of pairs to compare on."),
@@ -64,17 +64,45 @@ def parity(
     mask_iou: float | None = typer.Option(None, "--mask-iou", help="Override: minimum mask IoU vs torch."),
     depth_rmse: float | None = typer.Option(None, "--depth-rmse", help="Override: maximum depth RMSE vs torch."),
     provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),
+    save_golden: Path | None = typer.Option(
+        None, "--save-golden", help="Also write the pairs and the reference's outputs to this folder (npz + manifest with hashes)."),
+    golden: Path | None = typer.Option(
+        None, "--golden", help="Judge the models against a --save-golden folder instead of a checkpoint (no PyTorch needed)."),
+    layers: bool = typer.Option(
+        False, "--layers", help="Compare every intermediate tensor with the fp32 reference's; name the first over tolerance."),
+    layer_tol: float | None = typer.Option(
+        None, "--layer-tol", help="With --layers: relative L2 error a tensor may have (default per precision: 1e-4, 1e-2, 0.15)."),
 ) -> None:
-    """Run each model beside the PyTorch reference; exit 1 when a threshold fails."""
-    from ..compare import Thresholds, run_parity
+    """Run each model beside the PyTorch reference; exit 1 when a threshold fails.
+
+    --save-golden DIR keeps what was compared on (the pairs, PyTorch's outputs, the thresholds);
+    --golden DIR --model M later judges M against it with the same verdicts, on a box without
+    PyTorch. --save-golden with --reference CKPT and no --model only writes the folder."""
+    from ..compare import Thresholds
     from ..fsutil import check_output_dir, check_output_file
+    from ..parity import run_parity
 
     overrides = Thresholds(max_abs=max_abs, mask_iou=mask_iou, depth_rmse=depth_rmse)  # checks their ranges
     if json_out is not None:
         check_output_file(json_out)  # before the work, not after it
     if png_dir is not None:
         check_output_dir(png_dir)
-    report = run_parity(model, reference, data, limit=limit, batch_size=batch_size, overrides=overrides, provider=provider)
+    if layers:
+        if golden is not None or save_golden is not None:
+            raise UserError("parity --layers compares against a reference model: --golden and --save-golden do not go with it")
+        return layer_parity(model, reference, data, limit=limit, tolerance=layer_tol, json_out=json_out, png_dir=png_dir)
+    if golden is not None:
+        if reference is not None or data is not None or save_golden is not None:
+            raise UserError("parity --golden DIR judges against the folder's pairs and outputs: "
+                            "--reference, --data and --save-golden do not go with it")
+        from ..parity import check_golden
+
+        report = check_golden(golden, model, provider=provider, overrides=overrides)
+    else:
+        if save_golden is not None:
+            check_output_dir(save_golden)
+        report = run_parity(model, reference, data, limit=limit, batch_size=batch_size, overrides=overrides,
+                            provider=provider, save_golden=save_golden)
     print_parity(report)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
@@ -88,6 +116,44 @@ def parity(
                 console.print(f"wrote {path} (worst pair, max abs diff {r.worst.max_abs:.2e})")
     if not report:
         raise CheckFailed("parity failed: " + "; ".join(f"{Path(r.model).name}: {', '.join(r.failures)}" for r in report.results if not r))
+
+
+LAYER_COLUMNS = (Col("#", right=True), Col("layer"), Col("op", optional=True), Col("rel error", right=True),
+                 Col("max |d|", right=True, optional=True), Col("NaN/inf", right=True, optional=True))
+
+
+def layer_parity(models: list[Path], reference: Path | None, data: Path | None, *, limit: int, tolerance: float | None,
+                 json_out: Path | None, png_dir: Path | None) -> None:
+    """`parity --layers`: per model, the tensors with the largest errors, the first over its
+    tolerance and the first NaN/inf; exit 1 when a model has either."""
+    from ..layers import compare_layers, layers_png
+
+    if not models:
+        raise UserError("parity --layers: give at least one --model")
+    reports = [compare_layers(m, reference, data, limit=limit, tolerance=tolerance) for m in models]
+    for r in reports:
+        worst = sorted(sorted(r.layers, key=lambda d: -d.rel_error)[:8], key=lambda d: d.index)
+        rows = [(str(d.index), d.layer, d.op, f"{d.rel_error:.2e}", f"{d.max_abs:.2e}", str(d.nonfinite)) for d in worst]
+        show_table(f"{Path(r.model).name}: the 8 tensors furthest from the reference, in graph order", LAYER_COLUMNS, rows)
+        first, nan = r.first_over, r.first_nonfinite
+        for note in r.notes:
+            print_wrapped(note)
+        print_wrapped(f"first tensor over tolerance: {first.layer} ({first.op}, tensor {first.tensor}, #{first.index}): "
+                      f"relative error {first.rel_error:.2e} > {first.tolerance:g}" if first else "no tensor over tolerance")
+        print_wrapped(f"first NaN/inf: {nan.layer} ({nan.op}, tensor {nan.tensor}, #{nan.index}): {nan.nonfinite} values"
+                      if nan else "no NaN/inf")
+        if png_dir is not None:
+            from ..imageio import save_png
+
+            console.print(f"wrote {save_png(png_dir / f'layers-{Path(r.model).stem}.png', layers_png(r))}")
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps([r.to_dict() for r in reports], indent=2, allow_nan=False) + "\n")
+        console.print(f"wrote {json_out}")
+    failed = [r for r in reports if not r]
+    if failed:
+        raise CheckFailed("parity --layers: " + "; ".join(
+            f"{Path(r.model).name}: first over tolerance {r.first_over.layer if r.first_over else '-'}"
+            + (f", first NaN/inf {r.first_nonfinite.layer}" if r.first_nonfinite else "") for r in failed))
 
 
 PARITY_COLUMNS = (
@@ -150,7 +216,8 @@ def print_parity(report) -> None:
          f"{r.depth_rmse:.5f}", _verdict(r))
         for r in report.results
     ]
-    show_table(f"parity vs {Path(report.reference).name} on {report.pairs} pairs", PARITY_COLUMNS, rows)
+    if rows:
+        show_table(f"parity vs {Path(report.reference).name} on {report.pairs} pairs", PARITY_COLUMNS, rows)
     for note in parity_notes(report):
         print_wrapped(note)
 
