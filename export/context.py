@@ -5,6 +5,7 @@ so the rows' helpers (`export.pair_rows`) can use them without importing the tab
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,7 @@ class ExportContext:
     out_dir: Path
     options: ExportOptions
     produced: dict[str, list[Artifact]] = field(default_factory=dict)  # row key -> what it wrote
+    say: Callable[[str], None] = field(default=lambda _: None, repr=False)  # progress of long rows (the int8 search)
     calibration: CalibrationPairs | None = None
 
     def place(self, filename: str, root: str, precision: str = "") -> Path:

@@ -112,11 +112,13 @@ def _int8(ctx: ExportContext) -> list[Artifact]:
     from .split import int8_pair
 
     o = ctx.options
-    path, report = quantize_int8(ctx.fp32_onnx, target(ctx, "int8"), ctx.pairs(),
-                                 target=o.int8_target, method=o.calib_method, force=o.force)
+    path, report = quantize_int8(ctx.fp32_onnx, target(ctx, "int8"), ctx.pairs(), target=o.int8_target,
+                                 method=o.calib_method, force=o.force, search=o.int8_search,
+                                 budget_s=o.search_budget_s, say=ctx.say)
     whole = Artifact(path, "int8", report.summary(), report, report.notes)
+    searched = report.search.float_keys if report.search is not None and report.search.passed else None
     derive = lambda: int8_pair(ctx.fp32_onnx, path, ctx.pairs(), target=o.int8_target, method=o.calib_method,  # noqa: E731
-                               force=report.forced)
+                               force=report.forced, float_keys=searched)
     return [whole, *derived_pair(ctx, whole, derive)]
 
 
@@ -283,7 +285,8 @@ def check_source(source: Path, options: ExportOptions) -> None:
 
 
 def run_exports(
-    source: Path, out_dir: Path, keys: Sequence[str] | None = None, options: ExportOptions | None = None
+    source: Path, out_dir: Path, keys: Sequence[str] | None = None, options: ExportOptions | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> list[ExportOutcome]:
     """Run the selected formats in table order; a failing format is recorded, not raised.
 
@@ -293,13 +296,13 @@ def run_exports(
     Give `options` (what the CLI does), or `keys` (format keys, default options). A row whose
     needs failed is not run (its outcome says why). The options were checked when they were
     made; the rows' preflights run first, so a missing library is refused before anything is
-    written.
+    written. `say(line)` hears the progress of long rows (the int8 search).
     """
     if options is None:
         options = options_for(list(keys or ["onnx"]))
     check_source(Path(source), options)
     preflight(options)
-    ctx = ExportContext(Path(source), Path(out_dir), options)
+    ctx = ExportContext(Path(source), Path(out_dir), options, say=say or (lambda _: None))
     outcomes: list[ExportOutcome] = []
     failed: set[str] = set()
     for fmt in selected_formats(options):

@@ -130,3 +130,30 @@ def features_channels_last(graph: GraphProto, name: str, part: str) -> None:
             node.input[:] = [inner if i == name else i for i in node.input]
         graph.node.insert(0, onnx.helper.make_node("Transpose", [name], [inner], name=f"{name}_to_nchw", perm=[0, 3, 1, 2]))
         permute(next(i for i in graph.input if i.name == name), (0, 2, 3, 1))
+
+
+def structural_keys(graph: GraphProto) -> dict[str, str]:
+    """Each node's place in the graph told by its way to an output: its operator, then, for the
+    first node that reads its first output, that node's key and which input it reads, up to a
+    graph output's name. Two graphs that end alike (a whole model and its frame half) give the
+    same key to the same node of that end, whatever their exporters named the nodes; within one
+    graph keys are unique (one tensor, one producer)."""
+    import hashlib
+
+    graph_outputs = {o.name for o in graph.output}
+    first_reader: dict[str, tuple[NodeProto, int]] = {}
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            first_reader.setdefault(name, (node, i))
+    keys: dict[str, str] = {}
+    for node in reversed(list(graph.node)):  # graph order is topological: readers come later
+        out = node.output[0] if node.output else ""
+        if out in graph_outputs:
+            tail = f"output:{out}"
+        elif out in first_reader and first_reader[out][0].name in keys:
+            reader, index = first_reader[out]
+            tail = f"{keys[reader.name]}[{index}]"
+        else:
+            continue  # leads to no output
+        keys[node.name] = hashlib.sha256(f"{node.op_type}<-{tail}".encode()).hexdigest()[:16]
+    return keys

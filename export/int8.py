@@ -33,24 +33,19 @@ the heads in float halves the depth error for about a third of the speed-up, and
 calibration beats minmax at a few seconds more, so both are the defaults.
 
 Gate: the quantised model runs beside the fp32 model in ONNX Runtime on the held-out pairs and
-is judged with `toolkit.compare` at the int8 thresholds (mask IoU >= 0.97, depth RMSE <= 0.02);
-a failure refuses the file (CheckFailed, exit 1, nothing written, the figures in the message)
-unless `force`, which writes it with a warning. Synthetic calibration pairs prove the pipeline;
+is judged with `toolkit.compare` at the int8 thresholds (mask IoU >= 0.97, depth RMSE <= 0.02).
+A miss starts the search for the layers to keep in float (`export.int8_search`, `search="auto"`);
+a model that still fails is refused (CheckFailed, exit 1, nothing written, the figures in the
+message) unless `force`, which writes the fixed rule's model with a warning. Synthetic calibration pairs prove the pipeline;
 real pairs (`--calib`) are the meaningful test of a model's int8 accuracy.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
-import logging
-import platform
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
@@ -60,11 +55,8 @@ from toolkit.errors import CheckFailed, UserError
 from toolkit.fsutil import atomic_path
 from toolkit.spec import INPUT_NAMES, METADATA_PREFIX
 
-from .graph import ensure_node_names, nodes_from_inputs, nodes_to_outputs
 from .metadata import derived_metadata, load_fp32_source, read_metadata, set_metadata
-
-if TYPE_CHECKING:
-    from onnxruntime.quantization import CalibrationDataReader
+from .quantise import quantise_graph
 
 TARGETS = ("cpu", "tensorrt")
 METHODS = ("minmax", "entropy", "percentile")
@@ -73,24 +65,9 @@ DEFAULT_METHOD = "entropy"
 DEFAULT_CALIB_PAIRS = 32
 DEFAULT_GATE_PAIRS = 16
 MAX_PAIRS = 4096
-CALIB_BATCH = 4  # pairs per calibration run (the calibrator keeps every activation of a batch)
 HOLDOUT = 0.2  # share of a user data set's backgrounds held out for the gate
 SYNTH_SEED = 20200415
 SYNTH_FOREGROUNDS, SYNTH_PLACEMENTS = 4, 2
-
-# Optimum's TensorRT preset plus no bias quantisation (TensorRT quantises biases itself), and no
-# Q/DQ on Conv outputs: TensorRT's explicit-quantisation guide puts Q/DQ on the inputs of
-# weighted layers only; a pair between a Conv and its ReLU (what ActivationSymmetric alone gives)
-# blocks the Conv+ReLU fusion and costs accuracy (ONNX Runtime's own TensorRT example does this).
-TENSORRT_OPTIONS = {
-    "ActivationSymmetric": True,
-    "WeightSymmetric": True,
-    "AddQDQPairToWeight": True,
-    "DedicatedQDQPair": True,
-    "QuantizeBias": False,
-    "OpTypesToExcludeOutputQuantization": ["Conv"],
-}
-
 
 # -- the pairs: calibration part and held-out gate part, split by background ------------------
 @dataclass
@@ -198,82 +175,6 @@ def synthetic_pairs(
                       name="synthetic")
 
 
-# -- what to quantise -------------------------------------------------------------------------
-def float_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes kept in float: the first convolutions and each output's head (the
-    nodes after the last Resize on the way to an output; the final convolutions when the graph
-    has no Resize). Found by structure, so it follows the graph, not its node names."""
-    graph = model.graph
-    ensure_node_names(graph)
-    _, first_convs = nodes_from_inputs(graph, {"Conv"}, only=INPUT_NAMES)
-    heads, resizes = nodes_to_outputs(graph, {"Resize"})
-    if not resizes:  # no upsampling: keep only the final convolutions and the decoding
-        decoding, final_convs = nodes_to_outputs(graph, {"Conv"})
-        heads = decoding + final_convs
-    return list(dict.fromkeys(first_convs + heads))
-
-
-def _x86_without_vnni() -> bool:
-    """U8S8 can saturate on x86 without VNNI; ORT then advises `reduce_range` (7-bit weights)."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return not any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
-def quant_settings(target: str) -> dict[str, Any]:
-    """quantize_static keyword arguments of a target (see the module docstring)."""
-    from onnxruntime.quantization import QuantFormat, QuantType
-
-    if target == "tensorrt":
-        return dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    per_channel=True, reduce_range=False, extra_options=copy.deepcopy(TENSORRT_OPTIONS))
-    return dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                per_channel=True, reduce_range=_x86_without_vnni(), extra_options={})
-
-
-def _reader(pairs: dict[str, np.ndarray], batch: int = CALIB_BATCH) -> CalibrationDataReader:
-    """A CalibrationDataReader over `pairs`, in batches; `set_range` lets the calibrator reduce
-    batch by batch (CalibStridedMinMax) instead of keeping every activation of every batch."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    feeds = batches(pairs, batch)
-
-    class PairReader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.start, self.end = 0, len(feeds)
-
-        def __len__(self) -> int:
-            return len(feeds)
-
-        def set_range(self, start_index: int, end_index: int) -> None:
-            self.start, self.end = start_index, min(end_index, len(feeds))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            if self.start >= self.end:
-                return None
-            self.start += 1
-            return feeds[self.start - 1]
-
-    return PairReader()
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """ORT's quantisation tools print progress and log warnings on the root logger: not ours to show."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
-
-
 # -- the conversion ---------------------------------------------------------------------------
 @dataclass
 class Int8Report:
@@ -286,45 +187,21 @@ class Int8Report:
     forced: bool = False
     float_nodes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    search: Any = None  # export.int8_search.SearchResult when the gate missed and the search ran
 
     @property
     def passed(self) -> bool:
         return bool(self.parity)
 
+    @property
+    def search_summary(self) -> str:
+        return self.search.summary() if self.search is not None else ""
+
     def summary(self) -> str:
         verdict = "gate passed" if self.passed else "gate FAILED, written with --force"
+        searched = f"; {self.search_summary}" if self.search is not None else ""
         return (f"target {self.target}, {self.method} calibration on {self.calib_pairs} pairs; "
-                f"vs fp32 on held-out pairs: {self.parity.figures()}; {verdict}")
-
-
-def quantise_graph(source: Path, calib: dict[str, np.ndarray], *, target: str, method: str,
-                   out: Path) -> tuple[onnx.ModelProto, list[str], dict[str, Any]]:
-    """The Q/DQ model of the fp32 ONNX `source` calibrated on `calib` (arrays named as its
-    inputs: the whole model's pairs, or one half's inputs), the nodes kept in float, and the
-    settings used. `out` names the file in errors."""
-    from onnxruntime.quantization import CalibrationMethod, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    settings = quant_settings(target)
-    settings["extra_options"]["CalibStridedMinMax"] = 1  # reduce per batch (any method)
-    calibrate_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                        "percentile": CalibrationMethod.Percentile}[method]
-    with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
-        pre, quantised = Path(tmp) / "pre.onnx", Path(tmp) / "quant.onnx"
-        try:
-            with _quiet():
-                quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
-                pre_model = onnx.load(str(pre))
-                keep = float_nodes(pre_model)
-                onnx.save(pre_model, str(pre))
-                quantize_static(str(pre), str(quantised), _reader(calib), calibrate_method=calibrate_method,
-                                nodes_to_exclude=keep, **settings)
-        except (UserError, CheckFailed):
-            raise
-        except Exception as e:  # ORT's tools raise ValueError, RuntimeError, its own Fail, ...
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise CheckFailed(f"{out}: not written: int8 quantisation failed ({first})") from e
-        return onnx.load(str(quantised)), keep, settings
+                f"vs fp32 on held-out pairs: {self.parity.figures()}; {verdict}{searched}")
 
 
 def int8_metadata(target: str, method: str, settings: dict[str, Any], keep: list[str], pairs: CalibrationPairs) -> dict[str, str]:
@@ -352,10 +229,14 @@ def quantize_int8(
     method: str = DEFAULT_METHOD,
     force: bool = False,
     thresholds: Thresholds | None = None,
+    search: str = "auto",
+    budget_s: float | None = None,
+    say: Any = None,
 ) -> tuple[Path, Int8Report]:
-    """Quantise the fp32 ONNX `source` to `out`; refuse it (CheckFailed) when the gate fails,
-    unless `force`. `thresholds` (a `toolkit.compare.Thresholds`): the values it sets replace the
-    int8 ones."""
+    """Quantise the fp32 ONNX `source` to `out`. When the gate fails and `search` is "auto", the
+    layers to keep in float are searched for (`export.int8_search`); a model that still fails is
+    refused (CheckFailed) unless `force`. `thresholds` (a `toolkit.compare.Thresholds`): the
+    values it sets replace the int8 ones. `say(line)` hears the search's progress."""
     source, out = Path(source), Path(out)
     if target not in TARGETS:
         raise UserError(f"int8 target must be one of {', '.join(TARGETS)}, got {target!r}")
@@ -364,24 +245,19 @@ def quantize_int8(
     _, props = load_fp32_source(source, "int8")
     if pairs.calib_count == 0 or pairs.gate_count == 0:
         raise UserError("int8: no calibration or gate pairs")
-    with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
-        candidate = Path(tmp) / "model.int8.onnx"
-        model, keep, settings = quantise_graph(source, pairs.calib, target=target, method=method, out=out)
-        set_metadata(model, derived_metadata(props, "int8", source, out, int8_metadata(target, method, settings, keep, pairs)))
-        try:
-            onnx.checker.check_model(model)
-        except Exception as e:  # onnx.checker.ValidationError
-            raise CheckFailed(f"{out}: not written: the int8 model fails onnx.checker ({str(e).strip().splitlines()[0][:200]})") from e
-        candidate.write_bytes(model.SerializeToString())
-        result = check_model(source, candidate, batches(pairs.gate), thresholds)
-    report = Int8Report(None, target, method, pairs.calib_count, pairs.gate_count, result, forced=False,
-                        float_nodes=keep, notes=list(pairs.notes))
+    model, keep, settings = quantise_graph(source, pairs.calib, target=target, method=method, out=out)
+    result = _gate(source, out, model, pairs, thresholds, _metadata(props, source, out, target, method, settings, keep, pairs))
+    report = Int8Report(None, target, method, pairs.calib_count, pairs.gate_count, result, float_nodes=keep, notes=list(pairs.notes))
+    if not result and search == "auto":
+        model, keep, result = _searched(source, out, pairs, props, report, thresholds, budget_s, say) or (model, keep, result)
+        report.parity, report.float_nodes = result, keep
     figures = f"{result.figures()} held out from the {pairs.source} data"
     if not result:
         why = "; ".join(result.failures)
         if not force:
+            searched = f"; {report.search_summary}" if report.search_summary else ""
             hint = "calibrate on real pairs with --calib DIR, or --force to write it anyway" if pairs.source == "synthetic" else "--force writes it anyway"
-            raise CheckFailed(f"{out}: not written: int8 model fails the accuracy gate vs fp32: {why} ({figures}); {hint}")
+            raise CheckFailed(f"{out}: not written: int8 model fails the accuracy gate vs fp32: {why} ({figures}){searched}; {hint}")
         report.forced = True
         report.notes.append(f"warning: int8 model fails the accuracy gate vs fp32 ({why}); written anyway (--force)")
     verdict = "passed" if result else "FAILED (written with --force)"
@@ -390,3 +266,40 @@ def quantize_int8(
         dst.write_bytes(model.SerializeToString())
     report.path = out
     return out, report
+
+
+def _metadata(props: dict[str, str], source: Path, out: Path, target: str, method: str, settings: dict[str, Any],
+              keep: list[str], pairs: CalibrationPairs) -> dict[str, str]:
+    return derived_metadata(props, "int8", source, out, int8_metadata(target, method, settings, keep, pairs))
+
+
+def _gate(source: Path, out: Path, model: onnx.ModelProto, pairs: CalibrationPairs, thresholds: Thresholds | None,
+          metadata: dict[str, str]) -> ParityResult:
+    """Set `metadata` on `model`, check it with onnx.checker, and judge it beside `source` on the
+    held-out pairs."""
+    set_metadata(model, metadata)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:  # onnx.checker.ValidationError
+        raise CheckFailed(f"{out}: not written: the int8 model fails onnx.checker ({str(e).strip().splitlines()[0][:200]})") from e
+    with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
+        candidate = Path(tmp) / "model.int8.onnx"
+        candidate.write_bytes(model.SerializeToString())
+        return check_model(source, candidate, batches(pairs.gate), thresholds)
+
+
+def _searched(source: Path, out: Path, pairs: CalibrationPairs, props: dict[str, str], report: Int8Report,
+              thresholds: Thresholds | None, budget_s: float | None, say: Any) -> tuple[onnx.ModelProto, list[str], ParityResult] | None:
+    """The searched model, its float layers and its gate result when the search passes (None
+    when it does not); `report` records the search either way."""
+    from .int8_search import DEFAULT_BUDGET_S, search_float_layers
+
+    found = search_float_layers(source, pairs.calib, pairs.gate, target=report.target, method=report.method,
+                                thresholds=thresholds, budget_s=budget_s or DEFAULT_BUDGET_S, say=say)
+    report.search = found
+    if not found.passed:
+        return None
+    extra = {f"{METADATA_PREFIX}int8_search": found.record(source)}
+    result = _gate(source, out, found.model, pairs, thresholds,
+                   _metadata(props, source, out, report.target, report.method, found.settings, found.float_layers, pairs) | extra)
+    return found.model, found.float_layers, result

@@ -29,6 +29,7 @@ from .int8 import (
     check_calibration_data,
     check_pair_counts,
 )
+from .int8_search import DEFAULT_BUDGET_S, SEARCH_MODES
 from .onnx import check_graph
 from .tensorrt import DEFAULT_WORKSPACE_MB
 from .triton import DEFAULT_NAME as DEFAULT_TRITON_NAME
@@ -42,6 +43,8 @@ DEPENDENT_OPTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "calib_pairs": ("--calib-pairs", "--int8 or --fp16", ("int8", "fp16")),
     "gate_pairs": ("--gate-pairs", "--int8 or --fp16", ("int8", "fp16")),
     "force": ("--force", "--int8", ("int8",)),
+    "int8_search": ("--int8-search", "--int8", ("int8",)),
+    "search_budget_s": ("--int8-search-budget", "--int8", ("int8",)),
     "batch": ("--batch", "--engine", ("engine",)),
     "workspace_mb": ("--workspace", "--engine", ("engine",)),
     "timing_cache": ("--timing-cache", "--engine", ("engine",)),
@@ -67,6 +70,8 @@ class ExportOptions:
     calib_pairs: int = DEFAULT_CALIB_PAIRS
     gate_pairs: int = DEFAULT_GATE_PAIRS
     force: bool = False  # write an int8 model that fails its gate, with a warning
+    int8_search: str = "auto"  # auto: a gate miss searches for the layers to keep in float; off: refuse (or --force)
+    search_budget_s: float = DEFAULT_BUDGET_S  # the int8 search's time bound
     batch: BatchProfile = DEFAULT_BATCH_PROFILE  # engine profile; '1,8,32' or (1, 8, 32) are taken too
     workspace_mb: int = DEFAULT_WORKSPACE_MB
     timing_cache: Path | None = None  # default <out>/tensorrt.timing-cache
@@ -126,6 +131,10 @@ class ExportOptions:
         check_graph(self.graph)
         if self.int8_target not in TARGETS:
             raise UserError(f"--int8-target must be one of {', '.join(TARGETS)}, got {self.int8_target!r}")
+        if self.int8_search not in SEARCH_MODES:
+            raise UserError(f"--int8-search must be one of {', '.join(SEARCH_MODES)}, got {self.int8_search!r}")
+        if not 0 < float(self.search_budget_s) <= 86400:
+            raise UserError(f"--int8-search-budget must be in (0, 86400] seconds, got {self.search_budget_s}")
         if self.calib_method not in METHODS:
             raise UserError(f"--calib-method must be one of {', '.join(METHODS)}, got {self.calib_method!r}")
         check_pair_counts(self.calib_pairs, self.gate_pairs)

@@ -113,7 +113,7 @@ def test_run_exports_passes_the_fp32_model_to_fp16_and_int8(stub_onnx, imported_
 
     synthesize(tmp_path / "calib-set", backgrounds=3, foregrounds=2, placements=2, size=128, seed=5)
     options = ExportOptions(fp16=True, int8=True, force=True, calib=tmp_path / "calib-set", calib_method="minmax",
-                            calib_pairs=8, gate_pairs=4)
+                            calib_pairs=8, gate_pairs=4, int8_search="off")
     outcomes = run_exports(imported_ckpt, tmp_path / "out", options=options)
     assert [o.format.key for o in outcomes] == ["onnx", "fp16", "int8"]
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
@@ -255,7 +255,8 @@ def test_export_prints_a_line_per_file_and_refuses_int8_with_exit_1(stub_onnx, i
     # an unreachable gate makes the refusal certain, whatever the quantisation's figures
     monkeypatch.setitem(DEFAULT_THRESHOLDS, "int8", Thresholds(mask_iou=1.0, depth_rmse=0.0))
     out = tmp_path / "out"
-    code = _main("export", imported_ckpt, "--out", out, "--fp16", "--int8", "--calib-method", "minmax", "--calib-pairs", "8")
+    code = _main("export", imported_ckpt, "--out", out, "--fp16", "--int8", "--calib-method", "minmax", "--calib-pairs", "8",
+                 "--int8-search", "off")
     captured = capsys.readouterr()
     assert code == 1
     lines = [line for line in captured.out.splitlines() if line.startswith("wrote ")]
@@ -273,7 +274,7 @@ def test_force_writes_int8_and_exits_0(stub_onnx, imported_ckpt, tmp_path, capsy
     monkeypatch.setitem(DEFAULT_THRESHOLDS, "int8", Thresholds(mask_iou=1.0, depth_rmse=0.0))
     out = tmp_path / "out"
     code = _main("export", imported_ckpt, "--out", out, "--int8", "--int8-target", "tensorrt", "--calib-method", "minmax",
-                 "--calib-pairs", "8", "--force")
+                 "--calib-pairs", "8", "--force", "--int8-search", "off")
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "model.int8.onnx (int8)" in captured.out and "target tensorrt" in captured.out and "warning" in captured.out
@@ -298,7 +299,7 @@ from toolkit.compare import batches
 out = Path({str(tmp_path)!r})
 pairs = synthetic_pairs(out / 'pairs', (128, 128), calib_pairs=8, gate_pairs=8)
 convert_fp16({str(exported_onnx)!r}, out / 'model.fp16.onnx', batches(pairs.everything()))
-quantize_int8({str(exported_onnx)!r}, out / 'model.int8.onnx', pairs, method='minmax', force=True)
+quantize_int8({str(exported_onnx)!r}, out / 'model.int8.onnx', pairs, method='minmax', force=True, search='off')
 assert sys.modules['torch'] is None
 print('ok')
 """

@@ -8,7 +8,8 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from export.graph import nodes_to_outputs
-from export.int8 import CalibrationPairs, float_nodes, load_pairs, quantize_int8, synthetic_pairs
+from export.int8 import CalibrationPairs, load_pairs, quantize_int8, synthetic_pairs
+from export.quantise import float_nodes
 from toolkit.compare import DEFAULT_THRESHOLDS, Thresholds
 from toolkit.errors import CheckFailed, UserError
 from toolkit.runtime.onnx_runner import OnnxRunner
@@ -25,6 +26,7 @@ def _quantise(exported_onnx, out, pairs, **kw):
     # MinMax keeps the tests fast. The epoch-12 weights on synthetic pairs fail the real gate
     # (their fp32 masks are nearly empty, so IoU is fragile): graph-property tests use --force.
     kw.setdefault("method", "minmax")
+    kw.setdefault("search", "off")  # the search has its own tests (test_int8_search.py)
     return quantize_int8(exported_onnx, out, pairs, **kw)
 
 

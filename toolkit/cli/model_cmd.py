@@ -84,6 +84,11 @@ def export(
         help="Calibration pairs (default 32): int8 calibrates on them, fp16 is checked on them; the int8 gate judges 16 held-out pairs.",
     ),
     force: bool = typer.Option(False, "--force", help="Write the int8 model even when it fails the accuracy gate (with a warning)."),
+    int8_search: str | None = typer.Option(
+        None, "--int8-search",
+        help="auto (default): when int8 misses its gate, search for the fewest layers to keep in float; off: refuse (or --force)."),
+    int8_search_budget: float | None = typer.Option(
+        None, "--int8-search-budget", help="Seconds the int8 search may take (default 900); it says how long it took."),
     engine: bool = typer.Option(False, "--engine", help="Build TensorRT engines model.<precision>.engine from each ONNX of this run (gpu extra)."),
     batch: str | None = typer.Option(None, "--batch", help="Engine batch profile min,opt,max (default 1,8,32)."),
     size_profile: str | None = typer.Option(
@@ -109,7 +114,8 @@ def export(
 
     options = ExportOptions.from_given(
         graph=graph, fp16=fp16, int8=int8, engine=engine, triton=triton, calib=calib, int8_target=int8_target,
-        calib_method=calib_method, calib_pairs=calib_pairs, force=force or None, batch=batch, workspace_mb=workspace,
+        calib_method=calib_method, calib_pairs=calib_pairs, force=force or None, int8_search=int8_search,
+        search_budget_s=int8_search_budget, batch=batch, workspace_mb=workspace,
         triton_name=triton_name, triton_kind=triton_kind, image_size=image_size, dynamic_size=dynamic_size or None,
         size_profile=size_profile,
     )
@@ -120,7 +126,7 @@ def export(
     existing_path(ckpt)
     _check_export_source(ckpt)  # a bad source is bad input (exit 2), not a failed export
     ensure_dir(out)
-    outcomes = run_exports(ckpt, out, options=options)
+    outcomes = run_exports(ckpt, out, options=options, say=lambda line: console.print(line, soft_wrap=True))
     for o in outcomes:
         for a in o.artifacts:
             console.print(f"{'wrote' if a.written else 'using'} {a.path} ({a.precision}); {a.summary}")
