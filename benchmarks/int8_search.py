@@ -78,7 +78,8 @@ def _row(name: str, source: str, fp32: Path, pairs, folder: Path) -> list[str]:
 
     rows = [f"| {name} | {source} | fixed rule | {len(report.float_nodes)} | {fig(rule_fig)} | "
             f"{'pass' if rule_ok else 'FAIL'} | {speed[0]:.2f}x | |"]
-    kept = ", ".join(found.named()) or "none"
+    kept = (", ".join(found.named()) or "none") + (f" (+{len(set(found.in_effect) - set(found.float_layers))} beside them)"
+                                                   if set(found.in_effect) - set(found.float_layers) else "")
     rows.append(f"| {name} | {source} | search | {len(found.float_layers)} of {found.layer_count}: {kept} | "
                 f"{fig(found.parity)} | {'pass' if found.passed else 'FAIL: ' + found.stopped} | "
                 f"{(f'{speed[1]:.2f}x') if found.passed else '-'} | {seconds:.0f} s, {found.evaluated} |")

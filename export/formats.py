@@ -116,9 +116,9 @@ def _int8(ctx: ExportContext) -> list[Artifact]:
                                  method=o.calib_method, force=o.force, search=o.int8_search,
                                  budget_s=o.search_budget_s, say=ctx.say)
     whole = Artifact(path, "int8", report.summary(), report, report.notes)
-    searched = report.search.float_keys if report.search is not None and report.search.passed else None
+    searched = report.search if report.search is not None and report.search.passed else None
     derive = lambda: int8_pair(ctx.fp32_onnx, path, ctx.pairs(), target=o.int8_target, method=o.calib_method,  # noqa: E731
-                               force=report.forced, float_keys=searched)
+                               force=report.forced, searched=searched)
     return [whole, *derived_pair(ctx, whole, derive)]
 
 
@@ -148,12 +148,36 @@ def _engines(ctx: ExportContext) -> list[Artifact]:
             jobs += [(s, o, part) for s, o, part in zip(split_paths(source), split_paths(out), ("bg", "frame"))]
         stale = [] if ctx.has_pair(source) else remove_stale_pair(out)
         for onnx_file, engine, part in jobs:
+            dla = o.dla_core if precision != "fp32" else None  # DLA runs fp16/int8; the fp32 engine stays on the GPU
             report = build_engine(onnx_file, engine, precision=precision, batch=o.batch, workspace_mb=o.workspace_mb,
-                                  timing_cache=cache, checkpoint_sha256=digest, sizes=o.size_profile)
-            summary = (f"TensorRT {report.tensorrt_version} on {report.gpu_name}, batch {report.batch}, "
+                                  timing_cache=cache, checkpoint_sha256=digest, sizes=o.size_profile,
+                                  compat=o.engine_compat, dla_core=dla)
+            portable = (f", {o.engine_compat}-compatible" if o.engine_compat != "none" else "") + (f", DLA core {dla}" if dla is not None else "")
+            summary = (f"TensorRT {report.tensorrt_version} on {report.gpu_name}, batch {report.batch}{portable}, "
                        f"built in {report.build_seconds:.1f} s from {onnx_file.name}")
+            if part == "whole":
+                summary += "; " + gate_engine(ctx, engine, precision)
             built.append(Artifact(engine, precision, summary, report, list(report.notes) + (stale if part == "whole" else []), part=part))
     return built
+
+
+def gate_engine(ctx: ExportContext, engine: Path, precision: str) -> str:
+    """Run a just-built engine on the gate's held-out pairs beside the fp32 ONNX, on this GPU:
+    TensorRT fuses and picks kernels unlike ONNX Runtime on the CPU, where the fp16/int8 files
+    were judged. An engine that misses its precision's thresholds is removed with its sidecar
+    (CheckFailed, exit 1), as a failing ONNX file is never written."""
+    from toolkit.compare import batches, check_model
+    from toolkit.errors import CheckFailed
+    from toolkit.runtime.tensorrt_runner import sidecar_path
+
+    pairs = ctx.pairs()
+    result = check_model(ctx.fp32_onnx, engine, batches(pairs.gate))
+    if not result:
+        for path in (engine, sidecar_path(engine)):
+            path.unlink(missing_ok=True)
+        raise CheckFailed(f"{engine}: removed: the {precision} engine fails its check against {ctx.fp32_onnx.name} on this GPU: "
+                          f"{'; '.join(result.failures)} ({result.figures()})")
+    return f"vs {ctx.fp32_onnx.name} on this GPU: {result.figures()}"
 
 
 def _triton_preflight(options: ExportOptions) -> None:

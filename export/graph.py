@@ -10,6 +10,7 @@ its nodes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from onnx import GraphProto, NodeProto
 
@@ -157,3 +158,30 @@ def structural_keys(graph: GraphProto) -> dict[str, str]:
             continue  # leads to no output
         keys[node.name] = hashlib.sha256(f"{node.op_type}<-{tail}".encode()).hexdigest()[:16]
     return keys
+
+
+def weights_of(graph: GraphProto) -> dict[str, Any]:
+    """Each weighted node's weights (its first initializer input of rank >= 2) as an array."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in graph.initializer if len(t.dims) >= 2}
+    out = {}
+    for node in graph.node:
+        name = next((i for i in node.input if i in inits), None)
+        if name is not None:
+            out[node.name] = numpy_helper.to_array(inits[name])
+    return out
+
+
+def same_layers(graph: GraphProto, weights: list[Any], keys: set[str]) -> set[str]:
+    """The nodes of `graph` that are the layers other graphs know by `weights` (equal to float
+    rounding: BatchNorm folded by torch in one graph, by ONNX Runtime in another) or, for
+    weightless nodes, by `structural_keys`. A whole model and its halves: their stems end
+    differently but hold the same weights; their heads end alike."""
+    import numpy as np
+
+    found = {name for name, key in structural_keys(graph).items() if key in keys}
+    for name, w in weights_of(graph).items():
+        if any(v.shape == w.shape and np.allclose(v, w, rtol=1e-4, atol=1e-6) for v in weights):
+            found.add(name)
+    return found

@@ -295,11 +295,11 @@ def _searched(source: Path, out: Path, pairs: CalibrationPairs, props: dict[str,
     from .int8_search import DEFAULT_BUDGET_S, search_float_layers
 
     found = search_float_layers(source, pairs.calib, pairs.gate, target=report.target, method=report.method,
-                                thresholds=thresholds, budget_s=budget_s or DEFAULT_BUDGET_S, say=say)
+                                thresholds=thresholds, budget_s=budget_s or DEFAULT_BUDGET_S, say=say, out=out)
     report.search = found
     if not found.passed:
         return None
     extra = {f"{METADATA_PREFIX}int8_search": found.record(source)}
     result = _gate(source, out, found.model, pairs, thresholds,
-                   _metadata(props, source, out, report.target, report.method, found.settings, found.float_layers, pairs) | extra)
-    return found.model, found.float_layers, result
+                   _metadata(props, source, out, report.target, report.method, found.settings, found.in_effect, pairs) | extra)
+    return found.model, found.in_effect, result

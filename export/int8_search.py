@@ -39,7 +39,7 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 SEARCH_MODES = ("auto", "off")
 MIN_SPEEDUP = 1.0  # a candidate no faster than fp32 at batch 8 ends the search
 DEFAULT_BUDGET_S = 900.0
-TIMING_BATCH, TIMING_ROUNDS = 8, 6
+TIMING_BATCH, TIMING_ROUNDS = 8, 12
 
 
 @dataclass
@@ -54,7 +54,9 @@ class SearchResult:
     stopped: str = ""  # why the search ended without a pass
     settings: dict[str, Any] = field(default_factory=dict)  # quantize_static's, for the metadata
     labels: dict[str, str] = field(default_factory=dict)  # node name -> the module that made it
-    float_keys: set[str] = field(default_factory=set)  # `export.graph.structural_keys` of the float layers
+    in_effect: list[str] = field(default_factory=list)  # every layer that runs in float (`float_in_effect`)
+    float_keys: set[str] = field(default_factory=set)  # `export.graph.structural_keys` of the weightless float layers
+    float_weights: list[np.ndarray] = field(default_factory=list)  # the weights of the weighted ones
     layer_count: int = 0
 
     @property
@@ -71,7 +73,9 @@ class SearchResult:
         speed = f", {self.speedup:.2f}x fp32 at batch {TIMING_BATCH} (same run)" if self.speedup else ""
         if self.passed:
             kept = ", ".join(self.named()) or "none"
-            return f"int8 search: {len(self.float_layers)} of {self.layer_count} layers kept in float ({kept}){speed}; {cost}"
+            beside = len(set(self.in_effect) - set(self.float_layers))
+            also = f"; {beside} more run in float beside them (int8 inputs, float outputs)" if beside else ""
+            return f"int8 search: {len(self.float_layers)} of {self.layer_count} layers kept in float ({kept}){also}{speed}; {cost}"
         return (f"int8 search found no passing model ({self.stopped}); best: {self.parity.figures()} with "
                 f"{len(self.float_layers)} layers in float; {cost}")
 
@@ -79,7 +83,8 @@ class SearchResult:
         """The `toolkit.int8_search` metadata value (JSON)."""
         import json
 
-        return json.dumps({"float_layers": self.named(), "layers": self.layer_count, "speedup_vs_fp32_batch8": round(self.speedup, 3),
+        return json.dumps({"float_layers": self.named(), "in_float_in_effect": self.in_effect,
+                           "layers": self.layer_count, "speedup_vs_fp32_batch8": round(self.speedup, 3),
                            "seconds": round(self.seconds, 1), "candidates": self.evaluated, "fp32": source.name,
                            "ranked_by_harm": [[n, round(h, 4)] for n, h in self.harm[:10]]}, sort_keys=True)
 
@@ -109,7 +114,12 @@ def _prune(graph: onnx.GraphProto) -> None:
 def keep_in_float(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names: set[str]) -> onnx.ModelProto:
     """A copy of the Q/DQ model `qdq` in which the nodes `names` read float inputs: an activation
     through a Q -> DQ pair is read before its Q, a quantised weight or bias is replaced by the fp32
-    model's (`fp32`: the graph `qdq` was quantised from, same node names)."""
+    model's (`fp32`: the graph `qdq` was quantised from, same node names). A layer whose every
+    reader is then in float loses the Q on its output: it reads int8 values but computes in float
+    (no QLinearConv without the Q); `float_in_effect` names those too. Measured both ways on the
+    epoch-12 weights: reading the float tensor passes the gate with 2 chosen layers at 1.7x fp32,
+    reading the neighbour's dequantised output (what ONNX Runtime's `nodes_to_exclude` does)
+    needed 15 at 1.1x: the Q/DQ pairs between a float layer and its neighbours cost accuracy."""
     model = onnx.ModelProto.FromString(qdq.SerializeToString())
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
@@ -140,6 +150,27 @@ def keep_in_float(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names: set[str]) 
                     present.add(name)
     _prune(graph)
     return model
+
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def float_in_effect(model: onnx.ModelProto, layers: list[str]) -> list[str]:
+    """Which of the quantised `layers` (of the Q/DQ model `model` was edited from) run in float in
+    `model`: those reading no dequantised input, and the weighted ones whose output no longer
+    goes through a Q (ONNX Runtime runs them as float convolutions of dequantised values)."""
+    made_by_dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    quantised = {i for n in model.graph.node if n.op_type == "QuantizeLinear" for i in n.input}
+    by_name = {n.name: n for n in model.graph.node}
+    out = []
+    for name in layers:
+        node = by_name.get(name)
+        if node is None:
+            continue
+        reads_int8 = any(i in made_by_dq for i in node.input)
+        if not reads_int8 or (node.op_type in WEIGHTED_OPS and not any(o in quantised for o in node.output)):
+            out.append(name)
+    return out
 
 
 def harm_of(result: ParityResult, thresholds: Thresholds) -> float:
@@ -183,7 +214,7 @@ class _Judge:
         from toolkit.bench import open_targets, time_interleaved
 
         targets = open_targets([self.source, self.write(model, "timed.onnx")], ["cpu"], None)
-        time_interleaved(targets, [TIMING_BATCH], 2, TIMING_ROUNDS)
+        time_interleaved(targets, [TIMING_BATCH], 3, TIMING_ROUNDS)
         fp32, int8 = (float(np.median(t.times[TIMING_BATCH])) for t in targets)
         return fp32 / int8
 
@@ -207,8 +238,9 @@ RANK_PAIRS = 16  # calibration pairs the harm of each layer is measured on (not 
 
 def search_float_layers(source: Path, calib: dict[str, np.ndarray], gate: dict[str, np.ndarray], *, target: str,
                         method: str, thresholds: Thresholds | None = None, budget_s: float = DEFAULT_BUDGET_S,
-                        say: Callable[[str], None] | None = None) -> SearchResult:
-    """See the module docstring. `calib` calibrates and ranks; `gate` (held-out pairs) judges."""
+                        say: Callable[[str], None] | None = None, out: Path | None = None) -> SearchResult:
+    """See the module docstring. `calib` calibrates and ranks; `gate` (held-out pairs) judges;
+    `out` (the int8 file to be) names the file in errors."""
     from .metadata import read_metadata
     from .quantise import quantise_with
 
@@ -216,7 +248,7 @@ def search_float_layers(source: Path, calib: dict[str, np.ndarray], gate: dict[s
     start = time.monotonic()
     judged = thresholds_for("int8", thresholds)
     with tempfile.TemporaryDirectory(prefix="toolkit-int8-search-") as tmp:
-        qdq, pre, _, settings = quantise_with(source, calib, target=target, method=method, out=source, exclude=name_all,
+        qdq, pre, _, settings = quantise_with(source, calib, target=target, method=method, out=out or source, exclude=name_all,
                                               keep_activations=True)
         props = read_metadata(onnx.load(str(source))) | {"toolkit.precision": "int8"}
         entries = [onnx.StringStringEntryProto(key=k, value=v) for k, v in props.items()]
@@ -227,7 +259,7 @@ def search_float_layers(source: Path, calib: dict[str, np.ndarray], gate: dict[s
         layers = layers_of(qdq)
         everything = judge.gate(qdq)
         if everything:  # every layer int8 passes: nothing to search
-            found = SearchResult(qdq, [], everything, judge.speedup(qdq) if target == "cpu" else 0.0, 0.0, 0)
+            found = _timed(qdq, [], everything, judge, target == "cpu", len(layers), say)
             return _finish(found, source, pre, [], layers, judge, start, settings)
         say(f"int8 search: {len(layers)} quantised layers; the harm of each, quantised alone, on {RANK_PAIRS} calibration pairs")
         harm = []
@@ -239,7 +271,8 @@ def search_float_layers(source: Path, calib: dict[str, np.ndarray], gate: dict[s
             if (i + 1) % 16 == 0:
                 say(f"int8 search: {i + 1}/{len(layers)} layers measured ({time.monotonic() - start:.0f} s)")
         ranked = sorted(harm, key=lambda h: -h[1])
-        result = _greedy(qdq, pre, judge, ranked, target=target, start=start, budget_s=budget_s, say=say, total=len(layers))
+        result = _greedy(qdq, pre, judge, ranked, target=target, start=start, budget_s=budget_s, say=say, total=len(layers),
+                         everything=everything)
         if len(harm) < len(layers) and not result.passed:
             result.stopped = f"the time budget ({budget_s:.0f} s) ran out after measuring {len(harm)} of {len(layers)} layers"
         return _finish(result, source, pre, ranked, layers, judge, start, settings)
@@ -250,22 +283,27 @@ def _finish(result: SearchResult, source: Path, pre: onnx.ModelProto, ranked: li
     """What the search result records besides its model: cost, ranking, names and keys of its layers."""
     from toolkit.layers import module_name
 
-    from .graph import structural_keys
+    from .graph import structural_keys, weights_of
 
     result.harm, result.seconds, result.evaluated = ranked, time.monotonic() - start, judge.evaluated
     result.layer_count, result.settings = len(layers), settings
-    keys = structural_keys(pre.graph)
-    result.float_keys = {keys[n] for n in result.float_layers if n in keys}
+    if result.model is not None:
+        result.in_effect = float_in_effect(result.model, layers)
+    keys, weights = structural_keys(pre.graph), weights_of(pre.graph)
+    result.float_keys = {keys[n] for n in result.float_layers if n in keys and n not in weights}
+    result.float_weights = [weights[n] for n in result.float_layers if n in weights]
     result.labels = {n.name: module_name(n) for n in onnx.load(str(source)).graph.node if n.name}
     return result
 
 
-def _fewest(qdq: onnx.ModelProto, pre: onnx.ModelProto, judge: _Judge, chosen: list[str]) -> tuple[list[str], ParityResult]:
+def _fewest(qdq: onnx.ModelProto, pre: onnx.ModelProto, judge: _Judge, chosen: list[str], passed: ParityResult,
+            deadline: float) -> tuple[list[str], ParityResult]:
     """Backward elimination: drop each chosen layer (the least harmful first) whose float-ness
-    the gate does not need."""
-    kept = list(chosen)
-    best = judge.gate(keep_in_float(qdq, pre, set(kept)))
+    the gate does not need, while time is left."""
+    kept, best = list(chosen), passed
     for name in reversed(chosen):
+        if time.monotonic() > deadline:
+            break
         trial = [n for n in kept if n != name]
         result = judge.gate(keep_in_float(qdq, pre, set(trial)))
         if result:
@@ -274,12 +312,13 @@ def _fewest(qdq: onnx.ModelProto, pre: onnx.ModelProto, judge: _Judge, chosen: l
 
 
 def _greedy(qdq: onnx.ModelProto, pre: onnx.ModelProto, judge: _Judge, ranked: list[tuple[str, float]], *, target: str,
-            start: float, budget_s: float, say: Callable[[str], None], total: int) -> SearchResult:
-    """Keep layers in float in order of harm until the gate passes (see the module docstring)."""
+            start: float, budget_s: float, say: Callable[[str], None], total: int, everything: ParityResult) -> SearchResult:
+    """Keep layers in float in order of harm until the gate passes (see the module docstring);
+    `everything` is the gate's verdict on the model with every layer int8."""
     timed = target == "cpu"  # a TensorRT-target model's speed is TensorRT's, on a GPU: not measurable here
     chosen: list[str] = []
     best_set: list[str] = []
-    best = judge.gate(qdq)
+    best = everything
     for step, (name, _) in enumerate(ranked, 1):
         if time.monotonic() - start > budget_s:
             return SearchResult(None, best_set, best, 0.0, 0.0, 0, stopped=f"the time budget ({budget_s:.0f} s) ran out")
@@ -288,18 +327,23 @@ def _greedy(qdq: onnx.ModelProto, pre: onnx.ModelProto, judge: _Judge, ranked: l
         if harm_of(result, judge.thresholds) < harm_of(best, judge.thresholds):
             best, best_set = result, list(chosen)
         if result:
-            kept, result = _fewest(qdq, pre, judge, chosen)
-            model = keep_in_float(qdq, pre, set(kept))
-            speed = judge.speedup(model) if timed else 0.0
-            say(f"int8 search: the gate passes with {len(kept)} of {total} layers in float"
-                + (f", {speed:.2f}x fp32 at batch {TIMING_BATCH}" if timed else ""))
-            if timed and speed <= MIN_SPEEDUP:
-                return SearchResult(None, kept, result, speed, 0.0, 0,
-                                    stopped=f"it passes with {len(kept)} layers in float, but at {speed:.2f}x fp32: no faster")
-            return SearchResult(model, kept, result, speed, 0.0, 0)
+            kept, result = _fewest(qdq, pre, judge, chosen, result, start + budget_s)
+            return _timed(keep_in_float(qdq, pre, set(kept)), kept, result, judge, timed, total, say)
         no_gain = (timed and step % 8 == 0 and judge.speedup(keep_in_float(qdq, pre, set(chosen))) <= MIN_SPEEDUP) \
             or (not timed and len(chosen) > total // 2)
         if no_gain:
             return SearchResult(None, best_set, best, 0.0, 0.0, 0,
                                 stopped=f"with {len(chosen)} of {total} layers in float it would be no faster than fp32")
     return SearchResult(None, best_set, best, 0.0, 0.0, 0, stopped="every layer in float and the gate still fails")
+
+
+def _timed(model: onnx.ModelProto, kept: list[str], result: ParityResult, judge: _Judge, timed: bool, total: int,
+           say: Callable[[str], None]) -> SearchResult:
+    """A passing candidate, refused when it is no faster than fp32 (on the CPU target)."""
+    speed = judge.speedup(model) if timed else 0.0
+    say(f"int8 search: the gate passes with {len(kept)} of {total} layers in float"
+        + (f", {speed:.2f}x fp32 at batch {TIMING_BATCH}" if timed else ""))
+    if timed and speed <= MIN_SPEEDUP:
+        return SearchResult(None, kept, result, speed, 0.0, 0,
+                            stopped=f"it passes with {len(kept)} layers in float, but at {speed:.2f}x fp32: no faster")
+    return SearchResult(model, kept, result, speed, 0.0, 0)

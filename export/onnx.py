@@ -145,9 +145,25 @@ def torch_export(model: torch.nn.Module, path: Path, example: dict[str, torch.Te
             raise UserError(f"ONNX export failed: {str(e).strip().splitlines()[0][:300]}") from e
 
 
+# Node metadata torch's exporter writes that names the exporting machine's files (stack traces
+# with source paths) or dumps its FX graph: not for a file shipped to a device. The module
+# scopes (`pkg.torch.onnx.name_scopes`) stay: `parity --layers` names tensors by them.
+BUILD_METADATA_KEYS = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
+
+
+def strip_build_paths(proto: onnx.ModelProto) -> None:
+    """Remove `BUILD_METADATA_KEYS` from every node's metadata."""
+    for node in proto.graph.node:
+        kept = [p for p in node.metadata_props if p.key not in BUILD_METADATA_KEYS]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+
+
 def _finish(path: Path, props: dict[str, str], doc: str = "") -> onnx.ModelProto:
     """Attach metadata (merging, since set_model_props replaces), infer shapes, run the checker."""
     proto = onnx.load(str(path))
+    strip_build_paths(proto)
     merged = {p.key: p.value for p in proto.metadata_props} | props
     onnx.helper.set_model_props(proto, merged)
     proto.doc_string = doc or "EVA4 mask + depth network; inputs bg/fgbg RGB in [0,1]; outputs mask/depth in [0,1]"

@@ -31,7 +31,7 @@ from .int8 import (
 )
 from .int8_search import DEFAULT_BUDGET_S, SEARCH_MODES
 from .onnx import check_graph
-from .tensorrt import DEFAULT_WORKSPACE_MB
+from .tensorrt import DEFAULT_WORKSPACE_MB, check_portability
 from .triton import DEFAULT_NAME as DEFAULT_TRITON_NAME
 from .triton import check_model_name
 
@@ -49,6 +49,8 @@ DEPENDENT_OPTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "workspace_mb": ("--workspace", "--engine", ("engine",)),
     "timing_cache": ("--timing-cache", "--engine", ("engine",)),
     "size_profile": ("--size-profile", "--engine", ("engine",)),
+    "engine_compat": ("--engine-compat", "--engine", ("engine",)),
+    "dla_core": ("--dla-core", "--engine", ("engine",)),
     "triton_name": ("--triton-name", "--triton", ("triton",)),
     "triton_kind": ("--triton-kind", "--triton", ("triton",)),
 }
@@ -80,6 +82,8 @@ class ExportOptions:
     image_size: tuple[int, int] | None = None  # (H, W) the export takes; default the training size ('128x224' taken too)
     dynamic_size: bool = False  # H and W symbolic (any multiple of 4); image_size is then the nominal size
     size_profile: SizeProfile | None = None  # engines of a dynamic-size model: min,opt,max HxW ('96x160,128x224,256x448')
+    engine_compat: str = "none"  # export.tensorrt.COMPAT_MODES
+    dla_core: int | None = None  # Jetson: build the engines for this DLA core (GPU fallback on)
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch, BatchProfile):
@@ -138,6 +142,9 @@ class ExportOptions:
         if self.calib_method not in METHODS:
             raise UserError(f"--calib-method must be one of {', '.join(METHODS)}, got {self.calib_method!r}")
         check_pair_counts(self.calib_pairs, self.gate_pairs)
+        check_portability(self.engine_compat, self.dla_core)
+        if self.dla_core is not None and self.engine and not (self.fp16 or self.int8):
+            raise UserError("--dla-core: DLA runs fp16 and int8 layers; add --fp16 or --int8 (the fp32 engine stays on the GPU)")
         if int(self.workspace_mb) <= 0:
             raise UserError(f"--workspace must be a positive number of MiB, got {self.workspace_mb}")
         if self.engine and self.int8 and self.int8_target != "tensorrt":

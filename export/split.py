@@ -37,6 +37,7 @@ from .onnx import OPSET, _finish, check_sizes, probe_inputs, torch_export
 
 if TYPE_CHECKING:
     from .int8 import CalibrationPairs
+    from .int8_search import SearchResult
 
 # Metadata of the whole model a half does not share (it describes the whole graph).
 WHOLE_ONLY_KEYS = tuple(f"{METADATA_PREFIX}{k}" for k in ("gflop_per_pair", "fp16_check", "fp16_kept_fp32", "int8_gate", "int8_float_nodes",
@@ -164,16 +165,16 @@ def fp16_pair(source: Path, out: Path, feeds: list[dict[str, np.ndarray]]) -> tu
 
 
 def int8_pair(source: Path, out: Path, pairs: CalibrationPairs, *, target: str, method: str,
-              force: bool = False, float_keys: set[str] | None = None) -> tuple[Path, Path, ParityResult] | None:
+              force: bool = False, searched: SearchResult | None = None) -> tuple[Path, Path, ParityResult] | None:
     """The int8 pair of the int8 model `out`: each half quantised as the whole was, calibrated
     on the same pairs (the frame half on the fp32 background half's features of their
     backgrounds), gated on the same held-out pairs (see `derive_pair`). The features cross
     channels-last (`features_channels_last`), where ONNX Runtime's int8 kernels want them.
-    `float_keys`: the whole model's searched float layers (`export.graph.structural_keys`):
-    the same layers of each half stay in float, instead of the fixed rule's."""
+    `searched`: the whole model's passing `export.int8_search.SearchResult`: the same layers of
+    each half stay in float (`export.graph.same_layers`), instead of the fixed rule's."""
     from toolkit.compare import batches
 
-    from .graph import drop_identity_pools, features_channels_last, structural_keys
+    from .graph import drop_identity_pools, features_channels_last, same_layers
     from .int8_search import keep_in_float, name_all
     from .quantise import quantise_graph, quantise_with
 
@@ -189,11 +190,11 @@ def int8_pair(source: Path, out: Path, pairs: CalibrationPairs, *, target: str, 
         with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
             half = Path(tmp) / f"{part}.onnx"
             half.write_bytes(proto.SerializeToString())
-            if float_keys is None:
+            if searched is None:
                 return quantise_graph(half, calib[part], target=target, method=method, out=out)[0]
             qdq, pre, _, _ = quantise_with(half, calib[part], target=target, method=method, out=out, exclude=name_all,
                                            keep_activations=True)  # as the search made the whole model
-            return keep_in_float(qdq, pre, {n for n, key in structural_keys(pre.graph).items() if key in float_keys})
+            return keep_in_float(qdq, pre, same_layers(pre.graph, searched.float_weights, searched.float_keys))
 
     return derive_pair(source, out, convert, batches(pairs.gate), force=force, layout="NHWC")
 

@@ -35,6 +35,11 @@ from toolkit.spec import DEFAULT_BATCH_PROFILE, METADATA_PREFIX, BatchProfile
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_MB = 1024
 MIN_TRT_MAJOR = 10
+# --engine-compat: none (this TensorRT, this GPU), hardware (TensorRT's AMPERE_PLUS level: any GPU of
+# compute capability 8.0 or newer), version (VERSION_COMPATIBLE: this TensorRT and later ones; the
+# plan carries its lean runtime), or both. TensorRT >= 8.6 has both; engines run a little slower.
+COMPAT_MODES = ("none", "hardware", "version", "hardware+version")
+HARDWARE_COMPAT_MIN_CC = (8, 0)
 
 
 @dataclass
@@ -50,6 +55,19 @@ class EngineReport:
     size_bytes: int
     timing_cache: Path | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def check_portability(compat: str, dla_core: int | None, precision: str | None = None) -> None:
+    """`--engine-compat` and `--dla-core`, checked before anything is built (one line each)."""
+    if compat not in COMPAT_MODES:
+        raise UserError(f"--engine-compat must be one of {', '.join(COMPAT_MODES)}, got {compat!r}")
+    if dla_core is not None:
+        if int(dla_core) < 0:
+            raise UserError(f"--dla-core must be a DLA core number (0, 1, ...), got {dla_core}")
+        if precision == "fp32":
+            raise UserError("--dla-core: DLA runs fp16 and int8 layers; build the fp16 or int8 engine for it")
+        if compat != "none":
+            raise UserError("--dla-core: DLA engines are built for one Jetson; --engine-compat does not go with it")
 
 
 def validate_build_args(precision: str, batch: BatchProfile | tuple[int, int, int], workspace_mb: int) -> BatchProfile:
@@ -128,6 +146,8 @@ def make_sidecar(
     build_seconds: float,
     built_at: str | None = None,
     sizes: SizeProfile | None = None,
+    compat: str = "none",
+    dla_core: int | None = None,
 ) -> dict[str, Any]:
     """The sidecar's content; `TensorRTRunner` reads it back (`load_sidecar`)."""
     meta = dict(source.metadata)
@@ -145,6 +165,9 @@ def make_sidecar(
         "gpu_name": gpu_name,
         "compute_capability": compute_capability,
         "strongly_typed": True,
+        "compat": compat,  # what the runner relaxes its TensorRT and GPU checks to
+        "tf32": False,  # fp32 engines are built with TF32 off: "fp32" is fp32
+        "dla_core": dla_core,
         "input_size": [source.spec.height, source.spec.width],
         "iospec": source.spec.to_dict(),
         "precision": precision,
@@ -186,12 +209,16 @@ def build_engine(
     timing_cache: Path | None = None,
     checkpoint_sha256: str = "",
     sizes: SizeProfile | None = None,
+    compat: str = "none",
+    dla_core: int | None = None,
 ) -> EngineReport:
     """Build `out` (a `.engine` plan) and `out.json` from `onnx_path` on the current GPU.
-    `sizes`: the input size range of a dynamic-size model (default: its nominal size only)."""
+    `sizes`: the input size range of a dynamic-size model (default: its nominal size only);
+    `compat`: one of `COMPAT_MODES`; `dla_core`: build for that DLA core, GPU fallback on."""
     from toolkit.runtime.cuda_buffers import gpu_info
 
     onnx_path, out = Path(onnx_path), Path(out)
+    check_portability(compat, dla_core, precision)
     profile = validate_build_args(precision, batch, workspace_mb)
     source = read_onnx_source(onnx_path)
     check_source(source, precision, profile)
@@ -217,6 +244,8 @@ def build_engine(
         raise UserError(f"{onnx_path}: TensorRT could not parse the model: {first}{more}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    configure_portability(trt, builder, config, precision=precision, compat=compat, dla_core=dla_core,
+                          compute_capability=gpu.compute_capability)
     opt_profile = builder.create_optimization_profile()
     io = source.interface
     for name in io.inputs:  # the whole model's images, or one half's inputs; batch and size ranges
@@ -239,10 +268,32 @@ def build_engine(
     sidecar = make_sidecar(
         engine=out, plan_sha256=hashlib.sha256(data).hexdigest(), source=source, precision=precision, batch=profile,
         trt_version=version, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
-        checkpoint_sha256=checkpoint_sha256, build_seconds=seconds, sizes=size_range,
+        checkpoint_sha256=checkpoint_sha256, build_seconds=seconds, sizes=size_range, compat=compat, dla_core=dla_core,
     )
     side = write_text_atomic(sidecar_path(out), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
     return EngineReport(out, side, precision, profile, version, gpu.name, gpu.compute_capability, seconds, len(data), timing_cache, notes)
+
+
+def configure_portability(trt: Any, builder: Any, config: Any, *, precision: str, compat: str, dla_core: int | None,
+                          compute_capability: str) -> None:
+    """Builder settings beyond the precision: TF32 off for fp32 (TensorRT turns it on by
+    default: fp32 convolutions would run in TF32), the compatibility mode, and DLA."""
+    if precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if "hardware" in compat:
+        cc = tuple(int(v) for v in str(compute_capability).split(".")[:2])
+        if cc < HARDWARE_COMPAT_MIN_CC:
+            raise UserError(f"--engine-compat hardware: TensorRT's hardware-compatible engines need compute capability "
+                            f"8.0 or newer (Ampere); this GPU has {compute_capability}")
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if "version" in compat:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if dla_core is not None:
+        if int(dla_core) >= int(builder.num_DLA_cores):
+            raise UserError(f"--dla-core {dla_core}: this device has {builder.num_DLA_cores} DLA cores")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(dla_core)
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run go to the GPU
 
 
 def _attach_timing_cache(config: Any, path: Path | None, notes: list[str]) -> Any:

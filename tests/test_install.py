@@ -57,3 +57,22 @@ def test_building_a_wheel_leaves_no_build_folder(tmp_path):
     assert r.returncode == 0, r.stderr
     assert [p.name for p in tmp_path.glob("*.whl")] == ["eva4_toolkit-0.1.0-py3-none-any.whl"]
     assert {p.name for p in ROOT.iterdir()} - before == set()  # no build/, no *.egg-info
+
+
+def test_each_gpu_extra_is_one_cuda_major_and_tensorrt_10():
+    """ONNX Runtime's TensorRT provider links libnvinfer.so.10: an unpinned `tensorrt` resolves to
+    11 and the provider cannot load; cuda-python and the TensorRT wheel must name the same CUDA."""
+    import re
+
+    from tests.conftest import ROOT
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    gpu = {k: v for k, v in extras.items() if k.startswith("gpu")}
+    assert set(gpu) == {"gpu", "gpu-cu12"}
+    for name, reqs in gpu.items():
+        trt = next(r for r in reqs if r.startswith("tensorrt"))
+        cuda = next(r for r in reqs if r.startswith("cuda-python"))
+        major = re.match(r"tensorrt-cu(\d+)", trt).group(1)
+        assert "<11" in trt, f"{name}: {trt} must stay on TensorRT 10"
+        assert re.search(rf"<{int(major) + 1}\b", cuda) and (f">={major}" in cuda), f"{name}: {cuda} is not CUDA {major}"
+        assert any(r.startswith("onnxruntime-gpu") for r in reqs)

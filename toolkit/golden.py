@@ -106,6 +106,19 @@ def _arrays(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _check_manifest(manifest: dict[str, Any]) -> None:
+    """The fields a check reads, of the right kinds (the manifest is not under the hashes)."""
+    from .compare import Thresholds
+
+    for key, kind in (("reference", str), ("reference_sha256", str), ("pairs", int), ("thresholds", dict)):
+        if not isinstance(manifest.get(key), kind):
+            raise ValueError(f"{key!r} missing or not a {kind.__name__}")
+    for precision, values in manifest["thresholds"].items():
+        if not isinstance(values, dict) or not all(v is None or isinstance(v, int | float) for v in values.values()):
+            raise ValueError(f"thresholds of {precision!r} are not numbers")
+        Thresholds(**values)
+
+
 def read_golden_dir(folder: str | Path) -> GoldenSet:
     """The pairs and reference outputs of a golden folder, their hashes checked; one line when
     the folder is missing, of another format, or changed since it was written."""
@@ -116,8 +129,9 @@ def read_golden_dir(folder: str | Path) -> GoldenSet:
         manifest = json.loads((folder / MANIFEST).read_text())
         if manifest.get("format") != GOLDEN_DIR_FORMAT:
             raise ValueError(f"format {manifest.get('format')!r}, expected {GOLDEN_DIR_FORMAT}")
-        files, batch = manifest["files"], int(manifest["batch_size"])
+        files, batch = dict(manifest["files"]), int(manifest["batch_size"])
         IOSpec.from_dict(manifest["iospec"])
+        _check_manifest(manifest)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"{folder / MANIFEST}: not a valid golden manifest ({e})") from None
     for name in (INPUTS, OUTPUTS):

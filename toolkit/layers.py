@@ -40,6 +40,9 @@ from .spec import INPUT_NAMES
 # by another runtime or kernel order differs by ~1e-6; fp16 by ~1e-3; int8 by a few %).
 LAYER_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.15}
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
+# Operators whose output is a float tensor here, for tensors shape inference could not type.
+FLOAT_OPS = {"Conv", "Relu", "Add", "Mul", "Sub", "Div", "MaxPool", "Concat", "Resize", "Clip", "Sigmoid",
+             "BatchNormalization", "DequantizeLinear", "Transpose", "Slice", "Split"}
 
 
 @dataclass
@@ -120,12 +123,32 @@ def _marked(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[tuple[str, on
     tensors = []
     for node in model.graph.node:
         for name in node.output:
-            if name and types.get(name, onnx.TensorProto.FLOAT) in FLOAT_TYPES:
-                tensors.append((name, node))
-                if name not in present:
-                    model.graph.output.append(onnx.helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None))
-                    present.add(name)
+            known = types.get(name, onnx.TensorProto.UNDEFINED)
+            if not name or not (known in FLOAT_TYPES or (known == onnx.TensorProto.UNDEFINED and node.op_type in FLOAT_OPS)):
+                continue
+            tensors.append((name, node))
+            if name not in present:
+                model.graph.output.append(onnx.helper.make_tensor_value_info(name, known or onnx.TensorProto.FLOAT, None))
+                present.add(name)
     return model, tensors
+
+
+def seen_values(model: onnx.ModelProto) -> dict[str, str]:
+    """For each tensor that goes through a Q -> DQ pair, the DQ's output: the value the next layer
+    reads (ONNX Runtime folds a ReLU after a Conv into the Q's range and gives the Conv's output
+    the ReLU's name: before its Q that tensor is not yet the ReLU's output)."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    seen = {}
+    for node in model.graph.node:
+        for name in node.output:
+            q = next((r for r in readers.get(name, []) if r.op_type == "QuantizeLinear"), None)
+            dq = next((r for r in readers.get(q.output[0], []) if r.op_type == "DequantizeLinear"), None) if q else None
+            if dq is not None:
+                seen[name] = dq.output[0]
+    return seen
 
 
 def _session(model: onnx.ModelProto) -> Any:
@@ -177,8 +200,13 @@ def _reference_for(model: Path, runner: Any, reference: str | Path | None, tmp: 
         return reference, reference.name
     if reference.suffix.lower() != ".pt":
         raise UserError(f"{reference}: --layers compares against an fp32 .onnx or a .pt checkpoint")
-    from export.onnx import export_onnx
+    try:
+        import torch  # noqa: F401
 
+        from export.onnx import export_onnx
+    except ImportError:
+        raise UserError(f"{model.name}: its reference is the checkpoint {reference.name}, and exporting it needs PyTorch "
+                        "(the train extra); pass --reference an fp32 .onnx") from None
     out = tmp / "reference.onnx"
     export_onnx(reference, out, graph=meta.get("toolkit.graph", "folded"), size=runner.spec.size,
                 dynamic=bool(getattr(runner, "dynamic_size", False)))
@@ -217,9 +245,14 @@ def compare_layers(model: str | Path, reference: str | Path | None = None, data:
         labels = {out: module_name(node) for node in ref_graph.graph.node for out in node.output}
         cand, cand_names, order = _run_all(cand_graph)
         ref, ref_names, _ = _run_all(ref_graph)
+        seen = seen_values(cand_graph)
+        ref_ops = {out: node.op_type for node in ref_graph.graph.node for out in node.output}
+        unlike = {n for n, node in order if n not in seen and n in ref_ops and ref_ops[n] != node.op_type
+                  and "Cast" not in (ref_ops[n], node.op_type)}
         sums: dict[str, _Sums] = {}
         for feed in feeds:
-            got = dict(zip(cand_names, cand.run(None, feed)))
+            raw = dict(zip(cand_names, cand.run(None, feed)))
+            got = {n: raw[seen.get(n, n)] for n in raw if seen.get(n, n) in raw and n not in unlike}
             want = dict(zip(ref_names, ref.run(None, feed)))
             _accumulate(sums, got, want)
     layers = [LayerDiff(i, name, labels.get(name, module_name(node)), node.op_type, sums[name].shape,
@@ -231,6 +264,10 @@ def compare_layers(model: str | Path, reference: str | Path | None = None, data:
                         "give the fp32 ONNX it was made from as --reference")
     notes = [f"reference: {ref_note}; {len(layers)} tensors compared of {len(order)}, tolerance {tol:g} "
              f"(relative L2 error, {runner.precision})"]
+    if seen:
+        notes.append(f"{len(seen)} tensors pass through a Q/DQ pair: compared as the next layer reads them (dequantised)")
+    if unlike:
+        notes.append(f"{len(unlike)} tensors left out: the model makes them with another operator than the reference")
     return LayerReport(str(model), str(ref_note), runner.precision, len(feeds), layers, notes)
 
 

@@ -110,7 +110,7 @@ def run_parity(
                                notes, provider=provider)
     for r in runners:
         if r.spec.size != size:
-            raise UserError(f"{r.path}: takes {r.spec.height}x{r.spec.width}, {Path(models[0]).name} {size[0]}x{size[1]}")
+            raise UserError(f"{r.path}: takes {r.spec.height}x{r.spec.width}, the reference {ref_path.name} {size[0]}x{size[1]}")
     feeds = parity_feeds(data, size, limit=limit, batch_size=batch_size)
     with ref_runner:
         refs = [ref_runner.infer(feed) for feed in feeds]

@@ -38,6 +38,43 @@ def test_a_stale_background_is_relearnt_from_the_median_of_the_next_frames():
     assert tracker.observe(lit[0], mask) is None and len(tracker.events) == 2  # fresh again: no more events
 
 
+def test_a_person_standing_through_the_relearn_is_not_learnt_into_the_background():
+    room = np.full((4, 4, 3), 0.8, np.float32)
+    tracker = BackgroundTracker(np.full((4, 4, 3), 0.2, np.float32), Adaptation(stale_frames=1, relearn_frames=5))
+    frames, masks = [], []
+    for i in range(6):
+        f, m = room.copy(), np.zeros((4, 4), np.float32)
+        if i < 4:  # the person stands on the top row for the first four relearn frames (a median would keep them)
+            f[0], m[0] = 0.1, 1.0
+        frames.append(f)
+        masks.append(m)
+    out = [tracker.observe(f, m) for f, m in zip(frames, masks)]
+    assert out[-1] is not None and np.allclose(out[-1], 0.8)  # each pixel from the frames that saw it empty
+
+
+def test_masked_median_falls_back_to_the_plain_median_where_a_pixel_was_never_background():
+    from toolkit.deploy.adapt import masked_median
+
+    frames = [np.full((2, 2, 3), v, np.float32) for v in (0.1, 0.5, 0.9)]
+    seen = [np.array([[True, False], [False, False]]), np.array([[True, False], [True, False]]), np.zeros((2, 2), bool)]
+    out = masked_median(frames, seen)
+    assert np.allclose(out[0, 0], 0.3) and np.allclose(out[1, 0], 0.5) and np.allclose(out[0, 1], 0.5)
+
+
+def test_room_footage_is_the_synthetic_sets_scene_with_true_masks():
+    from toolkit.deploy.footage import room_background, room_scene, scripted_scene
+
+    frames, masks = room_scene(5, 48, seed=3)
+    bg = room_background(48, seed=3)
+    assert frames[0].shape == (48, 48, 3) and frames[0].dtype == np.uint8 and all(m.sum() > 10 for m in masks)
+    centres = [np.nonzero(m)[1].mean() for m in masks]
+    assert centres == sorted(centres) and centres[-1] - centres[0] > 15  # walking left to right
+    differs = np.abs(frames[2].astype(int) - bg.astype(int)).sum(axis=-1) > 30
+    assert differs[masks[2]].mean() > 0.5 and differs[~masks[2]].mean() < 0.02  # the person, and only the person
+    with pytest.raises(ValueError, match="square"):
+        scripted_scene(3, 48, 64, room=True)
+
+
 def test_the_settings_are_checked():
     with pytest.raises(ValueError, match="--bg-update must be in"):
         Adaptation(rate=1.5)

@@ -167,8 +167,8 @@ def test_engines_are_built_from_each_onnx_of_the_run_and_given_to_triton(stub_on
     monkeypatch.setattr(formats, "FORMATS", rows)
     built, repos = [], []
 
-    def fake_build(onnx_path, out, *, precision, batch, workspace_mb, timing_cache, checkpoint_sha256, sizes):
-        assert sizes is None  # no --size-profile given
+    def fake_build(onnx_path, out, *, precision, batch, workspace_mb, timing_cache, checkpoint_sha256, sizes, compat, dla_core):
+        assert sizes is None and compat == "none" and dla_core is None  # no --size-profile, --engine-compat, --dla-core
         built.append((Path(onnx_path).name, Path(out).name, precision, batch, workspace_mb, timing_cache, checkpoint_sha256))
         Path(out).write_bytes(b"plan")
         return SimpleNamespace(tensorrt_version="10.x", gpu_name="fake", batch=batch, build_seconds=0.1, notes=[])
@@ -178,6 +178,8 @@ def test_engines_are_built_from_each_onnx_of_the_run_and_given_to_triton(stub_on
         return Path(repo) / name
 
     monkeypatch.setattr(export.tensorrt, "build_engine", fake_build)
+    gated = []
+    monkeypatch.setattr(formats, "gate_engine", lambda ctx, engine, precision: gated.append((engine.name, precision)) or "gated")
     monkeypatch.setattr(export.triton, "write_triton_repo", fake_triton)
     options = ExportOptions(fp16=True, engine=True, batch=(1, 4, 16), workspace_mb=512, triton=tmp_path / "repo", calib_pairs=8, gate_pairs=8)
     outcomes = run_exports(imported_ckpt, tmp_path / "out", options=options)
@@ -193,6 +195,7 @@ def test_engines_are_built_from_each_onnx_of_the_run_and_given_to_triton(stub_on
     ]
     assert [(a.precision, a.part) for a in outcomes[2].artifacts] == [(p, part) for p in ("fp32", "fp16") for part in ("whole", "bg", "frame")]
     assert repos == [(tmp_path / "repo", "eva4", "model.onnx", "model.fp16.engine", 16)]
+    assert gated == [("model.fp32.engine", "fp32"), ("model.fp16.engine", "fp16")]  # each whole engine, on the GPU that built it
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")

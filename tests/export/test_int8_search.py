@@ -63,7 +63,8 @@ def test_a_gate_miss_is_searched_and_the_file_records_its_float_layers(small, tm
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     record = json.loads(props["toolkit.int8_search"])
     assert record["layers"] == found.layer_count and len(record["float_layers"]) == len(found.float_layers)
-    assert props["toolkit.int8_float_nodes"].split(",") == found.float_layers
+    assert props["toolkit.int8_float_nodes"].split(",") == found.in_effect == record["in_float_in_effect"]
+    assert set(found.float_layers) <= set(found.in_effect)  # the chosen ones, and any neighbour left computing in float
     assert "int8 search:" in report.summary() and "kept in float" in report.summary()
     again = check_model(source, path, [{k: v for k, v in pairs.gate.items()}], STRICT)  # the file as written passes
     assert again, again.failures
@@ -130,3 +131,55 @@ def test_the_frame_half_finds_the_whole_models_layers_by_structure(exported_pair
     by_key = {v: k for k, v in fk.items()}
     assert sorted(by_key[wk[n]] for n in final_convs) == sorted(frame_final)  # the heads, whatever their names
     assert len(set(wk.values())) == len(wk)  # unique within a graph
+
+
+def test_what_runs_in_float_is_said_whole(small):
+    """A float layer reads its neighbour's float output; a weighted neighbour whose every reader
+    is float then loses its output Q (no QLinearConv): it runs in float too, and is named."""
+    from export.int8_search import float_in_effect
+
+    source, pairs = small
+    qdq, pre, _, _ = quantise_with(source, pairs.calib, target="cpu", method="minmax", out=source, exclude=name_all,
+                                   keep_activations=True)
+    layers = layers_of(qdq)
+    producer = {o: n for n in qdq.graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in qdq.graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+
+    def made_by(node):  # the layer behind input 0 of `node`, through its DQ and Q
+        dq = producer.get(node.input[0])
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        return producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+
+    relu = next(n for n in qdq.graph.node if n.op_type == "Relu" and made_by(n) is not None and made_by(n).op_type == "Conv"
+                and readers[made_by(n).output[0]] == 1)
+    conv = made_by(relu)
+    before = set(float_in_effect(qdq, layers))
+    after = set(float_in_effect(keep_in_float(qdq, pre, {relu.name}), layers))
+    assert conv.name not in before and {relu.name, conv.name} <= after
+    assert len(after - before) == 2  # nothing else changed
+
+
+def test_the_halves_find_the_stems_and_heads_by_their_weights(exported_pair, tmp_path):
+    """What int8_pair matches on: the pre-processed graphs (ONNX Runtime folds the whole model's
+    BatchNorms into its convolutions; the halves were exported folded)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from export.graph import nodes_from_inputs, nodes_to_outputs, same_layers, weights_of
+
+    def pre(path):
+        out = tmp_path / f"pre-{path.name}"
+        quant_pre_process(str(path), str(out), skip_symbolic_shape=True)
+        return onnx.load(str(out))
+
+    whole = pre(exported_pair)
+    bg, frame = (pre(exported_pair.with_name(f"model.{p}.onnx")) for p in ("bg", "frame"))
+    _, stems = nodes_from_inputs(whole.graph, {"Conv"}, only=("bg", "fgbg"))
+    _, heads = nodes_to_outputs(whole.graph, {"Conv"})
+    weights = weights_of(whole.graph)
+    assert stems and heads
+    assert same_layers(bg.graph, [weights[n] for n in stems], set())  # the bg half's stem
+    assert len(same_layers(frame.graph, [weights[n] for n in stems + heads], set())) >= len(heads) + 1
+    assert not same_layers(bg.graph, [weights[n] for n in heads], set())  # no head in the bg half

@@ -146,3 +146,15 @@ def test_image_size_option_is_checked_before_anything_is_written(imported_ckpt, 
     for bad in ("128x222", "0", "wide", "1x2x3"):
         with pytest.raises(UserError, match="--image-size"):
             ExportOptions(image_size=bad)
+
+
+def test_exports_name_no_file_of_the_machine_that_made_them(exported_onnx, exported_pair):
+    """torch's exporter records stack traces with source paths per node: stripped; module scopes kept."""
+    from tests.conftest import ROOT
+
+    for path in (exported_onnx, exported_pair.with_name("model.frame.onnx")):
+        model = onnx.load(str(path))
+        values = [p.value for n in model.graph.node for p in n.metadata_props]
+        keys = {p.key for n in model.graph.node for p in n.metadata_props}
+        assert values and not any(str(ROOT) in v or 'File "' in v for v in values), path
+        assert "pkg.torch.onnx.name_scopes" in keys and "pkg.torch.onnx.stack_trace" not in keys

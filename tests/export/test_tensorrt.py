@@ -141,6 +141,7 @@ def test_sidecar_records_everything_and_reanchors_the_checkpoint(tmp_path, expor
     )["checkpoint_sha256"] == "given"
     sidecar_path(engine).write_text(json.dumps(side))
     assert load_sidecar(engine)["engine_sha256"] == "ab" * 32  # what the runner reads back
+    assert (side["compat"], side["tf32"], side["dla_core"]) == ("none", False, None)  # fp32 means fp32: TF32 cleared
 
 
 def test_without_tensorrt_the_extra_is_named(tmp_path, exported_onnx):
@@ -193,3 +194,26 @@ def test_a_half_of_the_fixed_camera_pair_gets_its_own_io_in_the_sidecar(tmp_path
     sidecar_path(engine).write_text(json.dumps(side | {"inputs": ["bg", "fgbg"]}))
     with pytest.raises(UserError, match=re.escape(f"expected {inputs} -> {outputs}")):
         load_sidecar(engine)
+
+
+@pytest.mark.parametrize("kw, says", [
+    (dict(engine=True, engine_compat="any"), "--engine-compat must be one of none, hardware, version"),
+    (dict(engine=True, dla_core=-1), "--dla-core must be a DLA core number"),
+    (dict(engine=True, fp16=True, dla_core=0, engine_compat="hardware"), "--engine-compat does not go with it"),
+    (dict(engine=True, dla_core=0), "DLA runs fp16 and int8 layers; add --fp16 or --int8"),
+])
+def test_portability_options_are_checked_before_anything_is_built(kw, says):
+    from export.options import ExportOptions
+
+    with pytest.raises(UserError, match=says):
+        ExportOptions(**kw)
+
+
+def test_portability_flags_need_engine():
+    from export.options import ExportOptions
+
+    with pytest.raises(UserError, match="--engine-compat.*--engine"):
+        ExportOptions.from_given(engine_compat="version")
+    with pytest.raises(UserError, match="--dla-core.*--engine"):
+        ExportOptions.from_given(dla_core=0)
+    assert ExportOptions(engine=True, fp16=True, dla_core=0, engine_compat="none").dla_core == 0

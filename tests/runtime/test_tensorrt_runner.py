@@ -151,6 +151,30 @@ def test_check_sidecar_versions_and_gpu(sidecar_on_disk):
         check_sidecar(side, trt_version="10.13.0.35", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="8.9")
 
 
+def test_a_version_compatible_engine_runs_on_later_tensorrt_only(sidecar_on_disk):
+    _, side = sidecar_on_disk
+    side = dict(side, compat="version")
+    for later in ("10.13.0.35", "10.14.1", "11.1.0"):
+        check_sidecar(side, trt_version=later, gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
+    with pytest.raises(UserError, match=r"TensorRT 10\.12\.0 \(it runs on 10\.13\.0\.35 or later\)"):
+        check_sidecar(side, trt_version="10.12.0", gpu_name="NVIDIA H100 80GB HBM3")
+    with pytest.raises(UserError, match="built for GPU"):  # still this GPU only
+        check_sidecar(side, trt_version="11.1.0", gpu_name="NVIDIA L4")
+
+
+def test_a_hardware_compatible_engine_runs_on_any_ampere_or_newer_gpu(sidecar_on_disk):
+    _, side = sidecar_on_disk
+    side = dict(side, compat="hardware")
+    for gpu, cc in (("NVIDIA L4", "8.9"), ("NVIDIA A100-SXM4-40GB", "8.0"), ("NVIDIA H200", "9.0")):
+        check_sidecar(side, trt_version="10.13.0.35", gpu_name=gpu, compute_capability=cc)
+    with pytest.raises(UserError, match="compute capability 8.0 and newer .* this GPU has 7.5"):
+        check_sidecar(side, trt_version="10.13.0.35", gpu_name="Tesla T4", compute_capability="7.5")
+    with pytest.raises(UserError, match="this machine has TensorRT 11.1.0"):  # still this TensorRT only
+        check_sidecar(side, trt_version="11.1.0", gpu_name="NVIDIA L4", compute_capability="8.9")
+    both = dict(side, compat="hardware+version")
+    check_sidecar(both, trt_version="11.1.0", gpu_name="NVIDIA L4", compute_capability="8.9")
+
+
 def test_batch_outside_the_profile():
     check_batch(1, BatchProfile(1, 8, 32))
     check_batch(32, BatchProfile(1, 8, 32))

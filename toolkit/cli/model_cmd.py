@@ -94,6 +94,9 @@ def export(
     size_profile: str | None = typer.Option(
         None, "--size-profile", help="Engine size range min,opt,max as HxW (e.g. 96x160,128x224,256x448) of a --dynamic-size model."),
     workspace: int | None = typer.Option(None, "--workspace", help="Engine builder workspace in MiB (default 1024)."),
+    engine_compat: str | None = typer.Option(None, "--engine-compat", help=(
+        "Engine portability: none (default: this TensorRT and GPU), hardware (any Ampere+ GPU), version (later TensorRT too), hardware+version.")),
+    dla_core: int | None = typer.Option(None, "--dla-core", help="Jetson: build the fp16/int8 engines for this DLA core, GPU fallback on."),
     triton: Path | None = typer.Option(None, "--triton", help="Also write a Triton model repository in this folder."),
     triton_name: str | None = typer.Option(None, "--triton-name", help="The model's name in the Triton repository (default eva4)."),
     triton_kind: str | None = typer.Option(
@@ -115,7 +118,7 @@ def export(
     options = ExportOptions.from_given(
         graph=graph, fp16=fp16, int8=int8, engine=engine, triton=triton, calib=calib, int8_target=int8_target,
         calib_method=calib_method, calib_pairs=calib_pairs, force=force or None, int8_search=int8_search,
-        search_budget_s=int8_search_budget, batch=batch, workspace_mb=workspace,
+        search_budget_s=int8_search_budget, batch=batch, workspace_mb=workspace, engine_compat=engine_compat, dla_core=dla_core,
         triton_name=triton_name, triton_kind=triton_kind, image_size=image_size, dynamic_size=dynamic_size or None,
         size_profile=size_profile,
     )

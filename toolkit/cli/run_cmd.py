@@ -90,6 +90,9 @@ def parity(
     if layers:
         if golden is not None or save_golden is not None:
             raise UserError("parity --layers compares against a reference model: --golden and --save-golden do not go with it")
+        if provider != "cpu" or any(v is not None for v in (max_abs, mask_iou, depth_rmse)):
+            raise UserError("parity --layers runs both graphs in ONNX Runtime on the CPU and judges tensors by --layer-tol: "
+                            "--provider, --max-abs, --mask-iou and --depth-rmse do not go with it")
         return layer_parity(model, reference, data, limit=limit, tolerance=layer_tol, json_out=json_out, png_dir=png_dir)
     if golden is not None:
         if reference is not None or data is not None or save_golden is not None:
@@ -131,6 +134,8 @@ def layer_parity(models: list[Path], reference: Path | None, data: Path | None, 
     if not models:
         raise UserError("parity --layers: give at least one --model")
     reports = [compare_layers(m, reference, data, limit=limit, tolerance=tolerance) for m in models]
+    files = {m: "layers-" + Path(name).with_suffix("").as_posix().replace("/", "-") + ".png"
+             for m, name in short_names([r.model for r in reports]).items()}
     for r in reports:
         worst = sorted(sorted(r.layers, key=lambda d: -d.rel_error)[:8], key=lambda d: d.index)
         rows = [(str(d.index), d.layer, d.op, f"{d.rel_error:.2e}", f"{d.max_abs:.2e}", str(d.nonfinite)) for d in worst]
@@ -145,7 +150,7 @@ def layer_parity(models: list[Path], reference: Path | None, data: Path | None, 
         if png_dir is not None:
             from ..imageio import save_png
 
-            console.print(f"wrote {save_png(png_dir / f'layers-{Path(r.model).stem}.png', layers_png(r))}")
+            console.print(f"wrote {save_png(png_dir / files[r.model], layers_png(r))}")
     if json_out is not None:
         write_text_atomic(json_out, json.dumps([r.to_dict() for r in reports], indent=2, allow_nan=False) + "\n")
         console.print(f"wrote {json_out}")

@@ -56,7 +56,7 @@ def val(
     models = list(model)
     if not no_reference:
         models, note = with_baseline(models, None)
-        console.print(note.replace("baseline", "reference row"))
+        console.print(note.replace("baseline: ", "reference row: ", 1).replace("pass --baseline CKPT", "give it as a --model"))
     report = validate(models, data, provider=provider, limit=limit, batches=batches, iters=iters, holdout=holdout,
                       seed=seed, depth_units=depth_units)
     names = short_names([r.model for r in report.rows])

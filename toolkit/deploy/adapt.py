@@ -9,7 +9,10 @@ and background should agree.
   every frame (an exponential running average; 0 keeps it fixed). Person pixels never leak in.
 * Stale detection: when the mean difference on background pixels stays above `stale_level` for
   `stale_frames` frames in a row, the background is relearnt as the per-pixel median of the next
-  `relearn_frames` frames, and one line with the frame number says so.
+  `relearn_frames` frames, taken at each pixel over the frames where the model called it
+  background (a person who walks slowly stays on the same pixels for many frames: a plain median
+  would learn them into the background); a pixel the model called person in every one of those
+  frames takes the plain median. One line with the frame number says so.
 
 The model's runner gets the new background (and, with a split pair, recomputes its features) at
 most every `push_every` frames, and at once after a relearn: the background half is run then,
@@ -50,7 +53,7 @@ class BackgroundTracker:
     events: list[str] = field(default_factory=list)  # one line per relearn
     frame: int = 0
     _stale_run: int = 0
-    _relearning: list[np.ndarray] | None = None
+    _relearning: list[tuple[np.ndarray, np.ndarray]] | None = None
     _since_push: int = 0
 
     def observe(self, frame: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
@@ -59,10 +62,10 @@ class BackgroundTracker:
         self.frame += 1
         s = self.settings
         if self._relearning is not None:
-            self._relearning.append(frame)
+            self._relearning.append((frame, mask < BACKGROUND_MASK))
             if len(self._relearning) < s.relearn_frames:
                 return None
-            self.background = np.median(np.stack(self._relearning), axis=0).astype(np.float32)
+            self.background = masked_median([f for f, _ in self._relearning], [b for _, b in self._relearning])
             self._relearning, self._stale_run, self._since_push = None, 0, 0
             self.events.append(f"frame {self.frame}: background relearnt (median of frames {self.frame - s.relearn_frames + 1}-{self.frame})")
             return self.background
@@ -84,3 +87,18 @@ class BackgroundTracker:
                 self._since_push = 0
                 return self.background
         return None
+
+
+def masked_median(frames: list[np.ndarray], background: list[np.ndarray]) -> np.ndarray:
+    """Per pixel, the median of `frames` (HxWx3) over those where `background` (HxW bool) holds;
+    the median of all of them where it never does."""
+    stack = np.stack(frames).astype(np.float32)
+    keep = np.stack(background)[..., None]  # [N, H, W, 1]
+    masked = np.where(keep, stack, np.nan)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: filled below
+            out = np.nanmedian(masked, axis=0)
+    return np.where(np.isnan(out), np.median(stack, axis=0), out).astype(np.float32)

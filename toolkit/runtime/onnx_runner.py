@@ -122,6 +122,28 @@ def _cache_stamp(model: Path, ort_version: str) -> dict[str, str]:
     return {"model_sha256": sha256_file(model), "onnxruntime": ort_version, "tensorrt": " ".join(trt) if trt else "?", "gpu": gpu}
 
 
+def preload_gpu_libraries(chosen: Sequence[str]) -> list[str]:
+    """Make the pip-installed GPU libraries loadable before a CUDA/TensorRT session is made
+    (ONNX Runtime's providers dlopen them by soname and do not search the wheels' folders: its
+    issues #13501 and #18597): `import tensorrt` loads libnvinfer and its parser from
+    `tensorrt_libs`; `onnxruntime.preload_dlls()` (1.21+) loads CUDA and cuDNN from the `nvidia-*`
+    wheels. What could not be preloaded comes back as notes; the session says the rest."""
+    notes = []
+    if "tensorrt" in chosen:
+        try:
+            import tensorrt  # noqa: F401  (its import loads the libraries the TensorRT EP links)
+        except ImportError as e:
+            notes.append(f"the tensorrt wheel did not import ({e})")
+    ort = _ort()
+    if any(k in chosen for k in ("cuda", "tensorrt")) and hasattr(ort, "preload_dlls"):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                ort.preload_dlls()
+        except Exception as e:  # a partial CUDA install: the session's own failure is the clearer line
+            notes.append(f"onnxruntime.preload_dlls() failed ({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__})")
+    return notes
+
+
 def ort_reason(error: BaseException) -> str:
     """ONNX Runtime's reason, without its status prefix ("[ONNXRuntimeError] : 10 : ...") and
     the model path it repeats: the part that says what is wrong."""
@@ -205,17 +227,27 @@ class OnnxRunner(Runner):
         return providers
 
     def _accelerated_session(self) -> InferenceSession:
-        """The session on the planned GPU provider chain; a CPU session when none is usable."""
+        """The session on the planned GPU provider chain. The provider asked for is listed by this
+        onnxruntime (else `plan_providers` fell back to the CPU with a note): it must be in use at
+        the end, or this is one line, not a silent CPU run that looks like a GPU pass. A later
+        provider of the chain that drops out (TensorRT's CUDA fallback) is noted."""
+        asked = EP_NAMES[self._chosen[0]]
+        notes = preload_gpu_libraries(self._chosen)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its own provider fallback ("EP Error ...")
                 session = self._session(self._provider_list())
         except UserError as e:
-            self._note(f"ONNX Runtime could not open the model on {EP_NAMES[self._chosen[0]]} ({e}): using CPUExecutionProvider")
-            return self._session()
+            raise UserError(f"{self.path}: --provider {self.provider}: ONNX Runtime lists {asked} but could not open the model on it "
+                            f"({e}); {reinstall_hint('gpu', 'onnxruntime')}, or --provider cpu") from None
         used = list(session.get_providers())
-        dropped = [EP_NAMES[k] for k in self._chosen if EP_NAMES[k] not in used]
-        if dropped:  # a listed provider whose libraries (CUDA, cuDNN, TensorRT) failed to load only warns
-            self._note(f"{' and '.join(dropped)} failed to load (CUDA/cuDNN/TensorRT libraries missing?): using {used[0] if used else 'none'}")
+        if asked not in used:  # listed, but its libraries (CUDA, cuDNN, TensorRT) failed to load: ORT only warns
+            why = f" ({'; '.join(notes)})" if notes else " (CUDA/cuDNN/TensorRT libraries missing?)"
+            raise UserError(f"{self.path}: --provider {self.provider}: ONNX Runtime lists {asked} but it failed to load{why}; "
+                            f"the session would run on {used[0] if used else 'nothing'}: {reinstall_hint('gpu', 'onnxruntime')}, "
+                            "or --provider cpu")
+        dropped = [EP_NAMES[k] for k in self._chosen[1:] if EP_NAMES[k] not in used and k != "cpu"]
+        if dropped:
+            self._note(f"{' and '.join(dropped)} failed to load: {asked} runs the model, its fallback is the CPU")
         return session
 
     def _activate(self) -> None:

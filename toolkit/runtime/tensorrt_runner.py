@@ -105,11 +105,39 @@ def size_profile(sidecar: Mapping[str, Any]) -> SizeProfile:
         raise ValueError(f"invalid size_profile {p!r} ({e})") from None
 
 
-def check_sidecar(sidecar: Mapping[str, Any], *, trt_version: str, gpu_name: str, compute_capability: str | None = None) -> None:
-    """Refuse an engine built with another TensorRT or for another GPU (before deserialising it)."""
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for p in str(text).split(".")[:3]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def version_admitted(sidecar: Mapping[str, Any], trt_version: str) -> bool:
+    """The engine may run on `trt_version`: the TensorRT that built it, or, for a
+    version-compatible engine (`--engine-compat version`), that one or any later one."""
     built = str(sidecar.get("tensorrt_version", "?"))
-    if built != trt_version:
-        raise UserError(f"engine was built with TensorRT {built}, this machine has TensorRT {trt_version}: {REBUILD}")
+    if built == trt_version:
+        return True
+    return "version" in str(sidecar.get("compat", "none")) and _version_tuple(trt_version) >= _version_tuple(built)
+
+
+def check_sidecar(sidecar: Mapping[str, Any], *, trt_version: str, gpu_name: str, compute_capability: str | None = None) -> None:
+    """Refuse an engine built with another TensorRT or for another GPU (before deserialising it),
+    as far as its compatibility mode (`compat` in the sidecar) allows: a version-compatible
+    engine runs on later TensorRT versions, a hardware-compatible one on any GPU of compute
+    capability 8.0 or newer."""
+    built = str(sidecar.get("tensorrt_version", "?"))
+    compat = str(sidecar.get("compat", "none"))
+    if not version_admitted(sidecar, trt_version):
+        later = " or later" if "version" in compat else ""
+        raise UserError(f"engine was built with TensorRT {built}, this machine has TensorRT {trt_version} "
+                        f"(it runs on {built}{later}): {REBUILD}")
+    if "hardware" in compat:
+        if compute_capability is not None and _version_tuple(compute_capability)[:2] < (8, 0):
+            raise UserError(f"engine is hardware-compatible for compute capability 8.0 and newer (Ampere+), "
+                            f"this GPU has {compute_capability}: {REBUILD}")
+        return
     built_gpu = str(sidecar.get("gpu_name", "?"))
     if built_gpu != gpu_name:
         raise UserError(f"engine was built for GPU '{built_gpu}', this machine has '{gpu_name}': {REBUILD}")
@@ -151,7 +179,7 @@ class TensorRTRunner(Runner):
         built = str(sidecar["tensorrt_version"])
         if installed is None:
             raise MissingDependency(f"TensorRT (needed to run {path.name}, built with TensorRT {built})", "gpu")
-        if exact and installed != built:
+        if exact and not version_admitted(sidecar, installed):
             raise UserError(f"{path}: engine was built with TensorRT {built}, this machine has TensorRT {installed}: {REBUILD}")
         if sha256_file(path) != sidecar["engine_sha256"]:
             raise UserError(f"{path}: the engine file is not the one its sidecar {sidecar_path(path).name} describes (SHA-256 differs); rebuild both")
@@ -178,6 +206,10 @@ class TensorRTRunner(Runner):
 
         logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(logger)
+        if "version" in str(self.sidecar.get("compat", "none")):
+            runtime.engine_host_code_allowed = True  # the plan's lean runtime: this plan's SHA-256 was checked
+        if self.sidecar.get("dla_core") is not None:
+            runtime.DLA_core = int(self.sidecar["dla_core"])
         engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             raise UserError(f"{self.path}: TensorRT could not deserialise the engine (see the TensorRT log above); {REBUILD}")
@@ -207,6 +239,9 @@ class TensorRTRunner(Runner):
             for n in names:
                 nbytes = int(np.prod(tuple(context.get_tensor_shape(n)))) * np.dtype(np.float32).itemsize
                 buffers.allocate(n, nbytes)
+            for n in names:  # once: the buffers never move (sized for the largest batch and size)
+                if not context.set_tensor_address(n, buffers.address(n)):
+                    raise UserError(f"{self.path}: TensorRT refused the address of tensor {n}")
         except BaseException:
             buffers.close()
             raise
@@ -233,9 +268,6 @@ class TensorRTRunner(Runner):
         for name in io.inputs:
             _set_shape(ctx, name, feed[name].shape, self.path)
         out = {name: np.empty(tuple(ctx.get_tensor_shape(name)), np.float32) for name in io.outputs}
-        for name in self._names:
-            if not ctx.set_tensor_address(name, buf.address(name)):
-                raise UserError(f"{self.path}: TensorRT refused the address of tensor {name}")
         for name in io.inputs:
             buf.to_device(name, feed[name])
         if not ctx.execute_async_v3(buf.stream_handle):
