@@ -224,6 +224,14 @@ def test_cuda_python_without_a_usable_gpu_is_one_line():
             buf.to_host(dst, "x")
             buf.synchronize()
             np.testing.assert_array_equal(src, dst)
+            staged, back = buf.pinned("x", 6), buf.pinned("back", 6)  # page-locked host buffers, reused
+            assert buf.pinned("x", 3) is staged and staged.dtype == np.float32 and staged.size == 6
+            staged[:] = src * 2
+            buf.to_device("x", staged)
+            buf.allocate("back", 4 * 6)
+            buf.to_host(back, "x")
+            buf.synchronize()
+            np.testing.assert_array_equal(back, src * 2)
         finally:
             buf.close()
         buf.close()  # twice is harmless

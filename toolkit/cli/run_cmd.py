@@ -75,9 +75,12 @@ def parity(
 ) -> None:
     """Run each model beside the PyTorch reference; exit 1 when a threshold fails.
 
-    --save-golden DIR keeps what was compared on (the pairs, PyTorch's outputs, the thresholds);
-    --golden DIR --model M later judges M against it with the same verdicts, on a box without
-    PyTorch. --save-golden with --reference CKPT and no --model only writes the folder."""
+    --save-golden DIR keeps what was compared on (the pairs, PyTorch's
+    outputs, the thresholds); --golden DIR --model M later judges M
+    against it with the same verdicts, on a box without PyTorch.
+    --save-golden with --reference CKPT and no --model only writes the
+    folder. --layers compares every intermediate tensor with the fp32
+    reference's and names the first layer over tolerance."""
     from ..compare import Thresholds
     from ..fsutil import check_output_dir, check_output_file
     from ..parity import run_parity

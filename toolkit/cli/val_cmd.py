@@ -39,12 +39,14 @@ def val(
     no_reference: bool = typer.Option(False, "--no-reference", help="Do not add the first model's source checkpoint as the PyTorch reference row."),
     wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
-    """Score each model against the ground truth of held-out backgrounds, and time it, in one run.
+    """Score each model against the labels of held-out backgrounds, and time it.
 
-    The figures are toolkit train's (mask IoU/Dice per image at 0.5, depth RMSE, AbsRel, delta1);
-    the times are medians of --iters calls per batch size, timed in interleaved rounds so that
-    the ratios between models hold on this machine. Unless --no-reference (or PyTorch is not
-    installed), the checkpoint the first model was exported from is added as the first row."""
+    The figures are toolkit train's (mask IoU/Dice per image at 0.5,
+    depth RMSE, AbsRel, delta1); the times are medians of --iters calls
+    per batch size, timed in interleaved rounds so that the ratios
+    between models hold on this machine. Unless --no-reference (or
+    PyTorch is not installed), the checkpoint the first model was
+    exported from is added as the first row."""
     from ..bench import parse_batch_sizes, with_baseline
     from ..fsutil import check_output_file
     from ..val import accuracy_latency_png, gate_failures, validate

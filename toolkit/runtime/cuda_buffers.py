@@ -138,6 +138,7 @@ class CudaBuffers:
         self._ctx: Any = None
         self._stream: Any = None
         self._buffers: dict[str, tuple[Any, int]] = {}  # name -> (allocation, nbytes)
+        self._pinned: dict[str, tuple[Any, np.ndarray]] = {}  # name -> (allocation, float32 view)
         if self._rt is not None:
             self._stream = check_cuda(self._rt.cudaStreamCreate(), "cudaStreamCreate")
         else:
@@ -184,6 +185,32 @@ class CudaBuffers:
     def address(self, name: str) -> int:
         return int(self._buffers[name][0])
 
+    def pinned(self, name: str, count: int) -> np.ndarray:
+        """A page-locked float32 host array of `count` values for `name`, made once: copies from
+        pinned memory are real asynchronous DMA (from pageable memory the driver stages them
+        through a pinned buffer of its own, synchronously), as NVIDIA's samples/python/
+        common_runtime.py `HostDeviceMem` does it (cudaMallocHost, viewed through ctypes)."""
+        held = self._pinned.get(name)
+        if held is not None and held[1].size >= count:
+            return held[1]
+        if held is not None:
+            self._free_pinned(held[0])
+            del self._pinned[name]
+        count = max(int(count), 1)
+        if self._rt is not None:
+            import ctypes
+
+            ptr = check_cuda(self._rt.cudaMallocHost(count * 4), f"cudaMallocHost({count * 4})")
+            view = np.ctypeslib.as_array(ctypes.cast(int(ptr), ctypes.POINTER(ctypes.c_float)), (count,))
+            self._pinned[name] = (ptr, view)
+        else:
+            try:
+                view = self._drv.pagelocked_empty(count, np.float32)
+            except Exception as e:
+                raise UserError(f"pycuda could not allocate {count * 4} bytes of pinned host memory ({first_line(e)})") from e
+            self._pinned[name] = (view, view)
+        return self._pinned[name][1]
+
     def to_device(self, name: str, host: np.ndarray) -> None:
         """Asynchronous host -> device copy on this stream; keep `host` alive until synchronize()."""
         self._check_fits(name, host)
@@ -220,6 +247,12 @@ class CudaBuffers:
             except UserError as e:
                 errors.append(f"{name}: {e}")
         self._buffers.clear()
+        for name, (mem, _) in list(self._pinned.items()):
+            try:
+                self._free_pinned(mem)
+            except UserError as e:
+                errors.append(f"{name} (pinned): {e}")
+        self._pinned.clear()
         if self._stream is not None:
             try:
                 if self._rt is not None:
@@ -236,6 +269,14 @@ class CudaBuffers:
             self._ctx = None
         if errors:
             raise UserError("freeing CUDA resources failed: " + "; ".join(errors))
+
+    def _free_pinned(self, mem: Any) -> None:
+        if self._rt is not None:
+            check_cuda(self._rt.cudaFreeHost(mem), "cudaFreeHost")
+        else:  # pycuda's pagelocked array: its HostAllocation is the array's base
+            allocation = getattr(mem, "base", None)
+            if allocation is not None and hasattr(allocation, "free"):
+                self._pycuda_call(allocation.free, "free pinned memory")
 
     def _free(self, mem: Any) -> None:
         if self._rt is not None:

@@ -237,8 +237,9 @@ class TensorRTRunner(Runner):
             for n in io.inputs:  # size every buffer for the profile's largest batch and size, once
                 _set_shape(context, n, (self.profile.max, *io.shape(n, self.sizes.max)), self.path)
             for n in names:
-                nbytes = int(np.prod(tuple(context.get_tensor_shape(n)))) * np.dtype(np.float32).itemsize
-                buffers.allocate(n, nbytes)
+                count = int(np.prod(tuple(context.get_tensor_shape(n))))
+                buffers.allocate(n, count * np.dtype(np.float32).itemsize)
+                buffers.pinned(n, count)  # the host side of every copy, page-locked once
             for n in names:  # once: the buffers never move (sized for the largest batch and size)
                 if not context.set_tensor_address(n, buffers.address(n)):
                     raise UserError(f"{self.path}: TensorRT refused the address of tensor {n}")
@@ -267,15 +268,17 @@ class TensorRTRunner(Runner):
         ctx, buf = self._context, self._buffers
         for name in io.inputs:
             _set_shape(ctx, name, feed[name].shape, self.path)
-        out = {name: np.empty(tuple(ctx.get_tensor_shape(name)), np.float32) for name in io.outputs}
-        for name in io.inputs:
-            buf.to_device(name, feed[name])
+        for name in io.inputs:  # through the pinned buffers: the copies overlap on the stream
+            staged = _view(buf.pinned(name, 0), feed[name].shape)
+            np.copyto(staged, feed[name], casting="same_kind")
+            buf.to_device(name, staged)
         if not ctx.execute_async_v3(buf.stream_handle):
             raise UserError(f"{self.path}: TensorRT failed to enqueue the engine (see the TensorRT log above)")
+        got = {name: _view(buf.pinned(name, 0), tuple(ctx.get_tensor_shape(name))) for name in io.outputs}
         for name in io.outputs:
-            buf.to_host(out[name], name)
+            buf.to_host(got[name], name)
         buf.synchronize()
-        return out
+        return {name: view.copy() for name, view in got.items()}  # the pinned buffers are reused by the next call
 
 
 def _check_gpu(path: Path, sidecar: Mapping[str, Any], trt_version: str) -> None:
@@ -289,6 +292,11 @@ def _check_gpu(path: Path, sidecar: Mapping[str, Any], trt_version: str) -> None
         check_sidecar(sidecar, trt_version=trt_version, gpu_name=gpu.name, compute_capability=gpu.compute_capability)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
+
+
+def _view(pinned: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The first prod(shape) values of a pinned buffer, shaped (contiguous: a prefix of 1-D)."""
+    return pinned[: int(np.prod(shape))].reshape(shape)
 
 
 def _set_shape(context: Any, name: str, shape: tuple[int, ...], path: Path) -> None:
