@@ -57,6 +57,7 @@ class SearchResult:
     in_effect: list[str] = field(default_factory=list)  # every layer that runs in float (`float_in_effect`)
     float_keys: set[str] = field(default_factory=set)  # `export.graph.structural_keys` of the weightless float layers
     float_weights: list[np.ndarray] = field(default_factory=list)  # the weights of the weighted ones
+    ranked_refs: list[tuple[np.ndarray | None, str | None]] = field(default_factory=list)  # (weights, key) by harm
     layer_count: int = 0
 
     @property
@@ -78,6 +79,19 @@ class SearchResult:
             return f"int8 search: {len(self.float_layers)} of {self.layer_count} layers kept in float ({kept}){also}{speed}; {cost}"
         return (f"int8 search found no passing model ({self.stopped}); best: {self.parity.figures()} with "
                 f"{len(self.float_layers)} layers in float; {cost}")
+
+    def refs(self, extra: int = 0) -> tuple[list[np.ndarray], set[str]]:
+        """(weights, keys) of the float layers and of the next `extra` layers by harm: what
+        `export.graph.same_layers` finds the same layers of another graph by (the split pair)."""
+        weights, keys = list(self.float_weights), set(self.float_keys)
+        chosen = set(self.float_layers)
+        more = [r for (name, _), r in zip(self.harm, self.ranked_refs) if name not in chosen][:extra]
+        for w, key in more:
+            if w is not None:
+                weights.append(w)
+            elif key is not None:
+                keys.add(key)
+        return weights, keys
 
     def record(self, source: Path) -> str:
         """The `toolkit.int8_search` metadata value (JSON)."""
@@ -292,6 +306,7 @@ def _finish(result: SearchResult, source: Path, pre: onnx.ModelProto, ranked: li
     keys, weights = structural_keys(pre.graph), weights_of(pre.graph)
     result.float_keys = {keys[n] for n in result.float_layers if n in keys and n not in weights}
     result.float_weights = [weights[n] for n in result.float_layers if n in weights]
+    result.ranked_refs = [(weights.get(n), keys.get(n)) for n, _ in ranked]
     result.labels = {n.name: module_name(n) for n in onnx.load(str(source)).graph.node if n.name}
     return result
 

@@ -164,6 +164,12 @@ def fp16_pair(source: Path, out: Path, feeds: list[dict[str, np.ndarray]]) -> tu
     return derive_pair(source, out, lambda proto, part: convert_fp16_model(proto)[0], feeds)
 
 
+# With a searched whole model, the pair first keeps the same layers in float; when it misses its
+# gate (the features crossing the cut are quantised too), the next layers of the whole model's
+# harm ranking go back to float, this many more at each try, until it passes or these run out.
+PAIR_EXTRA_LAYERS = (0, 1, 2, 4, 6, 9, 12)
+
+
 def int8_pair(source: Path, out: Path, pairs: CalibrationPairs, *, target: str, method: str,
               force: bool = False, searched: SearchResult | None = None) -> tuple[Path, Path, ParityResult] | None:
     """The int8 pair of the int8 model `out`: each half quantised as the whole was, calibrated
@@ -171,32 +177,65 @@ def int8_pair(source: Path, out: Path, pairs: CalibrationPairs, *, target: str, 
     backgrounds), gated on the same held-out pairs (see `derive_pair`). The features cross
     channels-last (`features_channels_last`), where ONNX Runtime's int8 kernels want them.
     `searched`: the whole model's passing `export.int8_search.SearchResult`: the same layers of
-    each half stay in float (`export.graph.same_layers`), instead of the fixed rule's."""
+    each half stay in float (`export.graph.same_layers`), then more by its ranking
+    (`PAIR_EXTRA_LAYERS`), instead of the fixed rule's."""
     from toolkit.compare import batches
 
-    from .graph import drop_identity_pools, features_channels_last, same_layers
-    from .int8_search import keep_in_float, name_all
-    from .quantise import quantise_graph, quantise_with
+    from .graph import drop_identity_pools, features_channels_last
+    from .quantise import quantise_graph
 
     if not has_pair(source):
         return None
     features = np.ascontiguousarray(pair_features(source, pairs.calib["bg"]).transpose(0, 2, 3, 1))
     calib = {"bg": {"bg": pairs.calib["bg"]}, "frame": {FEATURES_NAME: features, "fgbg": pairs.calib["fgbg"]}}
 
-    def convert(proto: onnx.ModelProto, part: str) -> onnx.ModelProto:
+    def prepared(proto: onnx.ModelProto, part: str, tmp: str) -> Path:
         drop_identity_pools(proto.graph)
         features_channels_last(proto.graph, FEATURES_NAME, part)
         onnx.checker.check_model(proto)
+        half = Path(tmp) / f"{part}.onnx"
+        half.write_bytes(proto.SerializeToString())
+        return half
+
+    if searched is not None:
+        return _searched_pair(source, out, searched, calib, prepared, batches(pairs.gate), target=target, method=method)
+
+    def convert(proto: onnx.ModelProto, part: str) -> onnx.ModelProto:
         with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
-            half = Path(tmp) / f"{part}.onnx"
-            half.write_bytes(proto.SerializeToString())
-            if searched is None:
-                return quantise_graph(half, calib[part], target=target, method=method, out=out)[0]
-            qdq, pre, _, _ = quantise_with(half, calib[part], target=target, method=method, out=out, exclude=name_all,
-                                           keep_activations=True)  # as the search made the whole model
-            return keep_in_float(qdq, pre, same_layers(pre.graph, searched.float_weights, searched.float_keys))
+            return quantise_graph(prepared(proto, part, tmp), calib[part], target=target, method=method, out=out)[0]
 
     return derive_pair(source, out, convert, batches(pairs.gate), force=force, layout="NHWC")
+
+
+def _searched_pair(source: Path, out: Path, searched: SearchResult, calib: dict, prepared: Callable, feeds: list, *,
+                   target: str, method: str) -> tuple[Path, Path, ParityResult] | None:
+    """`int8_pair` after a search: each half quantised once (every layer, explicit ReLUs, as the
+    search quantised the whole model), then the whole model's float layers, and more of its
+    ranking at each try, put back in float by the same surgery."""
+    from .graph import same_layers
+    from .int8_search import keep_in_float, name_all
+    from .quantise import quantise_with
+
+    quantised: dict[str, tuple[onnx.ModelProto, onnx.ModelProto]] = {}
+    failure: CheckFailed | None = None
+    for extra in PAIR_EXTRA_LAYERS:
+        weights, keys = searched.refs(extra)
+
+        def convert(proto: onnx.ModelProto, part: str) -> onnx.ModelProto:
+            if part not in quantised:
+                with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
+                    qdq, pre, _, _ = quantise_with(prepared(proto, part, tmp), calib[part], target=target, method=method,
+                                                   out=out, exclude=name_all, keep_activations=True)
+                quantised[part] = (qdq, pre)
+            qdq, pre = quantised[part]
+            return keep_in_float(qdq, pre, same_layers(pre.graph, weights, keys))  # noqa: B023 (called at once)
+
+        try:
+            return derive_pair(source, out, convert, feeds, layout="NHWC")
+        except CheckFailed as e:
+            failure = e
+    assert failure is not None
+    raise failure
 
 
 def pair_features(source: Path, bg: np.ndarray, batch: int = 8) -> np.ndarray:

@@ -183,3 +183,22 @@ def test_the_halves_find_the_stems_and_heads_by_their_weights(exported_pair, tmp
     assert same_layers(bg.graph, [weights[n] for n in stems], set())  # the bg half's stem
     assert len(same_layers(frame.graph, [weights[n] for n in stems + heads], set())) >= len(heads) + 1
     assert not same_layers(bg.graph, [weights[n] for n in heads], set())  # no head in the bg half
+
+
+def test_a_searched_models_pair_keeps_the_same_layers_and_more_until_it_passes(tmp_path, imported_ckpt):
+    from export.onnx import export_onnx
+    from export.split import export_split, int8_pair
+    from toolkit.runtime.fixed import open_fixed_camera
+
+    model = tmp_path / "model.onnx"
+    export_onnx(imported_ckpt, model, size=SIZE)
+    export_split(imported_ckpt, model)
+    pairs = synthetic_pairs(tmp_path, SIZE, calib_pairs=16, gate_pairs=8)
+    out, report = quantize_int8(model, tmp_path / "model.int8.onnx", pairs, method="minmax", thresholds=STRICT, budget_s=120)
+    assert report.search.passed and report.search.ranked_refs
+    weights, keys = report.search.refs(3)
+    assert len(weights) + len(keys) >= len(report.search.float_layers) + 1  # the next layers by harm, as the pair needs them
+    bg, frame, check = int8_pair(model, out, pairs, target="cpu", method="minmax", searched=report.search)
+    assert bg.is_file() and frame.is_file() and check.pairs == 8
+    runner = open_fixed_camera(out)
+    assert runner.precision == "int8" and type(runner).__name__ == "SplitPairRunner"
