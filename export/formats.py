@@ -305,7 +305,7 @@ def check_source(source: Path, options: ExportOptions) -> None:
 
         precision = read_onnx_info(source, require_spec=True).metadata.get("toolkit.precision", "fp32")
         if precision != "fp32":
-            raise UserError(f"{source}: is a {precision} model; --fp16 and --int8 are made from the fp32 export")
+            raise UserError(f"{source}: is an {precision} model; --fp16 and --int8 are made from the fp32 export")
 
 
 def run_exports(

@@ -198,7 +198,7 @@ class Int8Report:
         return self.search.summary() if self.search is not None else ""
 
     def summary(self) -> str:
-        verdict = "gate passed" if self.passed else "gate FAILED, written with --force"
+        verdict = self.parity.verdict() if self.passed else "gate FAILED, written with --force"
         searched = f"; {self.search_summary}" if self.search is not None else ""
         return (f"target {self.target}, {self.method} calibration on {self.calib_pairs} pairs; "
                 f"vs fp32 on held-out pairs: {self.parity.figures()}; {verdict}{searched}")

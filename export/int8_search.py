@@ -275,7 +275,8 @@ def search_float_layers(source: Path, calib: dict[str, np.ndarray], gate: dict[s
         if everything:  # every layer int8 passes: nothing to search
             found = _timed(qdq, [], everything, judge, target == "cpu", len(layers), say)
             return _finish(found, source, pre, [], layers, judge, start, settings)
-        say(f"int8 search: {len(layers)} quantised layers; the harm of each, quantised alone, on {RANK_PAIRS} calibration pairs")
+        ranked_on = int(next(iter(rank_feeds[0].values())).shape[0]) * len(rank_feeds) if rank_feeds else 0
+        say(f"int8 search: {len(layers)} quantised layers; the harm of each, quantised alone, on {ranked_on} calibration pairs")
         harm = []
         for i, name in enumerate(layers):
             if time.monotonic() - start > budget_s:

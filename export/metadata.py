@@ -77,5 +77,5 @@ def load_fp32_source(source: Path, making: str) -> tuple[onnx.ModelProto, dict[s
     props = read_metadata(model)
     precision = props.get(f"{METADATA_PREFIX}precision", "fp32")
     if precision != "fp32":
-        raise UserError(f"{source}: is a {precision} model; {making} is made from the fp32 export")
+        raise UserError(f"{source}: is an {precision} model; {making} is made from the fp32 export")
     return model, props

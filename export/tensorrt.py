@@ -97,7 +97,7 @@ def check_source(source: OnnxModelInfo, precision: str, batch: BatchProfile | tu
     recorded = source.metadata.get(f"{METADATA_PREFIX}precision")
     if recorded and recorded != precision:
         raise UserError(
-            f"{source.path}: is a {recorded} model, not {precision}: a strongly typed engine takes its precision "
+            f"{source.path}: is an {recorded} model, not {precision}: a strongly typed engine takes its precision "
             f"from the ONNX file (build {precision} from the {precision} export)"
         )
     if precision == "int8" and not source.has_qdq:

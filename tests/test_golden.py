@@ -81,6 +81,8 @@ def test_save_golden_refuses_a_folder_of_other_files_and_golden_refuses_a_refere
     assert (other / "keep.txt").read_text() == "mine" and sorted(p.name for p in other.iterdir()) == ["keep.txt"]
     r = run_cli("parity", "--golden", str(other), "--model", str(exported_onnx), "--reference", str(imported_ckpt))
     assert r.returncode == 2 and "do not go with it" in r.stderr
+    r = run_cli("parity", "--golden", str(other), "--model", str(exported_onnx), "--limit", "4")
+    assert r.returncode == 2 and "--limit and --batch-size do not go with it" in r.stderr
 
 
 def test_save_golden_from_the_checkpoint_alone(tmp_path, imported_ckpt):

@@ -42,3 +42,14 @@ def test_a_missing_figure_is_not_drawn():
     legend_only = _colour_pixels(img, PALETTE[1])
     drawn = _colour_pixels(img, PALETTE[0])
     assert 0 < legend_only < drawn  # b has its legend marker (smaller) but no point
+
+
+def test_values_decades_apart_get_a_log_axis_with_every_point_apart():
+    from toolkit.plot import log_ticks
+
+    assert log_ticks(1.7, 300) == [1, 2, 5, 10, 20, 50, 100, 200, 500]
+    points = [Point("fast", 1.5, {"iou": 0.7}), Point("faster", 2.0, {"iou": 0.7}), Point("eager", 300.0, {"iou": 0.7})]
+    img = scatter_png(points, [Panel("iou", "IoU")], title="t", x_label="ms")
+    panel = img[36:36 + 300]  # the plot area, above the legend
+    xs = [np.nonzero(np.all(panel == np.array(PALETTE[i], np.uint8), axis=-1))[1] for i in range(2)]
+    assert xs[0].size and xs[1].size and xs[1].mean() - xs[0].mean() > 10  # 1.5 and 2.0 ms stand apart (linear: < 1 px)

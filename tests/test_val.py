@@ -74,6 +74,7 @@ def test_val_runs_an_onnx_model_without_torch(trained_onnx, val_data):
     (["--limit", "0"], "--limit must be a positive"),
     (["--batch", "0"], "batch sizes must be in"),
     (["--data", "/nonexistent/set"], "no such data folder"),
+    (["--holdout", "0.3"], "--holdout and --seed choose the held-out backgrounds of --data"),
 ])
 def test_bad_options_are_one_line(trained_onnx, args, message):
     r = run_cli("val", "--model", str(trained_onnx), "--no-reference", "--iters", "1", *args)

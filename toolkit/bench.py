@@ -72,11 +72,27 @@ def open_targets(models: list[str | Path], providers: list[str], threads: int | 
         onnx = Path(path).suffix.lower() == ".onnx"
         return {"threads": threads, "provider": provider} | ({"spinning": False} if onnx else {})
 
-    pairs = [(m, p) for m in models for p in (providers if Path(m).suffix.lower() == ".onnx" else providers[:1])]
+    pairs = [(m, p) for m in models for p in (providers if Path(m).suffix.lower() == ".onnx" else
+                                               [_torch_provider(providers)] if Path(m).suffix.lower() == ".pt" else providers[:1])]
     exported = {i: open_runner(m, **options(m, p)) for i, (m, p) in enumerate(pairs) if Path(m).suffix.lower() != ".pt"}
     size = next(iter(exported.values())).spec.size if exported else None
     runners = [exported[i] if i in exported else open_at(m, size, **options(m, p)) for i, (m, p) in enumerate(pairs)]
+    for (m, p), r in zip(pairs, runners):
+        if Path(m).suffix.lower() == ".pt" and p == "cpu" and any(q in ("cuda", "tensorrt") for q in providers):
+            r.notes.append(f"{Path(m).name}: PyTorch sees no CUDA device here: the checkpoint's row runs on the CPU")
     return [Target(m, r, {}) for (m, _), r in zip(pairs, runners)]
+
+
+def _torch_provider(providers: list[str]) -> str:
+    """Where a checkpoint row runs: PyTorch on CUDA when a GPU provider is asked and PyTorch sees
+    a GPU, else on the CPU (the row is the reference; `--provider openvino` means nothing to it)."""
+    if not any(p in ("cuda", "tensorrt", "auto") for p in providers):
+        return "cpu"
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def time_interleaved(targets: list[Target], batches: list[int], warmup: int, iters: int) -> None:

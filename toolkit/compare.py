@@ -103,6 +103,21 @@ class ParityResult:
         )
         return text + (f", {bad} NaN/inf values" if bad else "")
 
+    @property
+    def passed_on_decided(self) -> bool:
+        """The mask IoU gate was met only by the IoU over the pixels the reference decides."""
+        gate = self.thresholds.mask_iou
+        return gate is not None and not self.mask_iou >= gate and self.mask_iou_decided is not None and self.mask_iou_decided >= gate
+
+    def verdict(self) -> str:
+        """'gate passed', with the figure that passed it when that was the decided-pixel IoU."""
+        if not self:
+            return "gate FAILED: " + "; ".join(self.failures)
+        if self.passed_on_decided:
+            return (f"gate passed on the mask IoU over the pixels the reference decides by > {UNDECIDED_BAND}: "
+                    f"{self.mask_iou_decided:.4f} >= {self.thresholds.mask_iou}")
+        return "gate passed"
+
     def to_dict(self) -> dict[str, Any]:
         d = _finite_or_none({k: v for k, v in asdict(self).items() if k != "worst"})
         d["passed"] = bool(self)

@@ -126,7 +126,8 @@ def _marked(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[tuple[str, on
             known = types.get(name, onnx.TensorProto.UNDEFINED)
             if not name or not (known in FLOAT_TYPES or (known == onnx.TensorProto.UNDEFINED and node.op_type in FLOAT_OPS)):
                 continue
-            tensors.append((name, node))
+            if node.op_type != "DequantizeLinear":  # a DQ's output is read as its layer's value (`seen_values`), not listed
+                tensors.append((name, node))
             if name not in present:
                 model.graph.output.append(onnx.helper.make_tensor_value_info(name, known or onnx.TensorProto.FLOAT, None))
                 present.add(name)
@@ -228,8 +229,10 @@ def compare_layers(model: str | Path, reference: str | Path | None = None, data:
 
     model = Path(model)
     if model.suffix.lower() != ".onnx":
-        raise UserError(f"{model}: --layers reads an ONNX graph; an engine's layers are TensorRT's own "
-                        "(compare the .onnx it was built from)")
+        what = ("a checkpoint is the reference, not the model under test (give its .onnx export as --model)"
+                if model.suffix.lower() == ".pt" else
+                "an engine's layers are TensorRT's own (compare the .onnx it was built from)")
+        raise UserError(f"{model}: --layers reads an ONNX graph; {what}")
     if limit <= 0:
         raise UserError(f"--limit must be a positive number, got {limit}")
     runner = open_runner(model)

@@ -8,6 +8,7 @@ pairs (a data set, or a small synthetic one), and writes a golden folder when as
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +38,7 @@ def find_reference(model: Path, runner: Runner) -> Path:
     rel = runner.metadata.get("toolkit.checkpoint_relpath")
     if not name:
         raise UserError(f"{model}: its metadata names no checkpoint; pass --reference CKPT")
-    candidates = ([model.parent / rel] if rel else []) + [model.parent / name, Path.cwd() / name]
+    candidates = [Path(os.path.normpath(c)) for c in ([model.parent / rel] if rel else []) + [model.parent / name, Path.cwd() / name]]
     for candidate in candidates:
         if candidate.is_file() and (not digest or sha256_file(candidate) == digest):
             return candidate
@@ -97,6 +98,8 @@ def run_parity(
         raise UserError("parity: give at least one --model (or --reference CKPT with --save-golden DIR)")
     if limit <= 0 or batch_size <= 0:
         raise UserError("parity: --limit and --batch-size must be positive")
+    if "," in provider:
+        raise UserError(f"parity: --provider takes one provider, got {provider!r} (bench and val take a comma list)")
     if save_golden is not None:
         from .golden import check_golden_target
 
@@ -149,7 +152,8 @@ def check_golden(folder: str | Path, models: list[str | Path], *, provider: str 
     golden = read_golden_dir(folder)
     m = golden.manifest
     size = golden.spec.size
-    notes = [f"golden folder {Path(folder).name}: {m['pairs']} pairs of {m.get('source', '?')} with the outputs of "
+    source = "the synthetic set" if m.get("source") == "synthetic" else m.get("source", "?")
+    notes = [f"golden folder {Path(folder).name}: {m['pairs']} pairs of {source} with the outputs of "
              f"{m['reference']} (sha256 {str(m['reference_sha256'])[:12]})"]
     runners = with_split_pairs([open_at(p, size, provider=provider) for p in models], notes, provider=provider)
     for r in runners:

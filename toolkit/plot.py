@@ -78,7 +78,18 @@ def _style(i: int) -> tuple[tuple[int, int, int], str]:
     return PALETTE[i % len(PALETTE)], MARKERS[(i // len(PALETTE)) % len(MARKERS)]
 
 
-def _panel(points: Sequence[Point], panel: Panel, x_label: str, x_ticks: list[float]) -> Image.Image:
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """1, 2, 5 x 10^k ticks covering [lo, hi] (both > 0): a log axis for values decades apart."""
+    ticks = []
+    for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+        ticks += [m * 10.0 ** k for m in (1, 2, 5)]
+    below = [t for t in ticks if t <= lo]
+    above = [t for t in ticks if t >= hi]
+    first, last = (below[-1] if below else ticks[0]), (above[0] if above else ticks[-1])
+    return [t for t in ticks if first <= t <= last]
+
+
+def _panel(points: Sequence[Point], panel: Panel, x_label: str, x_ticks: list[float], log_x: bool = False) -> Image.Image:
     img = Image.new("RGB", (PANEL_W, PANEL_H), "white")
     draw, small, big = ImageDraw.Draw(img), font(12), font(14)
     values = [p.ys.get(panel.key, float("nan")) for p in points]
@@ -90,6 +101,8 @@ def _panel(points: Sequence[Point], panel: Panel, x_label: str, x_ticks: list[fl
     left, top, right, bottom = MARGIN_L, MARGIN_T, PANEL_W - MARGIN_R, PANEL_H - MARGIN_B
 
     def sx(v: float) -> float:
+        if log_x:
+            return left + (math.log10(v) - math.log10(x_ticks[0])) / (math.log10(x_ticks[-1]) - math.log10(x_ticks[0])) * (right - left)
         return left + (v - x_ticks[0]) / (x_ticks[-1] - x_ticks[0]) * (right - left)
 
     def sy(v: float) -> float:
@@ -98,14 +111,15 @@ def _panel(points: Sequence[Point], panel: Panel, x_label: str, x_ticks: list[fl
     draw.text((PANEL_W / 2, 6), panel.title, fill=(0, 0, 0), font=big, anchor="ma")
     for t in x_ticks:
         draw.line([(sx(t), top), (sx(t), bottom)], fill=(230, 230, 230))
-        draw.text((sx(t), bottom + 4), _fmt(t, x_ticks[1] - x_ticks[0]), fill=(0, 0, 0), font=small, anchor="ma")
+        label = f"{t:g}" if log_x else _fmt(t, x_ticks[1] - x_ticks[0])
+        draw.text((sx(t), bottom + 4), label, fill=(0, 0, 0), font=small, anchor="ma")
     for t in y_ticks:
         draw.line([(left, sy(t)), (right, sy(t))], fill=(230, 230, 230))
         draw.text((left - 4, sy(t)), _fmt(t, y_ticks[1] - y_ticks[0]), fill=(0, 0, 0), font=small, anchor="rm")
     draw.rectangle((left, top, right, bottom), outline=(0, 0, 0))
     draw.text(((left + right) / 2, PANEL_H - 6), x_label, fill=(0, 0, 0), font=small, anchor="md")
     for i, (p, v) in enumerate(zip(points, values)):
-        if math.isfinite(v) and math.isfinite(p.x):
+        if math.isfinite(v) and math.isfinite(p.x) and (p.x > 0 or not log_x):
             colour, kind = _style(i)
             _marker(draw, sx(p.x), sy(v), kind, colour)
     return img
@@ -116,9 +130,10 @@ def scatter_png(points: Sequence[Point], panels: Sequence[Panel], *, title: str,
     above and the legend below, as a uint8 RGB array."""
     if not points or not panels:
         raise ValueError("scatter_png: nothing to draw")
-    xs = [p.x for p in points if math.isfinite(p.x)] or [1.0]
-    x_ticks = nice_ticks(0.0, max(xs) * 1.1)
-    tiles = [_panel(points, panel, x_label, x_ticks) for panel in panels]
+    xs = [p.x for p in points if math.isfinite(p.x) and p.x > 0] or [1.0]
+    log_x = max(xs) / min(xs) > 20  # PyTorch eager beside int8: decades apart, a linear axis piles the fast ones at 0
+    x_ticks = log_ticks(min(xs) / 1.2, max(xs) * 1.2) if log_x else nice_ticks(0.0, max(xs) * 1.1)
+    tiles = [_panel(points, panel, x_label + (" (log scale)" if log_x else ""), x_ticks, log_x) for panel in panels]
     width = PANEL_W * len(tiles)
     legend_cols = max(1, width // 300)
     legend_rows = -(-len(points) // legend_cols)
@@ -146,7 +161,7 @@ def _vertical_text(text: str, size: int) -> Image.Image:
 
 
 def series_png(values: Sequence[float], names: Sequence[str], *, threshold: float, marks: dict[int, str], title: str,
-               y_label: str, max_names: int = 40) -> np.ndarray:
+               y_label: str, max_names: int = 100) -> np.ndarray:
     """One value per item on a log scale (a bar each, red over `threshold`), the threshold as a
     dashed line, items in `marks` called out above the plot, every k-th name under the axis."""
     n = len(values)

@@ -132,7 +132,9 @@ def score(target: Target, pairs: HeldOut) -> ValRow:
             bad += int(sum((~np.isfinite(out[n])).sum() for n in OUTPUT_NAMES))
             got = {n: np.nan_to_num(out[n], nan=0.0, posinf=1.0, neginf=0.0) for n in OUTPUT_NAMES}
             acc.update(got["mask"], got["depth"], pairs.truth["mask"][i:i + SCORE_BATCH], pairs.truth["depth"][i:i + SCORE_BATCH])
-    return ValRow(str(target.path), runner.backend, runner.precision, pairs.count, acc.result(), {}, nonfinite=bad)
+    used = [str(p).removesuffix("ExecutionProvider") for p in getattr(runner, "providers", None) or []]
+    backend = runner.backend if not used or used[0] == "CPU" else f"{runner.backend} ({used[0]})"  # what really ran it
+    return ValRow(str(target.path), backend, runner.precision, pairs.count, acc.result(), {}, nonfinite=bad)
 
 
 def _pairs_for(data: str | Path | None, size: tuple[int, int], units: str, limit: int, holdout: float, seed: int,
@@ -142,7 +144,7 @@ def _pairs_for(data: str | Path | None, size: tuple[int, int], units: str, limit
             raise UserError(f"{data}: no such data folder or zip")
         chosen = "gray" if units == "auto" else units
         pairs = held_out(data, size, limit=limit, holdout=holdout, seed=seed, units=chosen)
-        return pairs, [f"{pairs.count} pairs from {pairs.backgrounds} held-out backgrounds of {pairs.source} "
+        return pairs, [f"{pairs.count} pairs from {pairs.backgrounds} held-out background{'s' if pairs.backgrounds != 1 else ''} of {pairs.source} "
                        f"(holdout {holdout}, seed {seed}: the split toolkit train uses with the same values)"]
     from .data.synth import synthesize
 
@@ -189,6 +191,9 @@ def validate(models: list[str | Path], data: str | Path | None = None, *, provid
             notes.append(f"{Path(row.model).name}: {row.nonfinite} NaN/inf output values (scored as 0 / 1)")
         if on_row:
             on_row(row)
+    for t, row in zip(targets, rows):  # a provider that fell back, a runtime the machine lacks: said, not silent
+        notes += [n if n.startswith(Path(t.path).name) else f"{Path(t.path).name} ({row.backend}): {n}" for n in t.runner.notes]
+    notes = list(dict.fromkeys(notes))
     notes.append("depth AbsRel and delta1 " + ("in metres (the synthetic set's log-spaced grey)" if pairs.units == "synthetic"
                                                 else "on the grey levels as stored (--depth-units synthetic: metres)"))
     return ValReport(pairs.source, pairs.count, pairs.backgrounds, pairs.units, batches, rows, notes)
@@ -219,5 +224,6 @@ def accuracy_latency_png(report: ValReport, names: dict[str, str]) -> np.ndarray
                     {k: r.figures.get(k, float("nan")) for k in ("mask_iou", "depth_rmse")}) for r in report.rows]
     panels = [Panel("mask_iou", "mask IoU vs truth (higher is better)", min_span=0.05, floor=0.0),
               Panel("depth_rmse", "depth RMSE vs truth (lower is better)", min_span=0.01, floor=0.0)]
-    title = f"toolkit val: {report.pairs} held-out pairs of {report.data}, latency at batch {batch} (this machine, same run)"
+    source = "a synthetic set" if report.data == "synthetic" else report.data
+    title = f"toolkit val: {report.pairs} pairs of {source}, latency at batch {batch} (this machine, same run)"
     return scatter_png(points, panels, title=title, x_label=f"ms per pair at batch {batch}")

@@ -349,7 +349,7 @@ def test_an_onnx_source_refuses_what_only_a_checkpoint_makes(exported_onnx, tmp_
     fp16 = tmp_path / "given" / "model.fp16.onnx"
     r = run_cli("export", str(exported_onnx), "--fp16", "--calib-pairs", "4", "--out", str(fp16.parent))
     assert r.returncode == 0, r.stderr
-    with pytest.raises(UserError, match="is a fp16 model; --fp16 and --int8 are made from the fp32 export"):
+    with pytest.raises(UserError, match="is an fp16 model; --fp16 and --int8 are made from the fp32 export"):
         run_exports(fp16, tmp_path / "again", options=ExportOptions(int8=True, calib_pairs=4, gate_pairs=4))
     assert not (tmp_path / "again").exists()
     r = run_cli("export", str(exported_onnx), "--out", str(tmp_path / "nothing"), block_torch=True)

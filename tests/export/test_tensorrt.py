@@ -70,7 +70,7 @@ def test_read_onnx_source(exported_onnx):
 def test_source_must_be_of_the_asked_precision(exported_onnx):
     src = read_onnx_source(exported_onnx)
     check_source(src, "fp32", (1, 8, 32))
-    with pytest.raises(UserError, match="is a fp32 model, not fp16.*from the fp16 export"):
+    with pytest.raises(UserError, match="is an fp32 model, not fp16.*from the fp16 export"):
         check_source(src, "fp16", (1, 8, 32))
     unlabelled = src.__class__(src.path, src.spec, {}, None, False)
     with pytest.raises(UserError, match="no QuantizeLinear/DequantizeLinear nodes"):

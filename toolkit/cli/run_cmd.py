@@ -56,8 +56,8 @@ def parity(
     model: list[Path] = typer.Option([], "--model", "-m", help="Model(s) to check (repeat the option)."),
     reference: Path | None = typer.Option(None, "--reference", "-r", help="PyTorch checkpoint (default: the one in the model's metadata)."),
     data: Path | None = typer.Option(None, "--data", help="Data set folder or zip (default: a small synthetic set)."),
-    limit: int = typer.Option(16, "--limit", help="Number of pairs to compare on."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Pairs per inference call (larger: faster, more memory)."),
+    limit: int | None = typer.Option(None, "--limit", help="Number of pairs to compare on (default 16; --layers: 4)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per inference call (default 8; larger: faster, more memory)."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the report as JSON (every figure, the thresholds, empty-mask counts)."),
     png_dir: Path | None = typer.Option(None, "--png-dir", help="Write worst-<model>.png: the pair each model differs most on, with difference maps."),
     max_abs: float | None = typer.Option(None, "--max-abs", help="Override: max |model - torch|."),
@@ -90,13 +90,19 @@ def parity(
         check_output_file(json_out)  # before the work, not after it
     if png_dir is not None:
         check_output_dir(png_dir)
+    if layer_tol is not None and not layers:
+        raise UserError("--layer-tol is the tolerance of parity --layers: give --layers")
+    if golden is not None and (limit is not None or batch_size is not None):
+        raise UserError("parity --golden DIR runs the folder's own pairs in its own batches: --limit and --batch-size do not go with it")
     if layers:
+        if batch_size is not None:
+            raise UserError("parity --layers runs one pair at a time: --batch-size does not go with it")
         if golden is not None or save_golden is not None:
             raise UserError("parity --layers compares against a reference model: --golden and --save-golden do not go with it")
         if provider != "cpu" or any(v is not None for v in (max_abs, mask_iou, depth_rmse)):
             raise UserError("parity --layers runs both graphs in ONNX Runtime on the CPU and judges tensors by --layer-tol: "
                             "--provider, --max-abs, --mask-iou and --depth-rmse do not go with it")
-        return layer_parity(model, reference, data, limit=limit, tolerance=layer_tol, json_out=json_out, png_dir=png_dir)
+        return layer_parity(model, reference, data, limit=limit or 4, tolerance=layer_tol, json_out=json_out, png_dir=png_dir)
     if golden is not None:
         if reference is not None or data is not None or save_golden is not None:
             raise UserError("parity --golden DIR judges against the folder's pairs and outputs: "
@@ -107,7 +113,8 @@ def parity(
     else:
         if save_golden is not None:
             check_output_dir(save_golden)
-        report = run_parity(model, reference, data, limit=limit, batch_size=batch_size, overrides=overrides,
+        report = run_parity(model, reference, data, limit=16 if limit is None else limit, batch_size=8 if batch_size is None else batch_size,
+                            overrides=overrides,
                             provider=provider, save_golden=save_golden)
     print_parity(report)
     if json_out is not None:
@@ -147,7 +154,7 @@ def layer_parity(models: list[Path], reference: Path | None, data: Path | None, 
         for note in r.notes:
             print_wrapped(note)
         print_wrapped(f"first tensor over tolerance: {first.layer} ({first.op}, tensor {first.tensor}, #{first.index}): "
-                      f"relative error {first.rel_error:.2e} > {first.tolerance:g}" if first else "no tensor over tolerance")
+                      f"relative error {first.rel_error:.3g} > {first.tolerance:.3g}" if first else "no tensor over tolerance")
         print_wrapped(f"first NaN/inf: {nan.layer} ({nan.op}, tensor {nan.tensor}, #{nan.index}): {nan.nonfinite} values"
                       if nan else "no NaN/inf")
         if png_dir is not None:
@@ -172,9 +179,7 @@ PARITY_COLUMNS = (
 
 
 def _passed_on_decided(r) -> bool:
-    """The mask IoU gate was met only by the IoU over the pixels the reference decides."""
-    gate = r.thresholds.mask_iou
-    return gate is not None and not r.mask_iou >= gate and r.mask_iou_decided is not None and r.mask_iou_decided >= gate
+    return r.passed_on_decided
 
 
 def _verdict(r) -> Text:

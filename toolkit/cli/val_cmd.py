@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import CheckFailed
+from ..errors import CheckFailed, UserError
 from ..fsutil import write_text_atomic
 from .common import console
 from .run_cmd import PROVIDER_HELP, short_names
@@ -27,8 +27,8 @@ def val(
     limit: int = typer.Option(64, "--limit", help="Held-out pairs to score (evenly spaced)."),
     batch: str = typer.Option("1,8", "--batch", help="Comma-separated batch sizes to time."),
     iters: int = typer.Option(20, "--iters", help="Timed calls per model and batch size."),
-    holdout: float = typer.Option(0.2, "--holdout", help="Share of the backgrounds held out (as toolkit train's --holdout)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the background split (as toolkit train's --seed)."),
+    holdout: float | None = typer.Option(None, "--holdout", help="With --data: share of its backgrounds held out (as toolkit train's --holdout; default 0.2)."),
+    seed: int | None = typer.Option(None, "--seed", help="With --data: seed of the background split (as toolkit train's --seed; default 0)."),
     depth_units: str = typer.Option(
         "auto", "--depth-units",
         help="synthetic (log-spaced grey: AbsRel/delta1 in metres), gray (as stored), or auto (synthetic without --data, else gray)."),
@@ -51,17 +51,25 @@ def val(
     from ..fsutil import check_output_file
     from ..val import accuracy_latency_png, gate_failures, validate
 
+    if data is None and (holdout is not None or seed is not None):
+        raise UserError("val: --holdout and --seed choose the held-out backgrounds of --data; without --data every pair "
+                        "of a synthetic set made for the run is scored")
     batches = parse_batch_sizes(batch)
     for out in (json_out, plot):
         if out is not None:
             check_output_file(out)  # before the work, not after it
-    models = list(model)
+    for out in (plot,):
+        if out is not None and out.suffix.lower() != ".png":
+            raise UserError(f"--plot {out}: the picture is a PNG; give a .png name")
+    models, note = list(model), ""
     if not no_reference:
         models, note = with_baseline(models, None)
-        console.print(note.replace("baseline: ", "reference row: ", 1).replace("pass --baseline CKPT", "give it as a --model"))
-    report = validate(models, data, provider=provider, limit=limit, batches=batches, iters=iters, holdout=holdout,
-                      seed=seed, depth_units=depth_units)
+        note = note.replace("baseline: ", "reference row: ", 1).replace("pass --baseline CKPT", "give it as a --model")
+    report = validate(models, data, provider=provider, limit=limit, batches=batches, iters=iters,
+                      holdout=0.2 if holdout is None else holdout, seed=0 if seed is None else seed, depth_units=depth_units)
     names = short_names([r.model for r in report.rows])
+    if note:
+        console.print(note)
     print_val(report, names, wide=wide)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
@@ -86,7 +94,8 @@ def print_val(report, names: dict[str, str], *, wide: bool = False) -> None:
     rows = [(names[r.model], r.backend, r.precision, fig(r, "mask_iou", "{:.3f}"), fig(r, "mask_dice", "{:.3f}"),
              fig(r, "depth_rmse", "{:.4f}"), fig(r, "depth_absrel", "{:.3f}"), fig(r, "depth_delta1", "{:.3f}"),
              *(f"{r.ms_per_pair[b]:.2f}" for b in report.batches), f"{r.speedup[last]:.2f}x") for r in report.rows]
-    show_table(f"toolkit val: {report.pairs} pairs of {report.data} against the truth; ms per pair, same run",
+    source = "a synthetic set made for the run" if report.data == "synthetic" else report.data
+    show_table(f"toolkit val: {report.pairs} pairs of {source} against their labels; ms per pair, same run",
                cols, rows, wide=wide)
     print_wrapped(f"x b{last}: pairs/s at batch {last} relative to the first row; d RMSE: depth RMSE in [0, 1]")
     for note in report.notes:

@@ -174,7 +174,8 @@ class OnnxRunner(Runner):
         """`spinning` False: the intra-op threads sleep between calls instead of spinning (what a
         benchmark timing several runtimes in one process needs; a server keeps the default)."""
         if provider not in PROVIDER_CHAIN:
-            raise UserError(f"{path}: unknown ONNX Runtime provider {provider!r} (expected one of {', '.join(PROVIDER_CHAIN)})")
+            raise UserError(f"{path}: unknown ONNX Runtime provider {provider!r} (expected one of {', '.join(PROVIDER_CHAIN)}; "
+                            "the other runtimes: openvino[:GPU|:NPU], auto)")
         try:
             self.trt_batch = BatchProfile.of(trt_batch, name="TensorRT EP batch profile")
         except ValueError as e:
