@@ -290,7 +290,8 @@ class ExportOutcome:
 def check_source(source: Path, options: ExportOptions) -> None:
     """A checkpoint, or an exported `.onnx` (then what only a checkpoint can make is refused)."""
     if source.suffix.lower() not in (".pt", ".onnx"):
-        raise UserError(f"{source}: export takes a toolkit checkpoint (.pt) or an exported model (.onnx), not '{source.suffix}'")
+        given = "a folder" if source.is_dir() else (f"a '{source.suffix}' file" if source.suffix else "a file without a suffix")
+        raise UserError(f"{source}: export takes a toolkit checkpoint (.pt) or an exported model (.onnx), not {given}")
     if source.suffix.lower() == ".onnx" and options.graph != "folded":
         raise UserError(f"--graph only applies to a checkpoint: {source.name} is already exported")
     if source.suffix.lower() != ".onnx":

@@ -363,3 +363,15 @@ def test_engines_from_an_onnx_source_record_the_checkpoint_hash_from_its_metadat
 
     ctx = ExportContext(exported_onnx, tmp_path, ExportOptions())
     assert ctx.from_onnx and ctx.checkpoint_sha256() == sha256_file(imported_ckpt)
+
+
+def test_a_source_that_is_neither_checkpoint_nor_onnx_is_named_for_what_it_is(tmp_path):
+    from export.formats import check_source
+
+    (tmp_path / "Background").mkdir()
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    (tmp_path / "weights").write_bytes(b"x")
+    for path, says in ((tmp_path / "Background", "not a folder"), (tmp_path / "weights.bin", "not a '.bin' file"),
+                       (tmp_path / "weights", "not a file without a suffix")):
+        with pytest.raises(UserError, match=re.escape(says)):
+            check_source(path, ExportOptions())
