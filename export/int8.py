@@ -112,13 +112,6 @@ def check_calibration_data(data: str | Path, holdout: float = HOLDOUT) -> None:
             )
 
 
-def _even(indices: list[int], n: int) -> list[int]:
-    if n >= len(indices):
-        return list(indices)
-    picks = np.unique(np.linspace(0, len(indices) - 1, n).round().astype(int))
-    return [indices[int(i)] for i in picks]
-
-
 def load_pairs(
     data: str | Path,
     size: tuple[int, int],
@@ -131,7 +124,7 @@ def load_pairs(
 ) -> CalibrationPairs:
     """Pairs from a data set (folder or zip, original layout) at `size`, split by background."""
     from toolkit.data.reader import open_dataset
-    from toolkit.data.split import split_by_background
+    from toolkit.data.split import evenly, split_by_background
 
     check_pair_counts(calib_pairs, gate_pairs)
     with open_dataset(data) as ds:
@@ -143,10 +136,11 @@ def load_pairs(
             )
 
         def stack(indices: list[int]) -> dict[str, np.ndarray]:
-            items = [ds.load(i, size) for i in indices]
-            return {k: np.stack([it[k] for it in items]).astype(np.float32) for k in INPUT_NAMES}
+            batch = ds.load_batch(indices, size)
+            return {k: batch[k] for k in INPUT_NAMES}
 
-        calib_idx, gate_idx = _even(train, int(calib_pairs)), _even(held, int(gate_pairs))
+        calib_idx = [train[i] for i in evenly(len(train), int(calib_pairs))]
+        gate_idx = [held[i] for i in evenly(len(held), int(gate_pairs))]
         pairs = CalibrationPairs(stack(calib_idx), stack(gate_idx), name or Path(data).name)
     for what, got, asked in (("calibration", len(calib_idx), calib_pairs), ("gate", len(gate_idx), gate_pairs)):
         if got < asked:

@@ -242,8 +242,9 @@ def name_all(model: onnx.ModelProto) -> list[str]:
 
 
 def _subset(pairs: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    count = int(next(iter(pairs.values())).shape[0])
-    picks = np.unique(np.linspace(0, count - 1, min(n, count)).round().astype(int))
+    from toolkit.data.split import evenly
+
+    picks = evenly(int(next(iter(pairs.values())).shape[0]), n)
     return {k: v[picks] for k, v in pairs.items()}
 
 

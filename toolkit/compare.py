@@ -332,13 +332,13 @@ def dataset_feeds(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Batches of (bg, fgbg) at the model's size from a data set (folder or zip), evenly sampled."""
     from .data.reader import open_dataset
+    from .data.split import evenly
 
     ds = open_dataset(data)
-    n = min(limit, len(ds))
-    picks = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
+    picks = evenly(len(ds), limit)
     for i in range(0, len(picks), batch_size):
-        items = [ds.load(int(j), size) for j in picks[i : i + batch_size]]
-        yield {k: np.stack([it[k] for it in items]).astype(np.float32) for k in INPUT_NAMES}
+        batch = ds.load_batch(picks[i : i + batch_size], size)
+        yield {k: batch[k] for k in INPUT_NAMES}
 
 
 def open_at(path: str | Path, size: tuple[int, int] | None, **options: Any) -> Runner:

@@ -93,17 +93,12 @@ class ValReport:
                 "rows": [r.to_dict() for r in self.rows], "notes": list(self.notes)}
 
 
-def _stack(ds: Any, indices: list[int], size: tuple[int, int]) -> dict[str, np.ndarray]:
-    items = [ds.load(int(i), size) for i in indices]
-    return {k: np.stack([it[k] for it in items]).astype(np.float32) for k in (*INPUT_NAMES, *OUTPUT_NAMES)}
-
-
 def held_out(data: str | Path, size: tuple[int, int], *, limit: int = DEFAULT_LIMIT, holdout: float = HOLDOUT,
              seed: int = SPLIT_SEED, units: str = "gray", every_pair: bool = False) -> HeldOut:
     """Up to `limit` pairs (evenly spaced) from the held-out backgrounds of `data` (all pairs
     with `every_pair`), with their mask and depth."""
     from .data.reader import open_dataset
-    from .data.split import split_by_background
+    from .data.split import evenly, split_by_background
 
     with open_dataset(data) as ds:
         if every_pair:
@@ -113,8 +108,8 @@ def held_out(data: str | Path, size: tuple[int, int], *, limit: int = DEFAULT_LI
             if not pool:
                 raise UserError(f"{data}: all its pairs share one background; val scores held-out backgrounds, "
                                 "so it needs pairs from at least 2")
-        picks = [pool[int(i)] for i in np.unique(np.linspace(0, len(pool) - 1, min(limit, len(pool))).round().astype(int))]
-        arrays = _stack(ds, picks, size)
+        picks = [pool[i] for i in evenly(len(pool), limit)]
+        arrays = ds.load_batch(picks, size)
         bgs = len({ds.samples[i].bg for i in picks})
     return HeldOut({k: arrays[k] for k in INPUT_NAMES}, {k: arrays[k] for k in OUTPUT_NAMES}, Path(data).name, bgs, units)
 

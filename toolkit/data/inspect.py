@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import UserError
 from ..imageio import open_image
 from .reader import PairDataset, SourceArg, open_dataset
+from .split import evenly
 
 
 def _indices(n: int, limit: int | None) -> list[int]:
@@ -25,7 +26,7 @@ def _indices(n: int, limit: int | None) -> list[int]:
         return list(range(n))
     if limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
-    return sorted({int(i) for i in np.linspace(0, n - 1, limit).round()})
+    return evenly(n, limit)
 
 
 def channel_stats(

@@ -335,6 +335,11 @@ class PairDataset:
             "depth": depth[None].copy(),
         }
 
+    def load_batch(self, indices: Iterable[int], size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        """Samples `indices` stacked: bg, fgbg `[N, 3, H, W]`, mask, depth `[N, 1, H, W]` (see `load`)."""
+        items = [self.load(int(i), size) for i in indices]
+        return {k: np.stack([it[k] for it in items]).astype(np.float32) for k in ("bg", "fgbg", "mask", "depth")}
+
     def iter_files(self) -> Iterator[tuple[str, FileRef]]:
         """Every image file found (paired or not) with its kind, in scan order."""
         return iter(self.files)

@@ -37,3 +37,11 @@ def split_by_background(
     train = [i for i, s in enumerate(samples) if s.bg not in held]
     test = [i for i, s in enumerate(samples) if s.bg in held]
     return train, test
+
+
+def evenly(count: int, n: int) -> list[int]:
+    """`n` of the indices 0..count-1 spread evenly, first and last included (all when n >= count):
+    samples from every background, not just the first ones."""
+    if count <= 0 or n <= 0:
+        return []
+    return [int(i) for i in np.unique(np.linspace(0, count - 1, min(n, count)).round().astype(int))]
