@@ -271,15 +271,20 @@ def _gate(source: Path, out: Path, model: onnx.ModelProto, pairs: CalibrationPai
           metadata: dict[str, str]) -> ParityResult:
     """Set `metadata` on `model`, check it with onnx.checker, and judge it beside `source` on the
     held-out pairs."""
+    _finished(model, out, metadata)
+    with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
+        candidate = Path(tmp) / "model.int8.onnx"
+        candidate.write_bytes(model.SerializeToString())
+        return check_model(source, candidate, batches(pairs.gate), thresholds)
+
+
+def _finished(model: onnx.ModelProto, out: Path, metadata: dict[str, str]) -> None:
+    """`metadata` set on `model`, and the model through onnx.checker (one line when it fails)."""
     set_metadata(model, metadata)
     try:
         onnx.checker.check_model(model)
     except Exception as e:  # onnx.checker.ValidationError
         raise CheckFailed(f"{out}: not written: the int8 model fails onnx.checker ({str(e).strip().splitlines()[0][:200]})") from e
-    with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
-        candidate = Path(tmp) / "model.int8.onnx"
-        candidate.write_bytes(model.SerializeToString())
-        return check_model(source, candidate, batches(pairs.gate), thresholds)
 
 
 def _searched(source: Path, out: Path, pairs: CalibrationPairs, props: dict[str, str], report: Int8Report,
@@ -294,6 +299,5 @@ def _searched(source: Path, out: Path, pairs: CalibrationPairs, props: dict[str,
     if not found.passed:
         return None
     extra = {f"{METADATA_PREFIX}int8_search": found.record(source)}
-    result = _gate(source, out, found.model, pairs, thresholds,
-                   _metadata(props, source, out, report.target, report.method, found.settings, found.in_effect, pairs) | extra)
-    return found.model, found.in_effect, result
+    _finished(found.model, out, _metadata(props, source, out, report.target, report.method, found.settings, found.in_effect, pairs) | extra)
+    return found.model, found.in_effect, found.parity  # the search judged this model on the gate's pairs, at the gate's thresholds

@@ -55,9 +55,8 @@ class SearchResult:
     settings: dict[str, Any] = field(default_factory=dict)  # quantize_static's, for the metadata
     labels: dict[str, str] = field(default_factory=dict)  # node name -> the module that made it
     in_effect: list[str] = field(default_factory=list)  # every layer that runs in float (`float_in_effect`)
-    float_keys: set[str] = field(default_factory=set)  # `export.graph.structural_keys` of the weightless float layers
-    float_weights: list[np.ndarray] = field(default_factory=list)  # the weights of the weighted ones
-    ranked_refs: list[tuple[np.ndarray | None, str | None]] = field(default_factory=list)  # (weights, key) by harm
+    # each layer's weights (weighted layers) or `export.graph.structural_keys` key (the others)
+    layer_refs: dict[str, tuple[np.ndarray | None, str | None]] = field(default_factory=dict)
     layer_count: int = 0
 
     @property
@@ -83,10 +82,10 @@ class SearchResult:
     def refs(self, extra: int = 0) -> tuple[list[np.ndarray], set[str]]:
         """(weights, keys) of the float layers and of the next `extra` layers by harm: what
         `export.graph.same_layers` finds the same layers of another graph by (the split pair)."""
-        weights, keys = list(self.float_weights), set(self.float_keys)
         chosen = set(self.float_layers)
-        more = [r for (name, _), r in zip(self.harm, self.ranked_refs) if name not in chosen][:extra]
-        for w, key in more:
+        weights, keys = [], set()
+        for name in self.float_layers + [n for n, _ in self.harm if n not in chosen][:extra]:
+            w, key = self.layer_refs.get(name, (None, None))
             if w is not None:
                 weights.append(w)
             elif key is not None:
@@ -306,9 +305,7 @@ def _finish(result: SearchResult, source: Path, pre: onnx.ModelProto, ranked: li
     if result.model is not None:
         result.in_effect = float_in_effect(result.model, layers)
     keys, weights = structural_keys(pre.graph), weights_of(pre.graph)
-    result.float_keys = {keys[n] for n in result.float_layers if n in keys and n not in weights}
-    result.float_weights = [weights[n] for n in result.float_layers if n in weights]
-    result.ranked_refs = [(weights.get(n), keys.get(n)) for n, _ in ranked]
+    result.layer_refs = {n: (weights.get(n), keys.get(n)) for n in layers if n in weights or n in keys}
     result.labels = {n.name: module_name(n) for n in onnx.load(str(source)).graph.node if n.name}
     return result
 

@@ -195,7 +195,7 @@ def test_a_searched_models_pair_keeps_the_same_layers_and_more_until_it_passes(t
     export_split(imported_ckpt, model)
     pairs = synthetic_pairs(tmp_path, SIZE, calib_pairs=16, gate_pairs=8)
     out, report = quantize_int8(model, tmp_path / "model.int8.onnx", pairs, method="minmax", thresholds=STRICT, budget_s=120)
-    assert report.search.passed and report.search.ranked_refs
+    assert report.search.passed and report.search.layer_refs
     weights, keys = report.search.refs(3)
     assert len(weights) + len(keys) >= len(report.search.float_layers) + 1  # the next layers by harm, as the pair needs them
     bg, frame, check = int8_pair(model, out, pairs, target="cpu", method="minmax", searched=report.search)
