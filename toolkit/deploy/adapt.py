@@ -21,6 +21,7 @@ not on every frame.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,10 +96,7 @@ def masked_median(frames: list[np.ndarray], background: list[np.ndarray]) -> np.
     stack = np.stack(frames).astype(np.float32)
     keep = np.stack(background)[..., None]  # [N, H, W, 1]
     masked = np.where(keep, stack, np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: filled below
-            out = np.nanmedian(masked, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: filled below
+        out = np.nanmedian(masked, axis=0)
     return np.where(np.isnan(out), np.median(stack, axis=0), out).astype(np.float32)
