@@ -6,7 +6,9 @@
 #   CLI_ONLY=1 STEPS=15 bash benchmarks/gpu_session.sh OUT_DIR 200   # steps 1-3 only
 #
 # In order (each step has its own time limit, a failed step is logged and the next one runs):
-#   1. the machine: nvidia-smi, torch/CUDA versions, `toolkit doctor`;
+#   1. the machine: nvidia-smi, torch/CUDA versions, `toolkit doctor`; then benchmarks/gpu_runtimes.py:
+#      every test of the TensorRT builder and runner, the CUDA buffers and ONNX Runtime's GPU
+#      providers, each reported as run or why not (which runtimes this machine lacks);
 #   2. CUDA training through the CLI: 40 steps at 128 px (speed options on auto), then the same
 #      run stopped at 10 steps and resumed to 20 with --deterministic, beside an uninterrupted
 #      20-step run: the weights must be identical;
@@ -16,8 +18,9 @@
 #      parity of each; the header says which GPU runtimes for ONNX exist: the ONNX rows run only
 #      where onnxruntime-gpu is installed);
 #   5. benchmarks/gpu_train.py (training images/s of every speed option);
-#   6. the tests of training, export and the runtimes, on the time left.
-# OUT_DIR gets gpu_session.log (everything printed), gpu_inference.{json,md} and gpu_train.{json,md}.
+#   6. the tests of training and export, on the time left.
+# OUT_DIR gets gpu_session.log (everything printed), gpu_runtimes.{json,md}, parity.json,
+# gpu_inference.{json,md} and gpu_train.{json,md}.
 # Runs from the repository root without installing it (PYTHONPATH), so a bare machine with
 # torch, onnx, onnxruntime and onnxscript will do; carry other wheels in .whl/ (see below).
 set -u
@@ -57,6 +60,7 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a limit (never past the total
     $PY -c "import cuda.bindings.runtime as r; print('cuda-python: cudaGetDeviceCount', r.cudaGetDeviceCount())" 2>&1 | tail -1
 } >>"$LOG"
 step "doctor" 30 $TK doctor
+step "gpu_runtimes.py" 150 $PY benchmarks/gpu_runtimes.py "$OUT" --seconds 120
 
 # -- 2. CUDA training through the CLI -------------------------------------------------------
 DATA="$WORK/data"
@@ -96,7 +100,7 @@ step "gpu_train.py" 135 $PY benchmarks/gpu_train.py "$OUT" --budget 110 $SMOKE
 
 # -- 6. the tests that touch torch, export and runtimes, on what is left (the deploy and edge-
 # install tests need packages or a network this machine may not have) ------------------------
-[ "$DEVICE" = cpu ] || step "pytest" 600 $PY -m pytest tests/train tests/runtime tests/export tests/test_folded.py tests/test_model.py \
+[ "$DEVICE" = cpu ] || step "pytest" 600 $PY -m pytest tests/train tests/export tests/test_folded.py tests/test_model.py \
     tests/test_bench.py -q -p no:cacheprovider -n 8
 echo "total $(( $(date +%s) - START ))s" | tee -a "$LOG"
 rm -rf "$WORK"

@@ -166,7 +166,7 @@ def make_sidecar(
         "compute_capability": compute_capability,
         "strongly_typed": True,
         "compat": compat,  # what the runner relaxes its TensorRT and GPU checks to
-        "tf32": False,  # fp32 engines are built with TF32 off: "fp32" is fp32
+        "tf32": precision != "fp32",  # off for fp32 ("fp32" is fp32); fp16/int8 keep it in their float layers
         "dla_core": dla_core,
         "input_size": [source.spec.height, source.spec.width],
         "iospec": source.spec.to_dict(),

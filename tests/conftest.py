@@ -26,13 +26,15 @@ def golden_inputs(h: int = 128, w: int = 128) -> tuple[np.ndarray, np.ndarray]:
     return bg.astype(np.float32), fg.astype(np.float32)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, block_torch: bool = False):
-    """Run `python -m toolkit ...` in a subprocess (optionally with torch made unimportable)."""
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, block_torch: bool = False,
+            path_first: Path | None = None):
+    """Run `python -m toolkit ...` in a subprocess (optionally with torch made unimportable, or
+    with the packages in `path_first` imported before this environment's own)."""
     code = "import sys\n"
     if block_torch:
         code += "sys.modules['torch'] = None  # any `import torch` now raises ImportError\n"
     code += "from toolkit.cli import main\nmain(sys.argv[1:])\n"
-    full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in (path_first, ROOT) if p), **(env or {}))
     full_env.pop("COLUMNS", None)  # output is piped here, as in CI logs: it must not be cut
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, timeout=600

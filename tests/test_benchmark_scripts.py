@@ -93,3 +93,25 @@ def test_gpu_train_smoke(tmp_path):
     assert report["polyphase_check"] and all(c["ok"] for c in report["polyphase_check"])
     assert len(report["profiles"]) == 2
     assert "| fp32 NCHW | 2 |" in md and "Polyphase depthwise vs the fp32 reference" in md
+
+
+def test_gpu_runtimes_reports_each_test_and_why_it_could_not_run(tmp_path):
+    """What a GPU session reports: per test, ran or why not; a test not started in time is said."""
+    env = {k: v for k, v in os.environ.items() if k != "TOOLKIT_TEST_ORT_GPU"}  # its real-GPU-build tests skip, with their reason
+    env["PYTHONPATH"] = str(ROOT)
+    script = str(ROOT / "benchmarks" / "gpu_runtimes.py")
+    proc = subprocess.run([sys.executable, script, str(tmp_path / "a"), "--tests", "tests/runtime/test_gpu_libs.py"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "a" / "gpu_runtimes.json").read_text())
+    assert report["counts"] == {"passed": 5, "skipped": 4} and report["failed"] == []
+    assert [c["tests"] for c in report["could_not_run"]] == [4] and "TOOLKIT_TEST_ORT_GPU" in report["could_not_run"][0]["why"]
+    assert {m["name"] for m in report["machine"]} >= {"onnxruntime", "tensorrt", "cuda-python"}  # doctor's checks head it
+    md = (tmp_path / "a" / "gpu_runtimes.md").read_text()
+    assert "| ONNX Runtime's GPU build: driver, libraries | 5 | 0 | 4 |" in md and "Could not run here:" in md
+    late = subprocess.run([sys.executable, script, str(tmp_path / "b"), "--seconds", "0", "--tests", "tests/test_install.py"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert late.returncode == 0, late.stderr[-2000:]
+    late_report = json.loads((tmp_path / "b" / "gpu_runtimes.json").read_text())
+    assert late_report["counts"] == {"skipped": late_report["counts"]["skipped"]} and late_report["counts"]["skipped"] >= 5
+    assert late_report["could_not_run"][0]["why"] == "the run's time was spent before this test started"

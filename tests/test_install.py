@@ -65,6 +65,7 @@ def test_each_gpu_extra_is_one_cuda_major_and_tensorrt_10():
     import re
 
     from tests.conftest import ROOT
+    from toolkit.runtime.gpu_libs import ORT_GPU_PINS
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     gpu = {k: v for k, v in extras.items() if k.startswith("gpu")}
@@ -75,4 +76,7 @@ def test_each_gpu_extra_is_one_cuda_major_and_tensorrt_10():
         major = re.match(r"tensorrt-cu(\d+)", trt).group(1)
         assert "<11" in trt, f"{name}: {trt} must stay on TensorRT 10"
         assert re.search(rf"<{int(major) + 1}\b", cuda) and (f">={major}" in cuda), f"{name}: {cuda} is not CUDA {major}"
-        assert any(r.startswith("onnxruntime-gpu") for r in reqs)
+        [ort] = [r for r in reqs if r.startswith("onnxruntime-gpu")]
+        assert ort == f"onnxruntime-gpu[cuda,cudnn]{ORT_GPU_PINS[name]}", "the CUDA/cuDNN wheels, and the pin the fixes name"
+        readme = (ROOT / "README.md").read_text()
+        assert f"pip install '.[{name}]' && pip install --force-reinstall --no-deps 'onnxruntime-gpu{ORT_GPU_PINS[name]}'" in readme

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .install import install_hint, reinstall_hint
+from .install import install_hint
 
 
 @dataclass
@@ -57,25 +57,28 @@ def _onnxruntime() -> Check:
 
 
 def _ort_gpu_providers() -> Check:
-    """Which of ONNX Runtime's CUDA and TensorRT execution providers this install has."""
+    """Which of ONNX Runtime's CUDA and TensorRT execution providers this install has, and
+    whether they can load here (a driver): judged by `runtime.gpu_libs`, as the runner judges."""
+    from .runtime.gpu_libs import driver_problem, gpu_build_fix, ort_gpu_missing
+
+    name = "onnxruntime GPU providers"
     ort = _module("onnxruntime")
     if ort is None:
-        return Check("onnxruntime GPU providers", "-", False, "missing: onnxruntime is not installed", install_hint())
+        return Check(name, "-", False, "missing: onnxruntime is not installed", install_hint())
     providers = ort.get_available_providers()
-    has = {name: f"{name}Provider" in providers for name in ("CUDAExecution", "TensorrtExecution")}
-    if all(has.values()):
-        return Check("onnxruntime GPU providers", ort.__version__, True, "CUDA and TensorRT execution providers available (.onnx on the GPU)")
-    if has["CUDAExecution"]:
-        return Check(
-            "onnxruntime GPU providers", ort.__version__, True,
-            "CUDA execution provider available; TensorRT EP missing: the ONNX Runtime tensorrt provider falls back to CUDA",
-            reinstall_hint("gpu", "onnxruntime"),  # the two share one module
-        )
-    return Check(
-        "onnxruntime GPU providers", ort.__version__, False,
-        "missing: CUDA and TensorRT execution providers; .onnx models run on the CPU only (GPU providers fall back to CPU)",
-        reinstall_hint("gpu", "onnxruntime"),  # the two share one module
-    )
+    has = {p: f"{p}ExecutionProvider" in providers for p in ("CUDA", "Tensorrt")}
+    if not has["CUDA"]:
+        why, fix = ort_gpu_missing(providers)
+        return Check(name, ort.__version__, False, f"missing: .onnx models run on the CPU only; {why}", fix)
+    driver = driver_problem()
+    if driver:
+        return Check(name, ort.__version__, False, f"CUDA{' and TensorRT' if has['Tensorrt'] else ''} execution providers listed, "
+                     f"but {driver}", "run on a machine with an NVIDIA GPU (--provider cpu here)")
+    if not has["Tensorrt"]:
+        return Check(name, ort.__version__, True,
+                     "CUDA execution provider available; TensorRT EP missing: the ONNX Runtime tensorrt provider falls back to CUDA",
+                     gpu_build_fix(providers))
+    return Check(name, ort.__version__, True, "CUDA and TensorRT execution providers available (.onnx on the GPU)")
 
 
 def _cudnn() -> Check:
@@ -134,10 +137,9 @@ def _tensorrt() -> Check:
 
 
 def _cuda_python() -> Check:
-    for module, label in (("cuda.bindings", "cuda-python"), ("pycuda", "pycuda")):
-        m = _module(module)
-        if m is not None:
-            return Check(label, str(getattr(m, "__version__", "?")), True, "GPU buffers for TensorRT engines; " + _gpu_verdict())
+    m = _module("cuda.bindings")
+    if m is not None:
+        return Check("cuda-python", str(getattr(m, "__version__", "?")), True, "GPU buffers for TensorRT engines; " + _gpu_verdict())
     return Check(
         "cuda-python", "-", False,
         "missing: .engine models cannot be run (infer/parity/bench) and `export --engine` cannot record the GPU",
@@ -262,7 +264,7 @@ def _hint(name: str) -> str:
 
 
 _ALIASES = {"pil": "pillow", "pytorch": "torch", "ort": "onnxruntime", "ort-gpu": "onnxruntime-gpu", "trt": "tensorrt",
-            "pycuda": "cuda-python", "av": "pyav", "video": "pyav"}
+            "av": "pyav", "video": "pyav"}
 
 
 def parse_requirements(values: list[str]) -> list[str]:
@@ -291,8 +293,6 @@ def unmet_requirements(names: list[str], checks: list[Check]) -> list[str]:
     for name in names:
         check_name, usable = REQUIREMENTS[name]
         c = by_name.get(check_name)
-        if c is None and check_name == "cuda-python":
-            c = by_name.get("pycuda")
         if c is not None and usable(c):
             continue
         why = c.verdict if c is not None else "not checked"

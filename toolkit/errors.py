@@ -7,6 +7,15 @@ data check). Everything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
+
+# `--debug` anywhere on the command line sets it: tracebacks, and the libraries' own logs, shown.
+DEBUG_ENV = "TOOLKIT_DEBUG"
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
 
 class ToolkitError(Exception):
     """Base class of the toolkit's own, expected failures."""

@@ -64,9 +64,3 @@ def hint_for(source: tuple[str, bool] | None, extra: str | None = None) -> str:
 def install_hint(extra: str | None = None) -> str:
     """'pip install ...' for the `extra` (None: the base install) in this toolkit's own install."""
     return hint_for(_source(), extra)
-
-
-def reinstall_hint(extra: str, replaces: str) -> str:
-    """For an extra whose package shares a module with one already installed (onnxruntime-gpu
-    and onnxruntime): remove that one first."""
-    return f"pip uninstall {replaces} && {install_hint(extra)}"

@@ -142,6 +142,9 @@ def test_sidecar_records_everything_and_reanchors_the_checkpoint(tmp_path, expor
     sidecar_path(engine).write_text(json.dumps(side))
     assert load_sidecar(engine)["engine_sha256"] == "ab" * 32  # what the runner reads back
     assert (side["compat"], side["tf32"], side["dla_core"]) == ("none", False, None)  # fp32 means fp32: TF32 cleared
+    half = make_sidecar(engine=engine, plan_sha256="", source=src, precision="fp16", batch=(1, 8, 32), trt_version="x",
+                        gpu_name="g", compute_capability="c", checkpoint_sha256="", build_seconds=0)
+    assert half["tf32"] is True  # TF32 stays on (TensorRT's default) in an fp16 engine's float layers: the sidecar says so
 
 
 def test_without_tensorrt_the_extra_is_named(tmp_path, exported_onnx):

@@ -152,7 +152,8 @@ def _identity_model(path, dtype, size=8, props=None):
     ins = [helper.make_tensor_value_info(n, dtype, ["N", 3, size, size]) for n in ("bg", "fgbg")]
     outs = [helper.make_tensor_value_info(n, dtype, ["N", 1, size, size]) for n in ("mask", "depth")]
     nodes = [helper.make_node("ReduceMean", [i], [o], axes=[1], keepdims=1) for i, o in (("bg", "mask"), ("fgbg", "depth"))]
-    m = helper.make_model(helper.make_graph(nodes, "g", ins, outs), opset_imports=[helper.make_opsetid("", 17)])
+    # IR 10, as exporters write: onnx's default (its newest IR) is more than some onnxruntime releases read
+    m = helper.make_model(helper.make_graph(nodes, "g", ins, outs), opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     if props:
         helper.set_model_props(m, props)
     onnx.save(m, path)

@@ -15,9 +15,12 @@ from tests.conftest import golden_inputs
 from toolkit.errors import UserError
 from toolkit.install import install_hint
 from toolkit.runtime import open_runner
+from toolkit.runtime.gpu_libs import driver_problem
 from toolkit.runtime.onnx_runner import (
     EP_NAMES,
     OnnxRunner,
+    ProviderUnavailable,
+    ort_reason,
     plan_providers,
     prepare_cache_dir,
     trt_cache_dir,
@@ -39,7 +42,8 @@ CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecu
         ("tensorrt", ["AzureExecutionProvider", CPU], ["cpu"], "TensorrtExecutionProvider and CUDAExecutionProvider are not available"),
     ],
 )
-def test_plan_providers(requested, available, chosen, note):
+def test_plan_providers(requested, available, chosen, note, monkeypatch):
+    monkeypatch.setattr("toolkit.runtime.gpu_libs.distribution_version", lambda name: None)  # no GPU build installed
     got, notes = plan_providers(requested, available)
     assert got == chosen
     if note is None:
@@ -94,8 +98,13 @@ def test_cpu_default_is_unchanged(exported_onnx):
 @pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
 def test_gpu_provider_runs_or_falls_back_with_a_note(exported_onnx, provider):
     available = ort.get_available_providers()
-    chosen, _ = plan_providers(provider, available)
-    runner = open_runner(exported_onnx, provider=provider).activate()  # a listed provider that fails to load raises
+    runner = open_runner(exported_onnx, provider=provider)
+    if EP_NAMES[provider] in available and driver_problem():  # the GPU build without a GPU: one line, never a CPU run
+        with pytest.raises(ProviderUnavailable, match=f"{EP_NAMES[provider]} did not load: no NVIDIA driver") as e:
+            runner.activate()
+        assert "\n" not in str(e.value) and not runner.active
+        return
+    runner.activate()  # a listed provider that fails to load raises
     assert runner.providers, "the session reports the providers it uses"
     assert runner.providers[-1] == CPU
     if EP_NAMES[provider] in available:  # a GPU machine: the provider asked for is the one in use, never a silent CPU run
@@ -113,3 +122,14 @@ def test_gpu_provider_runs_or_falls_back_with_a_note(exported_onnx, provider):
         assert np.abs(got[name] - want[name]).max() <= (1e-6 if on_cpu_only else 1e-2)
     if provider == "tensorrt" and TRT in runner.providers:
         assert (trt_cache_dir(exported_onnx) / "toolkit-stamp.json").is_file()
+
+
+def test_ort_reason_keeps_the_message_not_the_source_location():
+    """ORT's status prefix, the model path and its C++ source location and signature go; what is
+    wrong stays (it used to be cut off at 200 characters inside the signature)."""
+    text = ("[ONNXRuntimeError] : 1 : FAIL : Load model from /m/plain.onnx failed:/onnxruntime_src/onnxruntime/core/graph/"
+            "model.cc:256 onnxruntime::Model::Model(onnx::ModelProto&&, const onnxruntime::PathString&, const onnxruntime::"
+            "IOnnxRuntimeOpSchemaRegistryList*, const onnxruntime::logging::Logger&, const onnxruntime::ModelOptions&) "
+            "Unsupported model IR version: 14, max supported IR version: 13")
+    assert ort_reason(RuntimeError(text)) == "FAIL: Unsupported model IR version: 14, max supported IR version: 13"
+    assert ort_reason(RuntimeError("[ONNXRuntimeError] : 10 : INVALID_GRAPH : bad node")) == "INVALID_GRAPH: bad node"

@@ -156,8 +156,9 @@ def test_a_version_compatible_engine_runs_on_later_tensorrt_only(sidecar_on_disk
     side = dict(side, compat="version")
     for later in ("10.13.0.35", "10.14.1", "11.1.0"):
         check_sidecar(side, trt_version=later, gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
-    with pytest.raises(UserError, match=r"TensorRT 10\.12\.0 \(it runs on 10\.13\.0\.35 or later\)"):
-        check_sidecar(side, trt_version="10.12.0", gpu_name="NVIDIA H100 80GB HBM3")
+    for other in ("10.12.0", "12.0.0"):  # earlier, or two majors on (NVIDIA: within a major, and 10 -> 11)
+        with pytest.raises(UserError, match=rf"TensorRT {other} \(it runs on 10\.13\.0\.35 or a later 10\.x or 11\.x\)"):
+            check_sidecar(side, trt_version=other, gpu_name="NVIDIA H100 80GB HBM3")
     with pytest.raises(UserError, match="built for GPU"):  # still this GPU only
         check_sidecar(side, trt_version="11.1.0", gpu_name="NVIDIA L4")
 
@@ -300,7 +301,7 @@ def test_engine_runs_and_matches_onnxruntime(built_engine, exported_onnx):
         got = runner.infer(feed)
         for name in ("mask", "depth"):
             assert got[name].shape == (3, 1, 128, 128) and got[name].dtype == np.float32
-            assert np.abs(got[name] - want[name]).max() < 1e-2  # TF32 convolutions on the GPU
+            assert np.abs(got[name] - want[name]).max() < 1e-3  # fp32 engines run without TF32: only the order of sums differs
         with pytest.raises(UserError, match="outside the engine's optimisation profile"):
             runner.infer({"bg": np.repeat(bg, 9, 0), "fgbg": np.repeat(fg, 9, 0)})
         again = runner.infer({"bg": bg, "fgbg": fg})  # a smaller batch after a larger one

@@ -14,7 +14,7 @@ import traceback
 
 import typer
 
-from ..errors import ToolkitError
+from ..errors import DEBUG_ENV, ToolkitError, debug_enabled
 
 app = typer.Typer(
     name="toolkit",
@@ -25,8 +25,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-DEBUG_ENV = "TOOLKIT_DEBUG"
-
 
 def _register() -> None:
     from . import data_cmd, deploy_cmd, model_cmd, run_cmd, train_cmd, val_cmd
@@ -34,10 +32,6 @@ def _register() -> None:
     app.add_typer(data_cmd.data_app, name="data")
     for module in (train_cmd, model_cmd, run_cmd, val_cmd, deploy_cmd):
         module.register(app)
-
-
-def debug_enabled() -> bool:
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -83,7 +83,7 @@ def pick_provider(path: str | Path, opener: Callable[..., Any], *, part: str = "
             try:
                 runner = opener(path, part=part, **(options | {"provider": name})).activate()
             except UserError as e:  # this runtime cannot load the model: the others still can
-                left_out.append(f"{name} left out: {e}")
+                left_out.append(f"{name} left out: {getattr(e, 'reason', e)}")
                 continue
             runners[name] = runner
             if not getattr(runner, "uses_requested_provider", True):

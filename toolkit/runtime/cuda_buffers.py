@@ -1,9 +1,10 @@
 """CUDA streams, device buffers and copies for the TensorRT runner, without PyTorch.
 
-Two backends behind one small class: cuda-python (`cuda.bindings.runtime`, preferred; every call
-returns `(err, *values)` and every `err` is checked) and pycuda (its exceptions are turned into
-one-line errors). Both give plain integer device pointers and stream handles, which is what
-TensorRT's `set_tensor_address` and `execute_async_v3` take. Stream 0 is never used.
+cuda-python's runtime API (`cuda.bindings.runtime`: every call returns `(err, *values)` and every
+`err` is checked) gives plain integer device pointers and stream handles, which is what TensorRT's
+`set_tensor_address` and `execute_async_v3` take. Stream 0 is never used. (pycuda is not
+supported: its driver-API contexts are per thread, and `toolkit serve` runs the engine on another
+thread than the one that loaded it; the runtime API's primary context has no such catch.)
 
 `gpu_info()` names the current GPU and its compute capability for engine sidecars.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingDependency, UserError, first_line
+from ..errors import MissingDependency, UserError
 
 
 @dataclass(frozen=True)
@@ -70,30 +71,19 @@ def _native_handle(obj: Any) -> int:
 def _cudart() -> Any | None:
     try:
         return importlib.import_module("cuda.bindings.runtime")
-    except Exception:  # not installed, or a broken install: try the next backend
-        return None
-
-
-def _pycuda() -> Any | None:
-    try:
-        return importlib.import_module("pycuda.driver")
-    except Exception:
+    except Exception:  # not installed, or a broken install
         return None
 
 
 def available_backend() -> str | None:
-    """"cuda-python", "pycuda" or None (neither importable)."""
-    if _cudart() is not None:
-        return "cuda-python"
-    if _pycuda() is not None:
-        return "pycuda"
-    return None
+    """"cuda-python", or None (not importable)."""
+    return "cuda-python" if _cudart() is not None else None
 
 
 def gpu_info(*, allow_torch: bool = False) -> GpuInfo | None:
-    """The current CUDA device, from cuda-python, else pycuda, else (if allowed) torch.cuda.
+    """The current CUDA device, from cuda-python, else (if allowed) torch.cuda.
 
-    None when no backend is installed; a UserError when one is but no device is usable.
+    None when neither is installed; a UserError when one is but no device is usable.
     """
     cudart = _cudart()
     if cudart is not None:
@@ -104,15 +94,6 @@ def gpu_info(*, allow_torch: bool = False) -> GpuInfo | None:
         prop = check_cuda(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
         name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
         return GpuInfo(name.rstrip("\x00").strip(), f"{prop.major}.{prop.minor}")
-    drv = _pycuda()
-    if drv is not None:
-        try:
-            drv.init()
-            dev = drv.Device(0)
-            major, minor = dev.compute_capability()
-            return GpuInfo(str(dev.name()).strip(), f"{major}.{minor}")
-        except Exception as e:  # pycuda.driver.Error and friends
-            raise UserError(f"pycuda found no usable CUDA device ({first_line(e)})") from e
     if allow_torch:
         try:
             import torch
@@ -130,38 +111,22 @@ class CudaBuffers:
     """One non-default stream plus named device buffers; `close()` frees everything it made."""
 
     def __init__(self) -> None:
-        self._rt = _cudart()
-        self._drv = None if self._rt is not None else _pycuda()
-        if self._rt is None and self._drv is None:
+        rt = _cudart()
+        if rt is None:
             raise MissingDependency("cuda-python", "gpu")
-        self.backend = "cuda-python" if self._rt is not None else "pycuda"
-        self._ctx: Any = None
+        self._rt = rt
+        self.backend = "cuda-python"
         self._stream: Any = None
         self._buffers: dict[str, tuple[Any, int]] = {}  # name -> (allocation, nbytes)
         self._pinned: dict[str, tuple[Any, np.ndarray]] = {}  # name -> (allocation, float32 view)
-        if self._rt is not None:
-            self._stream = check_cuda(self._rt.cudaStreamCreate(), "cudaStreamCreate")
-        else:
-            drv = self._drv
-            try:
-                drv.init()
-                self._ctx = drv.Device(0).retain_primary_context()  # the context TensorRT uses too
-                self._ctx.push()
-                self._stream = drv.Stream()
-            except Exception as e:
-                self.close()
-                raise UserError(f"pycuda could not set up a CUDA stream ({first_line(e)})") from e
+        self._stream = check_cuda(rt.cudaStreamCreate(), "cudaStreamCreate")
         if self.stream_handle == 0:  # never the legacy default stream
             self.close()
             raise UserError("CUDA returned the default stream (0); refusing to run on it")
 
     @property
     def stream_handle(self) -> int:
-        if self._stream is None:
-            return 0
-        if self._rt is None:
-            return int(self._stream.handle)
-        return _native_handle(self._stream)
+        return 0 if self._stream is None else _native_handle(self._stream)
 
     def allocate(self, name: str, nbytes: int) -> int:
         """A device buffer of at least `nbytes` for `name` (reused when big enough); its address."""
@@ -172,13 +137,7 @@ class CudaBuffers:
             self._free(old[0])
             del self._buffers[name]
         size = max(int(nbytes), 1)
-        if self._rt is not None:
-            mem = check_cuda(self._rt.cudaMalloc(size), f"cudaMalloc({size})")
-        else:
-            try:
-                mem = self._drv.mem_alloc(size)
-            except Exception as e:
-                raise UserError(f"pycuda could not allocate {size} bytes on the GPU ({first_line(e)})") from e
+        mem = check_cuda(self._rt.cudaMalloc(size), f"cudaMalloc({size})")
         self._buffers[name] = (mem, size)
         return self.address(name)
 
@@ -189,7 +148,8 @@ class CudaBuffers:
         """A page-locked float32 host array of `count` values for `name`, made once: copies from
         pinned memory are real asynchronous DMA (from pageable memory the driver stages them
         through a pinned buffer of its own, synchronously), as NVIDIA's samples/python/
-        common_runtime.py `HostDeviceMem` does it (cudaMallocHost, viewed through ctypes)."""
+        common_runtime.py `HostDeviceMem` does it (cudaMallocHost, viewed through ctypes: the view
+        does not own the memory; `close()` frees it, after the stream is idle)."""
         held = self._pinned.get(name)
         if held is not None and held[1].size >= count:
             return held[1]
@@ -197,50 +157,39 @@ class CudaBuffers:
             self._free_pinned(held[0])
             del self._pinned[name]
         count = max(int(count), 1)
-        if self._rt is not None:
-            import ctypes
+        import ctypes
 
-            ptr = check_cuda(self._rt.cudaMallocHost(count * 4), f"cudaMallocHost({count * 4})")
-            view = np.ctypeslib.as_array(ctypes.cast(int(ptr), ctypes.POINTER(ctypes.c_float)), (count,))
-            self._pinned[name] = (ptr, view)
-        else:
-            try:
-                view = self._drv.pagelocked_empty(count, np.float32)
-            except Exception as e:
-                raise UserError(f"pycuda could not allocate {count * 4} bytes of pinned host memory ({first_line(e)})") from e
-            self._pinned[name] = (view, view)
-        return self._pinned[name][1]
+        ptr = check_cuda(self._rt.cudaMallocHost(count * 4), f"cudaMallocHost({count * 4})")
+        view = np.ctypeslib.as_array(ctypes.cast(int(ptr), ctypes.POINTER(ctypes.c_float)), (count,))
+        self._pinned[name] = (ptr, view)
+        return view
 
     def to_device(self, name: str, host: np.ndarray) -> None:
         """Asynchronous host -> device copy on this stream; keep `host` alive until synchronize()."""
         self._check_fits(name, host)
-        if self._rt is not None:
-            kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-            check_cuda(self._rt.cudaMemcpyAsync(self.address(name), host.ctypes.data, host.nbytes, kind, self._stream), f"cudaMemcpyAsync(H2D {name})")
-        else:
-            self._pycuda_call(lambda: self._drv.memcpy_htod_async(self._buffers[name][0], host, self._stream), f"H2D copy of {name}")
+        kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        check_cuda(self._rt.cudaMemcpyAsync(self.address(name), host.ctypes.data, host.nbytes, kind, self._stream), f"cudaMemcpyAsync(H2D {name})")
 
     def to_host(self, host: np.ndarray, name: str) -> None:
         """Asynchronous device -> host copy into the contiguous array `host`."""
         self._check_fits(name, host)
-        if self._rt is not None:
-            kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-            check_cuda(self._rt.cudaMemcpyAsync(host.ctypes.data, self.address(name), host.nbytes, kind, self._stream), f"cudaMemcpyAsync(D2H {name})")
-        else:
-            self._pycuda_call(lambda: self._drv.memcpy_dtoh_async(host, self._buffers[name][0], self._stream), f"D2H copy of {name}")
+        kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        check_cuda(self._rt.cudaMemcpyAsync(host.ctypes.data, self.address(name), host.nbytes, kind, self._stream), f"cudaMemcpyAsync(D2H {name})")
 
     def synchronize(self) -> None:
-        if self._rt is not None:
-            check_cuda(self._rt.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
-        else:
-            self._pycuda_call(self._stream.synchronize, "stream synchronize")
+        check_cuda(self._rt.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
 
     def close(self) -> None:
-        """Free every buffer, destroy the stream, release the context; safe to call twice.
-
-        Errors here are collected and raised after everything was attempted.
+        """Wait for the stream (a copy or an enqueued engine may still use the buffers: after a
+        failed call nothing else waited), free every buffer, destroy the stream; safe to call
+        twice. Errors here are collected and raised after everything was attempted.
         """
         errors: list[str] = []
+        if self._stream is not None:
+            try:
+                self.synchronize()
+            except UserError as e:
+                errors.append(str(e))
         for name, (mem, _) in list(self._buffers.items()):
             try:
                 self._free(mem)
@@ -255,44 +204,21 @@ class CudaBuffers:
         self._pinned.clear()
         if self._stream is not None:
             try:
-                if self._rt is not None:
-                    check_cuda(self._rt.cudaStreamDestroy(self._stream), "cudaStreamDestroy")
+                check_cuda(self._rt.cudaStreamDestroy(self._stream), "cudaStreamDestroy")
             except UserError as e:
                 errors.append(str(e))
             self._stream = None
-        if self._ctx is not None:
-            try:
-                self._ctx.pop()
-                self._ctx.detach()
-            except Exception as e:
-                errors.append(first_line(e))
-            self._ctx = None
         if errors:
             raise UserError("freeing CUDA resources failed: " + "; ".join(errors))
 
     def _free_pinned(self, mem: Any) -> None:
-        if self._rt is not None:
-            check_cuda(self._rt.cudaFreeHost(mem), "cudaFreeHost")
-        else:  # pycuda's pagelocked array: its HostAllocation is the array's base
-            allocation = getattr(mem, "base", None)
-            if allocation is not None and hasattr(allocation, "free"):
-                self._pycuda_call(allocation.free, "free pinned memory")
+        check_cuda(self._rt.cudaFreeHost(mem), "cudaFreeHost")
 
     def _free(self, mem: Any) -> None:
-        if self._rt is not None:
-            check_cuda(self._rt.cudaFree(mem), "cudaFree")
-        else:
-            self._pycuda_call(mem.free, "free")
+        check_cuda(self._rt.cudaFree(mem), "cudaFree")
 
     def _check_fits(self, name: str, host: np.ndarray) -> None:
         if not host.flags.c_contiguous:
             raise ValueError(f"{name}: host array must be C-contiguous")
         if host.nbytes > self._buffers[name][1]:
             raise ValueError(f"{name}: {host.nbytes} bytes do not fit its {self._buffers[name][1]}-byte device buffer")
-
-    @staticmethod
-    def _pycuda_call(fn: Any, what: str) -> None:
-        try:
-            fn()
-        except Exception as e:
-            raise UserError(f"CUDA {what} failed ({first_line(e)})") from e

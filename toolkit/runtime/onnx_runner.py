@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import UserError, first_line
-from ..install import reinstall_hint
+from ..errors import UserError, debug_enabled, first_line
 from ..optional import import_optional
 from ..spec import DEFAULT_BATCH_PROFILE, WHOLE, BatchProfile, Interface
 from .base import Runner
+from .gpu_libs import ort_gpu_missing, preload_gpu_libraries, provider_failure
 from .onnx_info import read_onnx_info
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def plan_providers(requested: str, available: Sequence[str]) -> tuple[list[str],
     if skipped:
         notes.append(
             f"{' and '.join(skipped)} {'is' if len(skipped) == 1 else 'are'} not available in this onnxruntime "
-            f"(it has {', '.join(available) or 'none'}): using {EP_NAMES[chosen[0]]} ({reinstall_hint('gpu', 'onnxruntime')})"
+            f"(it has {', '.join(available) or 'none'}): using {EP_NAMES[chosen[0]]}; {': '.join(ort_gpu_missing(available))}"
         )
     return chosen, notes
 
@@ -122,34 +122,25 @@ def _cache_stamp(model: Path, ort_version: str) -> dict[str, str]:
     return {"model_sha256": sha256_file(model), "onnxruntime": ort_version, "tensorrt": " ".join(trt) if trt else "?", "gpu": gpu}
 
 
-def preload_gpu_libraries(chosen: Sequence[str]) -> list[str]:
-    """Make the pip-installed GPU libraries loadable before a CUDA/TensorRT session is made
-    (ONNX Runtime's providers dlopen them by soname and do not search the wheels' folders: its
-    issues #13501 and #18597): `import tensorrt` loads libnvinfer and its parser from
-    `tensorrt_libs`; `onnxruntime.preload_dlls()` (1.21+) loads CUDA and cuDNN from the `nvidia-*`
-    wheels. What could not be preloaded comes back as notes; the session says the rest."""
-    notes = []
-    if "tensorrt" in chosen:
-        try:
-            import tensorrt  # noqa: F401  (its import loads the libraries the TensorRT EP links)
-        except ImportError as e:
-            notes.append(f"the tensorrt wheel did not import ({e})")
-    ort = _ort()
-    if any(k in chosen for k in ("cuda", "tensorrt")) and hasattr(ort, "preload_dlls"):
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                ort.preload_dlls()
-        except Exception as e:  # a partial CUDA install: the session's own failure is the clearer line
-            notes.append(f"onnxruntime.preload_dlls() failed ({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__})")
-    return notes
+class ProviderUnavailable(UserError):
+    """A provider this onnxruntime lists that cannot run the model here: `reason` and `fix` apart,
+    for `--provider auto`, which leaves it out and says why in a few words."""
+
+    def __init__(self, path: str | Path, provider: str, reason: str, fix: str) -> None:
+        self.reason, self.fix = reason, fix
+        super().__init__(f"{path}: --provider {provider}: {reason}; {fix}")
 
 
 def ort_reason(error: BaseException) -> str:
     """ONNX Runtime's reason, without its status prefix ("[ONNXRuntimeError] : 10 : ...") and
     the model path it repeats: the part that says what is wrong."""
-    text = first_line(error, 300)
+    text = first_line(error, 2000)
     text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*(\w+)\s*:\s*", r"\1: ", text)
-    return re.sub(r"Load model from \S+ failed:\s*", "", text).strip()[:200]
+    text = re.sub(r"Load model from \S+ failed:\s*", "", text)
+    # ORT's source location and C++ signature ("/onnxruntime_src/.../model.cc:256 onnxruntime::Model::
+    # Model(...) Unsupported model IR version: 14, ..."): the message is what follows.
+    text = re.sub(r"\S+\.(?:cc|cpp|h):\d+ .*?\)(?: const)? (?=[A-Z])", "", text)
+    return text.strip()[:200]
 
 
 def _ort() -> Any:
@@ -230,22 +221,23 @@ class OnnxRunner(Runner):
     def _accelerated_session(self) -> InferenceSession:
         """The session on the planned GPU provider chain. The provider asked for is listed by this
         onnxruntime (else `plan_providers` fell back to the CPU with a note): it must be in use at
-        the end, or this is one line, not a silent CPU run that looks like a GPU pass. A later
-        provider of the chain that drops out (TensorRT's CUDA fallback) is noted."""
+        the end, or this is one line, not a silent CPU run that looks like a GPU pass; and it stays
+        in use (ORT's own fallback, which would move the session to the CPU at the first failed
+        run, is turned off). A later provider of the chain that drops out is noted."""
         asked = EP_NAMES[self._chosen[0]]
         notes = preload_gpu_libraries(self._chosen)
+        if not debug_enabled():  # ORT logs every provider library that fails to load: the one line below says why
+            _ort().set_default_logger_severity(4)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its own provider fallback ("EP Error ...")
                 session = self._session(self._provider_list())
         except UserError as e:
-            raise UserError(f"{self.path}: --provider {self.provider}: ONNX Runtime lists {asked} but could not open the model on it "
-                            f"({e}); {reinstall_hint('gpu', 'onnxruntime')}, or --provider cpu") from None
+            raise ProviderUnavailable(self.path, self.provider, f"{asked} could not open the model ({str(e).removeprefix(f'{self.path}: ')})",
+                                      "--provider cpu") from None
         used = list(session.get_providers())
-        if asked not in used:  # listed, but its libraries (CUDA, cuDNN, TensorRT) failed to load: ORT only warns
-            why = f" ({'; '.join(notes)})" if notes else " (CUDA/cuDNN/TensorRT libraries missing?)"
-            raise UserError(f"{self.path}: --provider {self.provider}: ONNX Runtime lists {asked} but it failed to load{why}; "
-                            f"the session would run on {used[0] if used else 'nothing'}: {reinstall_hint('gpu', 'onnxruntime')}, "
-                            "or --provider cpu")
+        if asked not in used:  # listed, but no GPU or its libraries (CUDA, cuDNN, TensorRT) did not load: ORT only warns
+            raise ProviderUnavailable(self.path, self.provider, *provider_failure(asked, notes))
+        session.disable_fallback()
         dropped = [EP_NAMES[k] for k in self._chosen[1:] if EP_NAMES[k] not in used and k != "cpu"]
         if dropped:
             self._note(f"{' and '.join(dropped)} failed to load: {asked} runs the model, its fallback is the CPU")

@@ -8,11 +8,12 @@ describes, is refused in one line. The I/O spec comes from the sidecar.
 
 Running uses the name-based API: `set_input_shape` per batch (inside the profile recorded in the
 sidecar), `set_tensor_address`, async copies and `execute_async_v3` on a stream of our own
-(never stream 0), then a synchronise; buffers come from cuda-python (or pycuda).
+(never stream 0), then a synchronise; buffers come from cuda-python.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -115,11 +116,13 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 def version_admitted(sidecar: Mapping[str, Any], trt_version: str) -> bool:
     """The engine may run on `trt_version`: the TensorRT that built it, or, for a
-    version-compatible engine (`--engine-compat version`), that one or any later one."""
+    version-compatible engine (`--engine-compat version`), a later one of the same major or the
+    next (NVIDIA: later versions within a major, and TensorRT 10's engines on 11)."""
     built = str(sidecar.get("tensorrt_version", "?"))
     if built == trt_version:
         return True
-    return "version" in str(sidecar.get("compat", "none")) and _version_tuple(trt_version) >= _version_tuple(built)
+    here, then = _version_tuple(trt_version), _version_tuple(built)
+    return "version" in str(sidecar.get("compat", "none")) and here >= then and here[0] - then[0] <= 1
 
 
 def check_sidecar(sidecar: Mapping[str, Any], *, trt_version: str, gpu_name: str, compute_capability: str | None = None) -> None:
@@ -130,7 +133,7 @@ def check_sidecar(sidecar: Mapping[str, Any], *, trt_version: str, gpu_name: str
     built = str(sidecar.get("tensorrt_version", "?"))
     compat = str(sidecar.get("compat", "none"))
     if not version_admitted(sidecar, trt_version):
-        later = " or later" if "version" in compat else ""
+        later = f" or a later {_version_tuple(built)[0]}.x or {_version_tuple(built)[0] + 1}.x" if "version" in compat else ""
         raise UserError(f"engine was built with TensorRT {built}, this machine has TensorRT {trt_version} "
                         f"(it runs on {built}{later}): {REBUILD}")
     if "hardware" in compat:
@@ -273,6 +276,8 @@ class TensorRTRunner(Runner):
             np.copyto(staged, feed[name], casting="same_kind")
             buf.to_device(name, staged)
         if not ctx.execute_async_v3(buf.stream_handle):
+            with contextlib.suppress(UserError):
+                buf.synchronize()  # the input copies are queued: the next call rewrites their pinned buffers
             raise UserError(f"{self.path}: TensorRT failed to enqueue the engine (see the TensorRT log above)")
         got = {name: _view(buf.pinned(name, 0), tuple(ctx.get_tensor_shape(name))) for name in io.outputs}
         for name in io.outputs:
@@ -286,7 +291,7 @@ def _check_gpu(path: Path, sidecar: Mapping[str, Any], trt_version: str) -> None
     from .cuda_buffers import gpu_info
 
     gpu = gpu_info()
-    if gpu is None:  # neither cuda-python nor pycuda is installed
+    if gpu is None:  # cuda-python is not installed
         raise MissingDependency("cuda-python", "gpu")
     try:
         check_sidecar(sidecar, trt_version=trt_version, gpu_name=gpu.name, compute_capability=gpu.compute_capability)
