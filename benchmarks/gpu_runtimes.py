@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=240, help="start no test after this many seconds")
     ap.add_argument("--tests", nargs="+", default=list(DEFAULT_TESTS), help="test files or folders (default: %(default)s)")
     args = ap.parse_args(argv)
+    args.out = args.out.resolve()  # the run changes to the repository root
     args.out.mkdir(parents=True, exist_ok=True)
     header = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "tests_asked": args.tests}
     recorder = Recorder(args.out, time.monotonic() + args.seconds, header)

@@ -60,7 +60,7 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a limit (never past the total
     $PY -c "import cuda.bindings.runtime as r; print('cuda-python: cudaGetDeviceCount', r.cudaGetDeviceCount())" 2>&1 | tail -1
 } >>"$LOG"
 step "doctor" 30 $TK doctor
-step "gpu_runtimes.py" 150 $PY benchmarks/gpu_runtimes.py "$OUT" --seconds 120
+step "gpu_runtimes.py" 200 $PY benchmarks/gpu_runtimes.py "$OUT" --seconds 170
 
 # -- 2. CUDA training through the CLI -------------------------------------------------------
 DATA="$WORK/data"

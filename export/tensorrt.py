@@ -290,7 +290,8 @@ def configure_portability(trt: Any, builder: Any, config: Any, *, precision: str
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if dla_core is not None:
         if int(dla_core) >= int(builder.num_DLA_cores):
-            raise UserError(f"--dla-core {dla_core}: this device has {builder.num_DLA_cores} DLA cores")
+            raise UserError(f"--dla-core {dla_core}: this device has {builder.num_DLA_cores} DLA cores (DLA is on a Jetson "
+                            "AGX Orin, with JetPack's TensorRT: up to 10.7 on JetPack 6, 11.4.1+ on JetPack 7.2.2+)")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(dla_core)
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run go to the GPU

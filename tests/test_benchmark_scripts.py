@@ -104,11 +104,12 @@ def test_gpu_runtimes_reports_each_test_and_why_it_could_not_run(tmp_path):
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     report = json.loads((tmp_path / "a" / "gpu_runtimes.json").read_text())
-    assert report["counts"] == {"passed": 5, "skipped": 4} and report["failed"] == []
+    passed = report["counts"]["passed"]
+    assert passed >= 5 and report["counts"] == {"passed": passed, "skipped": 4} and report["failed"] == []
     assert [c["tests"] for c in report["could_not_run"]] == [4] and "TOOLKIT_TEST_ORT_GPU" in report["could_not_run"][0]["why"]
     assert {m["name"] for m in report["machine"]} >= {"onnxruntime", "tensorrt", "cuda-python"}  # doctor's checks head it
     md = (tmp_path / "a" / "gpu_runtimes.md").read_text()
-    assert "| ONNX Runtime's GPU build: driver, libraries | 5 | 0 | 4 |" in md and "Could not run here:" in md
+    assert f"| ONNX Runtime's GPU build: driver, libraries | {passed} | 0 | 4 |" in md and "Could not run here:" in md
     late = subprocess.run([sys.executable, script, str(tmp_path / "b"), "--seconds", "0", "--tests", "tests/test_install.py"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert late.returncode == 0, late.stderr[-2000:]

@@ -14,6 +14,7 @@ API check skips (the walk itself is tested everywhere).
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import re
 import zipfile
@@ -123,15 +124,20 @@ def tensorrt_names(source: str) -> set[str]:
 
 def compiled_module(wheel: Path) -> bytes:
     """The compiled module of a bindings wheel: pybind11 registers every name as a C string."""
-    with zipfile.ZipFile(wheel) as z:
+    with zipfile.ZipFile(wheel) as z:  # BadZipFile for a download cut short: the fixture skips it
         [member] = [m for m in z.namelist() if re.search(r"/tensorrt[^/]*\.so$", m)]
         return z.read(member)
 
 
+# Names the linker stores only as the tail of a longer string ("Builder" of "IBuilder", "serialize"
+# of "deserialize", "INPUT" of "CONDITIONAL_INPUT"): found by their end alone, so checked weakly. A
+# name used by the code that is not registered whole must be one of these (reviewed), or the test fails.
+TAIL_ONLY = frozenset({"Builder", "DLA", "INPUT", "Logger", "Runtime", "num_errors", "serialize"})
+
+
 def registered(blob: bytes, name: str) -> bool:
-    """`name` ends a NUL-terminated string of the module (the linker stores "Builder" as the tail
-    of "IBuilder": a name is found by its end)."""
-    return name.encode() + b"\0" in blob
+    """`name` is a NUL-terminated string of the module, whole, or (for TAIL_ONLY) as a tail."""
+    return (b"\0" + name.encode() + b"\0" in blob) or (name in TAIL_ONLY and name.encode() + b"\0" in blob)
 
 
 def test_the_walk_finds_the_calls_and_only_them():
@@ -169,7 +175,8 @@ def bindings() -> dict[str, bytes]:
     for version in VERSIONS:
         wheels = sorted(folder.glob(f"tensorrt_cu*_bindings-{version}-*.whl")) if folder.name else []
         if wheels:
-            found[version] = compiled_module(wheels[0])
+            with contextlib.suppress(zipfile.BadZipFile, ValueError):
+                found[version] = compiled_module(wheels[0])
     if not found:
         pytest.skip("no TensorRT bindings wheels given (TOOLKIT_TEST_TRT_BINDINGS, fetched by .ci/run)")
     return found
@@ -181,7 +188,7 @@ def test_every_tensorrt_name_the_code_uses_is_in_the_real_bindings(bindings, ver
         pytest.skip(f"the TensorRT {version} bindings wheel was not fetched")
     blob = bindings[version]
     assert all(registered(blob, n) for n in ("Builder", "IBuilderConfig", "set_flag", "execute_async_v3")), "not TensorRT's bindings"
-    assert not registered(blob, "no_such_tensorrt_name_at_all")
+    assert not registered(blob, "no_such_tensorrt_name_at_all") and not registered(blob, "uilder")  # a tail, not listed
     missing = {}
     for path in SOURCES:
         gone = sorted(n for n in tensorrt_names(path.read_text()) if not registered(blob, n))

@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import ntpath
+import posixpath
 import re
 import shlex
 import sys
@@ -34,16 +36,58 @@ ORT_GPU_PINS = {"gpu": ">=1.31", "gpu-cu12": ">=1.21,<1.27"}
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
-def driver_problem() -> str | None:
-    """None when the NVIDIA driver's library loads, else why there is no usable GPU here."""
-    name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+def _driver() -> tuple[str | None, tuple[int, int] | None]:
+    """(why the NVIDIA driver gives no usable GPU here or None, the CUDA version it supports),
+    from the driver API itself (`cuInit`, `cuDeviceGetCount`, `cuDriverGetVersion`)."""
     if sys.platform not in ("win32", "linux"):
-        return f"no NVIDIA driver on {sys.platform}"
+        return f"no NVIDIA driver on {sys.platform}", None
+    name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
     try:
-        ctypes.CDLL(name)
+        cuda = ctypes.CDLL(name)
     except OSError:
-        return f"no NVIDIA driver ({name} does not load: no GPU here, or a container started without GPU access)"
-    return None
+        return f"no NVIDIA driver ({name} does not load: no GPU here, or a container started without GPU access)", None
+    version, count = ctypes.c_int(0), ctypes.c_int(0)
+    supports = (version.value // 1000, version.value % 1000 // 10) if cuda.cuDriverGetVersion(ctypes.byref(version)) == 0 else None
+    status = cuda.cuInit(0)
+    if status != 0:  # 100: no device (CUDA_VISIBLE_DEVICES empty, or none at all)
+        return f"the NVIDIA driver finds no usable GPU (cuInit error {status})", supports
+    if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
+        return "the NVIDIA driver sees no GPU (CUDA_VISIBLE_DEVICES?)", supports
+    return None, supports
+
+
+def driver_problem() -> str | None:
+    """None when the NVIDIA driver runs and sees a GPU, else why there is no usable GPU here."""
+    return _driver()[0]
+
+
+def ort_cuda_version() -> tuple[int, int] | None:
+    """The CUDA version this onnxruntime-gpu was built for (its build_and_package_info), if any."""
+    try:
+        from onnxruntime.capi import build_and_package_info as info
+    except ImportError:
+        return None
+    text = str(getattr(info, "cuda_version", "") or "")
+    parts = re.findall(r"\d+", text)
+    return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0) if parts else None
+
+
+def driver_too_old(supports: tuple[int, int] | None, built_for: tuple[int, int] | None) -> tuple[str, str] | None:
+    """(why the driver cannot run this onnxruntime-gpu: its CUDA major is newer, the fix: the
+    extra of the driver's CUDA major when there is one), else None."""
+    if supports is None or built_for is None or supports[0] >= built_for[0]:
+        return None
+    other = {12: "gpu-cu12", 13: "gpu"}.get(supports[0])
+    fix = f"update the NVIDIA driver, or {install_hint(other)}" if other else "update the NVIDIA driver"
+    return (f"the NVIDIA driver supports CUDA {supports[0]}.{supports[1]}, this onnxruntime-gpu is built for CUDA "
+            f"{built_for[0]}.{built_for[1]}"), fix
+
+
+def installed_extra() -> str:
+    """The GPU extra the installed onnxruntime-gpu belongs to (by its version), `gpu` if none."""
+    version = distribution_version(ORT_GPU)
+    major_minor = tuple(int(v) for v in re.findall(r"\d+", version or "")[:2])
+    return "gpu-cu12" if major_minor and (1, 21) <= major_minor < (1, 27) else "gpu"
 
 
 def shadowed_gpu_build(available: Sequence[str]) -> str | None:
@@ -69,16 +113,19 @@ def ort_gpu_missing(available: Sequence[str]) -> tuple[str, str]:
     shadowed = shadowed_gpu_build(available)
     if shadowed:
         why = f"onnxruntime-gpu {shadowed} is installed but the onnxruntime module is the CPU build's (both write one folder)"
-    elif "CUDAExecutionProvider" in available:
-        why = "this onnxruntime build has the CUDA provider but not the TensorRT one"
+    elif "CUDAExecutionProvider" in available:  # reinstalling the same build would not add it
+        return "this onnxruntime build has the CUDA provider but not the TensorRT one", "--provider cuda"
     else:
         why = "this onnxruntime is the CPU build"
-    return why, gpu_build_fix(available)
+    return why, gpu_build_fix(available, installed_extra())
 
 
 def failed_preloads(printed: str) -> list[str]:
-    """The libraries `onnxruntime.preload_dlls()` said it could not load ("Failed to load X: ...")."""
-    return re.findall(r"^Failed to load (\S+?):", printed, flags=re.MULTILINE)
+    """The libraries `onnxruntime.preload_dlls()` said it could not load ("Failed to load X: ..."),
+    by file name, once each (it names a library found in a wheel by its path, then by its name;
+    on Windows by a path with a drive letter)."""
+    found = re.findall(r"^Failed to load (.+?\.(?:dll|so[.\d]*)):", printed, flags=re.MULTILINE | re.IGNORECASE)
+    return list(dict.fromkeys(ntpath.basename(posixpath.basename(f)) for f in found))
 
 
 def preload_gpu_libraries(chosen: Sequence[str]) -> list[str]:
@@ -105,15 +152,22 @@ def preload_gpu_libraries(chosen: Sequence[str]) -> list[str]:
             notes.append(f"onnxruntime.preload_dlls() failed ({text.splitlines()[0][:120] if text else type(e).__name__})")
         missing = failed_preloads(printed.getvalue())
         if missing:
-            notes.append(f"{', '.join(missing)} not found")
+            notes.append(f"{', '.join(missing)} could not be loaded")
     return notes
 
 
-def provider_failure(asked: str, notes: Sequence[str], extra: str = "gpu") -> tuple[str, str]:
+def provider_failure(asked: str, notes: Sequence[str], ort_said: str | None = None, extra: str | None = None) -> tuple[str, str]:
     """(why the provider ONNX Runtime lists did not load, what fixes it): the driver first (no
-    library fixes a machine without a GPU), then what the preload found missing."""
-    driver = driver_problem()
+    library fixes a machine without a GPU, nor one whose driver is older than the build's CUDA),
+    then what the preload could not load, then what ONNX Runtime said when it raised."""
+    extra = extra or installed_extra()
+    driver, supports = _driver()
     if driver:
         return f"{asked} did not load: {driver}", "run on a machine with an NVIDIA GPU, or --provider cpu"
-    why = "; ".join(notes) or "its CUDA, cuDNN or TensorRT libraries did not load (another CUDA major than this onnxruntime-gpu's?)"
+    too_old = driver_too_old(supports, ort_cuda_version())
+    if too_old:
+        return f"{asked} did not load: {too_old[0]}", f"{too_old[1]}, or --provider cpu"
+    if not notes and ort_said:
+        return f"{asked} could not run the model here ({ort_said})", "--provider cpu"
+    why = "; ".join(notes) or "its CUDA, cuDNN or TensorRT libraries did not load"
     return f"{asked} did not load: {why}", f"{install_hint(extra)} (its CUDA, cuDNN and TensorRT wheels), or --provider cpu"

@@ -15,7 +15,6 @@ metadata with `onnx` (the TensorRT EP needs the input size up front); the sessio
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import re
 import shutil
@@ -190,6 +189,9 @@ class OnnxRunner(Runner):
         self.notes.append(text)
 
     def _session(self, providers: list[Any] | None = None) -> InferenceSession:
+        """A session on `providers` (the CPU by default). Never ONNX Runtime's own fallback: a
+        provider that raises while the session is made raises here (ORT would print the error
+        and retry on the next provider), so the reason is what the user reads."""
         ort = _ort()
         so = ort.SessionOptions()
         so.log_severity_level = 3
@@ -198,7 +200,7 @@ class OnnxRunner(Runner):
         if not self.spinning:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            return ort.InferenceSession(str(self.path), so, providers=providers or ["CPUExecutionProvider"])
+            return ort.InferenceSession(str(self.path), so, providers=providers or ["CPUExecutionProvider"], enable_fallback=0)
         except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/... types
             raise UserError(f"{self.path}: not a loadable ONNX model: ONNX Runtime refuses it ({ort_reason(e)})") from e
 
@@ -226,14 +228,17 @@ class OnnxRunner(Runner):
         run, is turned off). A later provider of the chain that drops out is noted."""
         asked = EP_NAMES[self._chosen[0]]
         notes = preload_gpu_libraries(self._chosen)
-        if not debug_enabled():  # ORT logs every provider library that fails to load: the one line below says why
-            _ort().set_default_logger_severity(4)
+        quiet = not debug_enabled()  # ORT logs every provider library that fails to load: the one line below says why
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its own provider fallback ("EP Error ...")
-                session = self._session(self._provider_list())
-        except UserError as e:
-            raise ProviderUnavailable(self.path, self.provider, f"{asked} could not open the model ({str(e).removeprefix(f'{self.path}: ')})",
-                                      "--provider cpu") from None
+            if quiet:
+                _ort().set_default_logger_severity(4)
+            session = self._session(self._provider_list())
+        except UserError as e:  # the provider raised (no fallback): a missing driver or library is the likelier cause than its words
+            said = ort_reason(e.__cause__) if e.__cause__ is not None else str(e)
+            raise ProviderUnavailable(self.path, self.provider, *provider_failure(asked, notes, said)) from None
+        finally:
+            if quiet:
+                _ort().set_default_logger_severity(2)  # ORT's default (warnings), for the rest of the process
         used = list(session.get_providers())
         if asked not in used:  # listed, but no GPU or its libraries (CUDA, cuDNN, TensorRT) did not load: ORT only warns
             raise ProviderUnavailable(self.path, self.provider, *provider_failure(asked, notes))

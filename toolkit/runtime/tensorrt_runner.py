@@ -133,7 +133,8 @@ def check_sidecar(sidecar: Mapping[str, Any], *, trt_version: str, gpu_name: str
     built = str(sidecar.get("tensorrt_version", "?"))
     compat = str(sidecar.get("compat", "none"))
     if not version_admitted(sidecar, trt_version):
-        later = f" or a later {_version_tuple(built)[0]}.x or {_version_tuple(built)[0] + 1}.x" if "version" in compat else ""
+        major = _version_tuple(built)[0]
+        later = f" or a later {major}.x or {major + 1}.x" if "version" in compat else ""
         raise UserError(f"engine was built with TensorRT {built}, this machine has TensorRT {trt_version} "
                         f"(it runs on {built}{later}): {REBUILD}")
     if "hardware" in compat:
