@@ -83,6 +83,8 @@ def _ort_gpu_providers() -> Check:
 
 def _cudnn() -> Check:
     """cuDNN: needed by ONNX Runtime's CUDA/TensorRT providers (PyTorch bundles its own)."""
+    from .runtime.gpu_libs import installed_extra
+
     torch = _module("torch")
     if torch is not None and torch.cuda.is_available() and torch.backends.cudnn.is_available():
         return Check("cuDNN", str(torch.backends.cudnn.version()), True, "via PyTorch: GPU training uses cuDNN")
@@ -99,8 +101,8 @@ def _cudnn() -> Check:
         return Check("cuDNN", "?", True, "system libcudnn found")
     return Check(
         "cuDNN", "-", False,
-        "not found: ONNX Runtime's CUDA/TensorRT providers cannot load (infer/parity/bench of .onnx on the GPU fall back to CPU)",
-        "install cuDNN 9 for your CUDA (pip install nvidia-cudnn-cu12, or nvidia-cudnn-cu13)",
+        "not found: ONNX Runtime's CUDA/TensorRT providers cannot load (--provider cuda/tensorrt say so and stop)",
+        f"{install_hint(installed_extra())} (onnxruntime-gpu's cudnn extra), or cuDNN 9 for your CUDA",
     )
 
 
@@ -196,7 +198,11 @@ def _openvino() -> Check:
 def _gpu_verdict() -> str:
     from .errors import UserError
     from .runtime.cuda_buffers import gpu_info
+    from .runtime.gpu_libs import driver_problem
 
+    driver = driver_problem()  # said plainly: without a driver the runtime API says "insufficient driver"
+    if driver:
+        return f"no usable GPU: {driver}"
     try:
         info = gpu_info()
     except UserError as e:
