@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit.data import reader
+from toolkit.data import scan
 from toolkit.data.reader import FileRef, open_dataset
 from toolkit.data.synth import synthesize
 from toolkit.errors import UserError
@@ -149,7 +149,7 @@ def test_unsafe_members_are_listed_never_opened(sets, tmp_path):
 
 
 def test_zip_bomb_member_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(reader, "MAX_BOMB_BYTES", 1024 * 1024)  # keep the test small and fast
+    monkeypatch.setattr(scan, "MAX_BOMB_BYTES", 1024 * 1024)  # keep the test small and fast (the scan and the read both judge)
     z = tmp_path / "OverlayedImages.zip"
     with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("OverlayedImages/0/combined_s1_p1_it0.jpg", b"\0" * (2 * 1024 * 1024))
