@@ -72,3 +72,28 @@ def test_rows_of_two_models_with_one_file_name_are_told_apart():
 
     names = short_names(["x/folded/model.onnx", "x/literal/model.onnx", "run/best.pt"])
     assert names == {"x/folded/model.onnx": "folded/model.onnx", "x/literal/model.onnx": "literal/model.onnx", "run/best.pt": "best.pt"}
+
+
+def test_what_each_runtime_fell_back_to_is_said_and_the_backend_names_its_provider(exported_onnx, imported_ckpt):
+    """`--provider cuda` on this onnxruntime: the note says it ran on the CPU (bench used to say
+    nothing, and CPU figures read as CUDA ones), and the backend column names what ran it."""
+    import onnxruntime as ort
+
+    from toolkit.runtime.gpu_libs import driver_problem
+
+    notes = []
+    if "CUDAExecutionProvider" in ort.get_available_providers() and driver_problem():  # the GPU build without a GPU
+        with pytest.raises(UserError, match="CUDAExecutionProvider did not load: "):
+            bench([exported_onnx], [1], warmup=0, iters=2, provider="cuda")
+        return
+    rows = bench([exported_onnx], [1], warmup=0, iters=2, provider="cuda", on_note=notes.append)
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert rows[0].backend == "onnxruntime (CUDA)"
+    else:
+        assert rows[0].backend == "onnxruntime" and len(notes) == 1 and "CUDAExecutionProvider is not available" in notes[0]
+    r = run_cli("bench", "--model", str(exported_onnx), "--baseline", str(imported_ckpt), "--batch", "1", "--iters", "2",
+                "--warmup", "0", "--provider", "cuda")
+    assert r.returncode == 0, r.stderr
+    if not notes:
+        return
+    assert f"note: {notes[0][:60]}" in " ".join(r.stderr.split())  # said on the console too (before the table)

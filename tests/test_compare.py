@@ -185,3 +185,12 @@ def test_a_pass_on_decided_pixels_says_which_figure_passed_and_why(capsys, monke
     assert "int8 thresholds: mask IoU >= 0.97, depth RMSE <= 0.02" in out
     assert "over all pixels it is 0.9053, under the 0.97 gate, because a pixel the reference leaves at about 0.5 flips" in out
     assert "9 of 16 images have no mask pixel in either output" in out
+
+
+def test_parity_says_what_each_runtime_fell_back_to(exported_onnx, imported_ckpt):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: nothing falls back")
+    report = run_parity([exported_onnx], imported_ckpt, limit=2, batch_size=2, provider="cuda")
+    assert report and any("CUDAExecutionProvider is not available" in n for n in report.notes)

@@ -140,9 +140,12 @@ def bench(
     threads: int | None = None,
     provider: str = "cpu",
     on_row: Callable[[BenchRow], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> list[BenchRow]:
     """Rows per model (and provider, for `.onnx` models and a comma list such as `cpu,openvino`)
-    and batch size, with images/s relative to the first row's at the same batch."""
+    and batch size, with images/s relative to the first row's at the same batch. `on_note` gets
+    what each runtime chose or fell back to (after loading: a provider that is not there), once
+    each, before the rows; the backend column names the execution provider that ran."""
     providers = [p.strip() for p in provider.split(",") if p.strip()]
     if not models:
         raise UserError("bench: give at least one --model")
@@ -153,6 +156,9 @@ def bench(
         raise UserError(f"bench: --threads must be a positive number, got {threads}")
     targets = open_targets(models, providers, threads)
     time_interleaved(targets, batches, warmup, iters)
+    for note in dict.fromkeys(n for t in targets for n in t.runner.notes):
+        if on_note:
+            on_note(note)
     rows: list[BenchRow] = []
     baseline: dict[int, float] = {}
     for t in targets:
@@ -161,7 +167,7 @@ def bench(
             ms = np.asarray(t.times[b]) * 1000
             ips = b * iters / (ms.sum() / 1000)
             baseline.setdefault(b, ips)
-            row = BenchRow(str(t.path), t.runner.backend, t.runner.precision, b, float(np.percentile(ms, 50)),
+            row = BenchRow(str(t.path), t.runner.backend_used, t.runner.precision, b, float(np.percentile(ms, 50)),
                            float(np.percentile(ms, 90)), float(np.percentile(ms, 99)), ips, ips / baseline[b], h, w)
             rows.append(row)
             if on_row:

@@ -217,7 +217,7 @@ class _Accumulator:
         ref = {n: np.concatenate(v) for n, v in self.ref.items()}
         return ParityResult(
             model=runner.label,
-            backend=runner.backend,
+            backend=runner.backend_used,
             precision=runner.precision,
             pairs=pairs,
             max_abs=dict(self.max_abs),

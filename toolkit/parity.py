@@ -126,7 +126,7 @@ def run_parity(
                      "(toolkit parity --golden DIR --model M checks a model against them without PyTorch)")
     report = compare_to_outputs(str(ref_runner.path), refs, runners, feeds, [thresholds_for(r.precision, overrides) for r in runners]) \
         if runners else ParityReport(str(ref_runner.path), sum(len(f[INPUT_NAMES[0]]) for f in feeds), [])
-    report.notes = notes
+    report.notes = list(dict.fromkeys([*notes, *(n for r in runners for n in r.notes)]))  # a provider's fallback, after loading
     return report
 
 
@@ -164,5 +164,5 @@ def check_golden(folder: str | Path, models: list[str | Path], *, provider: str 
             notes.append(f"{r.path.name} was exported from another checkpoint (sha256 {made_from[:12]}) than the golden reference")
     judged = [_thresholds(m, r.precision, overrides) for r in runners]
     report = compare_to_outputs(f"{m['reference']} (golden: {Path(folder).name})", golden.refs, runners, golden.feeds, judged)
-    report.notes = notes
+    report.notes = list(dict.fromkeys([*notes, *(n for r in runners for n in r.notes)]))
     return report

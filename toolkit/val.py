@@ -127,9 +127,7 @@ def score(target: Target, pairs: HeldOut) -> ValRow:
             bad += int(sum((~np.isfinite(out[n])).sum() for n in OUTPUT_NAMES))
             got = {n: np.nan_to_num(out[n], nan=0.0, posinf=1.0, neginf=0.0) for n in OUTPUT_NAMES}
             acc.update(got["mask"], got["depth"], pairs.truth["mask"][i:i + SCORE_BATCH], pairs.truth["depth"][i:i + SCORE_BATCH])
-    used = [str(p).removesuffix("ExecutionProvider") for p in getattr(runner, "providers", None) or []]
-    backend = runner.backend if not used or used[0] == "CPU" else f"{runner.backend} ({used[0]})"  # what really ran it
-    return ValRow(str(target.path), backend, runner.precision, pairs.count, acc.result(), {}, nonfinite=bad)
+    return ValRow(str(target.path), runner.backend_used, runner.precision, pairs.count, acc.result(), {}, nonfinite=bad)
 
 
 def _pairs_for(data: str | Path | None, size: tuple[int, int], units: str, limit: int, holdout: float, seed: int,

@@ -91,7 +91,7 @@ def test_cpu_default_is_unchanged(exported_onnx):
     r = OnnxRunner(exported_onnx)
     assert r.provider == "cpu" and r.providers == [] and r.notes == []  # no session until activate()
     with r:
-        assert r.providers == [CPU] and r.notes == []
+        assert r.providers == [CPU] and r.notes == [] and r.backend_used == "onnxruntime"
     if TRT not in ort.get_available_providers():
         assert not trt_cache_dir(exported_onnx).exists()  # the cache folder is only made for the TensorRT EP
 
@@ -110,6 +110,7 @@ def test_gpu_provider_runs_or_falls_back_with_a_note(exported_onnx, provider):
     assert runner.providers[-1] == CPU
     if EP_NAMES[provider] in available:  # a GPU machine: the provider asked for is the one in use, never a silent CPU run
         assert runner.providers[0] == EP_NAMES[provider] and runner.uses_requested_provider
+        assert runner.backend_used == f"onnxruntime ({EP_NAMES[provider].removesuffix('ExecutionProvider')})"  # what reports say
     else:  # not in this onnxruntime at all: the CPU, and a note that says so and how to install it
         assert runner.providers == [CPU] and any("not available in this onnxruntime" in n for n in runner.notes)
         assert all("\n" not in n for n in runner.notes)
@@ -134,3 +135,20 @@ def test_ort_reason_keeps_the_message_not_the_source_location():
             "Unsupported model IR version: 14, max supported IR version: 13")
     assert ort_reason(RuntimeError(text)) == "FAIL: Unsupported model IR version: 14, max supported IR version: 13"
     assert ort_reason(RuntimeError("[ONNXRuntimeError] : 10 : INVALID_GRAPH : bad node")) == "INVALID_GRAPH: bad node"
+
+
+def test_the_gpu_build_under_the_cpu_one_refuses_a_gpu_provider_and_auto_says_why(exported_onnx, monkeypatch):
+    """onnxruntime-gpu installed but the CPU build's files imported (what `pip install '.[gpu]'`
+    may leave): a GPU was meant, so --provider cuda is one line with the fix, not a CPU run."""
+    from toolkit.runtime import gpu_libs
+    from toolkit.runtime.auto import pick_provider
+
+    if CUDA in ort.get_available_providers():
+        pytest.skip("the GPU build is the one imported here")
+    monkeypatch.setattr(gpu_libs, "distribution_version", lambda name: "1.31.1" if name == "onnxruntime-gpu" else None)
+    for provider in ("cuda", "tensorrt"):
+        with pytest.raises(ProviderUnavailable, match="onnxruntime-gpu 1.31.1 is installed but the onnxruntime module is the CPU build's") as e:
+            OnnxRunner(exported_onnx, provider=provider)
+        assert str(e.value).endswith("pip install --force-reinstall --no-deps onnxruntime-gpu==1.31.1")
+    _, note = pick_provider(exported_onnx, open_runner)
+    assert note.endswith("the CPU build's (both write one folder): pip install --force-reinstall --no-deps onnxruntime-gpu==1.31.1")

@@ -75,8 +75,9 @@ def pick_provider(path: str | Path, opener: Callable[..., Any], *, part: str = "
         provider = "cuda" if torch.cuda.is_available() else "cpu"
         return provider, f"--provider auto: PyTorch on {provider.upper()}"
     names = candidates(path)
+    shadowed = _shadowed_gpu_build()
     if len(names) == 1:
-        return "cpu", "--provider auto: ONNX Runtime's CPU provider, the only runtime here (pip install openvino to try OpenVINO)"
+        return "cpu", f"--provider auto: ONNX Runtime's CPU provider, the only runtime here (pip install openvino to try OpenVINO){shadowed}"
     runners, left_out = {}, []
     try:
         for name in names:
@@ -99,4 +100,15 @@ def pick_provider(path: str | Path, opener: Callable[..., Any], *, part: str = "
     others = [f"{n} {t:.1f} ms" for n, t in sorted(ms.items(), key=lambda kv: kv[1]) if n != best] + left_out
     what = "frame" if part == "frame" else "pair"
     rest = f"; {', '.join(others)}" if others else ""
-    return best, f"--provider auto: {best} ({ms[best]:.1f} ms per {what} at batch 1, timed here{rest})"
+    return best, f"--provider auto: {best} ({ms[best]:.1f} ms per {what} at batch 1, timed here{rest}){shadowed}"
+
+
+def _shadowed_gpu_build() -> str:
+    """"; <why>: <fix>" when onnxruntime-gpu is installed but the CPU build is the one imported
+    (its GPU providers were never candidates), else ""."""
+    import onnxruntime as ort
+
+    from .gpu_libs import ort_gpu_missing, shadowed_gpu_build
+
+    available = ort.get_available_providers()
+    return f"; {': '.join(ort_gpu_missing(available))}" if shadowed_gpu_build(available) else ""

@@ -61,6 +61,13 @@ class Runner(abc.ABC):
         return f"{self.path.name} ({self.backend})"
 
     @property
+    def backend_used(self) -> str:
+        """The backend, with the execution provider that ran it when not the CPU ("onnxruntime
+        (CUDA)"; read after activation): what a report's backend column says."""
+        used = [str(p).removesuffix("ExecutionProvider") for p in getattr(self, "providers", None) or []]
+        return self.backend if not used or used[0] == "CPU" else f"{self.backend} ({used[0]})"
+
+    @property
     def label(self) -> str:
         """What reports call the model (its path; the split pair's names both halves)."""
         return str(self.path)

@@ -111,6 +111,11 @@ class SplitPairRunner(Runner):
         return f"{self.path.name} split pair ({self.halves[1].name.split(' (', 1)[-1].rstrip(')')})"
 
     @property
+    def providers(self) -> list[str]:
+        """What the frame half (run per frame) runs on, for `backend_used`."""
+        return list(getattr(self.halves[1], "providers", None) or [])
+
+    @property
     def label(self) -> str:
         """`out/model.bg+frame.onnx`: the pair, told apart from the whole model in a report."""
         return str(self.path.with_name(f"{self.path.stem}.bg+frame{self.path.suffix}"))

@@ -28,7 +28,7 @@ from ..errors import UserError, debug_enabled, first_line
 from ..optional import import_optional
 from ..spec import DEFAULT_BATCH_PROFILE, WHOLE, BatchProfile, Interface
 from .base import Runner
-from .gpu_libs import ort_gpu_missing, preload_gpu_libraries, provider_failure
+from .gpu_libs import ort_gpu_missing, preload_gpu_libraries, provider_failure, shadowed_gpu_build
 from .onnx_info import read_onnx_info
 
 if TYPE_CHECKING:
@@ -179,7 +179,11 @@ class OnnxRunner(Runner):
         self.session: InferenceSession | None = None
         self._chosen, self._plan_notes = ["cpu"], []
         if provider != "cpu":
-            self._chosen, self._plan_notes = plan_providers(provider, _ort().get_available_providers())
+            available = _ort().get_available_providers()
+            if provider in EP_NAMES and EP_NAMES[provider] not in available and shadowed_gpu_build(available):
+                # the GPU build is installed but not the one imported: a GPU was meant, a CPU run would mislead
+                raise ProviderUnavailable(path, provider, *ort_gpu_missing(available))
+            self._chosen, self._plan_notes = plan_providers(provider, available)
         self.notes = list(self._plan_notes)
         self._activation_notes: list[str] = []  # what the last activation fell back to
 
