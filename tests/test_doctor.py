@@ -7,7 +7,7 @@ import pytest
 from toolkit.cli import main
 from toolkit.doctor import REQUIREMENTS, Check, parse_requirements, run_checks, unmet_requirements
 from toolkit.errors import UserError
-from toolkit.install import install_hint
+from toolkit.install import install_hint, pip_command
 
 
 def _run(argv, capfd):
@@ -92,7 +92,7 @@ def test_every_fix_is_this_installs_command(monkeypatch):
     monkeypatch.setattr(doctor, "_module", lambda name: cpu_ort if name == "onnxruntime" else None)
     monkeypatch.setattr("toolkit.runtime.gpu_libs.distribution_version", lambda name: None)  # no GPU build at all
     fix = doctor._ort_gpu_providers().fix
-    assert fix.startswith(install_hint("gpu") + " && pip install --force-reinstall --no-deps 'onnxruntime-gpu>=")  # they share one folder
+    assert fix.startswith(install_hint("gpu") + f" && {pip_command()} install --force-reinstall --no-deps 'onnxruntime-gpu>=")  # they share one folder
     assert "uninstall" not in fix  # uninstalling onnxruntime deletes the files both builds share
 
 

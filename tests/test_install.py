@@ -33,9 +33,22 @@ def test_hints_follow_the_install(record, extra, hint):
     assert hint_for(source_of(record), extra) == hint
 
 
+def test_the_pip_of_a_fix_is_the_one_of_this_interpreter():
+    """An activated environment's (or the system's) pip sits beside its python: `pip`. A venv run
+    without activating it (a service, /opt/venv/bin/toolkit) would install elsewhere with `pip`."""
+    from toolkit.install import pip_command
+
+    assert pip_command("/opt/venv/bin/python", "/opt/venv/bin/pip") == "pip"
+    assert pip_command("/opt/venv/bin/python", "/usr/bin/pip") == "/opt/venv/bin/python -m pip"
+    assert pip_command("/opt/my venv/bin/python", "") == "'/opt/my venv/bin/python' -m pip"  # no pip on PATH at all
+    assert hint_for(None, "gpu", pip="/opt/venv/bin/python -m pip") == "/opt/venv/bin/python -m pip install 'eva4-toolkit[gpu]'"
+
+
 def test_this_checkout_hints_at_itself():
+    from toolkit.install import pip_command
+
     hint = install_hint("train")
-    assert hint.startswith("pip install") and "[train]" in hint
+    assert hint.startswith(f"{pip_command()} install") and "[train]" in hint
     assert str(ROOT) in hint or "eva4-toolkit[train]" in hint
 
 

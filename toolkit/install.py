@@ -8,13 +8,17 @@ hint naming it would install someone else's code); a source tree installed with 
 installed without `-e` takes `pip install '<tree or wheel>[extra]'`; a wheel by URL takes
 `pip install 'eva4-toolkit[extra] @ <url>'`; only an install from a package index is hinted by
 name alone, since that index is where the name came from.
-The tree comes from pip's own record of the install (`direct_url.json`, PEP 610).
+The tree comes from pip's own record of the install (`direct_url.json`, PEP 610). The command
+is `pip` when the pip on PATH is this interpreter's, else `<this python> -m pip` (a virtual
+environment run without activating it: `pip` would install into another Python).
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import shutil
+import sys
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -50,17 +54,27 @@ def _source() -> tuple[str, bool] | None:
         return None
 
 
-def hint_for(source: tuple[str, bool] | None, extra: str | None = None) -> str:
+def pip_command(executable: str | None = None, pip_on_path: str | None = None) -> str:
+    """`pip` when the pip on PATH sits beside the interpreter (`executable`, default this one),
+    else that interpreter's `python -m pip`."""
+    executable = executable or sys.executable
+    found = pip_on_path if pip_on_path is not None else shutil.which("pip")
+    if found and Path(found).absolute().parent == Path(executable).absolute().parent:
+        return "pip"
+    return f"{shlex.quote(executable)} -m pip"
+
+
+def hint_for(source: tuple[str, bool] | None, extra: str | None = None, pip: str = "pip") -> str:
     """The pip command that installs `extra` (None: the base install) for an install from `source`."""
     suffix = f"[{extra}]" if extra else ""
     if source is None:
-        return f"pip install {shlex.quote(DISTRIBUTION + suffix)}"
+        return f"{pip} install {shlex.quote(DISTRIBUTION + suffix)}"
     where, editable = source
     if "://" in where:
-        return f"pip install {shlex.quote(f'{DISTRIBUTION}{suffix} @ {where}')}"
-    return f"pip install {'-e ' if editable else ''}{shlex.quote(where + suffix)}"
+        return f"{pip} install {shlex.quote(f'{DISTRIBUTION}{suffix} @ {where}')}"
+    return f"{pip} install {'-e ' if editable else ''}{shlex.quote(where + suffix)}"
 
 
 def install_hint(extra: str | None = None) -> str:
     """'pip install ...' for the `extra` (None: the base install) in this toolkit's own install."""
-    return hint_for(_source(), extra)
+    return hint_for(_source(), extra, pip_command())

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, run_cli
-from toolkit.install import install_hint
+from toolkit.install import install_hint, pip_command
 from toolkit.runtime import gpu_libs
 
 CPU_ONLY = ["AzureExecutionProvider", "CPUExecutionProvider"]
@@ -68,7 +68,7 @@ def test_an_installed_gpu_build_under_the_cpu_one_is_rewritten_not_uninstalled(m
     assert gpu_libs.shadowed_gpu_build(GPU) is None  # the GPU build is the one imported
     why, fix = gpu_libs.ort_gpu_missing(CPU_ONLY)
     assert "onnxruntime-gpu 1.31.1 is installed" in why and "CPU build" in why
-    assert fix == "pip install --force-reinstall --no-deps onnxruntime-gpu==1.31.1"
+    assert fix == f"{pip_command()} install --force-reinstall --no-deps onnxruntime-gpu==1.31.1"
     assert "uninstall" not in fix
     why, fix = gpu_libs.ort_gpu_missing(["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert "not the TensorRT one" in why and fix == "--provider cuda"  # reinstalling the same build would not add it
@@ -78,7 +78,7 @@ def test_an_installed_gpu_build_under_the_cpu_one_is_rewritten_not_uninstalled(m
 def test_without_a_gpu_build_the_fix_installs_the_extra_then_writes_its_files(monkeypatch, extra, spec):
     monkeypatch.setattr(gpu_libs, "distribution_version", lambda name: None)
     assert gpu_libs.shadowed_gpu_build(CPU_ONLY) is None
-    assert gpu_libs.gpu_build_fix(CPU_ONLY, extra) == f"{install_hint(extra)} && pip install --force-reinstall --no-deps {spec}"
+    assert gpu_libs.gpu_build_fix(CPU_ONLY, extra) == f"{install_hint(extra)} && {pip_command()} install --force-reinstall --no-deps {spec}"
     assert gpu_libs.ort_gpu_missing(CPU_ONLY)[0] == "this onnxruntime is the CPU build"
 
 

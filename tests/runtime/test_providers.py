@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import golden_inputs
 from toolkit.errors import UserError
-from toolkit.install import install_hint
+from toolkit.install import install_hint, pip_command
 from toolkit.runtime import open_runner
 from toolkit.runtime.gpu_libs import driver_problem
 from toolkit.runtime.onnx_runner import (
@@ -149,6 +149,6 @@ def test_the_gpu_build_under_the_cpu_one_refuses_a_gpu_provider_and_auto_says_wh
     for provider in ("cuda", "tensorrt"):
         with pytest.raises(ProviderUnavailable, match="onnxruntime-gpu 1.31.1 is installed but the onnxruntime module is the CPU build's") as e:
             OnnxRunner(exported_onnx, provider=provider)
-        assert str(e.value).endswith("pip install --force-reinstall --no-deps onnxruntime-gpu==1.31.1")
+        assert str(e.value).endswith(f"{pip_command()} install --force-reinstall --no-deps onnxruntime-gpu==1.31.1")
     _, note = pick_provider(exported_onnx, open_runner)
-    assert note.endswith("the CPU build's (both write one folder): pip install --force-reinstall --no-deps onnxruntime-gpu==1.31.1")
+    assert note.endswith(f"the CPU build's (both write one folder): {pip_command()} install --force-reinstall --no-deps onnxruntime-gpu==1.31.1")

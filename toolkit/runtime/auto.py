@@ -77,7 +77,10 @@ def pick_provider(path: str | Path, opener: Callable[..., Any], *, part: str = "
     names = candidates(path)
     shadowed = _shadowed_gpu_build()
     if len(names) == 1:
-        return "cpu", f"--provider auto: ONNX Runtime's CPU provider, the only runtime here (pip install openvino to try OpenVINO){shadowed}"
+        from ..install import install_hint
+
+        return "cpu", (f"--provider auto: ONNX Runtime's CPU provider, the only runtime here ({install_hint('openvino')} "
+                       f"to try OpenVINO){shadowed}")
     runners, left_out = {}, []
     try:
         for name in names:

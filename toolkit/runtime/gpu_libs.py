@@ -26,7 +26,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from ..install import install_hint
+from ..install import install_hint, pip_command
 from ..optional import distribution_version
 
 ORT_GPU = "onnxruntime-gpu"
@@ -103,7 +103,7 @@ def gpu_build_fix(available: Sequence[str], extra: str = "gpu") -> str:
     """The command that makes ONNX Runtime's GPU build the one imported: the extra's install
     (when onnxruntime-gpu is missing), then its files written over the CPU build's."""
     installed = distribution_version(ORT_GPU)
-    rewrite = f"pip install --force-reinstall --no-deps {shlex.quote(ORT_GPU + (f'=={installed}' if installed else ORT_GPU_PINS[extra]))}"
+    rewrite = f"{pip_command()} install --force-reinstall --no-deps {shlex.quote(ORT_GPU + (f'=={installed}' if installed else ORT_GPU_PINS[extra]))}"
     return rewrite if installed else f"{install_hint(extra)} && {rewrite}"
 
 
