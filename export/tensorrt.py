@@ -26,7 +26,7 @@ from typing import Any
 from toolkit import __version__
 from toolkit.errors import MissingDependency, UserError
 from toolkit.fsutil import sha256_file, write_bytes_atomic, write_text_atomic
-from toolkit.optional import import_optional
+from toolkit.optional import import_optional, version_tuple
 from toolkit.runtime.onnx_info import OnnxModelInfo, read_onnx_info
 from toolkit.runtime.tensorrt_runner import SIDECAR_FORMAT, sidecar_path
 from toolkit.sizes import SizeProfile, check_size, is_dynamic
@@ -126,10 +126,7 @@ def size_profile_for(source: OnnxModelInfo, sizes: SizeProfile | None) -> SizePr
 
 
 def trt_major(version: str) -> int:
-    try:
-        return int(str(version).split(".")[0])
-    except ValueError:
-        return 0
+    return version_tuple(version, 1)[0]
 
 
 def make_sidecar(
@@ -281,8 +278,7 @@ def configure_portability(trt: Any, builder: Any, config: Any, *, precision: str
     if precision == "fp32":
         config.clear_flag(trt.BuilderFlag.TF32)
     if "hardware" in compat:
-        cc = tuple(int(v) for v in str(compute_capability).split(".")[:2])
-        if cc < HARDWARE_COMPAT_MIN_CC:
+        if version_tuple(compute_capability, 2) < HARDWARE_COMPAT_MIN_CC:
             raise UserError(f"--engine-compat hardware: TensorRT's hardware-compatible engines need compute capability "
                             f"8.0 or newer (Ampere); this GPU has {compute_capability}")
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS

@@ -52,6 +52,14 @@ def parse_batch_sizes(text: str) -> list[int]:
     return sizes
 
 
+def parse_providers(provider: str) -> list[str]:
+    """'cpu,openvino' -> ['cpu', 'openvino']: the runtimes `bench` and `val` run each model on."""
+    providers = [p.strip() for p in provider.split(",") if p.strip()]
+    if not providers:
+        raise UserError(f"--provider must name at least one provider, got {provider!r}")
+    return providers
+
+
 @dataclass
 class Target:
     """One model on one runtime, as bench times it."""
@@ -146,18 +154,16 @@ def bench(
     and batch size, with images/s relative to the first row's at the same batch. `on_note` gets
     what each runtime chose or fell back to (after loading: a provider that is not there), once
     each, before the rows; the backend column names the execution provider that ran."""
-    providers = [p.strip() for p in provider.split(",") if p.strip()]
     if not models:
         raise UserError("bench: give at least one --model")
-    if not providers:
-        raise UserError(f"--provider must name at least one provider, got {provider!r}")
+    providers = parse_providers(provider)
     check_timing(batches, warmup, iters)
     if threads is not None and threads <= 0:
         raise UserError(f"bench: --threads must be a positive number, got {threads}")
     targets = open_targets(models, providers, threads)
     time_interleaved(targets, batches, warmup, iters)
-    for note in dict.fromkeys(n for t in targets for n in t.runner.notes):
-        if on_note:
+    if on_note:
+        for note in dict.fromkeys(n for t in targets for n in t.runner.notes):
             on_note(note)
     rows: list[BenchRow] = []
     baseline: dict[int, float] = {}

@@ -77,7 +77,7 @@ def _ort_gpu_providers() -> Check:
     if not has["Tensorrt"]:
         return Check(name, ort.__version__, True,
                      "CUDA execution provider available; TensorRT EP missing: the ONNX Runtime tensorrt provider falls back to CUDA",
-                     gpu_build_fix(providers))
+                     gpu_build_fix())
     return Check(name, ort.__version__, True, "CUDA and TensorRT execution providers available (.onnx on the GPU)")
 
 

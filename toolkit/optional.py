@@ -55,6 +55,16 @@ def distribution_version(*names: str) -> str | None:
     return found[1] if found else None
 
 
+def version_tuple(text: str, parts: int = 3) -> tuple[int, ...]:
+    """'10.14.1.48.post1' -> (10, 14, 1): the digits of each of the first `parts` dot-separated
+    fields, 0 for a field without any ("?" -> (0,)): comparable, never an exception."""
+    fields = []
+    for field in str(text).split(".")[:parts]:
+        digits = "".join(ch for ch in field if ch.isdigit())
+        fields.append(int(digits) if digits else 0)
+    return tuple(fields)
+
+
 def tensorrt_metadata_version() -> tuple[str, bool] | None:
     """(TensorRT's version from the package metadata, whether it is the bindings' own: exactly
     `tensorrt.__version__`), or None when no TensorRT distribution is installed."""

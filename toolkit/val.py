@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics
-from .bench import Target, check_timing, open_targets, time_interleaved
+from .bench import Target, check_timing, open_targets, parse_providers, time_interleaved
 from .errors import UserError
 from .spec import INPUT_NAMES, OUTPUT_NAMES
 
@@ -164,10 +164,7 @@ def validate(models: list[str | Path], data: str | Path | None = None, *, provid
     if depth_units not in DEPTH_UNITS:
         raise UserError(f"val: --depth-units must be one of {', '.join(DEPTH_UNITS)}, got {depth_units!r}")
     check_timing(batches, warmup, iters)
-    providers = [p.strip() for p in provider.split(",") if p.strip()]
-    if not providers:
-        raise UserError(f"--provider must name at least one provider, got {provider!r}")
-    targets = open_targets(models, providers, None)
+    targets = open_targets(models, parse_providers(provider), None)
     size = targets[0].runner.spec.size
     for t in targets:
         if t.runner.spec.size != size:

@@ -71,9 +71,17 @@ def test_parse_batch_refuses(text):
         (dict(int8=True, calib_pairs=0), "calibration pairs"),
         (dict(engine=True, workspace_mb=0), "--workspace"),
         (dict(triton=Path("/tmp"), triton_name="a b"), "Triton model name"),
+        (dict(int8=True, int8_search="maybe"), "--int8-search must be one of auto, off"),
+        (dict(int8=True, search_budget_s=0), "--int8-search-budget must be in"),
+        (dict(int8=True, search_budget_s=float("nan")), "--int8-search-budget must be in"),
+        (dict(engine=True, engine_compat="any"), "--engine-compat must be one of none, hardware, version"),
+        (dict(engine=True, dla_core=-1), "--dla-core must be a DLA core number"),
+        (dict(engine=True, fp16=True, dla_core=0, engine_compat="hardware"), "--engine-compat does not go with it"),
+        (dict(engine=True, dla_core=0), "DLA runs fp16 and int8 layers; add --fp16 or --int8"),
     ],
 )
 def test_bad_options_are_user_errors(options, says):
+    """Every option rule, checked when ExportOptions is made (before anything is built)."""
     with pytest.raises(UserError, match=says):
         ExportOptions(**options)
 

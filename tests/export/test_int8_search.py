@@ -105,16 +105,6 @@ def _zero_points(model):
             yield from numpy_helper.to_array(inits[node.input[2]]).ravel().tolist()
 
 
-@pytest.mark.parametrize("kw, says", [
-    ({"int8": True, "int8_search": "maybe"}, "--int8-search must be one of auto, off"),
-    ({"int8": True, "search_budget_s": 0}, "--int8-search-budget must be in"),
-    ({"int8": True, "search_budget_s": float("nan")}, "--int8-search-budget must be in"),
-])
-def test_search_options_are_checked(kw, says):
-    with pytest.raises(UserError, match=says):
-        ExportOptions(**kw)
-
-
 def test_search_flags_need_int8():
     with pytest.raises(UserError, match="--int8-search.*--int8"):
         ExportOptions.from_given(int8_search="off")

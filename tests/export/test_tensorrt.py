@@ -199,19 +199,6 @@ def test_a_half_of_the_fixed_camera_pair_gets_its_own_io_in_the_sidecar(tmp_path
         load_sidecar(engine)
 
 
-@pytest.mark.parametrize("kw, says", [
-    (dict(engine=True, engine_compat="any"), "--engine-compat must be one of none, hardware, version"),
-    (dict(engine=True, dla_core=-1), "--dla-core must be a DLA core number"),
-    (dict(engine=True, fp16=True, dla_core=0, engine_compat="hardware"), "--engine-compat does not go with it"),
-    (dict(engine=True, dla_core=0), "DLA runs fp16 and int8 layers; add --fp16 or --int8"),
-])
-def test_portability_options_are_checked_before_anything_is_built(kw, says):
-    from export.options import ExportOptions
-
-    with pytest.raises(UserError, match=says):
-        ExportOptions(**kw)
-
-
 def test_portability_flags_need_engine():
     from export.options import ExportOptions
 

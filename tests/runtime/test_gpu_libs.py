@@ -78,7 +78,7 @@ def test_an_installed_gpu_build_under_the_cpu_one_is_rewritten_not_uninstalled(m
 def test_without_a_gpu_build_the_fix_installs_the_extra_then_writes_its_files(monkeypatch, extra, spec):
     monkeypatch.setattr(gpu_libs, "distribution_version", lambda name: None)
     assert gpu_libs.shadowed_gpu_build(CPU_ONLY) is None
-    assert gpu_libs.gpu_build_fix(CPU_ONLY, extra) == f"{install_hint(extra)} && {pip_command()} install --force-reinstall --no-deps {spec}"
+    assert gpu_libs.gpu_build_fix(extra) == f"{install_hint(extra)} && {pip_command()} install --force-reinstall --no-deps {spec}"
     assert gpu_libs.ort_gpu_missing(CPU_ONLY)[0] == "this onnxruntime is the CPU build"
 
 

@@ -89,10 +89,7 @@ def pick_provider(path: str | Path, opener: Callable[..., Any], *, part: str = "
             except UserError as e:  # this runtime cannot load the model: the others still can
                 left_out.append(f"{name} left out: {getattr(e, 'reason', e)}")
                 continue
-            runners[name] = runner
-            if not getattr(runner, "uses_requested_provider", True):
-                runner.deactivate()  # listed, but its libraries did not load: it fell back to the CPU
-                del runners[name]
+            runners[name] = runner  # a listed provider that does not load raised above: it never falls back
         if not runners:
             raise UserError(f"{path}: --provider auto: no runtime here loads the model ({'; '.join(left_out)})")
         ms = _time(runners)

@@ -185,28 +185,23 @@ class CudaBuffers:
         twice. Errors here are collected and raised after everything was attempted.
         """
         errors: list[str] = []
+
+        def attempt(label: str, call: Any, *args: Any) -> None:
+            try:
+                call(*args)
+            except UserError as e:
+                errors.append(f"{label}{e}")
+
         if self._stream is not None:
-            try:
-                self.synchronize()
-            except UserError as e:
-                errors.append(str(e))
+            attempt("", self.synchronize)
         for name, (mem, _) in list(self._buffers.items()):
-            try:
-                self._free(mem)
-            except UserError as e:
-                errors.append(f"{name}: {e}")
+            attempt(f"{name}: ", self._free, mem)
         self._buffers.clear()
         for name, (mem, _) in list(self._pinned.items()):
-            try:
-                self._free_pinned(mem)
-            except UserError as e:
-                errors.append(f"{name} (pinned): {e}")
+            attempt(f"{name} (pinned): ", self._free_pinned, mem)
         self._pinned.clear()
         if self._stream is not None:
-            try:
-                check_cuda(self._rt.cudaStreamDestroy(self._stream), "cudaStreamDestroy")
-            except UserError as e:
-                errors.append(str(e))
+            attempt("", lambda: check_cuda(self._rt.cudaStreamDestroy(self._stream), "cudaStreamDestroy"))
             self._stream = None
         if errors:
             raise UserError("freeing CUDA resources failed: " + "; ".join(errors))

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from ..install import install_hint, pip_command
-from ..optional import distribution_version
+from ..optional import distribution_version, version_tuple
 
 ORT_GPU = "onnxruntime-gpu"
 # The versions of ONNX Runtime's GPU build each GPU extra pins (pyproject.toml; a test keeps the
@@ -68,8 +68,10 @@ def ort_cuda_version() -> tuple[int, int] | None:
     except ImportError:
         return None
     text = str(getattr(info, "cuda_version", "") or "")
-    parts = re.findall(r"\d+", text)
-    return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0) if parts else None
+    if not re.search(r"\d", text):
+        return None
+    major, minor = (*version_tuple(text, 2), 0)[:2]
+    return major, minor
 
 
 def driver_too_old(supports: tuple[int, int] | None, built_for: tuple[int, int] | None) -> tuple[str, str] | None:
@@ -86,8 +88,7 @@ def driver_too_old(supports: tuple[int, int] | None, built_for: tuple[int, int] 
 def installed_extra() -> str:
     """The GPU extra the installed onnxruntime-gpu belongs to (by its version), `gpu` if none."""
     version = distribution_version(ORT_GPU)
-    major_minor = tuple(int(v) for v in re.findall(r"\d+", version or "")[:2])
-    return "gpu-cu12" if major_minor and (1, 21) <= major_minor < (1, 27) else "gpu"
+    return "gpu-cu12" if version and (1, 21) <= version_tuple(version, 2) < (1, 27) else "gpu"
 
 
 def shadowed_gpu_build(available: Sequence[str]) -> str | None:
@@ -99,7 +100,7 @@ def shadowed_gpu_build(available: Sequence[str]) -> str | None:
     return version
 
 
-def gpu_build_fix(available: Sequence[str], extra: str = "gpu") -> str:
+def gpu_build_fix(extra: str = "gpu") -> str:
     """The command that makes ONNX Runtime's GPU build the one imported: the extra's install
     (when onnxruntime-gpu is missing), then its files written over the CPU build's."""
     installed = distribution_version(ORT_GPU)
@@ -117,7 +118,7 @@ def ort_gpu_missing(available: Sequence[str]) -> tuple[str, str]:
         return "this onnxruntime build has the CUDA provider but not the TensorRT one", "--provider cuda"
     else:
         why = "this onnxruntime is the CPU build"
-    return why, gpu_build_fix(available, installed_extra())
+    return why, gpu_build_fix(installed_extra())
 
 
 def failed_preloads(printed: str) -> list[str]:

@@ -193,9 +193,10 @@ class OnnxRunner(Runner):
         self.notes.append(text)
 
     def _session(self, providers: list[Any] | None = None) -> InferenceSession:
-        """A session on `providers` (the CPU by default). Never ONNX Runtime's own fallback: a
-        provider that raises while the session is made raises here (ORT would print the error
-        and retry on the next provider), so the reason is what the user reads."""
+        """A session on `providers` (the CPU by default). Never ONNX Runtime's own fallback
+        (`enable_fallback=0` holds for the session's life): a provider that raises while the
+        session is made or at a run raises here (ORT would print the error and retry on the next
+        provider, the CPU), so the reason is what the user reads."""
         ort = _ort()
         so = ort.SessionOptions()
         so.log_severity_level = 3
@@ -228,8 +229,8 @@ class OnnxRunner(Runner):
         """The session on the planned GPU provider chain. The provider asked for is listed by this
         onnxruntime (else `plan_providers` fell back to the CPU with a note): it must be in use at
         the end, or this is one line, not a silent CPU run that looks like a GPU pass; and it stays
-        in use (ORT's own fallback, which would move the session to the CPU at the first failed
-        run, is turned off). A later provider of the chain that drops out is noted."""
+        in use (`_session` turns ORT's own fallback off, which would also move the session to the
+        CPU at the first failed run). A later provider of the chain that drops out is noted."""
         asked = EP_NAMES[self._chosen[0]]
         notes = preload_gpu_libraries(self._chosen)
         quiet = not debug_enabled()  # ORT logs every provider library that fails to load: the one line below says why
@@ -246,7 +247,6 @@ class OnnxRunner(Runner):
         used = list(session.get_providers())
         if asked not in used:  # listed, but no GPU or its libraries (CUDA, cuDNN, TensorRT) did not load: ORT only warns
             raise ProviderUnavailable(self.path, self.provider, *provider_failure(asked, notes))
-        session.disable_fallback()
         dropped = [EP_NAMES[k] for k in self._chosen[1:] if EP_NAMES[k] not in used and k != "cpu"]
         if dropped:
             self._note(f"{' and '.join(dropped)} failed to load: {asked} runs the model, its fallback is the CPU")

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import MissingDependency, UserError
 from ..fsutil import sha256_file
 from ..install import install_hint
-from ..optional import import_optional, tensorrt_version
+from ..optional import import_optional, tensorrt_version, version_tuple
 from ..sizes import SizeProfile
 from ..spec import METADATA_PREFIX, BatchProfile, IOSpec, interface_of
 from .base import Runner
@@ -106,14 +106,6 @@ def size_profile(sidecar: Mapping[str, Any]) -> SizeProfile:
         raise ValueError(f"invalid size_profile {p!r} ({e})") from None
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = []
-    for p in str(text).split(".")[:3]:
-        digits = "".join(ch for ch in p if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
-
-
 def version_admitted(sidecar: Mapping[str, Any], trt_version: str) -> bool:
     """The engine may run on `trt_version`: the TensorRT that built it, or, for a
     version-compatible engine (`--engine-compat version`), a later one of the same major or the
@@ -121,7 +113,7 @@ def version_admitted(sidecar: Mapping[str, Any], trt_version: str) -> bool:
     built = str(sidecar.get("tensorrt_version", "?"))
     if built == trt_version:
         return True
-    here, then = _version_tuple(trt_version), _version_tuple(built)
+    here, then = version_tuple(trt_version), version_tuple(built)
     return "version" in str(sidecar.get("compat", "none")) and here >= then and here[0] - then[0] <= 1
 
 
@@ -133,12 +125,12 @@ def check_sidecar(sidecar: Mapping[str, Any], *, trt_version: str, gpu_name: str
     built = str(sidecar.get("tensorrt_version", "?"))
     compat = str(sidecar.get("compat", "none"))
     if not version_admitted(sidecar, trt_version):
-        major = _version_tuple(built)[0]
+        major = version_tuple(built)[0]
         later = f" or a later {major}.x or {major + 1}.x" if "version" in compat else ""
         raise UserError(f"engine was built with TensorRT {built}, this machine has TensorRT {trt_version} "
                         f"(it runs on {built}{later}): {REBUILD}")
     if "hardware" in compat:
-        if compute_capability is not None and _version_tuple(compute_capability)[:2] < (8, 0):
+        if compute_capability is not None and version_tuple(compute_capability)[:2] < (8, 0):
             raise UserError(f"engine is hardware-compatible for compute capability 8.0 and newer (Ampere+), "
                             f"this GPU has {compute_capability}: {REBUILD}")
         return
