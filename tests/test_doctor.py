@@ -94,6 +94,11 @@ def test_every_fix_is_this_installs_command(monkeypatch):
     fix = doctor._ort_gpu_providers().fix
     assert fix.startswith(install_hint("gpu") + f" && {pip_command()} install --force-reinstall --no-deps 'onnxruntime-gpu>=")  # they share one folder
     assert "uninstall" not in fix  # uninstalling onnxruntime deletes the files both builds share
+    cuda_only = type("ort", (), {"__version__": "1.31", "get_available_providers": staticmethod(
+        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])})
+    monkeypatch.setattr(doctor, "_module", lambda name: cuda_only if name == "onnxruntime" else None)
+    monkeypatch.setattr("toolkit.runtime.gpu_libs.driver_problem", lambda: None)
+    assert doctor._ort_gpu_providers().fix == "--provider cuda"  # what the runner says: a reinstall would not add TensorRT
 
 
 def test_doctor_judges_pyav_and_serve_as_stream_and_serve_do(monkeypatch):

@@ -59,7 +59,7 @@ def _onnxruntime() -> Check:
 def _ort_gpu_providers() -> Check:
     """Which of ONNX Runtime's CUDA and TensorRT execution providers this install has, and
     whether they can load here (a driver): judged by `runtime.gpu_libs`, as the runner judges."""
-    from .runtime.gpu_libs import driver_problem, gpu_build_fix, ort_gpu_missing
+    from .runtime.gpu_libs import driver_problem, ort_gpu_missing
 
     name = "onnxruntime GPU providers"
     ort = _module("onnxruntime")
@@ -74,10 +74,10 @@ def _ort_gpu_providers() -> Check:
     if driver:
         return Check(name, ort.__version__, False, f"CUDA{' and TensorRT' if has['Tensorrt'] else ''} execution providers listed, "
                      f"but {driver}", "run on a machine with an NVIDIA GPU (--provider cpu here)")
-    if not has["Tensorrt"]:
+    if not has["Tensorrt"]:  # the runner's answer: reinstalling this build would not add the TensorRT EP
         return Check(name, ort.__version__, True,
                      "CUDA execution provider available; TensorRT EP missing: the ONNX Runtime tensorrt provider falls back to CUDA",
-                     gpu_build_fix())
+                     ort_gpu_missing(providers)[1])
     return Check(name, ort.__version__, True, "CUDA and TensorRT execution providers available (.onnx on the GPU)")
 
 
