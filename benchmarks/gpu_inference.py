@@ -355,7 +355,7 @@ def measure(args: argparse.Namespace, work: Path, device: torch.device, backend:
     from toolkit.data.synth import synthesize
     from toolkit.legacy import import_legacy
 
-    ckpt_path = args.ckpt or import_legacy(ROOT / "tests" / "fixtures" / "eva4-week15-epoch12.pt", work / "epoch12.pt").out
+    ckpt_path = args.ckpt or import_legacy(ROOT / "tests" / "fixtures" / "eva4-week15-epoch12.pt", work / "epoch12.pt", calibration=None).out  # speed only
     ckpt = load_checkpoint(ckpt_path)
     if spec_of(ckpt).size != (args.size, args.size):  # the network is fully convolutional: re-specify the input size
         ckpt = make_checkpoint(ckpt["model"], spec_of(ckpt).with_size(args.size), epoch=ckpt["epoch"], source=ckpt["source"])

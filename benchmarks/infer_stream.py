@@ -128,7 +128,7 @@ def export_model(root: Path, model_size: int) -> Path:
     from toolkit.legacy import import_legacy
 
     imported = root / "epoch12.pt"
-    import_legacy(ROOT / "tests" / "fixtures" / "eva4-week15-epoch12.pt", imported)
+    import_legacy(ROOT / "tests" / "fixtures" / "eva4-week15-epoch12.pt", imported, calibration=None)  # speed only
     ckpt = load_checkpoint(imported)
     small = make_checkpoint(ckpt["model"], spec_of(ckpt).with_size(model_size), epoch=ckpt["epoch"], source=ckpt["source"])
     save_checkpoint(root / "small.pt", small)

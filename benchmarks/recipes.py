@@ -7,6 +7,10 @@ time of each. Weights averaged by a recipe (EMA) are what it evaluates, as the r
 
     python benchmarks/recipes.py                   # seed vs improved, 64 px, 12 epochs
     python benchmarks/recipes.py --steps 2000 --image-size 96 --out runs/recipes
+    python benchmarks/recipes.py --recipes improved --tails per_head,joint,shared   # the tail's statistics
+
+The figures are eval-mode ones (running BatchNorm statistics), as every export computes them: how
+the decoder tail keeps its statistics (`toolkit.model.TAIL_STATS`) shows there and nowhere else.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ COLUMNS = (("val_mask_iou", "mask IoU"), ("val_mask_dice", "mask Dice"), ("val_s
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipes", default="seed,improved")
+    ap.add_argument("--tails", default="", help="tail statistics to run each recipe with (default: the recipe's own)")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=12)
@@ -51,22 +56,26 @@ def main(argv: list[str] | None = None) -> int:
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     for r in recipes:
         get_recipe(r)
+    tails: list[str | None] = [t.strip() for t in args.tails.split(",") if t.strip()] or [None]
+    runs = [(name, tail) for name in recipes for tail in tails]
     synth = {"backgrounds": args.backgrounds, "foregrounds": args.foregrounds, "placements": args.placements}
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         rows = []
-        for name in recipes:
+        for name, tail in runs:
             # Each run makes the same synthetic set (same options and seed) in its own folder: as
             # `toolkit train` does with no --data, which also gives metric depth (AbsRel, delta1).
+            label = name if tail is None else f"{name}, tail {tail}"
             t0 = time.perf_counter()
-            result = run(TrainConfig(out=out / name, recipe=name, epochs=args.epochs, synth=synth,
+            result = run(TrainConfig(out=out / label.replace(", tail ", "-"), recipe=name, epochs=args.epochs, synth=synth,
                                      batch_size=args.batch_size, image_size=args.image_size, max_steps=args.steps,
-                                     workers=args.workers, seed=args.seed, tensorboard=False, force=True), progress=False)
+                                     workers=args.workers, seed=args.seed, tensorboard=False, force=True, tail=tail),
+                         progress=False)
             seconds = time.perf_counter() - t0
             last = dict(result.history[-1]) if result.history else {}
-            last.update(recipe=name, steps=result.steps, seconds=seconds)
+            last.update(recipe=label, steps=result.steps, seconds=seconds)
             rows.append(last)
-            print(f"{name}: {result.steps} steps in {seconds:.0f} s", file=sys.stderr)
+            print(f"{label}: {result.steps} steps in {seconds:.0f} s", file=sys.stderr)
     table = render(rows, args, torch.get_num_threads())
     print(table)
     if args.json:

@@ -47,13 +47,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from toolkit.compare import ParityResult, Thresholds, batches, check_model
+from toolkit.data.calib import (  # noqa: F401  (their home; export's callers import them from here)
+    DEFAULT_CALIB_PAIRS,
+    DEFAULT_GATE_PAIRS,
+    HOLDOUT,
+    MAX_PAIRS,
+    CalibrationPairs,
+    check_calibration_data,
+    check_pair_counts,
+    load_pairs,
+    synthetic_pairs,
+)
 from toolkit.errors import CheckFailed, UserError
 from toolkit.fsutil import atomic_path
-from toolkit.spec import INPUT_NAMES, METADATA_PREFIX
+from toolkit.spec import METADATA_PREFIX
 
 from .metadata import derived_metadata, load_fp32_source, read_metadata, set_metadata
 from .quantise import quantise_graph
@@ -62,112 +72,6 @@ TARGETS = ("cpu", "tensorrt")
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_TARGET = "cpu"
 DEFAULT_METHOD = "entropy"
-DEFAULT_CALIB_PAIRS = 32
-DEFAULT_GATE_PAIRS = 16
-MAX_PAIRS = 4096
-HOLDOUT = 0.2  # share of a user data set's backgrounds held out for the gate
-SYNTH_SEED = 20200415
-SYNTH_FOREGROUNDS, SYNTH_PLACEMENTS = 4, 2
-
-# -- the pairs: calibration part and held-out gate part, split by background ------------------
-@dataclass
-class CalibrationPairs:
-    calib: dict[str, np.ndarray]  # bg, fgbg: float32 [N, 3, H, W] in [0, 1]
-    gate: dict[str, np.ndarray]  # pairs from backgrounds not in `calib`
-    source: str  # "synthetic" or the data set's name
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def calib_count(self) -> int:
-        return int(self.calib[INPUT_NAMES[0]].shape[0])
-
-    @property
-    def gate_count(self) -> int:
-        return int(self.gate[INPUT_NAMES[0]].shape[0])
-
-    def everything(self) -> dict[str, np.ndarray]:
-        """Both parts together (checks that calibrate nothing, such as fp16's, use them all)."""
-        return {k: np.concatenate([self.calib[k], self.gate[k]]) for k in INPUT_NAMES}
-
-
-def check_pair_counts(calib_pairs: int, gate_pairs: int) -> None:
-    for name, n in (("calibration pairs", calib_pairs), ("gate pairs", gate_pairs)):
-        if not 1 <= int(n) <= MAX_PAIRS:
-            raise UserError(f"int8: {name} must be between 1 and {MAX_PAIRS}, got {n}")
-
-
-def check_calibration_data(data: str | Path, holdout: float = HOLDOUT) -> None:
-    """A usable `--calib` set (checked before anything is written): readable, with pairs from at
-    least 2 backgrounds (one part calibrates, the held-out part judges)."""
-    from toolkit.data.reader import open_dataset
-    from toolkit.data.split import split_by_background
-
-    if not Path(data).exists():
-        raise UserError(f"{data}: no such calibration data folder or zip")
-    with open_dataset(data) as ds:
-        if not split_by_background(ds, holdout=holdout)[1]:
-            raise UserError(
-                f"{data}: all its pairs share one background; the int8 gate needs pairs from at least 2 backgrounds "
-                "(one is held out to judge the quantised model)"
-            )
-
-
-def load_pairs(
-    data: str | Path,
-    size: tuple[int, int],
-    *,
-    calib_pairs: int = DEFAULT_CALIB_PAIRS,
-    gate_pairs: int = DEFAULT_GATE_PAIRS,
-    holdout: float = HOLDOUT,
-    seed: int = 0,
-    name: str | None = None,
-) -> CalibrationPairs:
-    """Pairs from a data set (folder or zip, original layout) at `size`, split by background."""
-    from toolkit.data.reader import open_dataset
-    from toolkit.data.split import evenly, split_by_background
-
-    check_pair_counts(calib_pairs, gate_pairs)
-    with open_dataset(data) as ds:
-        train, held = split_by_background(ds, holdout=holdout, seed=seed)
-        if not held:
-            raise UserError(
-                f"{data}: all its pairs share one background; the int8 gate needs pairs from at least 2 backgrounds "
-                "(one is held out to judge the quantised model)"
-            )
-
-        def stack(indices: list[int]) -> dict[str, np.ndarray]:
-            batch = ds.load_batch(indices, size)
-            return {k: batch[k] for k in INPUT_NAMES}
-
-        calib_idx = [train[i] for i in evenly(len(train), int(calib_pairs))]
-        gate_idx = [held[i] for i in evenly(len(held), int(gate_pairs))]
-        pairs = CalibrationPairs(stack(calib_idx), stack(gate_idx), name or Path(data).name)
-    for what, got, asked in (("calibration", len(calib_idx), calib_pairs), ("gate", len(gate_idx), gate_pairs)):
-        if got < asked:
-            pairs.notes.append(f"{pairs.source}: only {got} {what} pairs available ({asked} asked)")
-    return pairs
-
-
-def synthetic_pairs(
-    workdir: str | Path,
-    size: tuple[int, int],
-    *,
-    calib_pairs: int = DEFAULT_CALIB_PAIRS,
-    gate_pairs: int = DEFAULT_GATE_PAIRS,
-) -> CalibrationPairs:
-    """A synthetic set made in `workdir` (whole backgrounds for each part), loaded as pairs."""
-    from toolkit.data.synth import synthesize
-
-    check_pair_counts(calib_pairs, gate_pairs)
-    per_bg = SYNTH_FOREGROUNDS * SYNTH_PLACEMENTS
-    calib_bgs, gate_bgs = -(-int(calib_pairs) // per_bg), -(-int(gate_pairs) // per_bg)
-    total = calib_bgs + gate_bgs
-    folder = Path(workdir) / "synthetic-calibration"
-    synthesize(folder, backgrounds=total, foregrounds=SYNTH_FOREGROUNDS, placements=SYNTH_PLACEMENTS,
-               size=max(size), seed=SYNTH_SEED, force=True)
-    return load_pairs(folder, size, calib_pairs=calib_pairs, gate_pairs=gate_pairs, holdout=gate_bgs / total,
-                      name="synthetic")
-
 
 # -- the conversion ---------------------------------------------------------------------------
 @dataclass

@@ -52,7 +52,7 @@ def imported_ckpt(tmp_path_factory, legacy_fixture) -> Path:
     from toolkit.legacy import import_legacy
 
     out = tmp_path_factory.mktemp("imported") / "epoch12.pt"
-    import_legacy(legacy_fixture, out)
+    import_legacy(legacy_fixture, out, calibration=None)  # the exact import: architecture.md's golden figures
     return out
 
 

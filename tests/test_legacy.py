@@ -21,7 +21,7 @@ def test_reads_every_tensor_of_the_fixture(legacy_fixture):
 
 def test_import_drops_unused_modules_and_writes_a_weights_only_checkpoint(legacy_fixture, tmp_path):
     out = tmp_path / "new.pt"
-    report = import_legacy(legacy_fixture, out)
+    report = import_legacy(legacy_fixture, out, calibration=None)
     assert set(report.dropped) == set(UNUSED_LEGACY_MODULES)
     assert sum(report.dropped.values()) == 169_216
     assert report.parameters == 493_408
@@ -129,6 +129,6 @@ def test_a_toolkit_checkpoint_needs_no_import(imported_ckpt):
 
 
 def test_epoch_comes_from_the_file_name(legacy_fixture, tmp_path):
-    assert import_legacy(legacy_fixture, tmp_path / "a.pt").epoch == 12  # eva4-week15-epoch12.pt
-    assert import_legacy(legacy_fixture, tmp_path / "b.pt", epoch=3).epoch == 3
+    assert import_legacy(legacy_fixture, tmp_path / "a.pt", calibration=None).epoch == 12  # eva4-week15-epoch12.pt
+    assert import_legacy(legacy_fixture, tmp_path / "b.pt", epoch=3, calibration=None).epoch == 3
     assert load_checkpoint(tmp_path / "a.pt")["epoch"] == 12

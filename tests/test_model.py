@@ -54,30 +54,55 @@ def test_any_size_divisible_by_four(h, w):
     assert m.shape == d.shape == (2, 1, h, w)
 
 
-def test_joint_tail_is_the_same_computation_in_eval_and_differs_only_in_training_batchnorm():
-    """`joint_tail` stacks the two branches through the shared tail: identical outputs in eval
-    mode (what is exported), and in training one set of BatchNorm statistics for both branches."""
+def test_tail_statistics_modes_share_the_eval_forward_and_differ_in_training_batchnorm():
+    """"shared", "joint" and "per_head" tails with the same weights and statistics compute the
+    same eval-mode outputs (what is exported); in training "joint" normalises both branches
+    together, the others each branch by its own batch; "per_head" keeps one set per head."""
     import torch
 
-    from toolkit.model import EVA4Net
+    from toolkit.model import EVA4Net, per_head_state
 
     torch.manual_seed(0)
-    net = EVA4Net().eval()
+    nets = {k: EVA4Net(k) for k in ("shared", "joint", "per_head")}
+    state = nets["shared"].state_dict()
+    nets["joint"].load_state_dict(state)
+    nets["per_head"].load_state_dict(per_head_state(state))
+    assert set(nets["joint"].state_dict()) == set(state)
     bg, fg = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        apart = net(bg, fg)
-        net.joint_tail = True
-        joint = net(bg, fg)
-    for a, b in zip(apart, joint):
-        assert a.shape == b.shape == (2, 1, 32, 32)
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    net.train()
+        out = {k: n.eval()(bg, fg) for k, n in nets.items()}
+        trained = {k: n.train()(bg, fg) for k, n in nets.items()}
+    for k in ("joint", "per_head"):
+        for a, b in zip(out["shared"], out[k]):
+            assert a.shape == b.shape == (2, 1, 32, 32)
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(trained["joint"][1], trained["shared"][1], atol=1e-4)
+    torch.testing.assert_close(trained["per_head"][1], trained["shared"][1], rtol=1e-5, atol=1e-5)
+    # training updated the shared set from both calls, the per-head sets each from its own
+    shared = nets["shared"].convblock8[1]
+    heads = nets["per_head"].convblock8[1]
+    assert int(shared.num_batches_tracked) == 2 and int(heads.mask.num_batches_tracked) == 1
+    assert not torch.allclose(heads.mask.running_mean, heads.depth.running_mean)
+
+
+def test_a_per_head_tail_applies_each_heads_statistics_in_eval_mode():
+    """Changing the depth head's statistics changes the depth output only."""
+    import torch
+
+    from toolkit.model import HEADS, EVA4Net, tail_stats_of
+
+    torch.manual_seed(1)
+    net = EVA4Net("per_head").eval()
+    assert tail_stats_of(net.state_dict()) == "per_head" and tail_stats_of(EVA4Net().state_dict()) == "shared"
+    assert sum(p.numel() for p in net.parameters()) == 493_408
+    assert {f"convblock7.1.{h}.running_var" for h in HEADS} <= set(net.state_dict())
+    bg, fg = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        joint_train = net(bg, fg)
-        net.joint_tail = False
-        apart_train = net(bg, fg)
-    assert not torch.allclose(joint_train[1], apart_train[1], atol=1e-4)
-    assert "joint_tail" not in " ".join(net.state_dict())
+        mask, depth = net(bg, fg)
+        net.convblock7_[1].depth.running_mean.add_(0.5)
+        mask2, depth2 = net(bg, fg)
+    torch.testing.assert_close(mask, mask2)
+    assert not torch.allclose(depth, depth2)
 
 
 def test_wrapping_a_network_on_another_device_puts_the_normalisation_there():

@@ -32,13 +32,13 @@ import torch
 from . import __version__
 from .errors import UserError
 from .fsutil import atomic_path, regular_file_problem
-from .model import EVA4Net, MaskDepthModel
-from .spec import IOSpec
+from .model import TAIL_STATS, EVA4Net, MaskDepthModel, tail_stats_of
+from .spec import ORIGINAL_DEPTH_CONVENTION, IOSpec
 
 FORMAT = "toolkit.checkpoint"
 FORMAT_VERSION = 2  # 2 added payload_sha256; version 1 files still load (without the check)
 HASH_KEY = "payload_sha256"
-ARCH = {"name": "eva4-week15", "params": 493_408}
+ARCH = {"name": "eva4-week15", "params": 493_408}  # + "tail_stats" (`toolkit.model.TAIL_STATS`)
 
 
 def make_checkpoint(
@@ -51,13 +51,16 @@ def make_checkpoint(
     source: str = "",
     metrics: dict[str, float] | None = None,
     training: dict[str, Any] | None = None,
+    tail_stats: str | None = None,
 ) -> dict[str, Any]:
-    """Assemble a checkpoint dict (weights are copied to CPU so the file is device-neutral)."""
+    """Assemble a checkpoint dict (weights are copied to CPU so the file is device-neutral).
+    `tail_stats`: how the network's tail kept its statistics (`toolkit.model.TAIL_STATS`); by
+    default what the state dict holds ("per_head" or "shared")."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "toolkit_version": __version__,
-        "arch": dict(ARCH),
+        "arch": {**ARCH, "tail_stats": tail_stats or tail_stats_of(model_state)},
         "model": {k: v.detach().to("cpu").clone() for k, v in model_state.items()},
         "iospec": spec.to_dict(),
         "recipe": recipe,
@@ -203,8 +206,8 @@ def read_checkpoint_header(path: str | Path) -> CheckpointHeader:
     ckpt = _torch_load(path, mmap=True)
     _check_header(ckpt, path)
     try:
-        spec = IOSpec.from_dict(ckpt["iospec"])
-    except (KeyError, ValueError) as e:
+        spec = spec_of(ckpt)
+    except (KeyError, ValueError, TypeError) as e:
         raise UserError(f"{path}: checkpoint has an invalid I/O spec ({e})") from e
     return CheckpointHeader(spec, str(ckpt.get("recipe", "")))
 
@@ -227,13 +230,17 @@ def validate_checkpoint(ckpt: Any, path: str | Path = "checkpoint", *, check_fin
     payload hash is `load_checkpoint`'s business (an in-memory dict has none yet)."""
     _check_header(ckpt, path)
     try:
-        IOSpec.from_dict(ckpt["iospec"])
-    except (KeyError, ValueError) as e:
+        spec_of(ckpt)
+    except (KeyError, ValueError, TypeError) as e:
         raise UserError(f"{path}: checkpoint has an invalid I/O spec ({e})") from e
     state = ckpt.get("model")
     if not isinstance(state, dict):
         raise UserError(f"{path}: checkpoint holds no model state dict")
-    expected = EVA4Net().state_dict()
+    tail_stats = tail_stats_from(ckpt, path)
+    if (tail_stats == "per_head") != (tail_stats_of(state) == "per_head"):
+        raise UserError(f"{path}: checkpoint says its tail keeps {tail_stats} BatchNorm statistics, "
+                        f"its weights hold {tail_stats_of(state)} ones")
+    expected = EVA4Net(tail_stats).state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -248,14 +255,39 @@ def validate_checkpoint(ckpt: Any, path: str | Path = "checkpoint", *, check_fin
             raise UserError(f"{path}: tensor {name} holds NaN or inf values")
 
 
+def tail_stats_from(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> str:
+    """The architecture field that says how the tail keeps its BatchNorm statistics. Checkpoints
+    written before the field existed load as they are: "joint" for the improved recipe (which
+    always trained the tail jointly), "shared" for the rest (the seed's recipe, legacy imports)."""
+    arch = ckpt.get("arch")
+    value = arch.get("tail_stats") if isinstance(arch, dict) else None
+    if value is None:
+        value = "joint" if ckpt.get("recipe") == "improved" else "shared"
+    if value not in TAIL_STATS:
+        raise UserError(f"{path}: checkpoint has an unknown tail_stats {value!r} (known: {', '.join(TAIL_STATS)})")
+    return str(value)
+
+
 def spec_of(ckpt: dict[str, Any]) -> IOSpec:
-    return IOSpec.from_dict(ckpt["iospec"])
+    """The checkpoint's I/O spec. One written before the depth convention was recorded reads as
+    `IOSpec.from_dict` says (near-bright: the toolkit's synthetic set then), except an import of
+    the original author's files, whose depth is the original set's (far-bright)."""
+    d = dict(ckpt["iospec"])
+    if "depth_convention" not in d and str(ckpt.get("source", "")).startswith("import-legacy"):
+        d["depth_convention"] = ORIGINAL_DEPTH_CONVENTION
+    return IOSpec.from_dict(d)
+
+
+def build_net(ckpt: dict[str, Any]) -> EVA4Net:
+    """The network of a (validated) checkpoint, its architecture as recorded, its weights loaded."""
+    net = EVA4Net(tail_stats_from(ckpt))
+    net.load_state_dict(ckpt["model"])
+    return net
 
 
 def build_model(ckpt: dict[str, Any]) -> MaskDepthModel:
     """The wrapped model ([0, 1] in and out) in eval mode, on the CPU."""
-    net = EVA4Net()
-    net.load_state_dict(ckpt["model"])
+    net = build_net(ckpt)
     return MaskDepthModel(net, spec_of(ckpt)).eval()
 
 

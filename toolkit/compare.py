@@ -20,7 +20,7 @@ import numpy as np
 from . import metrics
 from .errors import UserError
 from .runtime import Runner, open_runner
-from .spec import INPUT_NAMES, OUTPUT_NAMES
+from .spec import INPUT_NAMES, ORIGINAL_DEPTH_CONVENTION, OUTPUT_NAMES
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,7 @@ class WorstPair:
     inputs: dict[str, np.ndarray]  # bg, fgbg: [3, H, W]
     got: dict[str, np.ndarray]  # mask, depth: [H, W]
     ref: dict[str, np.ndarray]
+    depth_convention: str = ORIGINAL_DEPTH_CONVENTION  # the reference's: what its depth legend says
 
     def panel(self) -> np.ndarray:
         """bg | fgbg | mask ref | mask model | |diff| | depth ref | depth model | |diff| (uint8 RGB).
@@ -172,7 +173,7 @@ class WorstPair:
             diff = np.abs(got - ref)
             top = float(diff.max())
             show = imageio.colorize_depth if n == "depth" else np.asarray
-            shown = imageio.DEPTH_LEGEND if n == "depth" else None
+            shown = imageio.depth_legend(self.depth_convention) if n == "depth" else None
             tiles += [show(ref), show(got), imageio.colorize_depth(diff / (top or 1.0))]
             labels += [f"{n} ref", f"{n} model", f"{n} |diff|"]
             legends += [shown, shown, imageio.magma_legend("0", f"{top:.1e}")]
@@ -230,7 +231,7 @@ class _Accumulator:
             thresholds=thresholds,
             nonfinite=dict(self.nonfinite),
             empty_masks=metrics.both_empty_count(got["mask"], ref["mask"]),
-            worst=self.worst,
+            worst=None if self.worst is None else replace(self.worst, depth_convention=runner.spec.depth_convention),
         ).judge()
 
 

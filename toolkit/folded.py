@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import EVA4Net, MaskDepthModel
+from .model import EVA4Net, MaskDepthModel, head_norm
 
 # Row (and column) maps of the 3x3 kernel of the last convolution, per output phase: phase 0
 # (even rows of the upsampled output) reads the rows above, at and at of `v` for the original
@@ -51,13 +51,14 @@ def polyphase_kernel(weight: torch.Tensor) -> torch.Tensor:
     return k.reshape(weight.shape[0] * 4, weight.shape[1], 3, 3)
 
 
-def _dsb_small(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """A DSB block (dilated depthwise, pointwise, BatchNorm, ReLU) applied to `x` where the
-    original applied it to `Up(x)`: the depthwise convolution without dilation."""
+def _dsb_small(block: nn.Sequential, x: torch.Tensor, head: str) -> torch.Tensor:
+    """A tail DSB block (dilated depthwise, pointwise, BatchNorm with `head`'s statistics, ReLU)
+    applied to `x` where the original applied it to `Up(x)`: the depthwise convolution without
+    dilation."""
     ds, bn, relu = block
     dw = ds.depthwise
     x = F.conv2d(x, dw.weight, dw.bias, padding=1, groups=dw.groups)
-    return relu(bn(ds.pointwise(x)))
+    return relu(head_norm(bn, ds.pointwise(x), head))
 
 
 class FoldedEVA4Net(nn.Module):
@@ -80,11 +81,11 @@ class FoldedEVA4Net(nn.Module):
             raise RuntimeError("FoldedEVA4Net is for inference only (eval-mode BatchNorm)")
         return super().train(False)
 
-    def tail(self, z: torch.Tensor) -> torch.Tensor:
+    def tail(self, z: torch.Tensor, head: str) -> torch.Tensor:
         n = self.net
-        u = z + n.convblock7_1x1(_dsb_small(n.convblock7_, _dsb_small(n.convblock7, z)))  # H/4
+        u = z + n.convblock7_1x1(_dsb_small(n.convblock7_, _dsb_small(n.convblock7, z, head), head))  # H/4
         u = F.interpolate(u, scale_factor=2.0, mode="nearest")  # H/2
-        v = _dsb_small(n.convblock8, u)  # H/2 (the original ran it at H)
+        v = _dsb_small(n.convblock8, u, head)  # H/2 (the original ran it at H)
         return F.pixel_shuffle(F.conv2d(v, self.head_weight, padding=1), 2)  # H
 
     def forward(self, bg: torch.Tensor, fgbg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,7 +95,7 @@ class FoldedEVA4Net(nn.Module):
         x = n.pool(x)
         m = x + n.convblock5_1x1(n.convblock5_(n.convblock5(x)))
         d = m + n.convblock6_1x1(n.convblock6_(n.convblock6(m)))
-        return self.tail(m), self.tail(d)
+        return self.tail(m, "mask"), self.tail(d, "depth")
 
 
 def fold(model: MaskDepthModel) -> MaskDepthModel:

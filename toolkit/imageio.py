@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import UserError
 from .fsutil import regular_file_problem, write_bytes_atomic
 from .pictures import Legend, compose
+from .spec import ORIGINAL_DEPTH_CONVENTION, check_depth_convention
 
 # A 160 x 160 data set never needs more; a larger header is almost surely a decompression bomb
 # (a tiny file that inflates to gigabytes). Pillow's own limit (~89 Mpx) only warns.
@@ -250,8 +251,9 @@ def save_png(path: str | os.PathLike, arr: np.ndarray) -> Path:
 
 
 # Magma (matplotlib / BIDS colormaps, CC0), 17 stops of the 256-entry table as uint8 RGB.
-# Chosen because its lightness rises monotonically: with depth 1 = near, near reads bright,
-# which is the data's own convention, and it stays readable in greyscale print.
+# Chosen because its lightness rises monotonically, so a depth tile reads like the grey it was
+# stored as (bright = far for a far-bright model, near for a near-bright one: `depth_legend`
+# says which), and it stays readable in greyscale print.
 _MAGMA_STOPS = np.array(
     [
         [0, 0, 4], [10, 8, 34], [29, 17, 71], [54, 16, 107], [81, 18, 124], [106, 28, 129],
@@ -269,7 +271,8 @@ _MAGMA_LUT = np.stack(
 
 
 def colorize_depth(depth: np.ndarray) -> np.ndarray:
-    """Depth HxW in [0, 1] (1 = near) to a uint8 HxWx3 magma image: near bright, far dark."""
+    """Depth HxW in [0, 1] to a uint8 HxWx3 magma image: 0 dark, 1 bright (what that means is the
+    model's depth convention: put `depth_legend(convention)` over the tile)."""
     d = np.asarray(depth)
     if d.ndim == 3 and d.shape[2] == 1:
         d = d[:, :, 0]
@@ -278,8 +281,12 @@ def colorize_depth(depth: np.ndarray) -> np.ndarray:
     return _MAGMA_LUT[to_uint8(d)]
 
 
-# What magma's two ends mean on a depth tile: the data's convention is 1 = near.
-DEPTH_LEGEND = Legend(_MAGMA_LUT, "far", "near")
+def depth_legend(convention: str = ORIGINAL_DEPTH_CONVENTION) -> Legend:
+    """What magma's two ends mean on a depth tile of a model (or data set) whose depth grey runs
+    as `convention` says (`toolkit.spec.DEPTH_CONVENTIONS`): "far" at the bright end for
+    far-bright depth (the original's), "near" there for near-bright."""
+    check_depth_convention(convention)
+    return Legend(_MAGMA_LUT, "near", "far") if convention == "far-bright" else Legend(_MAGMA_LUT, "far", "near")
 
 
 def magma_legend(low: str, high: str) -> Legend:
@@ -311,7 +318,7 @@ def _to_height(tile: np.ndarray, height: int) -> np.ndarray:
 def make_panel(images: Sequence[np.ndarray], labels: Sequence[str], gap: int = 2, *,
                legends: Sequence[Legend | None] | None = None, min_height: int = 0) -> np.ndarray:
     """Tiles side by side at a common height (the tallest), each under its label: one row of
-    `make_grid`. Pass `legends=[..., DEPTH_LEGEND]` to put a far/near bar over a depth tile."""
+    `make_grid`. Pass `legends=[..., depth_legend(convention)]` to put a near/far bar over a depth tile."""
     return make_grid([images], labels, gap, legends=legends, min_height=min_height)
 
 

@@ -18,6 +18,7 @@ from .errors import UserError
 from .fsutil import check_output_dir, ensure_dir
 from .runtime import Runner, open_runner
 from .runtime.fixed import open_fixed_camera
+from .spec import ORIGINAL_DEPTH_CONVENTION
 
 OUTPUT_FILES = ("mask.png", "depth.png", "panel.png")  # panel last: its presence means the pair is done
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -109,11 +110,13 @@ def load_pair(job: PairJob, size: tuple[int, int], background: tuple[np.ndarray,
     return bg, fgbg, background[1] if background is not None else imageio.resize(bg, size), imageio.resize(fgbg, size), note
 
 
-def write_outputs(out: Path, bg: np.ndarray, fgbg: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> list[Path]:
+def write_outputs(out: Path, bg: np.ndarray, fgbg: np.ndarray, mask: np.ndarray, depth: np.ndarray,
+                  depth_convention: str = ORIGINAL_DEPTH_CONVENTION) -> list[Path]:
     """mask.png, depth.png (colour map) and panel.png at the fgbg image's size (atomic writes).
 
     mask.png and depth.png are data (the input's size, nothing drawn on them); only the panel,
-    which a person reads, gets labels and the depth tile's far/near bar.
+    which a person reads, gets labels and the depth tile's near/far bar (`depth_convention`: the
+    model's, which says which end is far).
     """
     h, w = fgbg.shape[:2]
     mask = np.clip(imageio.resize(mask, (h, w)), 0.0, 1.0)
@@ -124,7 +127,7 @@ def write_outputs(out: Path, bg: np.ndarray, fgbg: np.ndarray, mask: np.ndarray,
     paths = [imageio.save_png(out / mask_file, mask), imageio.save_png(out / depth_file, depth_rgb)]
     bg_tile = imageio.resize(bg, (h, w)) if bg.shape[:2] != (h, w) else bg
     panel = imageio.make_panel([bg_tile, fgbg, mask, depth_rgb], ["bg", "fgbg", "mask", "depth"],
-                               legends=[None, None, None, imageio.DEPTH_LEGEND])
+                               legends=[None, None, None, imageio.depth_legend(depth_convention)])
     paths.append(imageio.save_png(out / panel_file, panel))  # last: marks the pair as done
     return paths
 
@@ -195,7 +198,7 @@ def infer_files(
                         report.notes.append(note)
                 mask = np.nan_to_num(result["mask"][i, 0], nan=0.0)
                 depth = np.nan_to_num(result["depth"][i, 0], nan=0.0)
-                paths = write_outputs(job.out, bg_img, fg_img, mask, depth)
+                paths = write_outputs(job.out, bg_img, fg_img, mask, depth, runner.spec.depth_convention)
                 report.files += len(paths)
                 report.panel = paths[-1]
                 report.pairs += 1

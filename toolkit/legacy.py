@@ -17,6 +17,7 @@ import pickle
 import re
 import struct
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -277,6 +278,7 @@ class ImportReport:
     tensors: int
     parameters: int
     dropped: dict[str, int]  # unused module -> parameter count dropped
+    recalibration: Any = None  # toolkit.recalibrate.Recalibration, unless the statistics were kept
 
 
 def epoch_from_name(path: Path) -> int:
@@ -285,16 +287,18 @@ def epoch_from_name(path: Path) -> int:
     return int(m.group(1)) if m else 0
 
 
-def import_legacy(source: str | Path, out: str | Path, *, epoch: int | None = None) -> ImportReport:
-    """Convert an original checkpoint into the toolkit's format (seed recipe decoding, 128 px)."""
+def legacy_checkpoint(source: str | Path, *, epoch: int | None = None) -> tuple[dict[str, Any], LegacyModel, dict[str, int]]:
+    """An original checkpoint as a toolkit checkpoint dict, in memory (seed recipe decoding,
+    128 px, BatchNorm statistics as shipped), the file as read, and the parameters dropped per
+    unused module."""
     import torch  # lazy: the edge install never gets here
 
-    from .checkpoint import make_checkpoint, save_checkpoint, validate_checkpoint
+    from .checkpoint import make_checkpoint, validate_checkpoint
     from .fsutil import sha256_file
-    from .model import UNUSED_LEGACY_MODULES, EVA4Net
+    from .model import UNUSED_LEGACY_MODULES
     from .spec import SEED_SPEC
 
-    source, out = Path(source), Path(out)
+    source = Path(source)
     legacy = read_legacy(source)
     dropped: dict[str, int] = {}
     state: dict[str, torch.Tensor] = {}
@@ -305,17 +309,38 @@ def import_legacy(source: str | Path, out: str | Path, *, epoch: int | None = No
                 dropped[module] = dropped.get(module, 0) + int(arr.size)
             continue
         state[key] = torch.from_numpy(arr.copy(order="C"))
-    epoch = epoch_from_name(source) if epoch is None else epoch
     ckpt = make_checkpoint(
         state,
         SEED_SPEC,
-        epoch=epoch,
+        epoch=epoch_from_name(source) if epoch is None else epoch,
         recipe="seed",
         source=f"import-legacy {source.name} sha256:{sha256_file(source)}",
     )
     validate_checkpoint(ckpt, source)
-    net = EVA4Net()
-    net.load_state_dict(ckpt["model"])
-    params = sum(p.numel() for p in net.parameters())
+    return ckpt, legacy, dropped
+
+
+def import_legacy(source: str | Path, out: str | Path, *, epoch: int | None = None, calibration: Any = "default",
+                  say: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None) -> ImportReport:
+    """Convert an original checkpoint into the toolkit's format (seed recipe decoding, 128 px).
+
+    `calibration` (a `toolkit.recalibrate.CalibrationOptions`; "default": its defaults, a
+    synthetic set): re-estimate every BatchNorm's running statistics, the tail one set per head,
+    and refuse (`CheckFailed`, nothing written) when the label-free agreement stays low. The
+    original files' statistics are a blend of both heads' that eval mode cannot use
+    (architecture.md). None writes the exact old import, statistics as shipped. `progress(done,
+    total)`: its batches."""
+    from .checkpoint import build_net, save_checkpoint
+
+    source, out = Path(source), Path(out)
+    ckpt, legacy, dropped = legacy_checkpoint(source, epoch=epoch)
+    tensors = len(ckpt["model"])
+    params = sum(p.numel() for p in build_net(ckpt).parameters())
+    report = None
+    if calibration is not None:
+        from .recalibrate import CalibrationOptions, recalibrate_checked
+
+        calibration = CalibrationOptions() if calibration == "default" else calibration
+        ckpt, report = recalibrate_checked(ckpt, calibration, str(out), say, progress)
     save_checkpoint(out, ckpt)
-    return ImportReport(source, out, legacy.root_class, epoch, len(state), params, dropped)
+    return ImportReport(source, out, legacy.root_class, int(ckpt["epoch"]), tensors, params, dropped, report)

@@ -104,7 +104,8 @@ def mask_dice(pred: np.ndarray, true: np.ndarray, threshold: float = 0.5) -> flo
 
 
 def depth_iou(pred: np.ndarray, true: np.ndarray, threshold: float = 0.5) -> float:
-    """IoU of the "near" regions (depth in [0, 1], near = bright) at `threshold`, per image."""
+    """IoU of the regions above `threshold` (the near regions when the depth is read as nearness,
+    1 = near: `toolkit.spec.nearness`), per image."""
     return mask_iou(pred, true, threshold)
 
 

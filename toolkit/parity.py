@@ -114,6 +114,12 @@ def run_parity(
     for r in runners:
         if r.spec.size != size:
             raise UserError(f"{r.path}: takes {r.spec.height}x{r.spec.width}, the reference {ref_path.name} {size[0]}x{size[1]}")
+    if ref_path.suffix.lower() == ".pt":  # parity proves the exports equal it: say when it is itself off
+        from .recalibrate import check_statistics
+
+        statistics = check_statistics(ref_path)
+        if not statistics:
+            notes.append(statistics.line())
     feeds = parity_feeds(data, size, limit=limit, batch_size=batch_size)
     with ref_runner:
         refs = [ref_runner.infer(feed) for feed in feeds]

@@ -160,9 +160,17 @@ def startup_check(runner: Runner) -> str:
 
 def self_test_model(model: str | Path, **options: Any) -> list[str]:
     """`doctor --model`: the self-test of `model` on the runtime `options` pick, and of its
-    fixed-camera pair when one sits beside it; a line per run, CheckFailed on the first failure."""
+    fixed-camera pair when one sits beside it; a line per run, CheckFailed on the first failure.
+    A checkpoint has no golden pairs (it is the reference): whether its BatchNorm statistics
+    match its network is what can be wrong with it (`toolkit.recalibrate.check_statistics`)."""
     from .runtime import open_runner
     from .runtime.fixed import SplitPairRunner, has_pair
+
+    if Path(model).suffix.lower() == ".pt":
+        from .recalibrate import check_statistics
+
+        open_runner(model, **options)  # the file is checked as every model is
+        return [check_statistics(model).line()]
 
     runners = [open_runner(model, **options)]
     if has_pair(model):

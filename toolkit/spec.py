@@ -35,6 +35,31 @@ DEPTH_MEAN, DEPTH_STD = 0.350, 0.208
 DEFAULT_IMAGE_SIZE = 128
 METADATA_PREFIX = "toolkit."
 
+# Which way a depth map's grey runs. The original set's depth is DenseDepth's output through a
+# colour map to grey: bright = far (dataset.md); the author's checkpoints predict that. The
+# toolkit's synthetic set wrote near = bright before the convention was recorded, so a model or
+# file that does not say reads as "near-bright" (`IOSpec.from_dict`), with a note.
+DEPTH_CONVENTIONS = ("far-bright", "near-bright")
+ORIGINAL_DEPTH_CONVENTION = "far-bright"
+UNRECORDED_DEPTH_CONVENTION = "near-bright"
+
+
+def check_depth_convention(value: str) -> str:
+    if value not in DEPTH_CONVENTIONS:
+        raise ValueError(f"depth convention must be one of {', '.join(DEPTH_CONVENTIONS)}, got {value!r}")
+    return value
+
+
+def nearness(depth: np.ndarray, convention: str) -> np.ndarray:
+    """Depth in [0, 1] as "1 = near" whatever way it was stored: how metrics that need a side
+    (the near region, metres) read any model's or data set's depth."""
+    return depth if check_depth_convention(convention) == "near-bright" else (1.0 - depth).astype(np.asarray(depth).dtype)
+
+
+def convert_depth(depth: np.ndarray, source: str, target: str) -> np.ndarray:
+    """Depth in [0, 1] stored as `source` says, as `target` would store it."""
+    return depth if check_depth_convention(source) == check_depth_convention(target) else nearness(depth, "far-bright")
+
 
 @dataclass(frozen=True)
 class Normalisation:
@@ -102,11 +127,16 @@ class IOSpec:
     fgbg: Normalisation = field(default_factory=lambda: Normalisation(FGBG_MEAN, FGBG_STD))
     mask: Decoding = field(default_factory=lambda: Decoding("affine_clip", MASK_STD, MASK_MEAN))
     depth: Decoding = field(default_factory=lambda: Decoding("affine_clip", DEPTH_STD, DEPTH_MEAN))
+    depth_convention: str = ORIGINAL_DEPTH_CONVENTION  # which way the depth output's grey runs
 
     def __post_init__(self) -> None:
         for n, v in (("height", self.height), ("width", self.width)):
             if int(v) <= 0 or int(v) % 4:
                 raise ValueError(f"image {n} must be a positive multiple of 4, got {v}")
+        check_depth_convention(self.depth_convention)
+
+    def with_depth_convention(self, convention: str) -> IOSpec:
+        return replace(self, depth_convention=check_depth_convention(convention))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -140,6 +170,7 @@ class IOSpec:
                 fgbg=Normalisation(tuple(map(float, d["fgbg"]["mean"])), tuple(map(float, d["fgbg"]["std"]))),
                 mask=Decoding(str(d["mask"]["kind"]), float(d["mask"]["scale"]), float(d["mask"]["offset"])),
                 depth=Decoding(str(d["depth"]["kind"]), float(d["depth"]["scale"]), float(d["depth"]["offset"])),
+                depth_convention=str(d.get("depth_convention", UNRECORDED_DEPTH_CONVENTION)),
             )
         except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
             raise ValueError(f"invalid I/O spec: {e}") from e
@@ -156,6 +187,7 @@ class IOSpec:
             f"{METADATA_PREFIX}decoding": json.dumps(
                 {k: self.to_dict()[k] for k in ("mask", "depth")}, sort_keys=True
             ),
+            f"{METADATA_PREFIX}depth_convention": self.depth_convention,
             f"{METADATA_PREFIX}iospec": json.dumps(self.to_dict(), sort_keys=True),
         }
 
@@ -171,6 +203,15 @@ class IOSpec:
 
 
 SEED_SPEC = IOSpec()
+
+
+def depth_convention_note(name: str, metadata: Mapping[str, str]) -> str | None:
+    """A note for a model file whose metadata does not say which way its depth runs."""
+    raw = metadata.get(f"{METADATA_PREFIX}iospec")
+    if raw is None or '"depth_convention"' in raw:
+        return None
+    return (f"{name}: written before models recorded their depth convention: its depth is read as "
+            f"{UNRECORDED_DEPTH_CONVENTION} (bright = near); export it again to record it")
 
 
 @dataclass(frozen=True)

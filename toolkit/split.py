@@ -92,7 +92,7 @@ class FrameHalf(nn.Module):
         x = n.pool(x + n.convblock4_(F.relu(y)))
         m = x + n.convblock5_1x1(n.convblock5_(n.convblock5(x)))
         d = m + n.convblock6_1x1(n.convblock6_(n.convblock6(m)))
-        return self.model.decode_mask(self.impl.tail(m)), self.model.decode_depth(self.impl.tail(d))
+        return self.model.decode_mask(self.impl.tail(m, "mask")), self.model.decode_depth(self.impl.tail(d, "depth"))
 
 
 def split(model: MaskDepthModel) -> tuple[BackgroundHalf, FrameHalf]:

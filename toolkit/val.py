@@ -8,10 +8,15 @@ use: whole backgrounds, `toolkit.data.split`), with the figures `toolkit train` 
 delta1), and times each at the batch sizes asked in the same run (`toolkit.bench`'s interleaved
 rounds, so the latency ratios are measured over the same stretch of the machine's time).
 
+Depth sides: a model's depth and a data set's each run one way (`toolkit.spec.DEPTH_CONVENTIONS`:
+the model's metadata, the set's `dataset.json`). Both are read as "nearness" (1 = near) before
+scoring, so a model is scored against data of the other convention too (said in a note), and the
+near-region IoU is the region nearer than the middle grey whatever way the grey was stored.
+
 Depth units: AbsRel and delta1 are ratios of depths, so they need depth in a unit where 0 means
 "at the camera". The toolkit's synthetic set stores log-spaced grey (`gray_to_metres` gives
-metres); another data set's grey levels are taken as they are (`gray`), pixels below
-`metrics.DEPTH_EPS` left out. Without `--data` a synthetic set is made for the run (its own seed:
+metres); another data set's grey levels are taken as a far-bright grey (`gray`: 0 at the camera,
+the original set's own way), pixels below `metrics.DEPTH_EPS` left out. Without `--data` a synthetic set is made for the run (its own seed:
 backgrounds no default training run has seen) and every pair of it is scored.
 
 No torch at import: `.onnx` models are scored on the edge install.
@@ -30,7 +35,7 @@ import numpy as np
 from . import metrics
 from .bench import Target, check_timing, open_targets, parse_providers, time_interleaved
 from .errors import UserError
-from .spec import INPUT_NAMES, OUTPUT_NAMES
+from .spec import INPUT_NAMES, ORIGINAL_DEPTH_CONVENTION, OUTPUT_NAMES, nearness
 
 DEPTH_UNITS = ("auto", "synthetic", "gray")
 DEFAULT_LIMIT = 64
@@ -50,6 +55,7 @@ class HeldOut:
     source: str
     backgrounds: int
     units: str  # "synthetic" or "gray"
+    depth_convention: str = ORIGINAL_DEPTH_CONVENTION  # which way the data set's depth grey runs
 
     @property
     def count(self) -> int:
@@ -111,14 +117,18 @@ def held_out(data: str | Path, size: tuple[int, int], *, limit: int = DEFAULT_LI
         picks = [pool[i] for i in evenly(len(pool), limit)]
         arrays = ds.load_batch(picks, size)
         bgs = len({ds.samples[i].bg for i in picks})
-    return HeldOut({k: arrays[k] for k in INPUT_NAMES}, {k: arrays[k] for k in OUTPUT_NAMES}, Path(data).name, bgs, units)
+        convention = ds.depth_convention
+    return HeldOut({k: arrays[k] for k in INPUT_NAMES}, {k: arrays[k] for k in OUTPUT_NAMES}, Path(data).name, bgs, units,
+                   convention)
 
 
 def score(target: Target, pairs: HeldOut) -> ValRow:
-    """One model's figures against the labels (its session loaded for this and freed after)."""
+    """One model's figures against the labels (its session loaded for this and freed after), both
+    depths read as nearness (module docstring)."""
     from .data.synth import gray_to_metres
 
-    acc = metrics.MetricAccumulator(to_metres=gray_to_metres if pairs.units == "synthetic" else (lambda g: g))
+    acc = metrics.MetricAccumulator(to_metres=gray_to_metres if pairs.units == "synthetic" else (lambda near: 1.0 - near))
+    truth = nearness(pairs.truth["depth"], pairs.depth_convention)
     bad = 0
     with target.runner as runner:
         for i in range(0, pairs.count, SCORE_BATCH):
@@ -126,7 +136,8 @@ def score(target: Target, pairs: HeldOut) -> ValRow:
             out = runner.infer(feed)
             bad += int(sum((~np.isfinite(out[n])).sum() for n in OUTPUT_NAMES))
             got = {n: np.nan_to_num(out[n], nan=0.0, posinf=1.0, neginf=0.0) for n in OUTPUT_NAMES}
-            acc.update(got["mask"], got["depth"], pairs.truth["mask"][i:i + SCORE_BATCH], pairs.truth["depth"][i:i + SCORE_BATCH])
+            acc.update(got["mask"], nearness(got["depth"], runner.spec.depth_convention),
+                       pairs.truth["mask"][i:i + SCORE_BATCH], truth[i:i + SCORE_BATCH])
     return ValRow(str(target.path), runner.backend_used, runner.precision, pairs.count, acc.result(), {}, nonfinite=bad)
 
 
@@ -183,9 +194,12 @@ def validate(models: list[str | Path], data: str | Path | None = None, *, provid
             on_row(row)
     for t, row in zip(targets, rows):  # a provider that fell back, a runtime the machine lacks: said, not silent
         notes += [n if n.startswith(Path(t.path).name) else f"{Path(t.path).name} ({row.backend}): {n}" for n in t.runner.notes]
+    notes += [f"{Path(t.path).name} predicts {t.runner.spec.depth_convention} depth, {pairs.source} holds "
+              f"{pairs.depth_convention}: scored with one side flipped" for t in targets
+              if t.runner.spec.depth_convention != pairs.depth_convention]
     notes = list(dict.fromkeys(notes))
     notes.append("depth AbsRel and delta1 " + ("in metres (the synthetic set's log-spaced grey)" if pairs.units == "synthetic"
-                                                else "on the grey levels as stored (--depth-units synthetic: metres)"))
+                                                else "on far-bright grey levels (--depth-units synthetic: metres)"))
     return ValReport(pairs.source, pairs.count, pairs.backgrounds, pairs.units, batches, rows, notes)
 
 

@@ -80,7 +80,8 @@ class Checkpointer:
             state["ema_updates"] = p.ema.updates
         weights = (p.ema.module if p.ema is not None else p.model.net).state_dict()
         save_checkpoint(path, make_checkpoint(weights, p.spec, epoch=p.pos.epoch, step=p.pos.step, recipe=p.recipe.name,
-                                              source="toolkit train", metrics=metrics, training=state))
+                                              source="toolkit train", metrics=metrics, training=state,
+                                              tail_stats=p.model.net.tail_stats))
         if path == self.last:
             self.last_step = p.pos.step
 

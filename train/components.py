@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from toolkit.checkpoint import tail_stats_from
 from toolkit.errors import UserError
 from toolkit.model import EVA4Net, MaskDepthModel
 from toolkit.spec import IOSpec
@@ -27,6 +28,7 @@ from . import distributed
 from .config import Recipe, TrainConfig, get_recipe
 from .dataset import EpochBatches, PairTensors, batches_per_epoch
 from .ema import WeightAverage
+from .init import InitModel, check_init_data, read_init
 from .interrupt import ignore_sigint
 from .losses import MaskDepthLoss
 from .optim import describe_extension, follow_schedule, make_optimizer, make_scheduler
@@ -87,10 +89,19 @@ def build_components(config: TrainConfig, ckpt: dict[str, Any] | None, device: t
                           processes=group.local_world)  # CPU threads shared by this machine's ranks
     apply_threads(speed)
     seed_everything(config.seed)
-    model, optimizer, ema = _make_model(config, recipe, spec, speed, device)
+    init = read_init(config.init) if config.init is not None and ckpt is None else None
+    if init is not None:
+        say(init.describe())
+    model, optimizer, ema = _make_model(config, recipe, spec, speed, device, ckpt, init)
     loss_fn = MaskDepthLoss(recipe)
     pos = Position(plan=[config.epochs]) if ckpt is None else _restore(config, ckpt, model, ema, group, say)
     data = _run_data(config, ckpt, out, given, group, say)
+    # The depth the model learns runs the way its data set's does: the checkpoint (and so every
+    # export) records it, and the pictures' legends follow it.
+    spec = spec.with_depth_convention(data.pairs.depth_convention)
+    model.spec = spec
+    if init is not None:
+        check_init_data(init, spec.depth_convention, config.data or "the synthetic set")
     if len(data.train_idx) < group.world:
         raise UserError(f"{len(data.train_idx)} training pairs cannot feed {group.world} processes")
     sampler = EpochBatches(len(data.train_idx), config.batch_size, config.seed, rank=group.rank, world=group.world)
@@ -128,10 +139,15 @@ def _scheduler(config: TrainConfig, recipe: Recipe, optimizer: torch.optim.Optim
     return scheduler
 
 
-def _make_model(config: TrainConfig, recipe: Recipe, spec: IOSpec, speed: SpeedOptions,
-                device: torch.device) -> tuple[MaskDepthModel, torch.optim.Optimizer, WeightAverage | None]:
-    model = MaskDepthModel(EVA4Net(), spec)
-    model.net.joint_tail = recipe.joint_tail
+def _make_model(config: TrainConfig, recipe: Recipe, spec: IOSpec, speed: SpeedOptions, device: torch.device,
+                ckpt: dict[str, Any] | None, init: InitModel | None,
+                ) -> tuple[MaskDepthModel, torch.optim.Optimizer, WeightAverage | None]:
+    """The network (a resumed run's tail as it was; a new run's as the config says), `init`'s
+    weights in it before the optimiser and the average see it."""
+    tail = tail_stats_from(ckpt) if ckpt is not None else config.effective_tail
+    model = MaskDepthModel(EVA4Net(tail), spec)
+    if init is not None:
+        model.net.load_state_dict(init.state_for(tail))
     prepare_model(model, device, replace(speed, compile=False))  # same parameters, same state dict keys
     optimizer = make_optimizer(recipe, model.net.parameters(), config.effective_lr, config.effective_momentum)
     ema = WeightAverage(model.net, recipe.ema) if recipe.ema > 0 else None

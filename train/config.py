@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import UserError
+from toolkit.model import TAIL_STATS
 from toolkit.spec import SEED_SPEC, Decoding, IOSpec
 
 DEFAULT_OUT = Path("runs/train")
@@ -44,7 +45,7 @@ class Recipe:
     augment: bool = False  # flips for all four tensors, colour jitter on the inputs (`train.augment`)
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = none
     grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping
-    joint_tail: bool = False  # one BatchNorm statistic for both branches' tail (`EVA4Net.joint_tail`)
+    tail_stats: str = "shared"  # how the tail keeps its BatchNorm statistics (`toolkit.model.TAIL_STATS`)
 
 
 # The improved recipe decodes the mask as a probability (trained as logits) and keeps the
@@ -55,7 +56,13 @@ RECIPES: dict[str, Recipe] = {
     "seed": Recipe(
         name="seed",
         description="the original author's: SGD lr 0.01 momentum 0.9, L1(mask) + 2 L1(depth) on "
-        "targets normalised with mask 0.079/0.254 and depth 0.35/0.208, affine_clip decoding",
+        "targets normalised with mask 0.079/0.254 and depth 0.35/0.208, affine_clip decoding; the tail's "
+        "BatchNorm keeps one set of statistics per head (the same training computation as the original's "
+        "shared set, whose blend eval mode cannot use)",
+        # Per head or shared, training normalises each head's call by its own batch: the same
+        # computation. Only the running statistics differ, and only per head are they what eval
+        # mode needs (benchmarks/README.md: depth RMSE 0.106 vs 0.201 at equal budget).
+        tail_stats="per_head",
     ),
     "improved": Recipe(
         name="improved",
@@ -75,10 +82,12 @@ RECIPES: dict[str, Recipe] = {
         # ones (~1 std), and the tail is shared with the mask's logits: 4 keeps depth learning
         # alongside the mask (benchmarks/README.md: 1 leaves depth at its mean, 8 starves the mask).
         depth_weight=4.0,
+        # joint over per_head: equal or better on every eval-mode figure at 480 steps, two seeds
+        # (benchmarks/README.md, "the tail's BatchNorm statistics"); shared fails in eval mode.
         augment=True,
         ema=0.998,
         grad_clip=2.0,
-        joint_tail=True,
+        tail_stats="joint",
     ),
 }
 
@@ -92,7 +101,8 @@ def get_recipe(name: str) -> Recipe:
 
 # Fields that decide the weights' trajectory: a resumed run must keep them as they were (`data`
 # may point at a moved copy of the same set; see `train.state.load_resume`).
-TRAJECTORY_FIELDS = ("data", "batch_size", "image_size", "lr", "momentum", "recipe", "seed", "holdout", "clip_grad")
+TRAJECTORY_FIELDS = ("data", "batch_size", "image_size", "lr", "momentum", "recipe", "seed", "holdout", "clip_grad",
+                     "init", "tail")
 
 # What a field left at None means for a new run. None itself means "not given": a resumed run
 # then keeps the run's own value, and only options actually given are compared with the run's.
@@ -107,7 +117,9 @@ class TrainConfig:
     max_steps -> no limit beyond `epochs`. The fields of `DEFAULTS` take their default at once
     for a new run; with `resume` set they stay None when not given and the resumed run's own
     settings are used (`train.state.load_resume`), so an option given with the default's value
-    is told apart from one left out.
+    is told apart from one left out. With `init` (a new run from a model's weights) the recipe
+    left out is the model's own (`train.init`), so its outputs keep the decoding they were
+    trained with; `tail` left out is the recipe's.
 
     `deterministic` asks for deterministic kernels (and no cuDNN autotuning): on the CPU a
     resumed run is bit-identical to an unbroken one anyway, on CUDA only with it."""
@@ -136,12 +148,14 @@ class TrainConfig:
     channels_last: bool | None = None  # None = where it pays (train.speed)
     compile: bool = False  # torch.compile the training forward
     synth: dict[str, int] = field(default_factory=dict)  # options for the default synthetic set
+    init: Path | None = None  # start from this model's weights (a toolkit or the original author's checkpoint)
+    tail: str | None = None  # the tail's BatchNorm statistics (`toolkit.model.TAIL_STATS`); None: the recipe's
     force: bool = False  # a new run in a folder that holds one: start over (see `train.loop.preflight`)
 
     def __post_init__(self) -> None:
         if self.resume is None:
             for k, v in DEFAULTS.items():
-                if getattr(self, k) is None:
+                if getattr(self, k) is None and not (k == "recipe" and self.init is not None):
                     setattr(self, k, v)
 
     def with_defaults(self) -> TrainConfig:
@@ -183,7 +197,18 @@ class TrainConfig:
             get_recipe(self.recipe)
         if self.force and self.resume is not None:
             raise UserError("--force starts a new run and --resume continues one: give one or the other")
+        if self.init is not None and self.resume is not None:
+            raise UserError("--init starts a new run from a model's weights and --resume continues a run: give one or the other")
+        if self.init is not None and not Path(self.init).is_file():
+            raise UserError(f"--init {self.init}: {'is a folder, expected a checkpoint' if Path(self.init).is_dir() else 'no such checkpoint'}")
+        if self.tail is not None and self.tail not in TAIL_STATS:
+            raise UserError(f"--tail must be one of {', '.join(TAIL_STATS)}, got {self.tail!r}")
         return self
+
+    @property
+    def effective_tail(self) -> str:
+        """How the run's network keeps its tail's BatchNorm statistics."""
+        return self.tail if self.tail is not None else get_recipe(self.recipe or DEFAULTS["recipe"]).tail_stats
 
     @property
     def run_dir(self) -> Path:
@@ -204,7 +229,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain data (paths as strings) so it survives `torch.load(weights_only=True)`."""
         d = dataclasses.asdict(self)
-        for k in ("data", "out", "resume"):
+        for k in ("data", "out", "resume", "init"):
             d[k] = None if d[k] is None else str(d[k])
         d["synth"] = dict(self.synth)
         return d
@@ -213,7 +238,7 @@ class TrainConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
-        for k in ("data", "out", "resume"):
+        for k in ("data", "out", "resume", "init"):
             if kw.get(k) is not None:
                 kw[k] = Path(kw[k])
         return cls(**kw)

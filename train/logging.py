@@ -84,11 +84,11 @@ SAMPLE_LABELS = ("bg", "fgbg", "mask pred", "mask true", "depth pred", "depth tr
 SAMPLE_TILE = 128  # px: training sizes (32, 64) are enlarged by a whole factor to at least this
 
 
-def sample_grid(arrays: Mapping[str, np.ndarray], max_rows: int = 4) -> np.ndarray:
+def sample_grid(arrays: Mapping[str, np.ndarray], max_rows: int = 4, depth_convention: str = "far-bright") -> np.ndarray:
     """bg | fgbg | mask pred | mask true | depth pred | depth true, a row per held-out image.
 
     Drawn by `imageio.make_grid` like every other panel, so it reads the same way: labelled
-    columns, depth in infer's and parity's magma under a far/near bar, masks grey, every tile
+    columns, depth in infer's and parity's magma under a near/far bar (the data's `depth_convention`), masks grey, every tile
     on the fixed [0, 1] scale (nothing stretched per tile, so prediction and truth compare),
     and tiles enlarged to `SAMPLE_TILE` px (pixel for pixel) to be seen at all.
     """
@@ -96,7 +96,7 @@ def sample_grid(arrays: Mapping[str, np.ndarray], max_rows: int = 4) -> np.ndarr
 
     rows = min(max_rows, min(int(arrays[k].shape[0]) for k in SAMPLE_COLUMNS))
     grid = [[_sample_tile(k, arrays[k][r]) for k in SAMPLE_COLUMNS] for r in range(rows)]
-    legends = [imageio.DEPTH_LEGEND if k.startswith("depth") else None for k in SAMPLE_COLUMNS]
+    legends = [imageio.depth_legend(depth_convention) if k.startswith("depth") else None for k in SAMPLE_COLUMNS]
     return imageio.make_grid(grid, SAMPLE_LABELS, legends=legends, min_height=SAMPLE_TILE)
 
 
@@ -126,10 +126,11 @@ class RunLogs:
     """
 
     def __init__(self, out: Path, *, enabled: bool = True, tensorboard: bool = True, samples: bool = True,
-                 purge_step: int | None = None):
+                 purge_step: int | None = None, depth_convention: str = "far-bright"):
         import sys
 
         self.out, self.enabled, self.samples = Path(out), enabled, samples
+        self.depth_convention = depth_convention  # the run's data: which end of the depth legend is far
         self.tb = TensorBoard(self.out / "tensorboard", enabled=enabled and tensorboard, purge_step=purge_step,
                               say=lambda m: print(m, file=sys.stderr))
         self.window: list[float] = []
@@ -156,7 +157,7 @@ class RunLogs:
         write_metrics_csv(self.out / "metrics.csv", history)
         self.tb.scalars(row, step, prefix="epoch/")
         if self.samples and keep:
-            grid = sample_grid(keep)
+            grid = sample_grid(keep, depth_convention=self.depth_convention)
             write_png(self.out / "samples.png", grid)
             self.tb.image("samples", grid, step)
         from .curves import write_curves

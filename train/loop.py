@@ -78,6 +78,10 @@ def preflight(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
     checking options, device and a given data set: mistakes surface before anything is made."""
     config.validate()
     ckpt = None
+    if config.init is not None and config.recipe is None:  # the model's own recipe: its outputs' decoding
+        from .init import read_init
+
+        config = replace(config, recipe=read_init(config.init).recipe)
     if config.resume is not None:
         config, ckpt, _ = load_resume(config)
     else:  # the data path is stored absolute, so --resume works from any working directory
@@ -149,7 +153,7 @@ def _train(config: TrainConfig, ckpt: dict[str, Any] | None, device: torch.devic
     parts = build_components(config, ckpt, device, out, given, group, say)
     pos, data = parts.pos, parts.data
     logs = RunLogs(out, enabled=group.main, tensorboard=config.tensorboard, samples=config.samples,
-                   purge_step=pos.step or None)
+                   purge_step=pos.step or None, depth_convention=parts.spec.depth_convention)
     saver = Checkpointer(out, parts, config, group, cuda=device.type == "cuda")
     epochs = _Epochs(config, parts, group, device, bar, logs, saver, say)
     say(f"training on {device.type}" + (f" x {group.world} processes" if group.active else "")
@@ -269,7 +273,7 @@ class _Epochs:
         self.logs.step_loss(loss, pos.step, self.config.log_every, lr=float(self.parts.optimizer.param_groups[0]["lr"]))
         if self.preview is not None and pos.step % self.config.preview_every == 0:
             arrays = predict_arrays(self.parts.eval_model, self.preview, self.device)
-            self.logs.preview(sample_grid(arrays), pos.step)
+            self.logs.preview(sample_grid(arrays, depth_convention=self.parts.spec.depth_convention), pos.step)
         return self._stop_agreed()
 
 

@@ -44,7 +44,7 @@ def synthetic_data(config: TrainConfig, out: Path, say: Callable[[str], None]):
         say(f"making a synthetic data set in {data}")
         synth.synthesize(data, **config.synth)
     pairs = reader.open_dataset(data)
-    return (pairs, *split_pairs(pairs, config, data), synth.gray_to_metres)
+    return (pairs, *split_pairs(pairs, config, data), synth.metres_reader(pairs.depth_convention))
 
 
 def split_pairs(pairs: Any, config: TrainConfig, where: Path) -> tuple[list[int], list[int]]:

@@ -19,6 +19,7 @@ from toolkit.data.synth import (
     composite,
     gray_to_metres,
     make_scene,
+    metres_reader,
     metres_to_gray,
     synthesize,
 )
@@ -48,7 +49,7 @@ def test_layout_names_and_counts(folder):
         expected = sorted(f"{kind}/{it}/combined_s{k}_p{m}_it{it}.jpg"
                           for k in range(1, B + 1) for m in range(1, F + 1) for it in range(P))
         assert names == expected
-    assert len(files) == B + 3 * B * F * P
+    assert len(files) == B + 3 * B * F * P + 1 and "dataset.json" in files  # + what the set says of itself
     assert not [n for n in files if n.endswith(".tmp") or "/." in n]
     name = "combined_s2_p1_it1.jpg"
     assert read_rgb(folder / "OverlayedImages/1" / name).shape == (S, S, 3)
@@ -79,9 +80,10 @@ def test_zip_layout_and_determinism(folder, tmp_path):
     for z in (z1, z2):
         synthesize(z, backgrounds=B, foregrounds=F, placements=P, size=S, seed=5, zip=True)
     assert sorted(p.name for p in z1.iterdir()) == sorted(
-        ["Background.zip", "OverlayedImages.zip", "OverlayedMasks.zip", "DepthImage.zip"])
+        ["Background.zip", "OverlayedImages.zip", "OverlayedMasks.zip", "DepthImage.zip", "dataset.json"])
     plain = files_under(folder)
-    for p in z1.iterdir():
+    assert (z1 / "dataset.json").read_bytes() == plain.pop("dataset.json")
+    for p in sorted(z1.glob("*.zip")):
         assert p.read_bytes() == (z2 / p.name).read_bytes()
         with zipfile.ZipFile(p) as zf:
             names = zf.namelist()
@@ -89,7 +91,7 @@ def test_zip_layout_and_determinism(folder, tmp_path):
             for n in names:  # same image bytes as the folder layout
                 assert zf.read(n) == plain[n]
                 assert zf.getinfo(n).date_time == (1980, 1, 1, 0, 0, 0)
-    assert sum(len(zipfile.ZipFile(p).namelist()) for p in z1.iterdir()) == len(plain)
+    assert sum(len(zipfile.ZipFile(p).namelist()) for p in z1.glob("*.zip")) == len(plain)
 
 
 def test_depth_mapping_is_log_and_near_bright():
@@ -130,7 +132,7 @@ def test_written_depth_matches_geometry_where_the_floor_shows(folder):
     pad = np.pad(floor, 2)
     floor = np.all([pad[2 + dy:2 + dy + S, 2 + dx:2 + dx + S] for dy in range(-2, 3) for dx in range(-2, 3)], axis=0)
     assert floor.sum() > 30
-    got = gray_to_metres(gray[floor])
+    got = metres_reader("far-bright")(gray[floor])  # the default set's grey: bright = far
     want = r["depth"][floor]
     step = np.log(DEPTH_FAR_M / DEPTH_NEAR_M) / 255  # one grey level, as a relative depth error
     assert np.median(np.abs(np.log(got / want))) < 1.5 * step
@@ -191,7 +193,7 @@ def test_default_set_is_fast(tmp_path):
     assert len(keys) == 96
 
 
-ZIPS = ["Background.zip", "DepthImage.zip", "OverlayedImages.zip", "OverlayedMasks.zip"]
+ZIPS = ["Background.zip", "DepthImage.zip", "OverlayedImages.zip", "OverlayedMasks.zip", "dataset.json"]
 TINY = {"foregrounds": 1, "placements": 1, "size": 32}
 
 
@@ -263,7 +265,7 @@ def test_cli_synth_refuses_a_non_empty_out_with_one_line_and_force_replaces(tmp_
         cli.main([*args, "--backgrounds", "2", "--zip"])
     err = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 2 and len(err) == 1 and "--force" in err[0] and str(out) in err[0], err
-    assert sorted(p.name for p in out.iterdir()) == ["Background", "DepthImage", "OverlayedImages", "OverlayedMasks"]
+    assert sorted(p.name for p in out.iterdir()) == ["Background", "DepthImage", "OverlayedImages", "OverlayedMasks", "dataset.json"]
     with pytest.raises(SystemExit) as info:
         cli.main([*args, "--backgrounds", "2", "--zip", "--force"])
     assert info.value.code == 0

@@ -52,7 +52,7 @@ def test_improved_recipe_on_zips_with_the_speed_and_logging_options(app, tmp_pat
     from toolkit.data.synth import synthesize
 
     synthesize(tmp_path / "zips", backgrounds=3, foregrounds=2, placements=1, size=48, zip=True)
-    assert sorted(p.suffix for p in (tmp_path / "zips").iterdir()) == [".zip"] * 4
+    assert sorted(p.suffix for p in (tmp_path / "zips").iterdir()) == [".json"] + [".zip"] * 4  # + dataset.json
     out = tmp_path / "run"
     args = ["train", "--data", str(tmp_path / "zips"), "--recipe", "improved", "--epochs", "1", "--batch-size", "2",
             "--image-size", "32", "--workers", "1", "--device", "cpu", "--out", str(out), "--clip-grad", "0.5",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console, ConsoleDimensions
@@ -65,3 +67,20 @@ def image_size(value: int, name: str = "--image-size") -> int:
     if value <= 0 or value % 4:
         raise UserError(f"{name} must be a positive multiple of 4, got {value}")
     return value
+
+
+@contextlib.contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A bar on stderr for a loop that reports `(done, total)`; Rich draws it only on a terminal,
+    and it goes when the loop is done."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
+                   transient=True)
+    task = bar.add_task(label, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield update

@@ -44,6 +44,9 @@ def synth_cmd(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same bytes.")] = 0,
     zip_: Annotated[bool, typer.Option("--zip", help="Write one zip file per kind instead of folders.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing, non-empty --out folder whole.")] = False,
+    depth_convention: Annotated[str, typer.Option(
+        "--depth-convention", help="Which way the depth grey runs: far-bright (the original set's) or near-bright "
+        "(what the toolkit wrote before); dataset.json records it.")] = "far-bright",
 ) -> None:
     """Write a synthetic data set with exact depth, in the original names and layout.
 
@@ -51,7 +54,7 @@ def synth_cmd(
     --out must not exist or be empty; --force replaces a non-empty one whole.
     """
     report = synthesize(out, backgrounds=backgrounds, foregrounds=foregrounds, placements=placements,
-                        size=size, seed=seed, zip=zip_, force=force)
+                        size=size, seed=seed, zip=zip_, force=force, depth_convention=depth_convention)
     console.print(report.summary(), soft_wrap=True)
 
 

@@ -8,7 +8,7 @@ import typer
 
 from ..errors import CheckFailed, UserError
 from ..optional import import_optional
-from .common import console, existing_path
+from .common import console, existing_path, progress_bar
 from .common import image_size as check_size
 from .tables import WIDE_HELP, Col, print_wrapped, show_table
 
@@ -17,22 +17,72 @@ def _need_torch() -> None:
     import_optional("torch", "PyTorch (needed for this command)", "train")
 
 
+CALIB_HELP = ("Unlabelled pairs for the re-estimation: a data set in the original layout (folder or zip; its "
+              "pairs split by background into calibration and held-out ones). Default: a synthetic set made for "
+              "the run; a site's own pairs do better.")
+
+
+def _calibration(calib: Path | None, calib_pairs: int, min_agreement: float):  # -> CalibrationOptions
+    from ..recalibrate import CalibrationOptions
+
+    return CalibrationOptions(data=calib, calib_pairs=calib_pairs, min_agreement=min_agreement)
+
+
+def _say_recalibration(report) -> None:  # report: toolkit.recalibrate.Recalibration
+    console.print(f"BatchNorm statistics re-estimated: {report.summary()}")
+
+
 def import_legacy(
     old: Path = typer.Argument(..., help="The original author's checkpoint (Models_pt/<n>.pt)."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the toolkit checkpoint."),
     epoch: int | None = typer.Option(None, "--epoch", help="Epoch to record (default: the number ending the file name, e.g. 12.pt)."),
+    calib: Path | None = typer.Option(None, "--calib", "--data", help=CALIB_HELP),
+    calib_pairs: int = typer.Option(64, "--calib-pairs", help="Pairs the statistics are estimated on."),
+    min_agreement: float = typer.Option(0.6, "--min-agreement", help="Refuse (exit 1, nothing written) below this label-free agreement."),
+    keep_statistics: bool = typer.Option(False, "--keep-statistics", help=(
+        "Write the exact import, BatchNorm statistics as shipped (the original files' blended tail statistics: "
+        "eval mode segments nothing with them).")),
 ) -> None:
-    """Convert an original checkpoint to the toolkit's format without running code from it."""
+    """Convert an original checkpoint to the toolkit's format without running code from it, and
+    re-estimate its BatchNorm statistics (its shared tail's are a blend eval mode cannot use)."""
     _need_torch()
     from ..legacy import import_legacy as run
 
     existing_path(old)
-    report = run(old, out, epoch=epoch)
+    if keep_statistics and calib is not None:
+        raise UserError("--keep-statistics writes the statistics as shipped; --calib has nothing to re-estimate then")
+    calibration = None if keep_statistics else _calibration(calib, calib_pairs, min_agreement)
+    with progress_bar("re-estimating BatchNorm statistics") as bar:
+        report = run(old, out, epoch=epoch, calibration=calibration, say=console.print, progress=bar)
     console.print(f"read {report.source} ({report.root_class}, restricted unpickler: no code from the file ran)")
     dropped = ", ".join(f"{k} ({v:,})" for k, v in report.dropped.items())
     if dropped:
         console.print(f"dropped modules the forward never calls: {dropped}")
+    if report.recalibration is not None:
+        _say_recalibration(report.recalibration)
+    else:
+        console.print("BatchNorm statistics kept as shipped (--keep-statistics): the tail's are a blend of both heads'")
     console.print(f"wrote {report.out}: {report.tensors} tensors, {report.parameters:,} parameters used")
+
+
+def recalibrate(
+    ckpt: Path = typer.Argument(..., help="A toolkit checkpoint."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the re-estimated checkpoint."),
+    data: Path | None = typer.Option(None, "--data", "--calib", help=CALIB_HELP),
+    calib_pairs: int = typer.Option(64, "--calib-pairs", help="Pairs the statistics are estimated on."),
+    min_agreement: float = typer.Option(0.6, "--min-agreement", help="Refuse (exit 1, nothing written) below this label-free agreement."),
+) -> None:
+    """Re-estimate every BatchNorm layer's running statistics from unlabelled pairs (the shared
+    tail one set per head), judged by the label-free agreement before and after."""
+    _need_torch()
+    from ..recalibrate import recalibrate_file
+
+    existing_path(ckpt)
+    options = _calibration(data, calib_pairs, min_agreement)
+    with progress_bar("re-estimating BatchNorm statistics") as bar:
+        report = recalibrate_file(ckpt, out, options, say=console.print, progress=bar)
+    _say_recalibration(report)
+    console.print(f"wrote {out}")
 
 
 SUMMARY_COLUMNS = (Col("#", right=True), Col("layer"), Col("type", optional=True), Col("output shape"), Col("params", right=True))
@@ -158,5 +208,6 @@ def _check_export_source(source: Path) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command("import-legacy")(import_legacy)
+    app.command("recalibrate")(recalibrate)
     app.command("summary")(summary)
     app.command("export")(export)

@@ -69,6 +69,12 @@ with the weights of a run that never stopped. A second Ctrl-C stops at once
 and leaves the last.pt written before. With --nproc every process stops at
 the same step.
 
+Fine-tuning: --init M.pt starts a new run from a model's weights (a toolkit
+checkpoint, or one of the original author's files, read without running
+code from it), with a fresh optimiser and schedule and the model's own
+recipe unless --recipe is given: a few labelled pairs of a new site and a
+few epochs. The data's depth must run the model's way (dataset.json).
+
 Recipes: improved (the default: AdamW, warm-up + cosine, BCE + Dice mask
 with sigmoid decoding, L1 + SSIM + gradient depth loss, flips and colour
 jitter, weight averaging) and seed (the original author's: SGD, L1 losses),
@@ -123,6 +129,12 @@ def register(app: typer.Typer) -> None:
         deterministic: Annotated[bool, typer.Option(
             "--deterministic", help="Deterministic kernels, no cuDNN autotuning: slower on CUDA, but a resumed "
             "run is bit-identical there too (a run started so stays so).")] = False,
+        init: Annotated[Path | None, typer.Option(
+            "--init", help="Start from this model's weights (a toolkit checkpoint, or the original author's "
+            "Models_pt file) with a fresh optimiser and schedule; its recipe unless --recipe.")] = None,
+        tail: Annotated[str | None, typer.Option(
+            "--tail", help="The decoder tail's BatchNorm statistics: per_head, joint or shared "
+            "(default: the recipe's).")] = None,
     ) -> None:
         import_optional("torch", "PyTorch", "train")
         from train.config import TrainConfig
@@ -131,7 +143,8 @@ def register(app: typer.Typer) -> None:
         # an option repeated with the run's own value from one left out.
         given = {"data": data, "epochs": epochs, "batch_size": batch_size, "image_size": image_size,
                  "out": out, "resume": resume, "max_steps": max_steps, "recipe": recipe, "seed": seed,
-                 "workers": workers, "lr": lr, "clip_grad": clip_grad, "channels_last": channels_last}
+                 "workers": workers, "lr": lr, "clip_grad": clip_grad, "channels_last": channels_last,
+                 "init": init, "tail": tail}
         _run(TrainConfig(device=device, deterministic=deterministic, amp=amp, compile=compile_, log_every=log_every,
                          preview_every=preview_every, force=force, **{k: v for k, v in given.items() if v is not None}),
              nproc)

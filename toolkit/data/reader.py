@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import UserError
 from ..fsutil import regular_file_problem
 from ..imageio import read_gray, read_rgb
+from .info import depth_convention_of, read_info
 from .names import KINDS, PairName
 from .scan import MAX_MEMBER_BYTES, PAIR_KINDS, FileRef, Sample, Scanner, bomb_reason, unsafe_member_reason
 
@@ -50,6 +51,7 @@ class PairDataset:
         found: dict[str, int],
         files: list[tuple[str, FileRef]] | None = None,
         unreadable: list[tuple[str, str]] | None = None,
+        infos: dict[str, dict] | None = None,
     ):
         self.samples = samples
         self.skipped = skipped
@@ -59,6 +61,8 @@ class PairDataset:
         self.found = found
         self.files = files or []
         self.unreadable = unreadable or []
+        self.infos = infos or {}  # each source's `dataset.json` fields, by path
+        self.depth_convention = depth_convention_of(self.infos)  # which way its depth grey runs
         self._pid = os.getpid()
         self._zips: dict[str, zipfile.ZipFile] = {}
 
@@ -235,6 +239,7 @@ def open_dataset(source: SourceArg, *, strict: bool = True, allow_empty: bool = 
         found=found,
         files=scanner.all_files,
         unreadable=scanner.unreadable,
+        infos={str(p): read_info(p) for p in scanner.infos},
     )
 
 

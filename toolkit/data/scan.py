@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from .info import INFO_NAME
 from .names import (
     PairName,
     is_image_name,
@@ -105,6 +106,7 @@ class Scanner:
         self.odd: list[str] = []
         self.unsafe: list[str] = []
         self.unreadable: list[tuple[str, str]] = []
+        self.infos: list[Path] = []  # each source folder's `dataset.json` (`toolkit.data.info`)
 
     def _bad(self, where: str, why: str) -> None:
         if self.strict:
@@ -134,7 +136,9 @@ class Scanner:
                 if _hidden(fn):
                     continue
                 full = Path(dirpath) / fn
-                if fn.lower().endswith(".zip"):
+                if fn == INFO_NAME and not rel:
+                    self.infos.append(full)
+                elif fn.lower().endswith(".zip"):
                     self._scan_zip(full, base + rel)
                 else:
                     self._classify(base + rel, fn, FileRef(str(full)))

@@ -16,8 +16,11 @@ People are flat figures (head, torso, limbs as ellipses and capsules) standing u
 floor at depth Z, given a rounded relief (each part bulges towards the camera by up to its
 half-thickness), so their depth is nearest-surface too; the composite is a true z-test.
 
-Depth files: 8-bit grey, near = bright, log-spaced between DEPTH_NEAR_M and DEPTH_FAR_M
-(`metres_to_gray`, `gray_to_metres`), so each grey level is the same ~1.2 % of the distance.
+Depth files: 8-bit grey, log-spaced between DEPTH_NEAR_M and DEPTH_FAR_M (`metres_to_gray`,
+`gray_to_metres` map metres to "nearness", 1 = near), so each grey level is the same ~1.2 % of
+the distance; written in the original's convention, bright = far (grey = 1 - nearness), unless
+`depth_convention="near-bright"` (what the toolkit wrote before the convention was recorded).
+`dataset.json` at the top says which (`toolkit.data.info`), and `metres_reader` reads it back.
 Seeds: every background k, foreground m and placement it has its own random stream, so adding
 backgrounds never changes existing ones, and the same seed gives byte-identical files.
 """
@@ -30,6 +33,7 @@ import math
 import os
 import shutil
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +42,9 @@ from PIL import Image
 
 from ..errors import UserError
 from ..fsutil import atomic_path, ensure_dir, write_bytes_atomic
+from ..spec import ORIGINAL_DEPTH_CONVENTION, check_depth_convention, nearness
 from .figures import Figure, make_figure, render_figure
+from .info import write_info
 from .names import FOLDER_NAMES, format_background_name, format_pair_name
 from .rng import make_rng
 from .scene import (  # re-exported: the synthetic set's depth mapping is part of its API
@@ -51,11 +57,12 @@ from .scene import (  # re-exported: the synthetic set's depth mapping is part o
 )
 
 JPEG_QUALITY = 95
+DEPTH_GREY = f"log-spaced metres, {DEPTH_NEAR_M:g} to {DEPTH_FAR_M:g} m"  # what dataset.json says of the grey
 SUPERSAMPLE = 3  # odd, so the centre sub-sample of each pixel is the pixel centre
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 __all__ = ["DEPTH_FAR_M", "DEPTH_NEAR_M", "SynthReport", "gray_to_metres", "make_figure", "make_scene",
-           "metres_to_gray", "synthesize"]
+           "metres_reader", "metres_to_gray", "synthesize"]
 
 
 
@@ -151,6 +158,7 @@ class SynthReport:
     zipped: bool
     files: int
     written: tuple[Path, ...]
+    depth_convention: str = ORIGINAL_DEPTH_CONVENTION
 
     @property
     def pairs(self) -> int:
@@ -159,12 +167,19 @@ class SynthReport:
     def summary(self) -> str:
         what = "zip files" if self.zipped else "folders"
         return (f"wrote {self.files} images ({self.backgrounds} backgrounds, {self.pairs} pairs, "
-                f"{self.size}x{self.size}, seed {self.seed}) to {self.out} as {what}: "
+                f"{self.size}x{self.size}, seed {self.seed}, depth {self.depth_convention}) to {self.out} as {what}: "
                 + ", ".join(p.name for p in self.written))
 
 
+def metres_reader(convention: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Depth grey in [0, 1] of a synthetic set written in `convention` -> metres."""
+    check_depth_convention(convention)
+    return lambda grey: gray_to_metres(nearness(np.asarray(grey), convention))
+
+
 def synthesize(out: str | Path, backgrounds: int = 8, foregrounds: int = 6, placements: int = 2,
-               size: int = 160, seed: int = 0, zip: bool = False, force: bool = False) -> SynthReport:
+               size: int = 160, seed: int = 0, zip: bool = False, force: bool = False,
+               depth_convention: str = ORIGINAL_DEPTH_CONVENTION) -> SynthReport:
     """Write a synthetic set in the original layout as the folder `out` (folders, or zips with `zip`).
 
     The set is one unit: it is written into the sibling `.<name>.partial` (a stale one left by an
@@ -180,6 +195,10 @@ def synthesize(out: str | Path, backgrounds: int = 8, foregrounds: int = 6, plac
             raise UserError(f"synth: {name} must be at least {lo}, got {v}")
     if size > 4096:
         raise UserError(f"synth: size must be at most 4096, got {size}")
+    try:
+        check_depth_convention(depth_convention)
+    except ValueError as e:
+        raise UserError(f"synth: {e}") from None
     out = Path(out)
     # the folder itself (not a link to it), with a name to put the sibling beside
     target = out.resolve() if out.name in ("", ".", "..") or out.is_symlink() else out
@@ -210,13 +229,16 @@ def synthesize(out: str | Path, backgrounds: int = 8, foregrounds: int = 6, plac
                         name = format_pair_name(k, m, it)
                         w.add("fgbg", f"{FOLDER_NAMES['fgbg']}/{it}/{name}", _jpeg(fgbg))
                         w.add("mask", f"{FOLDER_NAMES['mask']}/{it}/{name}", _jpeg(mask))
-                        w.add("depth", f"{FOLDER_NAMES['depth']}/{it}/{name}", _jpeg(metres_to_gray(depth)))
+                        grey = nearness(metres_to_gray(depth), depth_convention)
+                        w.add("depth", f"{FOLDER_NAMES['depth']}/{it}/{name}", _jpeg(grey))
+        write_info(partial, depth_convention=depth_convention, depth_grey=DEPTH_GREY, source="toolkit data synth",
+                   seed=int(seed), size=int(size))
         _replace_folder(partial, target)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     written = tuple(out / p.relative_to(partial) for p in w.written())
-    return SynthReport(out, backgrounds, foregrounds, placements, size, seed, bool(zip), w.count, written)
+    return SynthReport(out, backgrounds, foregrounds, placements, size, seed, bool(zip), w.count, written, depth_convention)
 
 
 def _replace_folder(src: Path, dst: Path) -> None:

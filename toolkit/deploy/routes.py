@@ -96,7 +96,8 @@ class ServeApp:
                 bg, fgbg, bg_in, fgbg_in, warnings = await run_in_threadpool(
                     prepare_pair, bg_bytes, fgbg_bytes, self.size, self.settings.max_pixels)
             mask, depth = await self.run_model(bg_in, fgbg_in, request)
-            content, media = await run_in_threadpool(render, bg, fgbg, mask, depth, fmt, warnings)
+            content, media = await run_in_threadpool(render, bg, fgbg, mask, depth, fmt, warnings,
+                                                      self.runner.spec.depth_convention)
         except HttpError as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
         headers = {WARNING_HEADER: "; ".join(warnings)} if warnings else {}

@@ -20,6 +20,7 @@ import numpy as np
 from .. import imageio
 from ..errors import MissingDependency, UserError
 from ..runtime import Runner
+from ..spec import ORIGINAL_DEPTH_CONVENTION
 
 PAGE = Path(__file__).with_name("page.html")
 WARNING_HEADER = "X-Toolkit-Warning"
@@ -121,7 +122,8 @@ def prepare_frame(fgbg_bytes: bytes, background: np.ndarray, size: tuple[int, in
     return imageio.resize(background, fgbg.shape[:2]), fgbg, None, imageio.resize(fgbg, size), warnings
 
 
-def render(bg: np.ndarray, fgbg: np.ndarray, mask: np.ndarray, depth: np.ndarray, fmt: str, warnings: list[str]) -> tuple[bytes, str]:
+def render(bg: np.ndarray, fgbg: np.ndarray, mask: np.ndarray, depth: np.ndarray, fmt: str, warnings: list[str],
+           depth_convention: str = ORIGINAL_DEPTH_CONVENTION) -> tuple[bytes, str]:
     """The response body and media type: JSON with base64 PNGs, or one PNG panel."""
     h, w = fgbg.shape[:2]
     bad = int((~np.isfinite(mask)).sum() + (~np.isfinite(depth)).sum())
@@ -131,7 +133,7 @@ def render(bg: np.ndarray, fgbg: np.ndarray, mask: np.ndarray, depth: np.ndarray
     depth = np.clip(imageio.resize(np.nan_to_num(depth), (h, w)), 0.0, 1.0)
     if fmt == "panel":
         panel = imageio.make_panel([bg, fgbg, mask, imageio.colorize_depth(depth)], ["bg", "fgbg", "mask", "depth"],
-                                   legends=[None, None, None, imageio.DEPTH_LEGEND])
+                                   legends=[None, None, None, imageio.depth_legend(depth_convention)])
         return imageio.encode_png(panel), "image/png"
     body = {
         "width": w,

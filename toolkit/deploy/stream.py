@@ -32,6 +32,7 @@ from ..errors import UserError
 from ..fsutil import atomic_path, check_output_dir, check_output_file, ensure_dir
 from ..runtime import Runner
 from ..runtime.fixed import SplitPairRunner, open_fixed_camera
+from ..spec import ORIGINAL_DEPTH_CONVENTION
 from .adapt import Adaptation, BackgroundTracker
 from .background import load_background, median_background
 from .live import LiveOptions, open_live
@@ -91,8 +92,9 @@ class FpsMeter:
         return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)
 
 
-def compose_panel(frame: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """frame | mask overlay | depth colour map (under a far/near bar) at the frame's size, and the
+def compose_panel(frame: np.ndarray, mask: np.ndarray, depth: np.ndarray,
+                  depth_convention: str = ORIGINAL_DEPTH_CONVENTION) -> tuple[np.ndarray, np.ndarray]:
+    """frame | mask overlay | depth colour map (under the model's near/far bar) at the frame's size, and the
     mask at that size. The labels and the bar sit above the tiles, so the frame ends the picture."""
     h, w = frame.shape[:2]
     mask = np.clip(imageio.resize(np.nan_to_num(mask), (h, w)), 0.0, 1.0)
@@ -100,7 +102,7 @@ def compose_panel(frame: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> tup
     a = (OVERLAY_ALPHA * mask)[:, :, None]
     overlay = (frame.astype(np.float32) * (1.0 - a) + OVERLAY_RGB * a + 0.5).astype(np.uint8)
     panel = imageio.make_panel([frame, overlay, imageio.colorize_depth(depth)], list(PANEL_LABELS),
-                               legends=[None, None, imageio.DEPTH_LEGEND])
+                               legends=[None, None, imageio.depth_legend(depth_convention)])
     return panel, mask
 
 
@@ -309,7 +311,7 @@ class _Annotator:
         self.flicker.add(item[1], result[0])
         if self.tracker is not None:
             self._follow_background(item[1], result[0])
-        panel, mask = compose_panel(item[0], *result)
+        panel, mask = compose_panel(item[0], *result, self.runner.spec.depth_convention)
         writer.write(panel)
         if self.masks is not None:
             imageio.save_png(self.masks / f"mask_{self.report.masks:06d}.png", mask)

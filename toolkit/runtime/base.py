@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..sizes import check_size, is_dynamic
-from ..spec import INPUT_NAMES, Interface, IOSpec, interface_of
+from ..spec import INPUT_NAMES, Interface, IOSpec, depth_convention_note, interface_of
 
 
 class Runner(abc.ABC):
@@ -48,6 +48,9 @@ class Runner(abc.ABC):
         self.spec = spec
         self.metadata: dict[str, str] = dict(metadata or {})
         self.notes: list[str] = []
+        note = depth_convention_note(self.path.name, self.metadata)
+        if note is not None:
+            self.notes.append(note)
         self.active = False
         try:
             self.interface: Interface = interface_of(self.metadata)

@@ -184,7 +184,7 @@ class OnnxRunner(Runner):
                 # the GPU build is installed but not the one imported: a GPU was meant, a CPU run would mislead
                 raise ProviderUnavailable(path, provider, *ort_gpu_missing(available))
             self._chosen, self._plan_notes = plan_providers(provider, available)
-        self.notes = list(self._plan_notes)
+        self.notes += self._plan_notes
         self._activation_notes: list[str] = []  # what the last activation fell back to
 
     def _note(self, text: str) -> None:
