@@ -45,8 +45,8 @@ def trained_model(folder: Path) -> Path:
 def _ious(model: Path, frames: list, truths: list, bg: Path, folder: Path, adapt) -> list[float]:
     from PIL import Image
 
-    from toolkit import metrics
     from toolkit.deploy.stream import stream
+    from toolkit.verify import metrics
 
     src = folder / "frames"
     src.mkdir(exist_ok=True)

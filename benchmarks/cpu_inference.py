@@ -96,10 +96,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from export.formats import ExportOptions, run_exports
-    from toolkit.bench import bench
-    from toolkit.legacy import import_legacy
-    from toolkit.parity import run_parity
-    from toolkit.spec import IOSpec
+    from toolkit.core.spec import IOSpec
+    from toolkit.net.legacy import import_legacy
+    from toolkit.tasks.bench import bench
+    from toolkit.verify.parity import run_parity
 
     with tempfile.TemporaryDirectory(prefix="toolkit-bench-") as tmp:
         tmp = Path(tmp)

@@ -115,7 +115,7 @@ def _stream_fps(model: Path, folder: Path, frames: int, size: tuple[int, int], b
         clip = str(write_video(folder / "clip.mp4", walking_frames(frames, h * 2, w * 2), fps=25))
         out = folder / "out.mp4"
     except Exception:  # noqa: BLE001 - PyAV (the video extra) missing: a folder of PNG frames instead
-        from toolkit.imageio import save_png
+        from toolkit.render.imageio import save_png
 
         (folder / "clip").mkdir(exist_ok=True)
         for i, f in enumerate(walking_frames(frames, h * 2, w * 2)):
@@ -143,8 +143,8 @@ def main() -> None:
 
     import importlib.util
 
-    from toolkit.legacy import import_legacy
-    from toolkit.spec import parse_image_size
+    from toolkit.core.spec import parse_image_size
+    from toolkit.net.legacy import import_legacy
 
     providers = [p for p in args.provider.split(",") if p and (p != "openvino" or importlib.util.find_spec("openvino"))]
     size_arg = parse_image_size(args.image_size) if args.image_size else None

@@ -1,12 +1,12 @@
 """GPU inference speed, one script for a CUDA machine: PyTorch knobs, parity, ONNX, same run.
 
 Images/s (= pairs/s) at 128 px, batches 1, 64 and 256, inputs already on the GPU, of the literal
-network (`toolkit.checkpoint.build_model`; fp32 eager NCHW is the baseline) and the folded one
-(`toolkit.folded.fold`: same function, 3.62 instead of 6.14 GFLOP per pair), each in fp32 -> fp16
+network (`toolkit.net.checkpoint.build_model`; fp32 eager NCHW is the baseline) and the folded one
+(`toolkit.net.folded.fold`: same function, 3.62 instead of 6.14 GFLOP per pair), each in fp32 -> fp16
 (weights and inputs converted, no autocast) -> + channels_last -> + torch.compile (default mode at the
 largest batch; "reduce-overhead", i.e. CUDA graphs, at batch 1 where launch overhead rules).
 Each is judged against the literal fp32 eager outputs (TF32 off: the truth) on the same synthetic
-pairs by `toolkit.compare`. Then `export.formats.run_exports` writes, on the CPU, folded fp32, fp16,
+pairs by `toolkit.verify.compare`. Then `export.formats.run_exports` writes, on the CPU, folded fp32, fp16,
 int8 (cpu and tensorrt targets, forced so they are timed even when their gate fails) and the literal
 fp32 graph, and each ONNX runs on whatever GPU runtime there is (what was tried and what was
 missing: one line each); without one, ONNX Runtime CPU at batch 8 gives reference rows only.
@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.gpu_inference_report import BASELINE, SEED, write  # noqa: E402
+from toolkit.core.spec import INPUT_NAMES, OUTPUT_NAMES  # noqa: E402
 from toolkit.runtime.base import Runner  # noqa: E402
-from toolkit.spec import INPUT_NAMES, OUTPUT_NAMES  # noqa: E402
 
 GRAPHS = ("literal", "folded")
 HALF = {"dtype": torch.float16, "name": "fp16"}  # --cpu-smoke: bfloat16, judged by the fp16 thresholds
@@ -54,7 +54,7 @@ HALF = {"dtype": torch.float16, "name": "fp16"}  # --cpu-smoke: bfloat16, judged
 @dataclass(frozen=True)
 class Config:
     name: str
-    graph: str  # "literal" (build_model as it is) or "folded" (toolkit.folded.fold)
+    graph: str  # "literal" (build_model as it is) or "folded" (toolkit.net.folded.fold)
     half: bool = False  # weights, inputs and activations in HALF["dtype"], no autocast
     channels_last: bool = False
     compile: str | None = None  # None, "default" or "reduce-overhead"
@@ -107,8 +107,8 @@ def time_calls(fn, seconds: float, device: torch.device) -> tuple[float, int]:
 
 
 def build(cfg: Config, ckpt: dict, device: torch.device, backend: str):
-    from toolkit.checkpoint import build_model
-    from toolkit.folded import fold
+    from toolkit.net.checkpoint import build_model
+    from toolkit.net.folded import fold
 
     model = build_model(ckpt).eval()  # a fresh one each time: fold() shares modules, .to(dtype) is in place
     model = (fold(model) if cfg.graph == "folded" else model).to(device)
@@ -128,7 +128,7 @@ def to_device(a: np.ndarray, cfg: Config, device: torch.device) -> torch.Tensor:
 
 
 class FnRunner(Runner):
-    """A torch callable as a `toolkit.runtime` runner, so `toolkit.compare` judges it like any backend."""
+    """A torch callable as a `toolkit.runtime` runner, so `toolkit.verify.compare` judges it like any backend."""
 
     backend = "pytorch"
 
@@ -154,8 +154,8 @@ def chunks(pairs: dict[str, np.ndarray], batch: int) -> list[dict[str, np.ndarra
 
 def run_config(cfg: Config, ckpt, host, reference, device, seconds, backend, rows: list[dict], save) -> dict:
     """Time `cfg` at each of its batches (each row saved as it comes), then judge its outputs."""
-    from toolkit.checkpoint import spec_of
-    from toolkit.compare import compare_runners
+    from toolkit.net.checkpoint import spec_of
+    from toolkit.verify.compare import compare_runners
 
     t0 = time.perf_counter()
     fn = build(cfg, ckpt, device, backend)
@@ -254,8 +254,8 @@ def onnx_section(report, ckpt_path: Path, out: Path, host, device, fits, save, a
     import onnxruntime as ort
 
     from export.formats import ExportOptions, run_exports
-    from toolkit.compare import compare_runners
     from toolkit.runtime import open_runner
+    from toolkit.verify.compare import compare_runners
 
     o = report["onnx"]
     few = {"calib_pairs": 4, "gate_pairs": 4} if args.cpu_smoke else {}
@@ -301,7 +301,7 @@ def onnx_section(report, ckpt_path: Path, out: Path, host, device, fits, save, a
             save()
         runner.deactivate()
     if models and not provider and fits("ONNX Runtime CPU reference rows", 30):
-        from toolkit.bench import bench
+        from toolkit.tasks.bench import bench
 
         cpu_batch, iters = (2, 2) if args.cpu_smoke else (8, 5)
         o["note"] = f"No GPU runtime for ONNX here (see above): ONNX Runtime CPU at batch {cpu_batch}, a reference only, not comparable with the GPU rows."
@@ -350,10 +350,10 @@ def main() -> int:
 def measure(args: argparse.Namespace, work: Path, device: torch.device, backend: str, t_start: float) -> int:
     """Everything after the device is chosen; files other than the report go to `work`."""
     work.mkdir(parents=True, exist_ok=True)
-    from toolkit.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, spec_of
-    from toolkit.compare import dataset_feeds
     from toolkit.data.synth import synthesize
-    from toolkit.legacy import import_legacy
+    from toolkit.net.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, spec_of
+    from toolkit.net.legacy import import_legacy
+    from toolkit.verify.compare import dataset_feeds
 
     ckpt_path = args.ckpt or import_legacy(ROOT / "tests" / "fixtures" / "eva4-week15-epoch12.pt", work / "epoch12.pt", calibration=None).out  # speed only
     ckpt = load_checkpoint(ckpt_path)

@@ -25,7 +25,7 @@ def parity_table(rows: list[dict]) -> list[str]:
 
 
 def write(out: Path, report: dict) -> None:
-    from toolkit.fsutil import write_text_atomic
+    from toolkit.core.fsutil import write_text_atomic
 
     write_text_atomic(out / "gpu_inference.json", json.dumps(report, indent=2) + "\n")
     h, o = report["header"], report["onnx"]

@@ -34,8 +34,8 @@ TOPICS = {
     "tests/runtime/test_tensorrt_runner.py": "engine runner, CUDA buffers (cuda-python)",
     "tests/export/test_tensorrt.py": "engine builder",
     "tests/export/test_formats.py": "export table, engine rows and their GPU check",
-    "tests/test_install.py": "extras (TensorRT and CUDA pins)",
-    "tests/test_doctor.py": "doctor",
+    "tests/core/test_install.py": "extras (TensorRT and CUDA pins)",
+    "tests/tasks/test_doctor.py": "doctor",
 }
 # The GPU-only tests first, then the other runners, then the rest: a run short of time drops the
 # tests that run on any machine (files, not folders: pytest collects a file once, at its folder's place).
@@ -46,7 +46,7 @@ OUT_OF_TIME = "the run's time was spent before this test started"
 
 def machine() -> list[dict]:
     """`toolkit doctor`'s checks: the versions and verdicts that say which tests can run here."""
-    from toolkit.doctor import run_checks
+    from toolkit.tasks.doctor import run_checks
 
     return [c.to_dict() for c in run_checks()]
 

@@ -100,7 +100,7 @@ step "gpu_train.py" 135 $PY benchmarks/gpu_train.py "$OUT" --budget 110 $SMOKE
 
 # -- 6. the tests that touch torch, export and runtimes, on what is left (the deploy and edge-
 # install tests need packages or a network this machine may not have) ------------------------
-[ "$DEVICE" = cpu ] || step "pytest" 600 $PY -m pytest tests/train tests/export tests/test_folded.py tests/test_model.py \
-    tests/test_bench.py -q -p no:cacheprovider -n 8
+[ "$DEVICE" = cpu ] || step "pytest" 600 $PY -m pytest tests/train tests/export tests/net/test_folded.py tests/net/test_model.py \
+    tests/tasks/test_bench.py -q -p no:cacheprovider -n 8
 echo "total $(( $(date +%s) - START ))s" | tee -a "$LOG"
 rm -rf "$WORK"

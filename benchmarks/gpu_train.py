@@ -69,7 +69,7 @@ class Step:
     """One configuration's model, optimizer, static inputs and step function."""
 
     def __init__(self, cfg: Config, device: torch.device, size: int):
-        from toolkit.model import EVA4Net, MaskDepthModel
+        from toolkit.net.model import EVA4Net, MaskDepthModel
         from train import speed
         from train.config import get_recipe
         from train.losses import MaskDepthLoss
@@ -235,7 +235,7 @@ def check_polyphase(device: torch.device) -> list[dict]:
 
 
 def write(out: Path, report: dict) -> None:
-    from toolkit.fsutil import write_text_atomic
+    from toolkit.core.fsutil import write_text_atomic
 
     write_text_atomic(out / "gpu_train.json", json.dumps(report, indent=2) + "\n")
     base = report["results"][0]["images_per_s"] if report["results"] else None

@@ -1,6 +1,6 @@
 """`toolkit infer` over a folder of many pairs: memory stays flat, throughput stays steady.
 
-The claim under test: `toolkit.infer.infer_files` streams. It holds one batch of images at a
+The claim under test: `toolkit.tasks.infer.infer_files` streams. It holds one batch of images at a
 time and keeps nothing per finished pair, so its memory at 100% of a run equals its memory at
 10%, whatever the number of pairs. The script makes N pairs of small PNGs in a temporary
 folder, exports an ONNX model from the repository's epoch-12 checkpoint (re-specified to a
@@ -124,8 +124,8 @@ def make_pairs(root: Path, n: int, size: int) -> tuple[Path, Path]:
 def export_model(root: Path, model_size: int) -> Path:
     """The epoch-12 fixture, imported, re-specified to `model_size` px, exported to ONNX."""
     from export.onnx import export_onnx
-    from toolkit.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, spec_of
-    from toolkit.legacy import import_legacy
+    from toolkit.net.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, spec_of
+    from toolkit.net.legacy import import_legacy
 
     imported = root / "epoch12.pt"
     import_legacy(ROOT / "tests" / "fixtures" / "eva4-week15-epoch12.pt", imported, calibration=None)  # speed only
@@ -146,8 +146,8 @@ def main() -> None:
     ap.add_argument("--no-tracemalloc", action="store_true", help="RSS only (tracemalloc slows allocation-heavy code).")
     args = ap.parse_args()
 
-    from toolkit.infer import infer_files
     from toolkit.runtime import open_runner
+    from toolkit.tasks.infer import infer_files
 
     with tempfile.TemporaryDirectory(prefix="toolkit-infer-stream-") as tmp:
         root = Path(tmp)

@@ -30,14 +30,14 @@ FIXTURES = (ROOT / "tests" / "fixtures" / "eva4-week15-epoch12.pt", ROOT / "test
 
 def _checkpoint(path: Path, folder: Path) -> Path:
     """A toolkit checkpoint: the original author's files are imported first."""
-    from toolkit.checkpoint import load_checkpoint
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
+    from toolkit.net.checkpoint import load_checkpoint
 
     try:
         load_checkpoint(path)
         return path
     except UserError:
-        from toolkit.legacy import import_legacy
+        from toolkit.net.legacy import import_legacy
 
         out = folder / f"{path.stem}.pt"
         import_legacy(path, out)
@@ -45,7 +45,7 @@ def _checkpoint(path: Path, folder: Path) -> Path:
 
 
 def _speedups(fp32: Path, models: list[Path], rounds: int = 12) -> list[float]:
-    from toolkit.bench import open_targets, time_interleaved
+    from toolkit.tasks.bench import open_targets, time_interleaved
 
     targets = open_targets([fp32, *models], ["cpu"], None)
     time_interleaved(targets, [8], 3, rounds)
@@ -56,7 +56,7 @@ def _speedups(fp32: Path, models: list[Path], rounds: int = 12) -> list[float]:
 def _row(name: str, source: str, fp32: Path, pairs, folder: Path) -> list[str]:
     from export.int8 import quantize_int8
     from export.int8_search import search_float_layers
-    from toolkit.errors import CheckFailed
+    from toolkit.core.errors import CheckFailed
 
     rule = folder / f"{name}-{source}-rule.int8.onnx"
     try:

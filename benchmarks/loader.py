@@ -107,8 +107,8 @@ def main() -> None:
     except ValueError:
         raise SystemExit("error: --sizes must be positive multiples of 4 and --workers numbers >= 0") from None
 
+    from toolkit.core.fsutil import write_text_atomic
     from toolkit.data import synth
-    from toolkit.fsutil import write_text_atomic
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="toolkit-loader-") as tmp:

@@ -10,7 +10,7 @@ time of each. Weights averaged by a recipe (EMA) are what it evaluates, as the r
     python benchmarks/recipes.py --recipes improved --tails per_head,joint,shared   # the tail's statistics
 
 The figures are eval-mode ones (running BatchNorm statistics), as every export computes them: how
-the decoder tail keeps its statistics (`toolkit.model.TAIL_STATS`) shows there and nowhere else.
+the decoder tail keeps its statistics (`toolkit.net.model.TAIL_STATS`) shows there and nowhere else.
 """
 
 from __future__ import annotations

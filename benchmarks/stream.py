@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 def default_model(folder: Path) -> Path:
     """The original epoch-12 weights, imported and exported to ONNX (needs the train extra once)."""
     from export.onnx import export_onnx
-    from toolkit.legacy import import_legacy
+    from toolkit.net.legacy import import_legacy
 
     ckpt = folder / "epoch12.pt"
     import_legacy(ROOT / "tests" / "fixtures" / "eva4-week15-epoch12.pt", ckpt, calibration=None)  # speed only
@@ -41,7 +41,7 @@ def default_model(folder: Path) -> Path:
 
 def infer_only(model: Path, frames: list[np.ndarray], batch: int) -> float:
     """Frames/s of the runner alone (inputs resized beforehand, nothing decoded or encoded)."""
-    from toolkit import imageio
+    from toolkit.render import imageio
     from toolkit.runtime import open_runner
 
     with open_runner(model) as runner:
@@ -58,9 +58,9 @@ def infer_only(model: Path, frames: list[np.ndarray], batch: int) -> float:
 
 def stage_times(model: Path, clip: Path, frames: int) -> dict[str, float]:
     """ms per frame of each stage, run one after another on one frame at a time (what the threads overlap)."""
-    from toolkit import imageio
     from toolkit.deploy.stream import compose_panel
     from toolkit.deploy.video import VideoWriter, open_source
+    from toolkit.render import imageio
     from toolkit.runtime import open_runner
 
     spent = {"decode": 0.0, "resize": 0.0, "infer": 0.0, "compose": 0.0, "encode": 0.0}

@@ -34,10 +34,11 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
 
-    from toolkit import imageio, metrics
     from toolkit.deploy.footage import background, walking_scene
     from toolkit.deploy.temporal import FlickerMeter, Smoother
+    from toolkit.render import imageio
     from toolkit.runtime.fixed import open_fixed_camera
+    from toolkit.verify import metrics
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or default_model(Path(tmp))

@@ -71,7 +71,7 @@ class Runner:
 
 
 def make_runner(name: str, size: int, batch: int, threads: int | None) -> Runner:
-    from toolkit.model import EVA4Net, MaskDepthModel
+    from toolkit.net.model import EVA4Net, MaskDepthModel
     from train import speed
     from train.config import get_recipe
     from train.losses import MaskDepthLoss
@@ -148,8 +148,8 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
     args = parser.parse_args()
 
-    from toolkit.errors import UserError
-    from toolkit.fsutil import write_text_atomic
+    from toolkit.core.errors import UserError
+    from toolkit.core.fsutil import write_text_atomic
     from train import speed
 
     names = [n for n in args.configs.split(",") if n]

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 from .options import ExportOptions
 
 if TYPE_CHECKING:
-    from toolkit.compare import ParityResult
+    from toolkit.verify.compare import ParityResult
 
     from .fp16 import Fp16Report
     from .int8 import CalibrationPairs, Int8Report
@@ -64,7 +64,7 @@ class ExportContext:
 
     def checkpoint_sha256(self) -> str:
         """The source checkpoint's SHA-256: of the `.pt`, or as the given ONNX model records it."""
-        from toolkit.fsutil import sha256_file
+        from toolkit.core.fsutil import sha256_file
 
         if not self.from_onnx:
             return sha256_file(self.source)

@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toolkit.errors import CheckFailed, MissingDependency, ToolkitError, UserError
-from toolkit.install import install_hint
+from toolkit.core.errors import CheckFailed, MissingDependency, ToolkitError, UserError
+from toolkit.core.install import install_hint
 
 from .context import Artifact, ExportContext
 from .options import ExportOptions
 from .pair_rows import derived_pair, given_pair, pair_artifacts
 
 if TYPE_CHECKING:
-    from toolkit.compare import ParityResult
+    from toolkit.verify.compare import ParityResult
 
     from .fp16 import Fp16Report
     from .int8 import Int8Report
@@ -95,7 +95,7 @@ def _given_onnx(path: Path) -> Artifact:
 
 
 def _fp16(ctx: ExportContext) -> list[Artifact]:
-    from toolkit.compare import batches
+    from toolkit.verify.compare import batches
 
     from .fp16 import convert_fp16
     from .split import fp16_pair
@@ -166,9 +166,9 @@ def gate_engine(ctx: ExportContext, engine: Path, precision: str) -> str:
     TensorRT fuses and picks kernels unlike ONNX Runtime on the CPU, where the fp16/int8 files
     were judged. An engine that misses its precision's thresholds is removed with its sidecar
     (CheckFailed, exit 1), as a failing ONNX file is never written."""
-    from toolkit.compare import batches, check_model
-    from toolkit.errors import CheckFailed
+    from toolkit.core.errors import CheckFailed
     from toolkit.runtime.tensorrt_runner import sidecar_path
+    from toolkit.verify.compare import batches, check_model
 
     pairs = ctx.pairs()
     result = check_model(ctx.fp32_onnx, engine, batches(pairs.gate))

@@ -36,11 +36,11 @@ import numpy as np
 import onnx
 import onnx.numpy_helper
 
-from toolkit.compare import ParityResult, Thresholds, check_model
-from toolkit.errors import CheckFailed, UserError
-from toolkit.fsutil import atomic_path
-from toolkit.optional import distribution_version, import_optional
-from toolkit.spec import INPUT_NAMES, METADATA_PREFIX
+from toolkit.core.errors import CheckFailed, UserError
+from toolkit.core.fsutil import atomic_path
+from toolkit.core.optional import distribution_version, import_optional
+from toolkit.core.spec import INPUT_NAMES, METADATA_PREFIX
+from toolkit.verify.compare import ParityResult, Thresholds, check_model
 
 from .graph import ensure_node_names, nodes_from_inputs, nodes_to_outputs
 from .metadata import derived_metadata, load_fp32_source, read_metadata, set_metadata
@@ -178,7 +178,7 @@ def convert_fp16(
     """Convert the fp32 ONNX `source` to fp16 at `out`, check it, and write it only if it passes.
 
     `feeds`: validation batches (`{"bg", "fgbg"}` float32 `[N, 3, H, W]` at the model's size).
-    `thresholds` (a `toolkit.compare.Thresholds`): the values it sets replace the fp16 ones.
+    `thresholds` (a `toolkit.verify.compare.Thresholds`): the values it sets replace the fp16 ones.
     """
     source, out = Path(source), Path(out)
     if not feeds:

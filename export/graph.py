@@ -80,7 +80,7 @@ def ensure_node_names(graph: GraphProto) -> None:
 def drop_identity_pools(graph: GraphProto) -> int:
     """Remove 1x1, stride-1 MaxPool nodes (the identity), wiring their consumers to their input;
     returns how many. The frame half has two as a layout hint for ONNX Runtime's fp32 kernels
-    (toolkit.split); quantised, they would run as a slow int8 MaxPool of their own."""
+    (toolkit.net.cut); quantised, they would run as a slow int8 MaxPool of their own."""
     import onnx
 
     def identity(node: NodeProto) -> bool:

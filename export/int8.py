@@ -33,7 +33,7 @@ the heads in float halves the depth error for about a third of the speed-up, and
 calibration beats minmax at a few seconds more, so both are the defaults.
 
 Gate: the quantised model runs beside the fp32 model in ONNX Runtime on the held-out pairs and
-is judged with `toolkit.compare` at the int8 thresholds (mask IoU >= 0.97, depth RMSE <= 0.02).
+is judged with `toolkit.verify.compare` at the int8 thresholds (mask IoU >= 0.97, depth RMSE <= 0.02).
 A miss starts the search for the layers to keep in float (`export.int8_search`, `search="auto"`);
 a model that still fails is refused (CheckFailed, exit 1, nothing written, the figures in the
 message) unless `force`, which writes the fixed rule's model with a warning. Synthetic calibration pairs prove the pipeline;
@@ -49,7 +49,9 @@ from typing import Any
 
 import onnx
 
-from toolkit.compare import ParityResult, Thresholds, batches, check_model
+from toolkit.core.errors import CheckFailed, UserError
+from toolkit.core.fsutil import atomic_path
+from toolkit.core.spec import METADATA_PREFIX
 from toolkit.data.calib import (  # noqa: F401  (their home; export's callers import them from here)
     DEFAULT_CALIB_PAIRS,
     DEFAULT_GATE_PAIRS,
@@ -61,9 +63,7 @@ from toolkit.data.calib import (  # noqa: F401  (their home; export's callers im
     load_pairs,
     synthetic_pairs,
 )
-from toolkit.errors import CheckFailed, UserError
-from toolkit.fsutil import atomic_path
-from toolkit.spec import METADATA_PREFIX
+from toolkit.verify.compare import ParityResult, Thresholds, batches, check_model
 
 from .metadata import derived_metadata, load_fp32_source, read_metadata, set_metadata
 from .quantise import quantise_graph
@@ -133,7 +133,7 @@ def quantize_int8(
 ) -> tuple[Path, Int8Report]:
     """Quantise the fp32 ONNX `source` to `out`. When the gate fails and `search` is "auto", the
     layers to keep in float are searched for (`export.int8_search`); a model that still fails is
-    refused (CheckFailed) unless `force`. `thresholds` (a `toolkit.compare.Thresholds`): the
+    refused (CheckFailed) unless `force`. `thresholds` (a `toolkit.verify.compare.Thresholds`): the
     values it sets replace the int8 ones. `say(line)` hears the search's progress."""
     source, out = Path(source), Path(out)
     if target not in TARGETS:

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from toolkit.compare import ParityResult, Thresholds, batches, compare_to_outputs, thresholds_for
 from toolkit.runtime import open_runner
+from toolkit.verify.compare import ParityResult, Thresholds, batches, compare_to_outputs, thresholds_for
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 SEARCH_MODES = ("auto", "off")
@@ -224,7 +224,7 @@ class _Judge:
 
     def speedup(self, model: onnx.ModelProto) -> float:
         """Pairs/s of `model` over fp32's at batch 8 (ONNX Runtime, CPU), timed interleaved here."""
-        from toolkit.bench import open_targets, time_interleaved
+        from toolkit.tasks.bench import open_targets, time_interleaved
 
         targets = open_targets([self.source, self.write(model, "timed.onnx")], ["cpu"], None)
         time_interleaved(targets, [TIMING_BATCH], 3, TIMING_ROUNDS)
@@ -296,7 +296,7 @@ def search_float_layers(source: Path, calib: dict[str, np.ndarray], gate: dict[s
 def _finish(result: SearchResult, source: Path, pre: onnx.ModelProto, ranked: list[tuple[str, float]], layers: list[str],
             judge: _Judge, start: float, settings: dict[str, Any]) -> SearchResult:
     """What the search result records besides its model: cost, ranking, names and keys of its layers."""
-    from toolkit.layers import module_name
+    from toolkit.verify.layers import module_name
 
     from .graph import structural_keys, weights_of
 

@@ -9,8 +9,8 @@ from typing import Any
 import onnx
 
 from toolkit import __version__
-from toolkit.fsutil import sha256_file
-from toolkit.spec import METADATA_PREFIX, IOSpec
+from toolkit.core.fsutil import sha256_file
+from toolkit.core.spec import METADATA_PREFIX, IOSpec
 
 
 def export_metadata(spec: IOSpec, checkpoint: Path, ckpt: dict[str, Any], precision: str, out: Path) -> dict[str, str]:
@@ -65,7 +65,7 @@ def load_fp32_source(source: Path, making: str) -> tuple[onnx.ModelProto, dict[s
     One place for the checks both conversions need: the file exists, loads, and is fp32
     (converting an already-reduced model would compound its error).
     """
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
 
     source = Path(source)
     if not source.is_file():

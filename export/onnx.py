@@ -1,6 +1,6 @@
 """fp32 ONNX export: the wrapped model (normalisation + decoding in-graph), dynamic batch.
 
-Two graphs of the same function (`GRAPHS`): ``folded`` (the default) is `toolkit.folded`'s
+Two graphs of the same function (`GRAPHS`): ``folded`` (the default) is `toolkit.net.folded`'s
 rewrite, whose decoder tail upsamples after the layers that commute with upsampling (a little
 over half the arithmetic); ``literal`` follows the network layer by layer, as PyTorch runs it.
 Either way the file is only written after `onnx.checker` passes and ONNX Runtime agrees with the
@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from toolkit.compare import DEFAULT_THRESHOLDS, ParityResult, check_model
-from toolkit.errors import CheckFailed, UserError
-from toolkit.fsutil import atomic_path
-from toolkit.sizes import DYNAMIC_SIZE_KEY, MAX_SIZE
-from toolkit.spec import INPUT_NAMES, MAX_BATCH, METADATA_PREFIX, OUTPUT_NAMES
+from toolkit.core.errors import CheckFailed, UserError
+from toolkit.core.fsutil import atomic_path
+from toolkit.core.sizes import DYNAMIC_SIZE_KEY, MAX_SIZE
+from toolkit.core.spec import INPUT_NAMES, MAX_BATCH, METADATA_PREFIX, OUTPUT_NAMES
+from toolkit.verify.compare import DEFAULT_THRESHOLDS, ParityResult, check_model
 
 from .metadata import export_metadata
 
@@ -67,8 +67,8 @@ def export_onnx(
 
     import torch
 
-    from toolkit.checkpoint import build_model, load_checkpoint, spec_of
-    from toolkit.folded import fold, gflop_per_pair
+    from toolkit.net.checkpoint import build_model, load_checkpoint, spec_of
+    from toolkit.net.folded import fold, gflop_per_pair
 
     check_graph(graph)
     checkpoint, out = Path(checkpoint), Path(out)
@@ -96,8 +96,8 @@ def export_onnx(
                 raise CheckFailed(f"{out}: not written: ONNX Runtime disagrees with PyTorch at {at[0]}x{at[1]}: "
                                   f"{'; '.join(result.failures)} ({result.figures()})")
         check = checks[0]  # at the nominal size: the one reported
-        from toolkit.compare import open_at
-        from toolkit.selftest import GOLDEN_KEY, make_golden
+        from toolkit.verify.compare import open_at
+        from toolkit.verify.selftest import GOLDEN_KEY, make_golden
 
         golden = make_golden(open_at(checkpoint, spec.size), spec.size)  # PyTorch's outputs: the self-test's reference
         onnx.helper.set_model_props(proto, {p.key: p.value for p in proto.metadata_props} | {GOLDEN_KEY: golden})
@@ -174,9 +174,9 @@ def _finish(path: Path, props: dict[str, str], doc: str = "") -> onnx.ModelProto
 
 def compare_with_torch(onnx_path: Path, checkpoint: Path, size: tuple[int, int] | None = None) -> ParityResult:
     """ONNX Runtime on `onnx_path` beside the literal PyTorch model of `checkpoint` on the probe
-    inputs at `size` (default the training size), judged at the fp32 thresholds (`toolkit.compare`,
+    inputs at `size` (default the training size), judged at the fp32 thresholds (`toolkit.verify.compare`,
     as `toolkit parity` judges it)."""
-    from toolkit.checkpoint import read_checkpoint_header
+    from toolkit.net.checkpoint import read_checkpoint_header
 
     h, w = size or read_checkpoint_header(checkpoint).spec.size
     return check_model(checkpoint, onnx_path, probe_inputs(h, w), size=(h, w))

@@ -15,9 +15,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import UserError
-from toolkit.sizes import SizeProfile
-from toolkit.spec import DEFAULT_BATCH_PROFILE, BatchProfile, parse_image_size
+from toolkit.core.errors import UserError
+from toolkit.core.sizes import SizeProfile
+from toolkit.core.spec import DEFAULT_BATCH_PROFILE, BatchProfile, parse_image_size
 
 from .int8 import (
     DEFAULT_CALIB_PAIRS,

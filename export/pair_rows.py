@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toolkit.errors import CheckFailed
+from toolkit.core.errors import CheckFailed
 
 from .context import Artifact, ExportContext
 
 if TYPE_CHECKING:
-    from toolkit.compare import ParityResult
+    from toolkit.verify.compare import ParityResult
 
 
 def pair_artifacts(bg: Path, frame: Path, precision: str, figures: str, *, written: bool = True) -> list[Artifact]:

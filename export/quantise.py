@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from toolkit.compare import batches
-from toolkit.errors import CheckFailed, UserError
-from toolkit.spec import INPUT_NAMES
+from toolkit.core.errors import CheckFailed, UserError
+from toolkit.core.spec import INPUT_NAMES
+from toolkit.verify.compare import batches
 
 from .graph import ensure_node_names, nodes_from_inputs, nodes_to_outputs
 

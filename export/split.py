@@ -1,5 +1,5 @@
 """The fixed-camera pair beside every ONNX export: `X.bg.onnx` (`bg` -> `bg_features`) and
-`X.frame.onnx` (`bg_features`, `fgbg` -> `mask`, `depth`), cut as `toolkit.split` says.
+`X.frame.onnx` (`bg_features`, `fgbg` -> `mask`, `depth`), cut as `toolkit.net.cut` says.
 
 The fp32 pair is exported from the checkpoint beside the fp32 model (`export_split`); the fp16
 and int8 pairs are converted from the fp32 pair as their whole models are from the fp32 model
@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from toolkit.compare import ParityResult, Thresholds, check_model
-from toolkit.errors import CheckFailed
-from toolkit.fsutil import atomic_path, sha256_file
+from toolkit.core.errors import CheckFailed
+from toolkit.core.fsutil import atomic_path, sha256_file
+from toolkit.core.sizes import is_dynamic
+from toolkit.core.spec import FEATURES_NAME, INTERFACES, METADATA_PREFIX, OUTPUT_NAMES
 from toolkit.runtime.fixed import PARTS, WHOLE_KEY, SplitPairRunner, has_pair, split_paths
 from toolkit.runtime.onnx_info import read_onnx_info
-from toolkit.sizes import is_dynamic
-from toolkit.spec import FEATURES_NAME, INTERFACES, METADATA_PREFIX, OUTPUT_NAMES
+from toolkit.verify.compare import ParityResult, Thresholds, check_model
 
 from .metadata import set_metadata
 from .onnx import OPSET, _finish, check_sizes, probe_inputs, torch_export
@@ -111,9 +111,9 @@ def export_split(checkpoint: str | Path, model: str | Path, *, opset: int = OPSE
     graph, size and metadata are the pair's); returns the two paths and the check against PyTorch."""
     import torch
 
-    from toolkit.checkpoint import build_model, load_checkpoint
-    from toolkit.folded import fold
-    from toolkit.split import split
+    from toolkit.net.checkpoint import build_model, load_checkpoint
+    from toolkit.net.cut import split
+    from toolkit.net.folded import fold
 
     checkpoint, model = Path(checkpoint), Path(model)
     info = read_onnx_info(model, require_spec=True)
@@ -179,7 +179,7 @@ def int8_pair(source: Path, out: Path, pairs: CalibrationPairs, *, target: str, 
     `searched`: the whole model's passing `export.int8_search.SearchResult`: the same layers of
     each half stay in float (`export.graph.same_layers`), then more by its ranking
     (`PAIR_EXTRA_LAYERS`), instead of the fixed rule's."""
-    from toolkit.compare import batches
+    from toolkit.verify.compare import batches
 
     from .graph import drop_identity_pools, features_channels_last
     from .quantise import quantise_graph

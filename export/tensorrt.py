@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import __version__
-from toolkit.errors import MissingDependency, UserError
-from toolkit.fsutil import sha256_file, write_bytes_atomic, write_text_atomic
-from toolkit.optional import import_optional, version_tuple
+from toolkit.core.errors import MissingDependency, UserError
+from toolkit.core.fsutil import sha256_file, write_bytes_atomic, write_text_atomic
+from toolkit.core.optional import import_optional, version_tuple
+from toolkit.core.sizes import SizeProfile, check_size, is_dynamic
+from toolkit.core.spec import DEFAULT_BATCH_PROFILE, METADATA_PREFIX, BatchProfile
 from toolkit.runtime.onnx_info import OnnxModelInfo, read_onnx_info
 from toolkit.runtime.tensorrt_runner import SIDECAR_FORMAT, sidecar_path
-from toolkit.sizes import SizeProfile, check_size, is_dynamic
-from toolkit.spec import DEFAULT_BATCH_PROFILE, METADATA_PREFIX, BatchProfile
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_MB = 1024

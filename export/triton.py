@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit import __version__
-from toolkit.errors import UserError
-from toolkit.fsutil import atomic_path, ensure_dir, sha256_file, write_text_atomic
-from toolkit.spec import INPUT_NAMES, MAX_BATCH, METADATA_PREFIX, OUTPUT_NAMES
+from toolkit.core.errors import UserError
+from toolkit.core.fsutil import atomic_path, ensure_dir, sha256_file, write_text_atomic
+from toolkit.core.spec import INPUT_NAMES, MAX_BATCH, METADATA_PREFIX, OUTPUT_NAMES
 
 MAX_QUEUE_DELAY_US = 100
 INSTANCE_KINDS = ("KIND_GPU", "KIND_CPU")

@@ -49,7 +49,7 @@ def legacy_fixture() -> Path:
 
 @pytest.fixture(scope="session")
 def imported_ckpt(tmp_path_factory, legacy_fixture) -> Path:
-    from toolkit.legacy import import_legacy
+    from toolkit.net.legacy import import_legacy
 
     out = tmp_path_factory.mktemp("imported") / "epoch12.pt"
     import_legacy(legacy_fixture, out, calibration=None)  # the exact import: architecture.md's golden figures

@@ -110,7 +110,7 @@ def test_gpu_runtimes_reports_each_test_and_why_it_could_not_run(tmp_path):
     assert {m["name"] for m in report["machine"]} >= {"onnxruntime", "tensorrt", "cuda-python"}  # doctor's checks head it
     md = (tmp_path / "a" / "gpu_runtimes.md").read_text()
     assert f"| ONNX Runtime's GPU build: driver, libraries | {passed} | 0 | 4 |" in md and "Could not run here:" in md
-    late = subprocess.run([sys.executable, script, str(tmp_path / "b"), "--seconds", "0", "--tests", "tests/test_install.py"],
+    late = subprocess.run([sys.executable, script, str(tmp_path / "b"), "--seconds", "0", "--tests", "tests/core/test_install.py"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert late.returncode == 0, late.stderr[-2000:]
     late_report = json.loads((tmp_path / "b" / "gpu_runtimes.json").read_text())

@@ -24,7 +24,7 @@ def test_import_legacy_and_summary(legacy_fixture, tmp_path):
 def test_import_legacy_refuses_a_forbidden_global(tmp_path):
     import pickle
 
-    from toolkit.legacy import LEGACY_MAGIC
+    from toolkit.net.legacy import LEGACY_MAGIC
 
     class Evil:
         def __reduce__(self):

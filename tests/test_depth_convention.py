@@ -6,13 +6,13 @@ import numpy as np
 import onnx
 import pytest
 
+from toolkit.core.errors import UserError
+from toolkit.core.spec import IOSpec, nearness
 from toolkit.data.info import INFO_NAME
 from toolkit.data.reader import open_dataset
 from toolkit.data.synth import synthesize
-from toolkit.errors import UserError
-from toolkit.imageio import depth_legend
+from toolkit.render.imageio import depth_legend
 from toolkit.runtime import open_runner
-from toolkit.spec import IOSpec, nearness
 
 
 def _person_and_room(folder):
@@ -74,7 +74,7 @@ def test_exports_record_the_convention_and_older_ones_read_as_near_bright_with_a
 def test_val_scores_a_model_the_same_against_either_convention(trained_onnx, tmp_path):
     """The trained fixture predicts near-bright depth (its training set's); against the same
     scenes stored far-bright it is scored with one side flipped, to the same figures."""
-    from toolkit.val import validate
+    from toolkit.tasks.val import validate
 
     for convention in ("far-bright", "near-bright"):
         synthesize(tmp_path / convention, backgrounds=2, foregrounds=2, placements=1, size=64, seed=12,

@@ -6,9 +6,9 @@ import sys
 from tests.conftest import ROOT
 
 EDGE_MODULES = [
-    "toolkit.spec", "toolkit.imageio", "toolkit.metrics", "toolkit.data.names", "toolkit.data.reader",
+    "toolkit.core.spec", "toolkit.render.imageio", "toolkit.verify.metrics", "toolkit.data.names", "toolkit.data.reader",
     "toolkit.data.split", "toolkit.data.synth", "toolkit.runtime.base", "toolkit.runtime.onnx_runner",
-    "toolkit.compare", "toolkit.bench", "toolkit.infer", "toolkit.doctor", "toolkit.cli",
+    "toolkit.verify.compare", "toolkit.tasks.bench", "toolkit.tasks.infer", "toolkit.tasks.doctor", "toolkit.cli",
 ]
 
 

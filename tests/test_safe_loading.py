@@ -1,7 +1,7 @@
 """No file the toolkit reads can run code: proven over the source tree, not by convention.
 
 Every `torch.load` must pass `weights_only=True` literally; the only unpicklers allowed are the
-restricted ones in toolkit/legacy.py (allow-list of the original author's classes), and they must
+restricted ones in toolkit/net/legacy.py (allow-list of the original author's classes), and they must
 override `find_class`. `pickle.load(s)`, `marshal`, `dill`, `joblib.load` and `numpy.load(...,
 allow_pickle=True)` appear nowhere.
 """
@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 
 PACKAGES = ("toolkit", "train", "export")
 SOURCES = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
-UNPICKLER_HOME = ROOT / "toolkit" / "legacy.py"
+UNPICKLER_HOME = ROOT / "toolkit" / "net" / "legacy.py"
 
 
 def _dotted(node: ast.AST) -> str:
@@ -55,13 +55,13 @@ def test_no_unsafe_loading(path):
             assert not (isinstance(kw.get("allow_pickle"), ast.Constant) and kw["allow_pickle"].value), f"{where}: allow_pickle"
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and any(_dotted(b).endswith("Unpickler") for b in node.bases):
-            assert path == UNPICKLER_HOME, f"{path.relative_to(ROOT)}: an unpickler outside toolkit/legacy.py"
+            assert path == UNPICKLER_HOME, f"{path.relative_to(ROOT)}: an unpickler outside toolkit/net/legacy.py"
             methods = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
             assert "find_class" in methods, f"{node.name} must restrict globals via find_class"
 
 
 def test_checkpoints_are_loaded_with_weights_only():
-    """The one torch.load there is: in toolkit/checkpoint.py (so the scan above has something to check)."""
+    """The one torch.load there is: in toolkit/net/checkpoint.py (so the scan above has something to check)."""
     found = [
         (p, c) for p in SOURCES for c, name in _calls(ast.parse(p.read_text())) if name.endswith("torch.load")
     ]

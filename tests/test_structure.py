@@ -91,11 +91,30 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
     assert "toolkit.runtime.base" in graph["toolkit.runtime"]  # from .base import ...
-    assert "toolkit.checkpoint" in graph["toolkit.runtime.torch_runner"]  # imported inside a method
+    assert "toolkit.net.checkpoint" in graph["toolkit.runtime.torch_runner"]  # imported inside a method
 
 
 def test_no_import_cycles():
     assert cycles(import_graph()) == []
+
+
+def _imports_torch_at_module_level(path: Path) -> bool:
+    for node in ast.parse(path.read_text()).body:
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+        if any(n == "torch" or n.startswith("torch.") for n in names):
+            return True
+    return False
+
+
+def test_toolkit_is_packages_by_concept_and_only_net_imports_torch_at_module_level():
+    """The folders say the architecture: no loose module beside the packages, and the edge
+    install's boundary is a folder (torch-side code in toolkit/net, lazily imported elsewhere)."""
+    loose = sorted(p.name for p in (ROOT / "toolkit").glob("*.py"))
+    assert loose == ["__init__.py", "__main__.py"], loose
+    torch_side = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "toolkit").rglob("*.py") if _imports_torch_at_module_level(p))
+    assert torch_side and all(p.startswith("toolkit/net/") for p in torch_side), torch_side
+    assert _imports_torch_at_module_level(ROOT / "toolkit" / "net" / "model.py")
 
 
 def test_no_library_function_is_longer_than_a_screen():

@@ -1,7 +1,7 @@
 """Writing a run's `last.pt` and `best.pt`, so that a kill at any moment leaves a resumable run.
 
 Why a class of its own: the guarantees live in the details. Every write is atomic and carries
-the payload's SHA-256 (`toolkit.checkpoint.save_checkpoint`), so a kill mid-write leaves the
+the payload's SHA-256 (`toolkit.net.checkpoint.save_checkpoint`), so a kill mid-write leaves the
 previous file intact and only a temporary behind, which the next run removes. After an epoch
 that improved, best.pt is written before last.pt: a kill between the two leaves last.pt at the
 previous epoch, so the resumed run redoes this one and writes both again. Only rank 0 writes.
@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from toolkit.checkpoint import make_checkpoint, save_checkpoint
+from toolkit.net.checkpoint import make_checkpoint, save_checkpoint
 
 from .components import TrainComponents
 from .config import TrainConfig

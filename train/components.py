@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from toolkit.checkpoint import tail_stats_from
-from toolkit.errors import UserError
-from toolkit.model import EVA4Net, MaskDepthModel
-from toolkit.spec import IOSpec
+from toolkit.core.errors import UserError
+from toolkit.core.spec import IOSpec
+from toolkit.net.checkpoint import tail_stats_from
+from toolkit.net.model import EVA4Net, MaskDepthModel
 
 from . import distributed
 from .config import Recipe, TrainConfig, get_recipe

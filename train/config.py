@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import UserError
-from toolkit.model import TAIL_STATS
-from toolkit.spec import SEED_SPEC, Decoding, IOSpec
+from toolkit.core.errors import UserError
+from toolkit.core.spec import SEED_SPEC, Decoding, IOSpec
+from toolkit.net.model import TAIL_STATS
 
 DEFAULT_OUT = Path("runs/train")
 
@@ -45,7 +45,7 @@ class Recipe:
     augment: bool = False  # flips for all four tensors, colour jitter on the inputs (`train.augment`)
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = none
     grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping
-    tail_stats: str = "shared"  # how the tail keeps its BatchNorm statistics (`toolkit.model.TAIL_STATS`)
+    tail_stats: str = "shared"  # how the tail keeps its BatchNorm statistics (`toolkit.net.model.TAIL_STATS`)
 
 
 # The improved recipe decodes the mask as a probability (trained as logits) and keeps the
@@ -149,7 +149,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward
     synth: dict[str, int] = field(default_factory=dict)  # options for the default synthetic set
     init: Path | None = None  # start from this model's weights (a toolkit or the original author's checkpoint)
-    tail: str | None = None  # the tail's BatchNorm statistics (`toolkit.model.TAIL_STATS`); None: the recipe's
+    tail: str | None = None  # the tail's BatchNorm statistics (`toolkit.net.model.TAIL_STATS`); None: the recipe's
     force: bool = False  # a new run in a folder that holds one: start over (see `train.loop.preflight`)
 
     def __post_init__(self) -> None:

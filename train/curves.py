@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from toolkit.fsutil import atomic_path
-from toolkit.install import install_hint
+from toolkit.core.fsutil import atomic_path
+from toolkit.core.install import install_hint
 
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("loss", ("train_loss", "val_loss")),

@@ -1,6 +1,6 @@
 """Torch views of a `toolkit.data` pair set, and the deterministic batch order of each epoch.
 
-Samples stay in [0, 1]: the model wrapper (`toolkit.model.MaskDepthModel`) owns the input
+Samples stay in [0, 1]: the model wrapper (`toolkit.net.model.MaskDepthModel`) owns the input
 normalisation and the loss owns the target encoding, so nothing here knows the statistics.
 
 The order of batches is a pure function of (seed, epoch): a `torch.Generator` seeded from both

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from toolkit.errors import ToolkitError, UserError
+from toolkit.core.errors import ToolkitError, UserError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -30,7 +30,7 @@ def worker_error_message(error: BaseException) -> str | None:
     text = str(error)
     if not isinstance(error, ToolkitError) or _WORKER_TRACEBACK not in text:
         return None
-    last = text.rstrip().splitlines()[-1]  # "toolkit.errors.UserError: <message>"
+    last = text.rstrip().splitlines()[-1]  # "toolkit.core.errors.UserError: <message>"
     for cls in type(error).__mro__:
         for name in (f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__):
             if last.startswith(name + ": "):

@@ -2,7 +2,7 @@
 
 What a user of the original author's model does with a few labelled pairs of a new site: the
 weights of a toolkit checkpoint, or of one of the author's own files read by the safe importer
-(`toolkit.legacy`, nothing in the file runs), with a fresh optimiser and schedule (the run is a
+(`toolkit.net.legacy`, nothing in the file runs), with a fresh optimiser and schedule (the run is a
 new one: `--resume` continues a run, `--init` starts one). The model's recipe is the run's
 unless `--recipe` says otherwise, so its outputs keep the decoding they were trained with.
 
@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from toolkit.checkpoint import load_checkpoint, spec_of, tail_stats_from
-from toolkit.errors import UserError
-from toolkit.model import per_head_state
-from toolkit.spec import IOSpec
+from toolkit.core.errors import UserError
+from toolkit.core.spec import IOSpec
+from toolkit.net.checkpoint import load_checkpoint, spec_of, tail_stats_from
+from toolkit.net.model import per_head_state
 
 
 @dataclass
@@ -58,7 +58,7 @@ def read_init(path: str | Path) -> InitModel:
     try:
         ckpt, legacy = load_checkpoint(path), False
     except UserError as toolkit_error:
-        from toolkit.legacy import LegacyImportError, legacy_checkpoint
+        from toolkit.net.legacy import LegacyImportError, legacy_checkpoint
 
         try:
             ckpt, _, _ = legacy_checkpoint(path)

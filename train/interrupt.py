@@ -8,7 +8,7 @@ the step it is in, writes `last.pt` with the position inside the epoch (the path
 takes, written atomically like every checkpoint) and raises `TrainingInterrupted`, which
 `toolkit train` prints as one line with exit code 130 (128 + SIGINT). The second press raises
 `KeyboardInterrupt` from the handler: a checkpoint write it cuts short leaves the previous
-`last.pt` as it was (`toolkit.fsutil.atomic_path`), and the loop re-raises it as
+`last.pt` as it was (`toolkit.core.fsutil.atomic_path`), and the loop re-raises it as
 `TrainingAborted`, a KeyboardInterrupt that says what is on disk.
 
 Several processes: a terminal sends SIGINT to the whole process group, so `--nproc` ranks each
@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from toolkit.errors import ToolkitError
+from toolkit.core.errors import ToolkitError
 
 __all__ = ["StopRequest", "TrainingAborted", "TrainingInterrupted", "aborted_message", "ignore_sigint",
            "interrupted_message", "sigint_stops"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch.multiprocessing as mp
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 from .config import TrainConfig
 from .distributed import env_group

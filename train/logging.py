@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.fsutil import atomic_path, write_text_atomic
+from toolkit.core.fsutil import atomic_path, write_text_atomic
 
 # The figures a reader looks at first lead, depth by RMSE, AbsRel and delta1 (`train.step.METRIC_NAMES`).
 FIRST_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_mask_loss", "train_depth_loss", "val_loss", "val_mask_iou",
@@ -92,7 +92,7 @@ def sample_grid(arrays: Mapping[str, np.ndarray], max_rows: int = 4, depth_conve
     on the fixed [0, 1] scale (nothing stretched per tile, so prediction and truth compare),
     and tiles enlarged to `SAMPLE_TILE` px (pixel for pixel) to be seen at all.
     """
-    from toolkit import imageio
+    from toolkit.render import imageio
 
     rows = min(max_rows, min(int(arrays[k].shape[0]) for k in SAMPLE_COLUMNS))
     grid = [[_sample_tile(k, arrays[k][r]) for k in SAMPLE_COLUMNS] for r in range(rows)]
@@ -102,7 +102,7 @@ def sample_grid(arrays: Mapping[str, np.ndarray], max_rows: int = 4, depth_conve
 
 def _sample_tile(name: str, x: np.ndarray) -> np.ndarray:
     """One [C, H, W] array in [0, 1] as an HxWxC tile; depth through the shared colour map."""
-    from toolkit import imageio
+    from toolkit.render import imageio
 
     tile = np.clip(np.nan_to_num(np.asarray(x, np.float32)), 0.0, 1.0).transpose(1, 2, 0)
     return imageio.colorize_depth(tile) if name.startswith("depth") else tile

@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from toolkit.errors import ToolkitError, UserError
-from toolkit.fsutil import check_writable, ensure_dir
-from toolkit.text import count
+from toolkit.core.errors import ToolkitError, UserError
+from toolkit.core.fsutil import check_writable, ensure_dir
+from toolkit.core.text import count
 
 from . import distributed
 from .checkpointer import Checkpointer, held_checkpoints, remove_previous_run, remove_stale_temporaries

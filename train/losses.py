@@ -1,7 +1,7 @@
 """The training losses: one term per output, chosen by name in the recipe.
 
 The network has no final activation; what its raw outputs mean is fixed by the recipe's
-decoding (`toolkit.spec.Decoding`), and every loss here is written against that decoding, so
+decoding (`toolkit.core.spec.Decoding`), and every loss here is written against that decoding, so
 `decode(raw)` at inference time is the quantity that was trained:
 - regression terms (`l1`, `smooth_l1`, `mse`) compare raw outputs with targets *encoded* into
   the raw space (`Decoding.encode_target`): the seed trained L1 on targets normalised by the
@@ -21,8 +21,8 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
-from toolkit.errors import UserError
-from toolkit.spec import Decoding
+from toolkit.core.errors import UserError
+from toolkit.core.spec import Decoding
 
 from .config import Recipe
 

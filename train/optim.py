@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from toolkit.errors import UserError
-from toolkit.text import count
+from toolkit.core.errors import UserError
+from toolkit.core.text import count
 
 from .config import Recipe
 

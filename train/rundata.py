@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 from .config import TrainConfig
 

@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.errors import UserError
-from toolkit.text import count
+from toolkit.core.errors import UserError
+from toolkit.core.text import count
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from toolkit.checkpoint import load_checkpoint
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
+from toolkit.net.checkpoint import load_checkpoint
 
 from .config import DEFAULTS, TRAJECTORY_FIELDS, TrainConfig
 from .step import with_current_names

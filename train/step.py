@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from toolkit.errors import UserError
-from toolkit.metrics import MetricAccumulator
-from toolkit.model import MaskDepthModel
-from toolkit.spec import SEED_SPEC
+from toolkit.core.errors import UserError
+from toolkit.core.spec import SEED_SPEC
+from toolkit.net.model import MaskDepthModel
+from toolkit.verify.metrics import MetricAccumulator
 
 from .augment import augment_batch
 from .ema import WeightAverage
@@ -130,7 +130,7 @@ def train_one_epoch(model: MaskDepthModel, batches: Iterable[dict[str, torch.Ten
 def evaluate(model: MaskDepthModel, batches: Iterable[dict[str, torch.Tensor]], loss_fn: MaskDepthLoss,
              device: torch.device, *, to_metres: Callable[[np.ndarray], np.ndarray] | None = None,
              keep: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-    """Validation losses and metrics (`toolkit.metrics`), keys prefixed `val_`.
+    """Validation losses and metrics (`toolkit.verify.metrics`), keys prefixed `val_`.
 
     The seed-style figures use the raw outputs when the model is trained in the seed's target
     space, as the seed computed them. `keep`, when given, receives the first batch (for pictures).

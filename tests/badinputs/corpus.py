@@ -217,7 +217,7 @@ def evil_toolkit_checkpoint(path: Path, kind: str, marker: Path) -> Path:
 
 def evil_legacy_stream(path: Path, kind: str, marker: Path) -> Path:
     """The legacy (pre-zip) torch.save layout: magic, protocol, sys info, then the hostile object."""
-    from toolkit.legacy import LEGACY_MAGIC
+    from toolkit.net.legacy import LEGACY_MAGIC
 
     head = b"".join(pickle.dumps(x, protocol=2) for x in (LEGACY_MAGIC, 1001, {"little_endian": True}))
     return write(path, head + pickle.dumps(forbidden_call(kind, marker), protocol=2))
@@ -234,7 +234,7 @@ def checkpoint_variant(src: Path, dst: Path, change) -> Path:
     (so it carries a fresh hash of the altered payload: only the altered content is bad)."""
     import torch
 
-    from toolkit.checkpoint import save_checkpoint
+    from toolkit.net.checkpoint import save_checkpoint
 
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
     change(ckpt)

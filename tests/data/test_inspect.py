@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from toolkit.core.errors import CheckFailed, UserError
 from toolkit.data.inspect import channel_stats, check_dataset
 from toolkit.data.reader import open_dataset
 from toolkit.data.synth import synthesize
-from toolkit.errors import CheckFailed, UserError
 
 B, F, P, S = 3, 2, 1, 32
 

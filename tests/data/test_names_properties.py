@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from toolkit.core.errors import UserError
 from toolkit.data.names import (
     FOLDER_NAMES,
     IMAGE_EXTENSIONS,
@@ -27,7 +28,6 @@ from toolkit.data.names import (
     parse_pair_name,
 )
 from toolkit.data.reader import PAIR_KINDS, open_dataset
-from toolkit.errors import UserError
 
 ids = st.integers(0, 999_999_999)
 small = st.integers(0, 6)

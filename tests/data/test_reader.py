@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from toolkit.core.errors import UserError
 from toolkit.data import scan
 from toolkit.data.reader import FileRef, open_dataset
 from toolkit.data.synth import synthesize
-from toolkit.errors import UserError
 
 B, F, P, S = 3, 2, 2, 40
 N = B * F * P

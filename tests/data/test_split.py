@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from toolkit.core.errors import UserError
 from toolkit.data.reader import FileRef, Sample, open_dataset
 from toolkit.data.split import split_by_background
 from toolkit.data.synth import synthesize
-from toolkit.errors import UserError
 
 
 def samples(n_bg: int, per_bg: int = 3) -> list[Sample]:

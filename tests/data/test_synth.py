@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from toolkit.core.errors import UserError
 from toolkit.data.figures import make_figure
 from toolkit.data.names import parse_pair_name
 from toolkit.data.scene import BACK_WALL, BOX, FLOOR
@@ -23,8 +24,7 @@ from toolkit.data.synth import (
     metres_to_gray,
     synthesize,
 )
-from toolkit.errors import UserError
-from toolkit.imageio import read_gray, read_rgb
+from toolkit.render.imageio import read_gray, read_rgb
 
 B, F, P, S = 3, 2, 2, 48
 

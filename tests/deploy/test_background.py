@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from toolkit.core.errors import UserError
 from toolkit.deploy.background import load_background, median_background
 from toolkit.deploy.footage import background, walking_frames
-from toolkit.errors import UserError
 
 
 def test_median_sees_through_a_moving_person():

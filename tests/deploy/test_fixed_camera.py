@@ -18,7 +18,7 @@ from tests.conftest import run_cli
 from tests.deploy.conftest import Server, in_process_server, running_server
 from toolkit.deploy.client import encode_multipart
 from toolkit.deploy.footage import background, walking_frames
-from toolkit.infer import infer_files
+from toolkit.tasks.infer import infer_files
 
 H, W = 48, 64
 needs_serve = pytest.mark.skipif(
@@ -176,8 +176,8 @@ def test_serve_with_a_background_takes_frames_only(exported_pair, camera, refere
 
 @needs_serve
 def test_serve_without_the_cache_and_without_a_background(exported_pair, camera, reference_masks):
-    from toolkit import imageio
     from toolkit.deploy.server import ServeSettings, create_app
+    from toolkit.render import imageio
     from toolkit.runtime import open_runner
     from toolkit.runtime.fixed import open_fixed_camera
 

@@ -128,8 +128,8 @@ def test_an_unreachable_url_is_one_line(tmp_path):
     pytest.importorskip("av")
     import socket
 
+    from toolkit.core.errors import UserError
     from toolkit.deploy.video import open_network
-    from toolkit.errors import UserError
 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))

@@ -101,7 +101,7 @@ def test_the_page_shows_the_live_panel_in_a_headless_browser(streaming, tmp_path
 def test_a_port_in_use_is_one_line():
     import socket
 
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

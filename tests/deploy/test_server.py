@@ -18,9 +18,9 @@ from PIL import Image
 
 from tests.conftest import run_cli
 from tests.deploy.conftest import cli_process, in_process_server, running_server
+from toolkit.core.install import install_hint
 from toolkit.deploy.client import encode_multipart
 from toolkit.deploy.footage import background, walking_frames
-from toolkit.install import install_hint
 
 pytest.importorskip("starlette", reason="the serve extra is not installed")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed")

@@ -9,9 +9,9 @@ from PIL import Image
 
 from tests.conftest import run_cli
 from tests.deploy.conftest import CLIP_FRAMES, CLIP_H, CLIP_W, cli_process
+from toolkit.core.install import install_hint
 from toolkit.deploy.footage import background, walking_frames, write_video
 from toolkit.deploy.stream import compose_panel
-from toolkit.install import install_hint
 
 pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
 

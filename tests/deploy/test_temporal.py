@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import run_cli
+from toolkit.core.errors import UserError
 from toolkit.deploy.footage import background, walking_scene
 from toolkit.deploy.temporal import FlickerMeter, Smoother
-from toolkit.errors import UserError
 
 
 def test_the_smoother_is_an_ema_and_alpha_0_passes_frames_through():

@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 
 from tests.deploy.conftest import CLIP_FRAMES, CLIP_H, CLIP_W
+from toolkit.core.errors import UserError
 from toolkit.deploy.footage import walking_frames, write_video
 from toolkit.deploy.video import PngFolderWriter, VideoWriter, open_source, probe_video, video_format
-from toolkit.errors import UserError
 
 pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
 

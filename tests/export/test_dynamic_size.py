@@ -7,9 +7,9 @@ import onnx
 import pytest
 
 from export.options import ExportOptions
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
+from toolkit.core.sizes import SizeProfile
 from toolkit.runtime import open_runner
-from toolkit.sizes import SizeProfile
 
 NOMINAL = (32, 48)
 
@@ -39,8 +39,8 @@ def test_the_graph_has_symbolic_sizes_and_says_so(dynamic_model):
 
 @pytest.mark.parametrize("size", [NOMINAL, (64, 112), (20, 28)])
 def test_every_multiple_of_4_gives_the_checkpoints_answers(dynamic_model, imported_ckpt, size):
-    from toolkit.compare import open_at
     from toolkit.runtime.fixed import open_fixed_camera
+    from toolkit.verify.compare import open_at
 
     feed = _pairs(size)
     with open_runner(dynamic_model) as onnx_runner, open_at(imported_ckpt, size) as torch_runner:

@@ -15,10 +15,10 @@ import export.formats as formats
 from export.formats import FORMATS, ExportOptions, exit_code, options_for, run_exports, selected_formats
 from export.options import batch_profile
 from tests.conftest import ROOT, run_cli
-from toolkit.compare import DEFAULT_THRESHOLDS, Thresholds
-from toolkit.errors import CheckFailed, UserError
-from toolkit.install import install_hint
-from toolkit.spec import BatchProfile
+from toolkit.core.errors import CheckFailed, UserError
+from toolkit.core.install import install_hint
+from toolkit.core.spec import BatchProfile
+from toolkit.verify.compare import DEFAULT_THRESHOLDS, Thresholds
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -193,7 +193,7 @@ def test_engines_are_built_from_each_onnx_of_the_run_and_given_to_triton(stub_on
     outcomes = run_exports(imported_ckpt, tmp_path / "out", options=options)
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     assert [o.format.key for o in outcomes] == ["onnx", "fp16", "engine", "triton"]
-    from toolkit.fsutil import sha256_file
+    from toolkit.core.fsutil import sha256_file
 
     digest = sha256_file(imported_ckpt)
     cache = tmp_path / "out" / "tensorrt.timing-cache"
@@ -306,7 +306,7 @@ sys.modules['torch'] = None
 from pathlib import Path
 from export.fp16 import convert_fp16
 from export.int8 import quantize_int8, synthetic_pairs
-from toolkit.compare import batches
+from toolkit.verify.compare import batches
 out = Path({str(tmp_path)!r})
 pairs = synthetic_pairs(out / 'pairs', (128, 128), calib_pairs=8, gate_pairs=8)
 convert_fp16({str(exported_onnx)!r}, out / 'model.fp16.onnx', batches(pairs.everything()))
@@ -367,7 +367,7 @@ def test_an_onnx_source_refuses_what_only_a_checkpoint_makes(exported_onnx, tmp_
 
 def test_engines_from_an_onnx_source_record_the_checkpoint_hash_from_its_metadata(exported_onnx, imported_ckpt, tmp_path):
     from export.formats import ExportContext
-    from toolkit.fsutil import sha256_file
+    from toolkit.core.fsutil import sha256_file
 
     ctx = ExportContext(exported_onnx, tmp_path, ExportOptions())
     assert ctx.from_onnx and ctx.checkpoint_sha256() == sha256_file(imported_ckpt)

@@ -9,11 +9,11 @@ from onnx import TensorProto, numpy_helper
 
 from export.fp16 import FP16_MAX, convert_fp16
 from export.int8 import synthetic_pairs
-from toolkit.compare import DEFAULT_THRESHOLDS, batches
-from toolkit.errors import CheckFailed, MissingDependency
-from toolkit.fsutil import sha256_file
-from toolkit.install import install_hint
-from toolkit.parity import run_parity
+from toolkit.core.errors import CheckFailed, MissingDependency
+from toolkit.core.fsutil import sha256_file
+from toolkit.core.install import install_hint
+from toolkit.verify.compare import DEFAULT_THRESHOLDS, batches
+from toolkit.verify.parity import run_parity
 
 pytest.importorskip("onnxconverter_common")
 

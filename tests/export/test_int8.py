@@ -10,9 +10,9 @@ from onnx import TensorProto, numpy_helper
 from export.graph import nodes_to_outputs
 from export.int8 import CalibrationPairs, load_pairs, quantize_int8, synthetic_pairs
 from export.quantise import float_nodes
-from toolkit.compare import DEFAULT_THRESHOLDS, Thresholds
-from toolkit.errors import CheckFailed, UserError
+from toolkit.core.errors import CheckFailed, UserError
 from toolkit.runtime.onnx_runner import OnnxRunner
+from toolkit.verify.compare import DEFAULT_THRESHOLDS, Thresholds
 
 CALIB, GATE = 16, 8
 

@@ -12,9 +12,9 @@ from export.int8 import quantize_int8, synthetic_pairs
 from export.int8_search import keep_in_float, layers_of, name_all
 from export.options import ExportOptions
 from export.quantise import quantise_with
-from toolkit.compare import Thresholds, check_model
-from toolkit.errors import CheckFailed, UserError
+from toolkit.core.errors import CheckFailed, UserError
 from toolkit.runtime import open_runner
+from toolkit.verify.compare import Thresholds, check_model
 
 SIZE = (64, 64)  # the epoch-12 network at 64 px: a quarter of the arithmetic, the same layers
 STRICT = Thresholds(mask_iou=0.97, depth_rmse=0.008)  # what the fixed rule misses here (it reaches ~0.012)

@@ -7,11 +7,11 @@ import torch
 
 from export.onnx import FP32_TOLERANCE, export_onnx
 from tests.conftest import golden_inputs
-from toolkit.checkpoint import build_model, load_checkpoint
-from toolkit.errors import CheckFailed
-from toolkit.fsutil import sha256_file
+from toolkit.core.errors import CheckFailed
+from toolkit.core.fsutil import sha256_file
+from toolkit.core.spec import SEED_SPEC, IOSpec
+from toolkit.net.checkpoint import build_model, load_checkpoint
 from toolkit.runtime.onnx_runner import OnnxRunner
-from toolkit.spec import SEED_SPEC, IOSpec
 
 
 def test_graph_contract(exported_onnx, imported_ckpt):
@@ -74,8 +74,8 @@ def test_export_refuses_a_model_that_disagrees(imported_ckpt, tmp_path, monkeypa
 def test_improved_recipe_sigmoid_decoding_is_in_the_graph_and_matches(tmp_path):
     """The decoding follows the recipe recorded in the checkpoint: a sigmoid mask exports as a
     Sigmoid node, its metadata says so, and ONNX Runtime agrees with PyTorch."""
-    from toolkit.checkpoint import make_checkpoint, save_checkpoint
-    from toolkit.model import EVA4Net
+    from toolkit.net.checkpoint import make_checkpoint, save_checkpoint
+    from toolkit.net.model import EVA4Net
     from train.config import RECIPES
 
     torch.manual_seed(0)
@@ -123,9 +123,9 @@ def test_literal_and_folded_graphs_compute_the_same(exported_onnx, imported_ckpt
 def test_export_at_another_size_is_checked_at_that_size(imported_ckpt, tmp_path):
     """The network is fully convolutional: a 16:9 camera gets 64x112, checked against the
     checkpoint at 64x112, recorded in the metadata; parity and bench follow the model's size."""
-    from toolkit.bench import bench
-    from toolkit.parity import run_parity
     from toolkit.runtime import open_runner
+    from toolkit.tasks.bench import bench
+    from toolkit.verify.parity import run_parity
 
     out, check = export_onnx(imported_ckpt, tmp_path / "wide.onnx", size=(64, 112))
     assert check and max(check.max_abs.values()) <= FP32_TOLERANCE
@@ -140,7 +140,7 @@ def test_export_at_another_size_is_checked_at_that_size(imported_ckpt, tmp_path)
 
 def test_image_size_option_is_checked_before_anything_is_written(imported_ckpt, tmp_path):
     from export.options import ExportOptions
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
 
     assert ExportOptions(image_size="128x224").image_size == (128, 224)
     for bad in ("128x222", "0", "wide", "1x2x3"):

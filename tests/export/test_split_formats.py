@@ -12,8 +12,8 @@ import onnx
 import pytest
 
 from export.formats import ExportOptions, exit_code, run_exports
-from toolkit import imageio
 from toolkit.deploy.footage import background, walking_frames
+from toolkit.render import imageio
 
 # Few check pairs (as test_formats.py does): three exports in this module, each costs seconds.
 OPTIONS = ExportOptions(fp16=True, calib_pairs=8, gate_pairs=4)
@@ -97,7 +97,7 @@ def test_the_fp16_halves_compute_the_fp16_model(from_checkpoint):
 
 
 def test_parity_judges_the_pair_as_a_model_of_its_own(from_checkpoint, imported_ckpt):
-    from toolkit.parity import run_parity
+    from toolkit.verify.parity import run_parity
 
     out, _ = from_checkpoint
     report = run_parity([out / "model.onnx"], reference=imported_ckpt, limit=4)

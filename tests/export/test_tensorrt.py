@@ -17,11 +17,11 @@ from export.tensorrt import (
     trt_major,
     validate_build_args,
 )
-from toolkit.errors import MissingDependency, UserError
-from toolkit.fsutil import sha256_file
-from toolkit.install import install_hint
+from toolkit.core.errors import MissingDependency, UserError
+from toolkit.core.fsutil import sha256_file
+from toolkit.core.install import install_hint
+from toolkit.core.spec import IOSpec
 from toolkit.runtime.tensorrt_runner import load_sidecar, sidecar_path
-from toolkit.spec import IOSpec
 
 
 def _has_tensorrt() -> bool:

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 
 from export.triton import check_max_batch, config_pbtxt, onnx_io, write_triton_repo
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 
 @functools.cache
@@ -114,7 +114,7 @@ def test_onnx_io_reads_the_graph(exported_onnx):
     io = onnx_io(exported_onnx)
     assert [(t.name, t.data_type, t.dims) for t in io.inputs] == [("bg", "TYPE_FP32", (3, 128, 128)), ("fgbg", "TYPE_FP32", (3, 128, 128))]
     assert [(t.name, t.dims) for t in io.outputs] == [("mask", (1, 128, 128)), ("depth", (1, 128, 128))]
-    from toolkit.spec import MAX_BATCH
+    from toolkit.core.spec import MAX_BATCH
 
     assert io.max_batch == MAX_BATCH
 

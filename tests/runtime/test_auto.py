@@ -48,7 +48,7 @@ def test_a_fixed_camera_times_its_frame_half(exported_pair):
 
 
 def test_a_runtime_that_cannot_load_the_model_is_left_out(exported_onnx, monkeypatch):
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
     from toolkit.runtime import auto
 
     monkeypatch.setattr(auto, "candidates", lambda path: ["cpu", "openvino"])

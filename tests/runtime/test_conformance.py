@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import golden_inputs
-from toolkit.errors import UserError
-from toolkit.install import install_hint
+from toolkit.core.errors import UserError
+from toolkit.core.install import install_hint
 from toolkit.runtime import RUNNERS, open_runner
 from toolkit.runtime.base import ONNX_RUNTIMES
 
@@ -54,7 +54,7 @@ def test_runner_protocol(model):
 # an engine. Each is wrapped (the real function still runs) to count its calls.
 LOADERS = {
     ".onnx": [("onnxruntime", "InferenceSession")],
-    ".pt": [("toolkit.checkpoint", "load_checkpoint"), ("torch.nn.Module", "load_state_dict")],
+    ".pt": [("toolkit.net.checkpoint", "load_checkpoint"), ("torch.nn.Module", "load_state_dict")],
     ".engine": [("tensorrt", "Runtime")],
     "openvino": [("openvino.Core", "compile_model")],
 }
@@ -170,7 +170,7 @@ def test_float16_io_is_refused_in_one_line(tmp_path):
 def test_metadata_that_disagrees_with_the_graph_is_refused(tmp_path):
     from onnx import TensorProto
 
-    from toolkit.spec import IOSpec
+    from toolkit.core.spec import IOSpec
 
     props = IOSpec().with_size(64).to_metadata()
     with pytest.raises(UserError, match="metadata says 64x64 but the graph takes 8x8"):

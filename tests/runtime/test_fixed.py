@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit import imageio
+from toolkit.core.errors import UserError
 from toolkit.deploy.footage import background, walking_frames
-from toolkit.errors import UserError
+from toolkit.render import imageio
 from toolkit.runtime import open_runner
 from toolkit.runtime.fixed import SplitPairRunner, open_fixed_camera, split_paths
 

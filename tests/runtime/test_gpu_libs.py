@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, run_cli
-from toolkit.install import install_hint, pip_command
+from toolkit.core.install import install_hint, pip_command
 from toolkit.runtime import gpu_libs
 
 CPU_ONLY = ["AzureExecutionProvider", "CPUExecutionProvider"]
@@ -153,7 +153,7 @@ def test_with_a_driver_the_missing_libraries_are_named(ort_gpu, trained_onnx, tm
     Where there is no driver, the driver check is set aside to reach it."""
     code = (
         "import sys\nfrom toolkit.runtime import gpu_libs\ngpu_libs._driver = lambda: (None, None)\n"
-        "from toolkit.runtime.onnx_runner import OnnxRunner\nfrom toolkit.errors import UserError\n"
+        "from toolkit.runtime.onnx_runner import OnnxRunner\nfrom toolkit.core.errors import UserError\n"
         f"try:\n    OnnxRunner({str(trained_onnx)!r}, provider='cuda').activate()\nexcept UserError as e:\n    print(e)\n"
         "else:\n    print('ran')\n"
     )

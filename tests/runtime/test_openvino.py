@@ -7,8 +7,8 @@ import re
 import pytest
 
 from tests.conftest import run_cli
-from toolkit.errors import UserError
-from toolkit.install import install_hint
+from toolkit.core.errors import UserError
+from toolkit.core.install import install_hint
 from toolkit.runtime.openvino_runner import plan_device
 
 
@@ -23,7 +23,7 @@ def test_device_plan_falls_back_to_the_cpu_with_a_note():
 
 def test_parity_passes_at_the_fp32_thresholds_on_openvino(exported_onnx, imported_ckpt):
     pytest.importorskip("openvino", reason="openvino is not installed (its extra)")
-    from toolkit.parity import run_parity
+    from toolkit.verify.parity import run_parity
 
     report = run_parity([exported_onnx], imported_ckpt, limit=4, batch_size=2, provider="openvino")
     r = report.results[0]
@@ -44,7 +44,7 @@ def test_infer_on_a_missing_device_notes_the_fallback(exported_onnx, tmp_path):
 
 def test_missing_openvino_names_its_extra(exported_onnx):
     code = ("import sys\nsys.modules['openvino'] = None\nfrom toolkit.runtime import open_runner\n"
-            "from toolkit.errors import UserError\n"
+            "from toolkit.core.errors import UserError\n"
             f"try:\n    open_runner({str(exported_onnx)!r}, provider='openvino')\nexcept UserError as e:\n    print(e)\n")
     import subprocess
     import sys

@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 
 from tests.conftest import golden_inputs
-from toolkit.errors import UserError
-from toolkit.install import install_hint, pip_command
+from toolkit.core.errors import UserError
+from toolkit.core.install import install_hint, pip_command
 from toolkit.runtime import open_runner
 from toolkit.runtime.gpu_libs import driver_problem
 from toolkit.runtime.onnx_runner import (

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import golden_inputs
-from toolkit.errors import MissingDependency, UserError
-from toolkit.install import install_hint
+from toolkit.core.errors import MissingDependency, UserError
+from toolkit.core.install import install_hint
+from toolkit.core.spec import BatchProfile
 from toolkit.runtime.cuda_buffers import check_cuda
 from toolkit.runtime.tensorrt_runner import (
     SIDECAR_FORMAT,
@@ -22,7 +23,6 @@ from toolkit.runtime.tensorrt_runner import (
     load_sidecar,
     sidecar_path,
 )
-from toolkit.spec import BatchProfile
 
 
 @pytest.fixture
@@ -43,8 +43,8 @@ def sidecar_on_disk(tmp_path, exported_onnx):
 
 
 def test_the_size_profile_is_read_back_and_an_older_sidecar_means_its_input_size(sidecar_on_disk):
+    from toolkit.core.sizes import SizeProfile
     from toolkit.runtime.tensorrt_runner import size_profile
-    from toolkit.sizes import SizeProfile
 
     _, side = sidecar_on_disk
     assert size_profile(side) == SizeProfile.fixed((128, 128))  # a fixed-size model: its own size only
@@ -61,7 +61,7 @@ def _dist(site, name: str, version: str) -> None:
 
 
 def test_the_bindings_version_is_exact_and_the_metapackage_only_advisory(tmp_path, monkeypatch):
-    from toolkit.optional import tensorrt_metadata_version
+    from toolkit.core.optional import tensorrt_metadata_version
 
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     _dist(tmp_path / "site", "tensorrt", "10.13.0.post1")  # the metapackage: a post release of the same bindings

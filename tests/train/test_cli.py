@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from toolkit.cli import train_cmd
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_train_command_runs_and_reports_its_files(app, tiny_data, tmp_path):
     assert "last.pt" in result.output and "best.pt" in result.output and "metrics.csv" in result.output
     assert (out / "last.pt").is_file() and (out / "metrics.csv").is_file()
 
-    from toolkit.checkpoint import load_checkpoint
+    from toolkit.net.checkpoint import load_checkpoint
 
     config = load_checkpoint(out / "last.pt")["training"]["config"]
     assert (config["batch_size"], config["image_size"], config["seed"], config["workers"]) == (4, 32, 3, 0)
@@ -48,8 +48,8 @@ def test_train_command_runs_and_reports_its_files(app, tiny_data, tmp_path):
 
 def test_improved_recipe_on_zips_with_the_speed_and_logging_options(app, tmp_path):
     """The other recipe, from the data set as zips, with the options a user turns on."""
-    from toolkit.checkpoint import load_checkpoint
     from toolkit.data.synth import synthesize
+    from toolkit.net.checkpoint import load_checkpoint
 
     synthesize(tmp_path / "zips", backgrounds=3, foregrounds=2, placements=1, size=48, zip=True)
     assert sorted(p.suffix for p in (tmp_path / "zips").iterdir()) == [".json"] + [".zip"] * 4  # + dataset.json
@@ -130,7 +130,7 @@ def test_resume_from_another_folder_with_repeated_and_default_valued_options(tin
     12 (the default) still extends; a moved data set is found again with --data; and lines are
     never wrapped at 80 columns when piped."""
     pytest.importorskip("toolkit.cli", exc_type=ImportError)
-    from toolkit.checkpoint import load_checkpoint
+    from toolkit.net.checkpoint import load_checkpoint
 
     first = tmp_path / ("a-folder-with-a-name-long-enough-that-paths-in-it-pass-eighty-columns-" + "x" * 30)
     shutil.copytree(tiny_data, first / "set")

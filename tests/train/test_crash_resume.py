@@ -4,7 +4,7 @@ checkpoint write, then resumed, ends with exactly the weights of a run that neve
 Real processes and real signals (SIGKILL: no handler, no `finally`, no flush). The moments are
 drawn from a seeded RNG relative to the run's own pace (the time between two checkpoints it
 writes), so the schedule is reproducible whatever the machine's speed. The kill during a write
-watches the run folder for the temporary file `toolkit.fsutil.atomic_path` writes beside
+watches the run folder for the temporary file `toolkit.core.fsutil.atomic_path` writes beside
 `last.pt` and kills as soon as it appears; the previous `last.pt` must then still load (hash
 checked) and the resumed run must ignore the half-written file.
 """
@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.train.test_resume import assert_same
-from toolkit.checkpoint import load_checkpoint
+from toolkit.net.checkpoint import load_checkpoint
 
 EPOCHS = 5  # 3 steps per epoch on the tiny set at batch 4: 15 steps
 SEED = 20240607  # the kill schedule

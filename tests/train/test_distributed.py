@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolkit.checkpoint import build_net, load_checkpoint
-from toolkit.errors import UserError
-from toolkit.model import EVA4Net
+from toolkit.core.errors import UserError
+from toolkit.net.checkpoint import build_net, load_checkpoint
+from toolkit.net.model import EVA4Net
 from train import distributed
 from train.dataset import EpochBatches, batches_per_epoch, epoch_order
 from train.launch import launch

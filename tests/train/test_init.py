@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from tests.conftest import LEGACY_FIXTURE, TRAINED_FIXTURE, run_cli
-from toolkit.checkpoint import load_checkpoint, spec_of, tail_stats_from
+from toolkit.core.errors import UserError
 from toolkit.data.synth import synthesize
-from toolkit.errors import UserError
-from toolkit.legacy import read_legacy
+from toolkit.net.checkpoint import load_checkpoint, spec_of, tail_stats_from
+from toolkit.net.legacy import read_legacy
 from train import loop
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.train.test_resume import assert_same
-from toolkit.checkpoint import load_checkpoint
+from toolkit.net.checkpoint import load_checkpoint
 from train import loop
 
 # Run in the child: Python's SIGINT handler, and a Ctrl-C at the steps CTRL_C_AT names.
@@ -105,7 +105,7 @@ def test_a_second_ctrl_c_aborts_the_checkpoint_write_and_keeps_the_last_pt(tiny_
     """The first Ctrl-C at step 4; the second while last.pt for it is being written (its temporary
     complete, not yet renamed): the run stops there, and last.pt stays epoch 1's, intact."""
     import toolkit.cli as cli
-    from toolkit import fsutil
+    from toolkit.core import fsutil
     from train.logging import RunLogs
 
     run, sent = tmp_path / "run", []

@@ -8,9 +8,9 @@ import itertools
 import pytest
 import torch
 
-from toolkit.checkpoint import build_model, load_checkpoint, spec_of
-from toolkit.errors import UserError
-from toolkit.model import EVA4Net, MaskDepthModel
+from toolkit.core.errors import UserError
+from toolkit.net.checkpoint import build_model, load_checkpoint, spec_of
+from toolkit.net.model import EVA4Net, MaskDepthModel
 from train import loop
 from train.config import RECIPES
 from train.dataset import EpochBatches, PairTensors, epoch_order
@@ -206,7 +206,7 @@ def test_worker_error_message_passes_other_errors_through():
     assert loop.worker_error_message(UserError("plain")) is None
     assert loop.worker_error_message(RuntimeError("Original Traceback (most recent call last):\nx")) is None
     folded = UserError("Caught UserError in DataLoader worker process 1.\nOriginal Traceback (most recent call "
-                       "last):\n  File \"x.py\", line 1, in f\ntoolkit.errors.UserError: a.jpg: broken\n")
+                       "last):\n  File \"x.py\", line 1, in f\ntoolkit.core.errors.UserError: a.jpg: broken\n")
     assert loop.worker_error_message(folded) == "a.jpg: broken"
 
 

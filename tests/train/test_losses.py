@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit.errors import UserError
-from toolkit.spec import SEED_SPEC
+from toolkit.core.errors import UserError
+from toolkit.core.spec import SEED_SPEC
 from train.config import RECIPES, TrainConfig, get_recipe
 from train.losses import MaskDepthLoss
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 
-from toolkit.checkpoint import load_checkpoint, save_checkpoint
+from toolkit.net.checkpoint import load_checkpoint, save_checkpoint
 from train import loop
 from train.curves import PANELS
 from train.logging import write_metrics_csv

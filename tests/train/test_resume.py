@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from toolkit.checkpoint import load_checkpoint
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
+from toolkit.net.checkpoint import load_checkpoint
 from train import loop
 
 TOTAL = 8  # 3 steps per epoch: the full run ends inside epoch 3

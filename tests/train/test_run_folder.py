@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from toolkit.checkpoint import load_checkpoint
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
+from toolkit.net.checkpoint import load_checkpoint
 from train import loop
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolkit.checkpoint import load_checkpoint
+from toolkit.net.checkpoint import load_checkpoint
 from train import loop
 from train.config import RECIPES
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from toolkit.errors import UserError
-from toolkit.model import EVA4Net, MaskDepthModel
-from toolkit.spec import SEED_SPEC
+from toolkit.core.errors import UserError
+from toolkit.core.spec import SEED_SPEC
+from toolkit.net.model import EVA4Net, MaskDepthModel
 from train import speed
 from train.speed import PolyphaseDepthwiseConv2d, SpeedOptions
 

@@ -14,7 +14,7 @@ import traceback
 
 import typer
 
-from ..errors import DEBUG_ENV, ToolkitError, debug_enabled
+from ..core.errors import DEBUG_ENV, ToolkitError, debug_enabled
 
 app = typer.Typer(
     name="toolkit",

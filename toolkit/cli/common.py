@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console, ConsoleDimensions
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 # Piped output (CI logs, `| tee`) would otherwise be cut to Rich's 80-column default, hiding
 # table cells and wrapping one-line messages; a terminal keeps its own width.

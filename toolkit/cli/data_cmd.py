@@ -13,12 +13,12 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from .. import spec
+from ..core import spec
+from ..core.errors import CheckFailed
+from ..core.fsutil import check_output_file, write_text_atomic
 from ..data.inspect import channel_stats, check_dataset
 from ..data.reader import open_dataset
 from ..data.synth import synthesize
-from ..errors import CheckFailed
-from ..fsutil import check_output_file, write_text_atomic
 from .common import console, existing_path, positive
 from .tables import Col, show_table
 

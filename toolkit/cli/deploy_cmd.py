@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .common import console, err_console, positive
 from .run_cmd import NO_BG_CACHE_HELP, PROVIDER_HELP
 
@@ -94,7 +94,7 @@ def stream_settings(json_out: Path | None, bg_update: float, bg_relearn: bool, l
     from ..deploy.live import LiveOptions
 
     if json_out is not None:
-        from ..fsutil import check_output_file
+        from ..core.fsutil import check_output_file
 
         check_output_file(json_out)
     live = LiveOptions(latest=latest, stride=stride, stall_s=stall_s, reconnect=None if reconnect < 0 else reconnect, transport=transport)
@@ -123,7 +123,7 @@ def print_stream_report(report, out: Path, masks_dir: Path | None, json_out: Pat
         smoothed = f", --smooth {report.smooth:g}" if report.smooth else ""
         console.print(f"flicker {report.flicker:.4f} (mean mask change between frames on still pixels{smoothed})")
     if json_out is not None:
-        from ..fsutil import write_text_atomic
+        from ..core.fsutil import write_text_atomic
 
         write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
         console.print(f"wrote {json_out}")
@@ -146,9 +146,9 @@ def serve(
     """Serve the model over HTTP: POST /v1/infer, GET /v1/model, /healthz, /readyz, /metrics (Prometheus), and an upload page at /.
 
     The model's self-test runs first: a model that fails it is one line and exit 1, before the port opens."""
-    from .. import imageio
     from ..deploy.server import ServeSettings, configure_request_log, require_serve
     from ..deploy.server import serve as run_server
+    from ..render import imageio
     from ..runtime import open_runner
     from ..runtime.fixed import open_fixed_camera
 
@@ -167,7 +167,7 @@ def serve(
     with runner:
         for note in runner.notes:  # after activation: a provider that failed to load is noted then
             err_console.print(f"note: {note}")
-        from ..selftest import startup_check
+        from ..verify.selftest import startup_check
 
         checked = startup_check(runner)  # before the port opens: never ready with a failing model (exit 1)
         err_console.print(checked, soft_wrap=True)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ..errors import CheckFailed, UserError
-from ..optional import import_optional
+from ..core.errors import CheckFailed, UserError
+from ..core.optional import import_optional
 from .common import console, existing_path, progress_bar
 from .common import image_size as check_size
 from .tables import WIDE_HELP, Col, print_wrapped, show_table
@@ -23,12 +23,12 @@ CALIB_HELP = ("Unlabelled pairs for the re-estimation: a data set in the origina
 
 
 def _calibration(calib: Path | None, calib_pairs: int, min_agreement: float):  # -> CalibrationOptions
-    from ..recalibrate import CalibrationOptions
+    from ..net.recalibrate import CalibrationOptions
 
     return CalibrationOptions(data=calib, calib_pairs=calib_pairs, min_agreement=min_agreement)
 
 
-def _say_recalibration(report) -> None:  # report: toolkit.recalibrate.Recalibration
+def _say_recalibration(report) -> None:  # report: toolkit.net.recalibrate.Recalibration
     console.print(f"BatchNorm statistics re-estimated: {report.summary()}")
 
 
@@ -46,7 +46,7 @@ def import_legacy(
     """Convert an original checkpoint to the toolkit's format without running code from it, and
     re-estimate its BatchNorm statistics (its shared tail's are a blend eval mode cannot use)."""
     _need_torch()
-    from ..legacy import import_legacy as run
+    from ..net.legacy import import_legacy as run
 
     existing_path(old)
     if keep_statistics and calib is not None:
@@ -75,7 +75,7 @@ def recalibrate(
     """Re-estimate every BatchNorm layer's running statistics from unlabelled pairs (the shared
     tail one set per head), judged by the label-free agreement before and after."""
     _need_torch()
-    from ..recalibrate import recalibrate_file
+    from ..net.recalibrate import recalibrate_file
 
     existing_path(ckpt)
     options = _calibration(data, calib_pairs, min_agreement)
@@ -95,8 +95,8 @@ def summary(
 ) -> None:
     """The layer table with output shapes and parameter counts."""
     _need_torch()
-    from ..checkpoint import load_checkpoint, spec_of
-    from ..summary import summarize
+    from ..net.checkpoint import load_checkpoint, spec_of
+    from ..net.summary import summarize
 
     size = 128
     if ckpt is not None:
@@ -163,7 +163,7 @@ def export(
     from export.formats import check_source, exit_code, preflight, run_exports
     from export.options import ExportOptions
 
-    from ..fsutil import ensure_dir
+    from ..core.fsutil import ensure_dir
 
     options = ExportOptions.from_given(
         graph=graph, fp16=fp16, int8=int8, engine=engine, triton=triton, calib=calib, int8_target=int8_target,
@@ -201,7 +201,7 @@ def _check_export_source(source: Path) -> None:
         read_onnx_info(source, require_spec=True)
         return
     _need_torch()
-    from ..checkpoint import load_checkpoint
+    from ..net.checkpoint import load_checkpoint
 
     load_checkpoint(source)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from ..doctor import REQUIREMENTS
-from ..errors import CheckFailed, UserError
-from ..fsutil import write_text_atomic
+from ..core.errors import CheckFailed, UserError
+from ..core.fsutil import write_text_atomic
+from ..tasks.doctor import REQUIREMENTS
 from .common import console, err_console
 from .tables import WIDE_HELP, Col, print_wrapped, show_table
 
@@ -36,7 +36,7 @@ def infer(
 
     One background and a folder of frames is a fixed camera: the background's features are
     computed once when the model's split pair sits beside it."""
-    from ..infer import infer_files
+    from ..tasks.infer import infer_files
 
     report = infer_files(model, bg, fgbg, out, batch_size=batch_size, provider=provider,
                          skip_existing=skip_existing, fail_fast=fail_fast, bg_cache=not no_bg_cache)
@@ -81,9 +81,9 @@ def parity(
     --save-golden with --reference CKPT and no --model only writes the
     folder. --layers compares every intermediate tensor with the fp32
     reference's and names the first layer over tolerance."""
-    from ..compare import Thresholds
-    from ..fsutil import check_output_dir, check_output_file
-    from ..parity import run_parity
+    from ..core.fsutil import check_output_dir, check_output_file
+    from ..verify.compare import Thresholds
+    from ..verify.parity import run_parity
 
     overrides = Thresholds(max_abs=max_abs, mask_iou=mask_iou, depth_rmse=depth_rmse)  # checks their ranges
     if json_out is not None:
@@ -107,7 +107,7 @@ def parity(
         if reference is not None or data is not None or save_golden is not None:
             raise UserError("parity --golden DIR judges against the folder's pairs and outputs: "
                             "--reference, --data and --save-golden do not go with it")
-        from ..parity import check_golden
+        from ..verify.parity import check_golden
 
         report = check_golden(golden, model, provider=provider, overrides=overrides)
     else:
@@ -121,7 +121,7 @@ def parity(
         write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
         console.print(f"wrote {json_out}")
     if png_dir is not None:
-        from ..imageio import save_png
+        from ..render.imageio import save_png
 
         for r in report.results:
             if r.worst is not None:
@@ -139,7 +139,7 @@ def layer_parity(models: list[Path], reference: Path | None, data: Path | None, 
                  json_out: Path | None, png_dir: Path | None) -> None:
     """`parity --layers`: per model, the tensors with the largest errors, the first over its
     tolerance and the first NaN/inf; exit 1 when a model has either."""
-    from ..layers import compare_layers, layers_png
+    from ..verify.layers import compare_layers, layers_png
 
     if not models:
         raise UserError("parity --layers: give at least one --model")
@@ -158,7 +158,7 @@ def layer_parity(models: list[Path], reference: Path | None, data: Path | None, 
         print_wrapped(f"first NaN/inf: {nan.layer} ({nan.op}, tensor {nan.tensor}, #{nan.index}): {nan.nonfinite} values"
                       if nan else "no NaN/inf")
         if png_dir is not None:
-            from ..imageio import save_png
+            from ..render.imageio import save_png
 
             console.print(f"wrote {save_png(png_dir / files[r.model], layers_png(r))}")
     if json_out is not None:
@@ -198,7 +198,7 @@ def _gates(t) -> str:
 
 def parity_notes(report) -> list[str]:
     """What the table's figures were judged by, and why a pass below a gate's figure is one."""
-    from ..compare import UNDECIDED_BAND
+    from ..verify.compare import UNDECIDED_BAND
 
     notes = list(dict.fromkeys(f"{r.precision} thresholds: {_gates(r.thresholds)}" for r in report.results)) + list(report.notes)
     for r in report.results:
@@ -251,7 +251,7 @@ def doctor(
     line per such requirement on stderr and exit 1 (an unknown name is exit 2). With --model, the
     model's self-test runs on the backend and provider given (its fixed-camera pair too, when
     beside it) and a failure is one line and exit 1."""
-    from ..doctor import parse_requirements, run_checks, unmet_requirements
+    from ..tasks.doctor import parse_requirements, run_checks, unmet_requirements
 
     required = parse_requirements(require)
     checks = run_checks()
@@ -264,7 +264,7 @@ def doctor(
     for line in unmet:
         err_console.print(f"error: {line}")
     if model is not None:
-        from ..selftest import self_test_model
+        from ..verify.selftest import self_test_model
 
         for line in self_test_model(model, provider=provider):
             console.print(line, soft_wrap=True)
@@ -278,10 +278,10 @@ def demo(
     image_size: int = typer.Option(64, "--image-size", help="Training/model input size (multiple of 4)."),
 ) -> None:
     """The whole pipeline on the embedded default: synth -> train -> export -> infer -> parity."""
-    from ..optional import import_optional
+    from ..core.optional import import_optional
 
     import_optional("torch", "PyTorch (the demo trains a model)", "train")
-    from ..demo import DemoSettings, run_demo
+    from ..tasks.demo import DemoSettings, run_demo
     from .common import image_size as check_size
     from .common import positive
 
@@ -319,12 +319,12 @@ def bench(
     wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """Latency percentiles and throughput per model and batch size, with same-run ratios."""
-    from ..bench import bench as run
-    from ..bench import parse_batch_sizes, with_baseline
+    from ..tasks.bench import bench as run
+    from ..tasks.bench import parse_batch_sizes, with_baseline
 
     batches = parse_batch_sizes(batch)
     if json_out is not None:
-        from ..fsutil import check_output_file
+        from ..core.fsutil import check_output_file
 
         check_output_file(json_out)  # before the timing, not after it
     models, note = with_baseline(list(model), baseline)

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from ..optional import import_optional
-from ..text import count
+from ..core.optional import import_optional
+from ..core.text import count
 from .common import console, err_console
 
 HELP = """Train the mask + depth network.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from ..errors import CheckFailed, UserError
-from ..fsutil import write_text_atomic
+from ..core.errors import CheckFailed, UserError
+from ..core.fsutil import write_text_atomic
 from .common import console
 from .run_cmd import PROVIDER_HELP, short_names
 from .tables import WIDE_HELP, Col, print_wrapped, show_table
@@ -47,9 +47,9 @@ def val(
     between models hold on this machine. Unless --no-reference (or
     PyTorch is not installed), the checkpoint the first model was
     exported from is added as the first row."""
-    from ..bench import parse_batch_sizes, with_baseline
-    from ..fsutil import check_output_file
-    from ..val import accuracy_latency_png, gate_failures, validate
+    from ..core.fsutil import check_output_file
+    from ..tasks.bench import parse_batch_sizes, with_baseline
+    from ..tasks.val import accuracy_latency_png, gate_failures, validate
 
     if data is None and (holdout is not None or seed is not None):
         raise UserError("val: --holdout and --seed choose the held-out backgrounds of --data; without --data every pair "
@@ -75,7 +75,7 @@ def val(
         write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
         console.print(f"wrote {json_out}")
     if plot is not None:
-        from ..imageio import save_png
+        from ..render.imageio import save_png
 
         console.print(f"wrote {save_png(plot, accuracy_latency_png(report, names))}")
     failures = gate_failures(report, min_mask_iou=min_mask_iou, max_depth_rmse=max_depth_rmse)

@@ -1,5 +1,5 @@
 """Unlabelled pairs for anything that calibrates a model and then judges it: int8 quantisation
-(`export.int8`) and BatchNorm re-estimation (`toolkit.recalibrate`).
+(`export.int8`) and BatchNorm re-estimation (`toolkit.net.recalibrate`).
 
 A data set in the original layout (folder or zip) is split by whole backgrounds
 (`toolkit.data.split`): the calibration pairs come from one part, the judging ("gate") pairs from
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..spec import INPUT_NAMES
+from ..core.errors import UserError
+from ..core.spec import INPUT_NAMES
 
 DEFAULT_CALIB_PAIRS = 32
 DEFAULT_GATE_PAIRS = 16

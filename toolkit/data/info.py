@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..fsutil import write_text_atomic
-from ..spec import ORIGINAL_DEPTH_CONVENTION, check_depth_convention
+from ..core.errors import UserError
+from ..core.fsutil import write_text_atomic
+from ..core.spec import ORIGINAL_DEPTH_CONVENTION, check_depth_convention
 
 INFO_NAME = "dataset.json"
 FORMAT = "toolkit.dataset"

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import UserError
-from ..imageio import open_image
+from ..core.errors import UserError
+from ..render.imageio import open_image
 from .reader import PairDataset, SourceArg, open_dataset
 from .split import evenly
 

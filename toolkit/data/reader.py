@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..fsutil import regular_file_problem
-from ..imageio import read_gray, read_rgb
+from ..core.errors import UserError
+from ..core.fsutil import regular_file_problem
+from ..render.imageio import read_gray, read_rgb
 from .info import depth_convention_of, read_info
 from .names import KINDS, PairName
 from .scan import MAX_MEMBER_BYTES, PAIR_KINDS, FileRef, Sample, Scanner, bomb_reason, unsafe_member_reason

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .reader import PairDataset, Sample, samples_of
 
 

@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import UserError
-from ..fsutil import atomic_path, ensure_dir, write_bytes_atomic
-from ..spec import ORIGINAL_DEPTH_CONVENTION, check_depth_convention, nearness
+from ..core.errors import UserError
+from ..core.fsutil import atomic_path, ensure_dir, write_bytes_atomic
+from ..core.spec import ORIGINAL_DEPTH_CONVENTION, check_depth_convention, nearness
 from .figures import Figure, make_figure, render_figure
 from .info import write_info
 from .names import FOLDER_NAMES, format_background_name, format_pair_name

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import imageio
-from ..errors import UserError
+from ..core.errors import UserError
+from ..render import imageio
 
 
 def load_background(path: str | Path, frame_hw: tuple[int, int]) -> tuple[np.ndarray, str]:

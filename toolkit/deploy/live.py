@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .video import FrameSource, is_network, open_source
 
 LIVE_KINDS = ("camera", "network")  # live by default: they run at their own pace

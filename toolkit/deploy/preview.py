@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .metrics import CONTENT_TYPE, LATENCY_BUCKETS_S, Histogram
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>toolkit stream</title>

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from .. import imageio
+from ..render import imageio
 from ..runtime import Runner
 from .batcher import Batcher, QueueFull
 from .metrics import CONTENT_TYPE, ServeMetrics

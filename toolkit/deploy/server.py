@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..runtime import Runner
 from .service import ServeSettings, require_serve
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import imageio
-from ..errors import MissingDependency, UserError
+from ..core.errors import MissingDependency, UserError
+from ..core.spec import ORIGINAL_DEPTH_CONVENTION
+from ..render import imageio
 from ..runtime import Runner
-from ..spec import ORIGINAL_DEPTH_CONVENTION
 
 PAGE = Path(__file__).with_name("page.html")
 WARNING_HEADER = "X-Toolkit-Warning"
@@ -60,7 +60,7 @@ class HttpError(Exception):
 def model_info(runner: Runner, settings: ServeSettings, background: str | None = None) -> dict[str, Any]:
     """What `GET /v1/model` answers (the batcher's live figures are added per request).
     `background`: the fixed camera's background image, when the server has one (`--bg`)."""
-    from ..fsutil import sha256_file
+    from ..core.fsutil import sha256_file
     from ..runtime.fixed import SplitPairRunner
 
     meta = dict(runner.metadata)

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import imageio
-from ..errors import UserError
-from ..fsutil import atomic_path, check_output_dir, check_output_file, ensure_dir
+from ..core.errors import UserError
+from ..core.fsutil import atomic_path, check_output_dir, check_output_file, ensure_dir
+from ..core.spec import ORIGINAL_DEPTH_CONVENTION
+from ..render import imageio
 from ..runtime import Runner
 from ..runtime.fixed import SplitPairRunner, open_fixed_camera
-from ..spec import ORIGINAL_DEPTH_CONVENTION
 from .adapt import Adaptation, BackgroundTracker
 from .background import load_background, median_background
 from .live import LiveOptions, open_live
@@ -58,7 +58,7 @@ class StreamReport:
     interrupted: bool = False
     masks: int = 0
     fixed_camera: str = ""  # how the background was run: "split pair" (features once) or "whole network"
-    self_test: str = ""  # the model's self-test at start (toolkit.selftest)
+    self_test: str = ""  # the model's self-test at start (toolkit.verify.selftest)
     flicker: float | None = None  # mean mask change on still pixels between frames (toolkit.deploy.temporal)
     background_events: list[str] = field(default_factory=list)  # relearnt backgrounds (toolkit.deploy.adapt)
     received: int = 0  # frames the source delivered (live: the dropped ones included)
@@ -174,7 +174,7 @@ def stream(
     with src, runner, sigint_sets(stop):
         report.notes = list(runner.notes)  # after activation: a provider that failed to load is noted then
         if self_test:  # the model proves itself before the first frame (CheckFailed: exit 1)
-            from ..selftest import startup_check
+            from ..verify.selftest import startup_check
 
             report.self_test = startup_check(runner)
         report.source = f"{src.label} ({src.kind}, {src.fps:g} fps)"

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import imageio
-from ..errors import UserError, first_line
-from ..fsutil import ensure_dir
-from ..infer import IMAGE_SUFFIXES
-from ..optional import import_optional
+from ..core.errors import UserError, first_line
+from ..core.fsutil import ensure_dir
+from ..core.optional import import_optional
+from ..render import imageio
+from ..tasks.infer import IMAGE_SUFFIXES
 
 # output suffix -> (container format, encoders to try in order)
 VIDEO_FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -107,7 +107,7 @@ def ffmpeg_reason(error: BaseException) -> str:
 def _why_not_a_video(target: str, kind: str, error: BaseException) -> str:
     """What the file is instead, when it is plainly something else; else FFmpeg's reason."""
     if kind != "camera" and Path(target).is_file():
-        from ..sniff import describe
+        from ..core.sniff import describe
 
         what = describe(target)
         if not what.startswith(("binary data", "an MP4", "a Matroska", "an AVI")):

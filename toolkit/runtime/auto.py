@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 ROUNDS = 5
 WARMUP = 2
@@ -32,7 +32,7 @@ def candidates(path: Path) -> list[str]:
 
     found = ["cpu"]
     if importlib.util.find_spec("openvino") is not None:
-        from ..optional import openvino_core
+        from ..core.optional import openvino_core
 
         devices = list(openvino_core().available_devices)  # "CPU", "GPU.0", "NPU": an Intel box's iGPU and NPU too
         found += [f"openvino:{d}" if d != "CPU" else "openvino" for d in ("CPU", "GPU", "NPU")
@@ -69,7 +69,7 @@ def pick_provider(path: str | Path, opener: Callable[..., Any], *, part: str = "
     if suffix == ".engine":
         return "cpu", "--provider auto: an engine runs on TensorRT, its only runtime"
     if suffix == ".pt":
-        from ..optional import import_optional
+        from ..core.optional import import_optional
 
         torch = import_optional("torch", "PyTorch (needed to run a .pt checkpoint)", "train")
         provider = "cuda" if torch.cuda.is_available() else "cpu"
@@ -77,7 +77,7 @@ def pick_provider(path: str | Path, opener: Callable[..., Any], *, part: str = "
     names = candidates(path)
     shadowed = _shadowed_gpu_build()
     if len(names) == 1:
-        from ..install import install_hint
+        from ..core.install import install_hint
 
         return "cpu", (f"--provider auto: ONNX Runtime's CPU provider, the only runtime here ({install_hint('openvino')} "
                        f"to try OpenVINO){shadowed}")

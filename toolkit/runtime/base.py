@@ -3,7 +3,7 @@
 Shaped after Polygraphy's runners: `activate()` loads the model, `infer(feed) -> dict` runs it,
 `deactivate()` frees it; a runner is a context manager. Every runner of a whole model takes
 `{"bg", "fgbg"}` float32 `[N, 3, H, W]` in [0, 1] and returns `{"mask", "depth"}` float32
-`[N, 1, H, W]` in [0, 1] (toolkit.spec), so nothing downstream cares which backend ran. A file
+`[N, 1, H, W]` in [0, 1] (toolkit.core.spec), so nothing downstream cares which backend ran. A file
 holding one half of the fixed-camera cut has its own names (`runner.interface`, from the file's
 metadata); `toolkit.runtime.fixed` runs the two halves as one whole model.
 
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
-from ..sizes import check_size, is_dynamic
-from ..spec import INPUT_NAMES, Interface, IOSpec, depth_convention_note, interface_of
+from ..core.errors import UserError
+from ..core.sizes import check_size, is_dynamic
+from ..core.spec import INPUT_NAMES, Interface, IOSpec, depth_convention_note, interface_of
 
 
 class Runner(abc.ABC):
@@ -225,7 +225,7 @@ def open_runner(path: str | Path, *, part: str = "whole", **options: Any) -> Run
         raise UserError(f"{path}: is a folder, expected a model file")
     if not path.exists():
         raise UserError(f"{path}: no such model file")
-    from ..fsutil import regular_file_problem
+    from ..core.fsutil import regular_file_problem
 
     problem = regular_file_problem(path)
     if problem is not None:  # a FIFO or a device would block the backend's loader

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingDependency, UserError
+from ..core.errors import MissingDependency, UserError
 
 
 @dataclass(frozen=True)

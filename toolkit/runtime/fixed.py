@@ -2,7 +2,7 @@
 
 Every ONNX export `X.onnx` has its split pair beside it, `X.bg.onnx` (`bg` -> `bg_features`)
 and `X.frame.onnx` (`bg_features`, `fgbg` -> `mask`, `depth`), and every engine `X.fp16.engine`
-its `X.fp16.bg.engine` / `X.fp16.frame.engine` (toolkit.split says where the cut is and why it is
+its `X.fp16.bg.engine` / `X.fp16.frame.engine` (toolkit.net.cut says where the cut is and why it is
 exact). `SplitPairRunner` runs the two halves as one whole model on any backend: `infer(feed)`
 takes the same pairs as the whole model's runner (each pair's background goes through the
 background half), and `set_background(bg)` then `infer_frames(fgbg)` computes the background's
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
-from ..spec import FEATURES_NAME, METADATA_PREFIX
+from ..core.errors import UserError
+from ..core.spec import FEATURES_NAME, METADATA_PREFIX
 from .base import Runner, open_runner
 
 PARTS = ("bg", "frame")
@@ -36,7 +36,7 @@ BUILT_FROM_KEY = f"{METADATA_PREFIX}built_from_sha256"
 
 def whole_identity(whole: Runner) -> str:
     """The SHA-256 that a pair of `whole` records: of the ONNX file, or the one its engine was built from."""
-    from ..fsutil import sha256_file
+    from ..core.fsutil import sha256_file
 
     return whole.metadata.get(BUILT_FROM_KEY) or sha256_file(whole.path)
 

@@ -26,8 +26,8 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from ..install import install_hint, pip_command
-from ..optional import distribution_version, version_tuple
+from ..core.install import install_hint, pip_command
+from ..core.optional import distribution_version, version_tuple
 
 ORT_GPU = "onnxruntime-gpu"
 # The versions of ONNX Runtime's GPU build each GPU extra pins (pyproject.toml; a test keeps the

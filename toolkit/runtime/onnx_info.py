@@ -13,8 +13,8 @@ from pathlib import Path
 
 from onnx import ModelProto, TensorProto, ValueInfoProto
 
-from ..errors import UserError
-from ..spec import INPUT_NAMES, OUTPUT_NAMES, WHOLE, Interface, IOSpec, interface_of
+from ..core.errors import UserError
+from ..core.spec import INPUT_NAMES, OUTPUT_NAMES, WHOLE, Interface, IOSpec, interface_of
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def load_proto(path: Path) -> ModelProto:
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as e:  # DecodeError and friends: protobuf's text says nothing to a user
-        from ..sniff import describe
+        from ..core.sniff import describe
 
         kind = describe(path)
         why = ("it is cut short or damaged (it does not parse as an ONNX model)" if kind.startswith("binary data")
@@ -71,7 +71,7 @@ def read_onnx_info(path: str | Path, *, require_spec: bool = False) -> OnnxModel
     in_names, out_names = interface.inputs, interface.outputs
     if sorted(inputs) != sorted(in_names) or sorted(outputs) != sorted(out_names):
         if not graph.node and not inputs:  # parsed, but holds no graph at all (an empty or foreign file)
-            from ..sniff import describe
+            from ..core.sniff import describe
 
             kind = describe(path)
             why = "it holds no graph" if kind.startswith("binary data") else f"it is {kind}, not an ONNX model"

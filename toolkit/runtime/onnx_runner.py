@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import UserError, debug_enabled, first_line
-from ..optional import import_optional
-from ..spec import DEFAULT_BATCH_PROFILE, WHOLE, BatchProfile, Interface
+from ..core.errors import UserError, debug_enabled, first_line
+from ..core.optional import import_optional
+from ..core.spec import DEFAULT_BATCH_PROFILE, WHOLE, BatchProfile, Interface
 from .base import Runner
 from .gpu_libs import ort_gpu_missing, preload_gpu_libraries, provider_failure, shadowed_gpu_build
 from .onnx_info import read_onnx_info
@@ -108,8 +108,8 @@ def prepare_cache_dir(cache: Path, stamp: dict[str, str]) -> Path:
 
 
 def _cache_stamp(model: Path, ort_version: str) -> dict[str, str]:
-    from ..fsutil import sha256_file
-    from ..optional import TENSORRT_DISTRIBUTIONS, TENSORRT_LIB_DISTRIBUTIONS, installed_distribution
+    from ..core.fsutil import sha256_file
+    from ..core.optional import TENSORRT_DISTRIBUTIONS, TENSORRT_LIB_DISTRIBUTIONS, installed_distribution
     from .cuda_buffers import gpu_info
 
     gpu = "?"

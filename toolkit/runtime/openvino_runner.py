@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError, first_line
-from ..optional import import_optional, openvino_core
+from ..core.errors import UserError, first_line
+from ..core.optional import import_optional, openvino_core
 from .base import Runner
 from .onnx_info import read_onnx_info
 

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingDependency, UserError
-from ..fsutil import sha256_file
-from ..install import install_hint
-from ..optional import import_optional, tensorrt_version, version_tuple
-from ..sizes import SizeProfile
-from ..spec import METADATA_PREFIX, BatchProfile, IOSpec, interface_of
+from ..core.errors import MissingDependency, UserError
+from ..core.fsutil import sha256_file
+from ..core.install import install_hint
+from ..core.optional import import_optional, tensorrt_version, version_tuple
+from ..core.sizes import SizeProfile
+from ..core.spec import METADATA_PREFIX, BatchProfile, IOSpec, interface_of
 from .base import Runner
 from .fixed import BUILT_FROM_KEY
 

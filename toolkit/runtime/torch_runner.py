@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
-from ..optional import import_optional
-from ..spec import INPUT_NAMES, OUTPUT_NAMES
+from ..core.errors import UserError
+from ..core.optional import import_optional
+from ..core.spec import INPUT_NAMES, OUTPUT_NAMES
 from .base import Runner
 
 
@@ -36,7 +36,7 @@ class TorchRunner(Runner):
         device = device or ("cuda" if provider in ("cuda", "tensorrt") else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"{path}: --provider {provider} asks for CUDA, but PyTorch sees no CUDA device")
-        from ..checkpoint import read_checkpoint_header
+        from ..net.checkpoint import read_checkpoint_header
 
         header = read_checkpoint_header(path)
         spec = header.spec if size is None else header.spec.with_size(*size)
@@ -47,7 +47,7 @@ class TorchRunner(Runner):
 
     def _activate(self) -> None:
         torch = _torch()
-        from ..checkpoint import build_model, load_checkpoint, spec_of
+        from ..net.checkpoint import build_model, load_checkpoint, spec_of
 
         if self.threads:
             torch.set_num_threads(int(self.threads))
