@@ -7,7 +7,7 @@ given one `ExportContext`). The options themselves are checked in export.options
 rows in table order (a row's needs come before it), passing each the paths the earlier rows
 produced: fp16 and int8 convert the fp32 ONNX, engines are built from every ONNX precision of
 the run, the Triton repository takes the ONNX model and an engine when one was built. Every
-ONNX precision comes with its fixed-camera pair (`X.bg.onnx`, `X.frame.onnx`: export.split),
+ONNX precision comes with its fixed-camera pair (`X.bg.onnx`, `X.frame.onnx`: export.fixed_camera),
 listed as artifacts with their `part`; engines are built for the pairs too.
 
 Nothing here imports torch at module level: only the `onnx` row needs it (it reads the
@@ -60,8 +60,8 @@ class ExportFormat:
 def _onnx_fp32(ctx: ExportContext) -> list[Artifact]:
     if ctx.from_onnx:
         return [_given_onnx(ctx.source), *given_pair(ctx.source)]
+    from .fixed_camera import export_split
     from .onnx import export_onnx
-    from .split import export_split
 
     o = ctx.options
     path, check = export_onnx(ctx.source, target(ctx, "onnx"), graph=o.graph, size=o.image_size, dynamic=o.dynamic_size)
@@ -97,8 +97,8 @@ def _given_onnx(path: Path) -> Artifact:
 def _fp16(ctx: ExportContext) -> list[Artifact]:
     from toolkit.verify.compare import batches
 
+    from .fixed_camera import fp16_pair
     from .fp16 import convert_fp16
-    from .split import fp16_pair
 
     pairs = ctx.pairs()
     feeds = batches(pairs.everything())
@@ -108,8 +108,8 @@ def _fp16(ctx: ExportContext) -> list[Artifact]:
 
 
 def _int8(ctx: ExportContext) -> list[Artifact]:
+    from .fixed_camera import int8_pair
     from .int8 import quantize_int8
-    from .split import int8_pair
 
     o = ctx.options
     path, report = quantize_int8(ctx.fp32_onnx, target(ctx, "int8"), ctx.pairs(), target=o.int8_target,
@@ -135,7 +135,7 @@ def _engines(ctx: ExportContext) -> list[Artifact]:
     digest = ctx.checkpoint_sha256()
     from toolkit.runtime.fixed import split_paths
 
-    from .split import remove_stale_pair
+    from .fixed_camera import remove_stale_pair
 
     built = []
     for precision in ONNX_PRECISIONS:

@@ -7,7 +7,7 @@ inference is skipped, it fails on this graph); calibration with a `CalibrationDa
 real pairs at the model's size; `quantize_static` with per-channel weights; then the gate.
 
 Pairs: a data set in the original layout (`--calib DIR`, folder or zip), split by whole
-backgrounds (toolkit.data.split): the calibration pairs come from one part, the gate judges on
+backgrounds (toolkit.data.holdout): the calibration pairs come from one part, the gate judges on
 pairs from the held-out backgrounds only. Without `--calib`, a small synthetic set
 (toolkit.data.synth) is made in a temporary folder.
 

@@ -241,7 +241,7 @@ def name_all(model: onnx.ModelProto) -> list[str]:
 
 
 def _subset(pairs: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    from toolkit.data.split import evenly
+    from toolkit.data.holdout import evenly
 
     picks = evenly(int(next(iter(pairs.values())).shape[0]), n)
     return {k: v[picks] for k, v in pairs.items()}

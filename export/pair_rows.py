@@ -36,7 +36,7 @@ def derived_pair(ctx: ExportContext, whole: Artifact, derive: Callable[[], tuple
     """The fp16/int8 pair beside `whole`, converted from the fp32 pair when this run has one. A
     pair that fails its check is not written, and the whole model stands (a warning says so):
     the fixed camera then runs the whole network."""
-    from .split import remove_stale_pair
+    from .fixed_camera import remove_stale_pair
 
     if not ctx.has_pair(ctx.fp32_onnx):
         whole.notes.append(f"no fixed-camera pair: {ctx.fp32_onnx.name} has none beside it (export from the checkpoint to get one)")

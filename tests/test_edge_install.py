@@ -7,7 +7,7 @@ from tests.conftest import ROOT
 
 EDGE_MODULES = [
     "toolkit.core.spec", "toolkit.render.imageio", "toolkit.verify.metrics", "toolkit.data.names", "toolkit.data.reader",
-    "toolkit.data.split", "toolkit.data.synth", "toolkit.runtime.base", "toolkit.runtime.onnx_runner",
+    "toolkit.data.holdout", "toolkit.data.synth", "toolkit.runtime.base", "toolkit.runtime.onnx_runner",
     "toolkit.verify.compare", "toolkit.tasks.bench", "toolkit.tasks.infer", "toolkit.tasks.doctor", "toolkit.cli",
 ]
 

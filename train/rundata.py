@@ -48,9 +48,9 @@ def synthetic_data(config: TrainConfig, out: Path, say: Callable[[str], None]):
 
 
 def split_pairs(pairs: Any, config: TrainConfig, where: Path) -> tuple[list[int], list[int]]:
-    from toolkit.data import split
+    from toolkit.data import holdout
 
-    train_idx, val_idx = split.split_by_background(pairs, holdout=config.holdout, seed=config.seed)
+    train_idx, val_idx = holdout.split_by_background(pairs, holdout=config.holdout, seed=config.seed)
     if not len(train_idx):
         raise UserError(f"{where}: no training pairs left after holding out backgrounds")
     return list(train_idx), list(val_idx)

@@ -91,8 +91,8 @@ def test_bad_options_are_user_errors(options, says):
 def stub_onnx(monkeypatch, exported_pair):
     """`export_onnx` and `export_split` copy the session's fp32 export and its pair instead of
     exporting again (8 s each)."""
+    import export.fixed_camera
     import export.onnx
-    import export.split
     from toolkit.runtime.fixed import split_paths
 
     calls = []
@@ -112,7 +112,7 @@ def stub_onnx(monkeypatch, exported_pair):
         return (*split_paths(model), checks[Path(model)])
 
     monkeypatch.setattr(export.onnx, "export_onnx", fake)
-    monkeypatch.setattr(export.split, "export_split", fake_split)
+    monkeypatch.setattr(export.fixed_camera, "export_split", fake_split)
     return calls
 
 

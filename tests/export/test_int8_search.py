@@ -176,8 +176,8 @@ def test_the_halves_find_the_stems_and_heads_by_their_weights(exported_pair, tmp
 
 
 def test_a_searched_models_pair_keeps_the_same_layers_and_more_until_it_passes(tmp_path, imported_ckpt):
+    from export.fixed_camera import export_split, int8_pair
     from export.onnx import export_onnx
-    from export.split import export_split, int8_pair
     from toolkit.runtime.fixed import open_fixed_camera
 
     model = tmp_path / "model.onnx"

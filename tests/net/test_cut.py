@@ -45,7 +45,7 @@ def test_the_exported_pair_matches_the_whole_export(imported_ckpt, exported_onnx
     import onnx
     import onnxruntime as ort
 
-    from export.split import export_split
+    from export.fixed_camera import export_split
     from toolkit.runtime.fixed import split_paths
 
     model = tmp_path / "model.onnx"

@@ -59,8 +59,8 @@ def test_reestimation_changes_statistics_only(recalibrated_ckpt, imported_ckpt):
 def test_each_heads_statistics_reach_the_onnx_export(recalibrated_ckpt, exported_onnx, other_pairs, tmp_path):
     """The export of the per-head model (and its fixed-camera pair) equals its PyTorch model and
     not the shared one's: each head's copy of the tail was folded with its own statistics."""
+    from export.fixed_camera import export_split
     from export.onnx import export_onnx
-    from export.split import export_split
     from toolkit.runtime import open_runner
 
     path, _ = recalibrated_ckpt

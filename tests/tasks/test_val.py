@@ -25,8 +25,8 @@ def zeroed_ckpt(tmp_path_factory):
 
 
 def test_held_out_pairs_come_only_from_held_out_backgrounds(val_data):
+    from toolkit.data.holdout import split_by_background
     from toolkit.data.reader import open_dataset
-    from toolkit.data.split import split_by_background
 
     pairs = held_out(val_data, (64, 64), holdout=0.4, limit=100)
     with open_dataset(val_data) as ds:

@@ -6,9 +6,9 @@ these. The training code wraps `PairDataset.load` in a torch Dataset of its own.
 
 from __future__ import annotations
 
+from .holdout import split_by_background
 from .names import KINDS, PairName, kind_of_path, parse_background_name, parse_pair_name
 from .reader import FileRef, PairDataset, Sample, open_dataset
-from .split import split_by_background
 from .synth import DEPTH_FAR_M, DEPTH_NEAR_M, SynthReport, gray_to_metres, metres_to_gray, synthesize
 
 __all__ = [

@@ -2,7 +2,7 @@
 (`export.int8`) and BatchNorm re-estimation (`toolkit.net.recalibrate`).
 
 A data set in the original layout (folder or zip) is split by whole backgrounds
-(`toolkit.data.split`): the calibration pairs come from one part, the judging ("gate") pairs from
+(`toolkit.data.holdout`): the calibration pairs come from one part, the judging ("gate") pairs from
 the held-out backgrounds only, so nothing is judged on a scene it was calibrated on. Without a
 data set, a small synthetic set made for the run serves (`synthetic_pairs`).
 """
@@ -59,8 +59,8 @@ def _one_background(data: str | Path, purpose: str) -> UserError:
 def check_calibration_data(data: str | Path, holdout: float = HOLDOUT, purpose: str = "int8") -> None:
     """A usable `--calib` set (checked before anything is written): readable, with pairs from at
     least 2 backgrounds (one part calibrates, the held-out part judges)."""
+    from .holdout import split_by_background
     from .reader import open_dataset
-    from .split import split_by_background
 
     if not Path(data).exists():
         raise UserError(f"{data}: no such calibration data folder or zip")
@@ -81,8 +81,8 @@ def load_pairs(
     purpose: str = "int8",
 ) -> CalibrationPairs:
     """Pairs from a data set (folder or zip, original layout) at `size`, split by background."""
+    from .holdout import evenly, split_by_background
     from .reader import open_dataset
-    from .split import evenly, split_by_background
 
     check_pair_counts(calib_pairs, gate_pairs, purpose)
     with open_dataset(data) as ds:

@@ -16,8 +16,8 @@ import numpy as np
 
 from ..core.errors import UserError
 from ..render.imageio import open_image
+from .holdout import evenly
 from .reader import PairDataset, SourceArg, open_dataset
-from .split import evenly
 
 
 def _indices(n: int, limit: int | None) -> list[int]:

@@ -44,8 +44,8 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, say: Callabl
     from train.config import TrainConfig
     from train.loop import run as train_run
 
+    from ..data.holdout import split_by_background
     from ..data.reader import open_dataset
-    from ..data.split import split_by_background
     from ..data.synth import synthesize
     from ..verify.parity import run_parity
     from .infer import infer_files

@@ -3,7 +3,7 @@
 `parity` proves an export is the same model as PyTorch; it cannot say the model is any good. This
 scores every model (any runner: `.pt`, `.onnx` on ONNX Runtime or OpenVINO, `.engine`) against the
 **ground truth** of a data set's held-out backgrounds (the split `toolkit train` and the int8 gate
-use: whole backgrounds, `toolkit.data.split`), with the figures `toolkit train` reports
+use: whole backgrounds, `toolkit.data.holdout`), with the figures `toolkit train` reports
 (`toolkit.verify.metrics.MetricAccumulator`: mask IoU/Dice per image, depth RMSE over pixels, AbsRel and
 delta1), and times each at the batch sizes asked in the same run (`toolkit.tasks.bench`'s interleaved
 rounds, so the latency ratios are measured over the same stretch of the machine's time).
@@ -103,8 +103,8 @@ def held_out(data: str | Path, size: tuple[int, int], *, limit: int = DEFAULT_LI
              seed: int = SPLIT_SEED, units: str = "gray", every_pair: bool = False) -> HeldOut:
     """Up to `limit` pairs (evenly spaced) from the held-out backgrounds of `data` (all pairs
     with `every_pair`), with their mask and depth."""
+    from ..data.holdout import evenly, split_by_background
     from ..data.reader import open_dataset
-    from ..data.split import evenly, split_by_background
 
     with open_dataset(data) as ds:
         if every_pair:

@@ -332,8 +332,8 @@ def dataset_feeds(
     data: str | Path, size: tuple[int, int], *, limit: int = 16, batch_size: int = 8
 ) -> Iterator[dict[str, np.ndarray]]:
     """Batches of (bg, fgbg) at the model's size from a data set (folder or zip), evenly sampled."""
+    from ..data.holdout import evenly
     from ..data.reader import open_dataset
-    from ..data.split import evenly
 
     ds = open_dataset(data)
     picks = evenly(len(ds), limit)

@@ -1,12 +1,12 @@
-"""toolkit.data.split: whole backgrounds held out, deterministic per seed."""
+"""toolkit.data.holdout: whole backgrounds held out, deterministic per seed."""
 
 from __future__ import annotations
 
 import pytest
 
 from toolkit.core.errors import UserError
+from toolkit.data.holdout import split_by_background
 from toolkit.data.reader import FileRef, Sample, open_dataset
-from toolkit.data.split import split_by_background
 from toolkit.data.synth import synthesize
 
 
