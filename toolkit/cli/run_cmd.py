@@ -83,39 +83,20 @@ def parity(
     reference's and names the first layer over tolerance."""
     from ..core.fsutil import check_output_dir, check_output_file
     from ..verify.compare import Thresholds
-    from ..verify.parity import run_parity
+    from ..verify.parity_options import ParityOptions
 
-    overrides = Thresholds(max_abs=max_abs, mask_iou=mask_iou, depth_rmse=depth_rmse)  # checks their ranges
+    options = ParityOptions(tuple(model), reference, data, limit=limit, batch_size=batch_size,
+                            overrides=Thresholds(max_abs=max_abs, mask_iou=mask_iou, depth_rmse=depth_rmse),
+                            provider=provider, save_golden=save_golden, golden=golden, layers=layers, layer_tol=layer_tol)
     if json_out is not None:
         check_output_file(json_out)  # before the work, not after it
     if png_dir is not None:
         check_output_dir(png_dir)
-    if layer_tol is not None and not layers:
-        raise UserError("--layer-tol is the tolerance of parity --layers: give --layers")
-    if golden is not None and (limit is not None or batch_size is not None):
-        raise UserError("parity --golden DIR runs the folder's own pairs in its own batches: --limit and --batch-size do not go with it")
-    if layers:
-        if batch_size is not None:
-            raise UserError("parity --layers runs one pair at a time: --batch-size does not go with it")
-        if golden is not None or save_golden is not None:
-            raise UserError("parity --layers compares against a reference model: --golden and --save-golden do not go with it")
-        if provider != "cpu" or any(v is not None for v in (max_abs, mask_iou, depth_rmse)):
-            raise UserError("parity --layers runs both graphs in ONNX Runtime on the CPU and judges tensors by --layer-tol: "
-                            "--provider, --max-abs, --mask-iou and --depth-rmse do not go with it")
-        return layer_parity(model, reference, data, limit=limit or 4, tolerance=layer_tol, json_out=json_out, png_dir=png_dir)
-    if golden is not None:
-        if reference is not None or data is not None or save_golden is not None:
-            raise UserError("parity --golden DIR judges against the folder's pairs and outputs: "
-                            "--reference, --data and --save-golden do not go with it")
-        from ..verify.parity import check_golden
-
-        report = check_golden(golden, model, provider=provider, overrides=overrides)
-    else:
-        if save_golden is not None:
-            check_output_dir(save_golden)
-        report = run_parity(model, reference, data, limit=16 if limit is None else limit, batch_size=8 if batch_size is None else batch_size,
-                            overrides=overrides,
-                            provider=provider, save_golden=save_golden)
+    if save_golden is not None:
+        check_output_dir(save_golden)
+    if options.mode == "layers":
+        return layer_parity(options, json_out=json_out, png_dir=png_dir)
+    report = options.run()
     print_parity(report)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
@@ -135,15 +116,13 @@ LAYER_COLUMNS = (Col("#", right=True), Col("layer"), Col("op", optional=True), C
                  Col("max |d|", right=True, optional=True), Col("NaN/inf", right=True, optional=True))
 
 
-def layer_parity(models: list[Path], reference: Path | None, data: Path | None, *, limit: int, tolerance: float | None,
-                 json_out: Path | None, png_dir: Path | None) -> None:
-    """`parity --layers`: per model, the tensors with the largest errors, the first over its
-    tolerance and the first NaN/inf; exit 1 when a model has either."""
-    from ..verify.layers import compare_layers, layers_png
+def layer_parity(options, *, json_out: Path | None, png_dir: Path | None) -> None:
+    """`parity --layers` (`options`: a `ParityOptions` in that mode): per model, the tensors with
+    the largest errors, the first over its tolerance and the first NaN/inf; exit 1 when a model
+    has either."""
+    from ..verify.layers import layers_png
 
-    if not models:
-        raise UserError("parity --layers: give at least one --model")
-    reports = [compare_layers(m, reference, data, limit=limit, tolerance=tolerance) for m in models]
+    reports = options.run()
     files = {m: "layers-" + Path(name).with_suffix("").as_posix().replace("/", "-") + ".png"
              for m, name in short_names([r.model for r in reports]).items()}
     for r in reports:
