@@ -56,10 +56,6 @@ def nearness(depth: np.ndarray, convention: str) -> np.ndarray:
     return depth if check_depth_convention(convention) == "near-bright" else (1.0 - depth).astype(np.asarray(depth).dtype)
 
 
-def convert_depth(depth: np.ndarray, source: str, target: str) -> np.ndarray:
-    """Depth in [0, 1] stored as `source` says, as `target` would store it."""
-    return depth if check_depth_convention(source) == check_depth_convention(target) else nearness(depth, "far-bright")
-
 
 @dataclass(frozen=True)
 class Normalisation:
