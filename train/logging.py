@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.core.fsutil import atomic_path, write_text_atomic
+from toolkit.core.spec import ORIGINAL_DEPTH_CONVENTION
 
 # The figures a reader looks at first lead, depth by RMSE, AbsRel and delta1 (`train.step.METRIC_NAMES`).
 FIRST_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_mask_loss", "train_depth_loss", "val_loss", "val_mask_iou",
@@ -84,7 +85,8 @@ SAMPLE_LABELS = ("bg", "fgbg", "mask pred", "mask true", "depth pred", "depth tr
 SAMPLE_TILE = 128  # px: training sizes (32, 64) are enlarged by a whole factor to at least this
 
 
-def sample_grid(arrays: Mapping[str, np.ndarray], max_rows: int = 4, depth_convention: str = "far-bright") -> np.ndarray:
+def sample_grid(arrays: Mapping[str, np.ndarray], max_rows: int = 4,
+                depth_convention: str = ORIGINAL_DEPTH_CONVENTION) -> np.ndarray:
     """bg | fgbg | mask pred | mask true | depth pred | depth true, a row per held-out image.
 
     Drawn by `imageio.make_grid` like every other panel, so it reads the same way: labelled
@@ -126,7 +128,7 @@ class RunLogs:
     """
 
     def __init__(self, out: Path, *, enabled: bool = True, tensorboard: bool = True, samples: bool = True,
-                 purge_step: int | None = None, depth_convention: str = "far-bright"):
+                 purge_step: int | None = None, depth_convention: str = ORIGINAL_DEPTH_CONVENTION):
         import sys
 
         self.out, self.enabled, self.samples = Path(out), enabled, samples

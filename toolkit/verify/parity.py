@@ -77,13 +77,26 @@ def parity_feeds(data: str | Path | None, size: tuple[int, int], *, limit: int =
     return feeds
 
 
+DEFAULT_LIMIT, DEFAULT_BATCH = 16, 8  # pairs compared, pairs per call
+
+
+def check_run_options(limit: object, batch_size: object, provider: str) -> None:
+    """How many pairs, in what batches, on which one provider: the rule `run_parity` and
+    `ParityOptions` share."""
+    for value in (limit, batch_size):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise UserError("parity: --limit and --batch-size must be positive")
+    if "," in provider:
+        raise UserError(f"parity: --provider takes one provider, got {provider!r} (bench and val take a comma list)")
+
+
 def run_parity(
     models: list[str | Path],
     reference: str | Path | None = None,
     data: str | Path | None = None,
     *,
-    limit: int = 16,
-    batch_size: int = 8,
+    limit: int = DEFAULT_LIMIT,
+    batch_size: int = DEFAULT_BATCH,
     overrides: Thresholds | None = None,
     provider: str = "cpu",
     save_golden: str | Path | None = None,
@@ -96,10 +109,7 @@ def run_parity(
     """
     if not models and not (save_golden and reference):
         raise UserError("parity: give at least one --model (or --reference CKPT with --save-golden DIR)")
-    if limit <= 0 or batch_size <= 0:
-        raise UserError("parity: --limit and --batch-size must be positive")
-    if "," in provider:
-        raise UserError(f"parity: --provider takes one provider, got {provider!r} (bench and val take a comma list)")
+    check_run_options(limit, batch_size, provider)
     if save_golden is not None:
         from .golden import check_golden_target
 

@@ -15,8 +15,9 @@ from typing import Any
 
 from ..core.errors import UserError
 from .compare import Thresholds
+from .parity import DEFAULT_BATCH, DEFAULT_LIMIT, check_run_options
 
-DEFAULT_LIMIT, DEFAULT_BATCH, DEFAULT_LAYERS_LIMIT = 16, 8, 4
+DEFAULT_LAYERS_LIMIT = 4  # --layers runs one pair at a time
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,8 @@ class ParityOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(Path(m) for m in self.models))
-        for name in ("limit", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise UserError("parity: --limit and --batch-size must be positive")
-        if "," in self.provider:
-            raise UserError(f"parity: --provider takes one provider, got {self.provider!r} (bench and val take a comma list)")
+        check_run_options(DEFAULT_LIMIT if self.limit is None else self.limit,
+                          DEFAULT_BATCH if self.batch_size is None else self.batch_size, self.provider)
         if self.layer_tol is not None and not self.layers:
             raise UserError("--layer-tol is the tolerance of parity --layers: give --layers")
         if self.golden is not None and (self.limit is not None or self.batch_size is not None):
