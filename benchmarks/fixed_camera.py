@@ -3,7 +3,7 @@
 For each precision (fp32, int8) and runtime (ONNX Runtime's CPU provider, OpenVINO when
 installed) and batch size (1, 8), the same run times, in interleaved rounds:
   * whole: the exported model on (background repeated, frames), what any other tool runs;
-  * cached: its split pair, `set_background` once, then `infer_frames` (toolkit.runtime.fixed);
+  * cached: its halves, `set_background` once, then `infer_frames` (toolkit.runtime.fixed);
 and prints ms per frame, the speed-up, the largest |whole - cached| output difference, and
 ms per frame as a multiple of the machine's floor: the literal network's arithmetic (6.14 GFLOP
 per 128x128 pair) at this machine's sgemm rate, measured in the same run. A reference row,
@@ -58,7 +58,7 @@ def _export(ckpt: Path, folder: Path, size: tuple[int, int] | None) -> tuple[lis
 def _runners(models: list[Path], literal: Path, providers: list[str]) -> list[tuple[str, object, object]]:
     """(row name, whole runner, cached runner) per model and provider, plus the reference row."""
     from toolkit.runtime import open_runner
-    from toolkit.runtime.fixed import SplitPairRunner
+    from toolkit.runtime.fixed import HalvesRunner
 
     def options(provider: str) -> dict[str, object]:
         return {"provider": provider} | ({"spinning": False} if provider == "cpu" else {})
@@ -67,7 +67,7 @@ def _runners(models: list[Path], literal: Path, providers: list[str]) -> list[tu
     for model in models:
         for provider in providers:
             whole = open_runner(model, **options(provider))
-            rows.append((f"{whole.precision} {whole.backend}", whole, SplitPairRunner(model, **options(provider))))
+            rows.append((f"{whole.precision} {whole.backend}", whole, HalvesRunner(model, **options(provider))))
     if "openvino" in providers:
         rows.append(("fp32 literal openvino (reference)", open_runner(literal, provider="openvino"), None))
     return rows

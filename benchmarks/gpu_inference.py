@@ -274,7 +274,7 @@ def onnx_section(report, ckpt_path: Path, out: Path, host, device, fits, save, a
                 o["exports"].append({"export": label, "file": oc.format.key, "error": oc.error})
             for a in oc.artifacts:
                 if a.part != "whole":
-                    continue  # the fixed-camera pair: benchmarks/fixed_camera.py times it
+                    continue  # the fixed-camera halves: benchmarks/fixed_camera.py times it
                 if sub == "onnx-int8-tensorrt" and a.precision == "fp32":
                     continue  # the same folded fp32 model again (the int8 one is quantised from it)
                 models.append(a.path)

@@ -1,8 +1,8 @@
 """The int8 search beside the fixed rule: gate figures, layers kept in float, speed-up, search time.
 
 For each checkpoint and calibration source (synthetic, and a data set with `--calib`), in one
-run: the fixed rule's int8 model (export/int8.py: first convolutions and heads in float) and the
-searched one (export/int8_search.py, run even where the fixed rule passes, to show what it
+run: the fixed rule's int8 model (export/int8/quantise.py: first convolutions and heads in float) and the
+searched one (export/int8/search.py, run even where the fixed rule passes, to show what it
 keeps), each judged by the int8 gate against the fp32 ONNX on the held-out pairs, and timed
 beside fp32 at batch 8 in interleaved rounds (ONNX Runtime, CPU, no thread spinning).
 
@@ -54,18 +54,18 @@ def _speedups(fp32: Path, models: list[Path], rounds: int = 12) -> list[float]:
 
 
 def _row(name: str, source: str, fp32: Path, pairs, folder: Path) -> list[str]:
-    from export.int8 import quantize_int8
-    from export.int8_search import search_float_layers
+    from export.int8 import Int8Options, quantize_int8
+    from export.int8.search import search_float_layers
     from toolkit.core.errors import CheckFailed
 
     rule = folder / f"{name}-{source}-rule.int8.onnx"
     try:
-        _, report = quantize_int8(fp32, rule, pairs, search="off", force=True)
+        _, report = quantize_int8(fp32, rule, pairs, Int8Options(search="off", force=True))
         rule_fig, rule_ok = report.parity, report.passed
     except CheckFailed as e:
         return [f"| {name} | {source} | fixed rule failed: {e} |"]
     t0 = time.monotonic()
-    found = search_float_layers(fp32, pairs.calib, pairs.gate, target="cpu", method="entropy")
+    found = search_float_layers(fp32, pairs.calib, pairs.gate, Int8Options())
     seconds = time.monotonic() - t0
     searched = folder / f"{name}-{source}-search.int8.onnx"
     if found.passed:

@@ -1,6 +1,6 @@
 """What an export run shares between the rows of `export.formats`: the files written so far
 (`Artifact`) and the run's source, options and pairs (`ExportContext`). Kept apart from the table
-so the rows' helpers (`export.pair_rows`) can use them without importing the table back."""
+so the rows' helpers (`export.halves_rows`) can use them without importing the table back."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from toolkit.core.errors import UserError
 from .options import ExportOptions
 
 if TYPE_CHECKING:
+    from toolkit.data.calib import CalibrationPairs
     from toolkit.verify.compare import ParityResult
 
     from .fp16 import Fp16Report
-    from .int8 import CalibrationPairs, Int8Report
+    from .int8 import Int8Report
     from .tensorrt import EngineReport
 
     ReportOfRow = ParityResult | Fp16Report | Int8Report | EngineReport
@@ -34,7 +35,7 @@ class Artifact:
     detail: ReportOfRow | None = None  # the row's own report
     notes: list[str] = field(default_factory=list)
     written: bool = True
-    part: str = "whole"  # or "bg" / "frame": a half of the fixed-camera pair beside the whole model
+    part: str = "whole"  # or "bg" / "frame": a half of a fixed-camera model beside the whole model
 
 
 @dataclass
@@ -80,11 +81,11 @@ class ExportContext:
                     return artifact.path
         return None
 
-    def has_pair(self, model: Path) -> bool:
-        """The split pair of `model` was written (or found beside the given model) in this run."""
-        from toolkit.runtime.fixed import split_paths
+    def has_halves(self, model: Path) -> bool:
+        """The halves of `model` was written (or found beside the given model) in this run."""
+        from toolkit.runtime.fixed import half_paths
 
-        halves = set(split_paths(model))
+        halves = set(half_paths(model))
         return sum(a.path in halves for artifacts in self.produced.values() for a in artifacts) == 2
 
     @property
@@ -98,9 +99,8 @@ class ExportContext:
         """The calibration part and held-out gate part at the model's size: from `--calib`, else
         a small synthetic set made in a temporary folder."""
         if self.calibration is None:
+            from toolkit.data.calib import load_pairs, synthetic_pairs
             from toolkit.runtime.onnx_info import read_onnx_info
-
-            from .int8 import load_pairs, synthetic_pairs
 
             size = read_onnx_info(self.fp32_onnx).spec.size
             o = self.options

@@ -7,8 +7,8 @@ given one `ExportContext`). The options themselves are checked in export.options
 rows in table order (a row's needs come before it), passing each the paths the earlier rows
 produced: fp16 and int8 convert the fp32 ONNX, engines are built from every ONNX precision of
 the run, the Triton repository takes the ONNX model and an engine when one was built. Every
-ONNX precision comes with its fixed-camera pair (`X.bg.onnx`, `X.frame.onnx`: export.fixed_camera),
-listed as artifacts with their `part`; engines are built for the pairs too.
+ONNX precision comes with its fixed-camera halves (`X.bg.onnx`, `X.frame.onnx`: export.fixed_camera),
+listed as artifacts with their `part`; engines are built for the halves too.
 
 Nothing here imports torch at module level: only the `onnx` row needs it (it reads the
 checkpoint); fp16/int8 work from the fp32 `.onnx`.
@@ -17,6 +17,7 @@ checkpoint); fp16/int8 work from the fp32 `.onnx`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +28,8 @@ from toolkit.core.errors import CheckFailed, MissingDependency, ToolkitError, Us
 from toolkit.core.install import install_hint
 
 from .context import Artifact, ExportContext
+from .halves_rows import derived_halves, given_halves, halves_artifacts
 from .options import ExportOptions
-from .pair_rows import derived_pair, given_pair, pair_artifacts
 
 if TYPE_CHECKING:
     from toolkit.verify.compare import ParityResult
@@ -59,16 +60,16 @@ class ExportFormat:
 # -- the rows ---------------------------------------------------------------------------------
 def _onnx_fp32(ctx: ExportContext) -> list[Artifact]:
     if ctx.from_onnx:
-        return [_given_onnx(ctx.source), *given_pair(ctx.source)]
-    from .fixed_camera import export_split
+        return [_given_onnx(ctx.source), *given_halves(ctx.source)]
+    from .fixed_camera import export_halves
     from .onnx import export_onnx
 
     o = ctx.options
     path, check = export_onnx(ctx.source, target(ctx, "onnx"), graph=o.graph, size=o.image_size, dynamic=o.dynamic_size)
     at = f"any multiple of 4 (nominal {_size_of(path)}; checked at two sizes)" if o.dynamic_size else _size_of(path)
     summary = f"{o.graph} graph at {at}; ONNX Runtime vs PyTorch: {_diffs(check)}"
-    bg, frame, pair_check = export_split(ctx.source, path)
-    return [Artifact(path, "fp32", summary, check), *pair_artifacts(bg, frame, "fp32", f"vs PyTorch: {_diffs(pair_check)}")]
+    bg, frame, pair_check = export_halves(ctx.source, path)
+    return [Artifact(path, "fp32", summary, check), *halves_artifacts(bg, frame, "fp32", f"vs PyTorch: {_diffs(pair_check)}")]
 
 
 def _diffs(check: ParityResult) -> str:
@@ -97,29 +98,23 @@ def _given_onnx(path: Path) -> Artifact:
 def _fp16(ctx: ExportContext) -> list[Artifact]:
     from toolkit.verify.compare import batches
 
-    from .fixed_camera import fp16_pair
+    from .fixed_camera import fp16_halves
     from .fp16 import convert_fp16
 
     pairs = ctx.pairs()
     feeds = batches(pairs.everything())
     path, report = convert_fp16(ctx.fp32_onnx, target(ctx, "fp16"), feeds)
     whole = Artifact(path, "fp16", report.summary() + f" ({pairs.source} data)", report, report.notes)
-    return [whole, *derived_pair(ctx, whole, lambda: fp16_pair(ctx.fp32_onnx, path, feeds))]
+    return [whole, *derived_halves(ctx, whole, lambda: fp16_halves(ctx.fp32_onnx, path, feeds))]
 
 
 def _int8(ctx: ExportContext) -> list[Artifact]:
-    from .fixed_camera import int8_pair
     from .int8 import quantize_int8
+    from .int8.halves import int8_halves
 
-    o = ctx.options
-    path, report = quantize_int8(ctx.fp32_onnx, target(ctx, "int8"), ctx.pairs(), target=o.int8_target,
-                                 method=o.calib_method, force=o.force, search=o.int8_search,
-                                 budget_s=o.search_budget_s, say=ctx.say)
+    path, report = quantize_int8(ctx.fp32_onnx, target(ctx, "int8"), ctx.pairs(), ctx.options.int8_options, say=ctx.say)
     whole = Artifact(path, "int8", report.summary(), report, report.notes)
-    searched = report.search if report.search is not None and report.search.passed else None
-    derive = lambda: int8_pair(ctx.fp32_onnx, path, ctx.pairs(), target=o.int8_target, method=o.calib_method,  # noqa: E731
-                               force=report.forced, searched=searched)
-    return [whole, *derived_pair(ctx, whole, derive)]
+    return [whole, *derived_halves(ctx, whole, functools.partial(int8_halves, ctx.fp32_onnx, report, ctx.pairs()))]
 
 
 def _tensorrt_preflight(options: ExportOptions) -> None:
@@ -133,9 +128,9 @@ def _engines(ctx: ExportContext) -> list[Artifact]:
     o = ctx.options
     cache = o.timing_cache or ctx.out_dir / "tensorrt.timing-cache"
     digest = ctx.checkpoint_sha256()
-    from toolkit.runtime.fixed import split_paths
+    from toolkit.runtime.fixed import half_paths
 
-    from .fixed_camera import remove_stale_pair
+    from .fixed_camera import remove_stale_halves
 
     built = []
     for precision in ONNX_PRECISIONS:
@@ -144,9 +139,9 @@ def _engines(ctx: ExportContext) -> list[Artifact]:
             continue
         out = target(ctx, "engine", precision)
         jobs = [(source, out, "whole")]
-        if ctx.has_pair(source):  # the fixed-camera pair's engines beside the whole model's
-            jobs += [(s, o, part) for s, o, part in zip(split_paths(source), split_paths(out), ("bg", "frame"))]
-        stale = [] if ctx.has_pair(source) else remove_stale_pair(out)
+        if ctx.has_halves(source):  # the fixed-camera halves' engines beside the whole model's
+            jobs += [(s, o, part) for s, o, part in zip(half_paths(source), half_paths(out), ("bg", "frame"))]
+        stale = [] if ctx.has_halves(source) else remove_stale_halves(out)
         for onnx_file, engine, part in jobs:
             dla = o.dla_core if precision != "fp32" else None  # DLA runs fp16/int8; the fp32 engine stays on the GPU
             report = build_engine(onnx_file, engine, precision=precision, batch=o.batch, workspace_mb=o.workspace_mb,
@@ -224,12 +219,12 @@ def _machine_has_cuda() -> bool:
 
 
 FORMATS: tuple[ExportFormat, ...] = (
-    ExportFormat("onnx", "model.onnx", "ONNX, fp32, normalisation and decoding in-graph; its fixed-camera pair .bg/.frame beside it", _onnx_fp32),
-    ExportFormat("fp16", "model.fp16.onnx", "ONNX, fp16 weights and activations, fp32 I/O (and its pair)", _fp16, needs=("onnx",),
+    ExportFormat("onnx", "model.onnx", "ONNX, fp32, normalisation and decoding in-graph; its fixed-camera halves .bg/.frame beside it", _onnx_fp32),
+    ExportFormat("fp16", "model.fp16.onnx", "ONNX, fp16 weights and activations, fp32 I/O (and its halves)", _fp16, needs=("onnx",),
                  selected=lambda o: o.fp16),
-    ExportFormat("int8", "model.int8.onnx", "ONNX, int8 Q/DQ (cpu or tensorrt target), accuracy-gated (and its pair)", _int8,
+    ExportFormat("int8", "model.int8.onnx", "ONNX, int8 Q/DQ (cpu or tensorrt target), accuracy-gated (and its halves)", _int8,
                  needs=("onnx",), selected=lambda o: o.int8),
-    ExportFormat("engine", "model.{precision}.engine", "TensorRT engine per ONNX precision of the run and its pair (+ .json sidecars)",
+    ExportFormat("engine", "model.{precision}.engine", "TensorRT engine per ONNX precision of the run and its halves (+ .json sidecars)",
                  _engines, needs=("onnx",), uses=("fp16", "int8"), extra="gpu", preflight=_tensorrt_preflight,
                  selected=lambda o: o.engine),
     ExportFormat("triton", "{name}", "Triton model repository (ONNX model, plus the engine when built)", _triton,

@@ -18,18 +18,9 @@ from typing import Any
 from toolkit.core.errors import UserError
 from toolkit.core.sizes import SizeProfile
 from toolkit.core.spec import DEFAULT_BATCH_PROFILE, BatchProfile, parse_image_size
+from toolkit.data.calib import DEFAULT_CALIB_PAIRS, DEFAULT_GATE_PAIRS, check_calibration_data, check_pair_counts
 
-from .int8 import (
-    DEFAULT_CALIB_PAIRS,
-    DEFAULT_GATE_PAIRS,
-    DEFAULT_METHOD,
-    DEFAULT_TARGET,
-    METHODS,
-    TARGETS,
-    check_calibration_data,
-    check_pair_counts,
-)
-from .int8_search import DEFAULT_BUDGET_S, SEARCH_MODES
+from .int8.options import DEFAULT_BUDGET_S, DEFAULT_METHOD, DEFAULT_TARGET, Int8Options
 from .onnx import check_graph
 from .tensorrt import DEFAULT_WORKSPACE_MB, check_portability
 from .triton import DEFAULT_NAME as DEFAULT_TRITON_NAME
@@ -106,6 +97,12 @@ class ExportOptions:
         self._check_pairings({k for k in DEPENDENT_OPTIONS if getattr(self, k) != defaults[k]})
         self._check_values()
 
+    @property
+    def int8_options(self) -> Int8Options:
+        """What the int8 export is asked for, as the one object export.int8 takes."""
+        return Int8Options(target=self.int8_target, method=self.calib_method, force=self.force, search=self.int8_search,
+                           budget_s=self.search_budget_s)
+
     @classmethod
     def from_given(cls, **given: Any) -> ExportOptions:
         """Options where None means "not given" (the command line's): an option given without the
@@ -133,14 +130,7 @@ class ExportOptions:
 
     def _check_values(self) -> None:
         check_graph(self.graph)
-        if self.int8_target not in TARGETS:
-            raise UserError(f"--int8-target must be one of {', '.join(TARGETS)}, got {self.int8_target!r}")
-        if self.int8_search not in SEARCH_MODES:
-            raise UserError(f"--int8-search must be one of {', '.join(SEARCH_MODES)}, got {self.int8_search!r}")
-        if not 0 < float(self.search_budget_s) <= 86400:
-            raise UserError(f"--int8-search-budget must be in (0, 86400] seconds, got {self.search_budget_s}")
-        if self.calib_method not in METHODS:
-            raise UserError(f"--calib-method must be one of {', '.join(METHODS)}, got {self.calib_method!r}")
+        self.int8_options  # noqa: B018  (the int8 values' checks live in Int8Options: made once here to run them)
         check_pair_counts(self.calib_pairs, self.gate_pairs)
         check_portability(self.engine_compat, self.dla_core)
         if self.dla_core is not None and self.engine and not (self.fp16 or self.int8):

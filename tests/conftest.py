@@ -66,14 +66,14 @@ def exported_onnx(tmp_path_factory, imported_ckpt) -> Path:
 
 
 @pytest.fixture(scope="session")
-def exported_pair(tmp_path_factory, imported_ckpt, exported_onnx) -> Path:
-    """A copy of the fp32 export with its fixed-camera split pair beside it (model.bg.onnx,
+def exported_halves(tmp_path_factory, imported_ckpt, exported_onnx) -> Path:
+    """A copy of the fp32 export with its fixed-camera halves beside it (model.bg.onnx,
     model.frame.onnx); returns the whole model's path. Read-only for tests: copy to change it."""
-    from export.fixed_camera import export_split
+    from export.fixed_camera import export_halves
 
     out = tmp_path_factory.mktemp("pair") / "model.onnx"
     out.write_bytes(exported_onnx.read_bytes())
-    export_split(imported_ckpt, out)
+    export_halves(imported_ckpt, out)
     return out
 
 

@@ -45,7 +45,7 @@ def test_every_multiple_of_4_gives_the_checkpoints_answers(dynamic_model, import
     feed = _pairs(size)
     with open_runner(dynamic_model) as onnx_runner, open_at(imported_ckpt, size) as torch_runner:
         got, want = onnx_runner.infer(feed), torch_runner.infer(feed)
-    with open_fixed_camera(dynamic_model) as pair:  # the split pair is dynamic too
+    with open_fixed_camera(dynamic_model) as pair:  # the halves are dynamic too
         split = pair.infer(feed)
     for k in ("mask", "depth"):
         assert got[k].shape == (2, 1, *size)

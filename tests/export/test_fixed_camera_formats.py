@@ -1,4 +1,4 @@
-"""Every ONNX export carries its fixed-camera pair: the fp32 pair beside model.onnx, the fp16
+"""Every ONNX export carries its fixed-camera halves: the fp32 pair beside model.onnx, the fp16
 pair beside model.fp16.onnx; parity judges each pair; an exported .onnx source brings its own."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def from_checkpoint(imported_ckpt, tmp_path_factory):
     return out, outcomes
 
 
-def test_an_export_writes_the_pair_beside_each_onnx_model(from_checkpoint, imported_ckpt):
+def test_an_export_writes_the_halves_beside_each_onnx_model(from_checkpoint, imported_ckpt):
     out, outcomes = from_checkpoint
     assert sorted(p.name for p in out.iterdir()) == sorted(TRIO + FP16_TRIO)
     assert rows(outcomes) == {
@@ -96,7 +96,7 @@ def test_the_fp16_halves_compute_the_fp16_model(from_checkpoint):
     assert float(np.abs(fp32[0][0] - fp32[0][2]).max()) > 0.05  # frames that differ: the bounds above can fail
 
 
-def test_parity_judges_the_pair_as_a_model_of_its_own(from_checkpoint, imported_ckpt):
+def test_parity_judges_the_halves_as_a_model_of_its_own(from_checkpoint, imported_ckpt):
     from toolkit.verify.parity import run_parity
 
     out, _ = from_checkpoint
@@ -108,7 +108,7 @@ def test_parity_judges_the_pair_as_a_model_of_its_own(from_checkpoint, imported_
     assert report
 
 
-def test_an_onnx_source_with_its_pair_gives_the_fp16_pair(from_checkpoint, tmp_path):
+def test_an_onnx_source_with_its_halves_gives_the_fp16_halves(from_checkpoint, tmp_path):
     out, _ = from_checkpoint
     before = snapshot(out)
     outcomes = run_exports(out / "model.onnx", tmp_path / "fp16", options=OPTIONS)
@@ -125,10 +125,10 @@ def test_an_onnx_source_with_its_pair_gives_the_fp16_pair(from_checkpoint, tmp_p
     bg, frame = (props(tmp_path / "fp16" / name) for name in FP16_TRIO[:2])
     assert bg["toolkit.precision"] == frame["toolkit.precision"] == "fp16"
     assert bg["toolkit.split_pair"] == frame["toolkit.split_pair"] != props(out / "model.bg.onnx")["toolkit.split_pair"]
-    assert not any("no fixed-camera pair" in n for n in outcomes[1].artifacts[0].notes)
+    assert not any("no fixed-camera halves" in n for n in outcomes[1].artifacts[0].notes)
 
 
-def test_an_onnx_source_without_a_pair_gives_no_halves_and_says_so(from_checkpoint, tmp_path):
+def test_an_onnx_source_without_halves_gives_no_halves_and_says_so(from_checkpoint, tmp_path):
     out, _ = from_checkpoint
     lone = tmp_path / "lone" / "model.onnx"
     lone.parent.mkdir()
@@ -141,7 +141,7 @@ def test_an_onnx_source_without_a_pair_gives_no_halves_and_says_so(from_checkpoi
     assert rows(outcomes) == {"onnx": [("model.onnx", "fp32", "whole", False)],
                               "fp16": [("model.fp16.onnx", "fp16", "whole", True)]}
     notes = outcomes[1].artifacts[0].notes
-    assert "no fixed-camera pair: model.onnx has none beside it (export from the checkpoint to get one)" in notes
+    assert "no fixed-camera halves: model.onnx has none beside it (export from the checkpoint to get one)" in notes
     assert [n for n in notes if n.startswith("removed ")] == [
         f"removed {name}, left by an earlier export (it does not belong to this model.fp16.onnx)"
         for name in ("model.fp16.bg.onnx", "model.fp16.frame.onnx")]

@@ -88,12 +88,12 @@ def test_bad_options_are_user_errors(options, says):
 
 # -- the rows' wiring (the fp32 export is stubbed with the session's export) ---------------------
 @pytest.fixture
-def stub_onnx(monkeypatch, exported_pair):
-    """`export_onnx` and `export_split` copy the session's fp32 export and its pair instead of
+def stub_onnx(monkeypatch, exported_halves):
+    """`export_onnx` and `export_halves` copy the session's fp32 export and its pair instead of
     exporting again (8 s each)."""
     import export.fixed_camera
     import export.onnx
-    from toolkit.runtime.fixed import split_paths
+    from toolkit.runtime.fixed import half_paths
 
     calls = []
     checks = {}
@@ -102,17 +102,17 @@ def stub_onnx(monkeypatch, exported_pair):
         assert graph == "folded" and not dynamic
         calls.append(Path(out))
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(exported_pair, out)
+        shutil.copyfile(exported_halves, out)
         checks[Path(out)] = export.onnx.compare_with_torch(Path(out), Path(checkpoint))
         return Path(out), checks[Path(out)]
 
     def fake_split(checkpoint, model):
-        for src, dst in zip(split_paths(exported_pair), split_paths(model)):
+        for src, dst in zip(half_paths(exported_halves), half_paths(model)):
             shutil.copyfile(src, dst)
-        return (*split_paths(model), checks[Path(model)])
+        return (*half_paths(model), checks[Path(model)])
 
     monkeypatch.setattr(export.onnx, "export_onnx", fake)
-    monkeypatch.setattr(export.fixed_camera, "export_split", fake_split)
+    monkeypatch.setattr(export.fixed_camera, "export_halves", fake_split)
     return calls
 
 
@@ -126,7 +126,7 @@ def test_run_exports_passes_the_fp32_model_to_fp16_and_int8(stub_onnx, imported_
     assert [o.format.key for o in outcomes] == ["onnx", "fp16", "int8"]
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     assert [o.path.name for o in outcomes] == ["model.onnx", "model.fp16.onnx", "model.int8.onnx"]
-    # each ONNX with its fixed-camera pair, the fp16/int8 pairs converted from the fp32 pair
+    # each ONNX with its fixed-camera halves, the fp16/int8 pairs converted from the fp32 pair
     assert [(a.path.name, a.precision, a.part) for o in outcomes for a in o.artifacts] == [
         (f"model{p}{half}.onnx", precision, part or "whole")
         for p, precision in (("", "fp32"), (".fp16", "fp16"), (".int8", "int8"))
@@ -197,7 +197,7 @@ def test_engines_are_built_from_each_onnx_of_the_run_and_given_to_triton(stub_on
 
     digest = sha256_file(imported_ckpt)
     cache = tmp_path / "out" / "tensorrt.timing-cache"
-    assert built == [  # the whole model's engine, then its fixed-camera pair's, per precision
+    assert built == [  # the whole model's engine, then its fixed-camera halves', per precision
         (f"model{p}{half}.onnx", f"model.{precision}{half}.engine", precision, BatchProfile(1, 4, 16), 512, cache, digest)
         for p, precision in (("", "fp32"), (".fp16", "fp16")) for half in ("", ".bg", ".frame")
     ]
@@ -271,11 +271,11 @@ def test_export_prints_a_line_per_file_and_refuses_int8_with_exit_1(stub_onnx, i
     captured = capsys.readouterr()
     assert code == 1
     lines = [line for line in captured.out.splitlines() if line.startswith("wrote ")]
-    assert len(lines) == 6  # each model and its fixed-camera pair
+    assert len(lines) == 6  # each model and its fixed-camera halves
     assert "model.onnx (fp32)" in lines[0] and "max abs diff" in lines[0]
     assert "model.bg.onnx (fp32)" in lines[1] and "model.frame.onnx (fp32)" in lines[2] and "vs PyTorch" in lines[2]
     assert "model.fp16.onnx (fp16)" in lines[3] and "mask IoU" in lines[3] and "depth RMSE" in lines[3]
-    assert "model.fp16.frame.onnx (fp16)" in lines[5] and "the pair vs fp32: mask IoU" in lines[5]
+    assert "model.fp16.frame.onnx (fp16)" in lines[5] and "the halves vs fp32: mask IoU" in lines[5]
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and "model.int8.onnx: not written" in err[0] and "mask IoU" in err[0]
     assert sorted(p.name for p in out.iterdir()) == sorted(f"model{p}{h}.onnx" for p in ("", ".fp16") for h in ("", ".bg", ".frame"))
@@ -305,12 +305,12 @@ import sys
 sys.modules['torch'] = None
 from pathlib import Path
 from export.fp16 import convert_fp16
-from export.int8 import quantize_int8, synthetic_pairs
+from export.int8 import Int8Options, quantize_int8, synthetic_pairs
 from toolkit.verify.compare import batches
 out = Path({str(tmp_path)!r})
 pairs = synthetic_pairs(out / 'pairs', (128, 128), calib_pairs=8, gate_pairs=8)
 convert_fp16({str(exported_onnx)!r}, out / 'model.fp16.onnx', batches(pairs.everything()))
-quantize_int8({str(exported_onnx)!r}, out / 'model.int8.onnx', pairs, method='minmax', force=True, search='off')
+quantize_int8({str(exported_onnx)!r}, out / 'model.int8.onnx', pairs, Int8Options(method='minmax', force=True, search='off'))
 assert sys.modules['torch'] is None
 print('ok')
 """

@@ -148,11 +148,11 @@ def test_image_size_option_is_checked_before_anything_is_written(imported_ckpt, 
             ExportOptions(image_size=bad)
 
 
-def test_exports_name_no_file_of_the_machine_that_made_them(exported_onnx, exported_pair):
+def test_exports_name_no_file_of_the_machine_that_made_them(exported_onnx, exported_halves):
     """torch's exporter records stack traces with source paths per node: stripped; module scopes kept."""
     from tests.conftest import ROOT
 
-    for path in (exported_onnx, exported_pair.with_name("model.frame.onnx")):
+    for path in (exported_onnx, exported_halves.with_name("model.frame.onnx")):
         model = onnx.load(str(path))
         values = [p.value for n in model.graph.node for p in n.metadata_props]
         keys = {p.key for n in model.graph.node for p in n.metadata_props}

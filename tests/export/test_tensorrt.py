@@ -181,10 +181,10 @@ def test_parser_error_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("part, inputs, outputs", [("bg", ["bg"], ["bg_features"]), ("frame", ["bg_features", "fgbg"], ["mask", "depth"])])
-def test_a_half_of_the_fixed_camera_pair_gets_its_own_io_in_the_sidecar(tmp_path, exported_pair, part, inputs, outputs):
-    from toolkit.runtime.fixed import split_paths
+def test_a_fixed_camera_half_gets_its_own_io_in_the_sidecar(tmp_path, exported_halves, part, inputs, outputs):
+    from toolkit.runtime.fixed import half_paths
 
-    half = split_paths(exported_pair)[0 if part == "bg" else 1]
+    half = half_paths(exported_halves)[0 if part == "bg" else 1]
     source = read_onnx_source(half)
     assert source.interface.part == part and list(source.interface.inputs) == inputs
     engine = tmp_path / f"model.fp32.{part}.engine"

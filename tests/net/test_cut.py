@@ -40,18 +40,18 @@ def test_the_two_halves_compute_the_whole_model(folded, height, width):
     assert not torch.equal(got[0][0], got[0][1])  # the frames differ, so do their masks: the test can fail
 
 
-def test_the_exported_pair_matches_the_whole_export(imported_ckpt, exported_onnx, tmp_path):
+def test_the_exported_halves_match_the_whole_export(imported_ckpt, exported_onnx, tmp_path):
     import numpy as np
     import onnx
     import onnxruntime as ort
 
-    from export.fixed_camera import export_split
-    from toolkit.runtime.fixed import split_paths
+    from export.fixed_camera import export_halves
+    from toolkit.runtime.fixed import half_paths
 
     model = tmp_path / "model.onnx"
     model.write_bytes(exported_onnx.read_bytes())
-    bg_path, frame_path, check = export_split(imported_ckpt, model)
-    assert (bg_path, frame_path) == split_paths(model) and check and max(check.max_abs.values()) <= 1e-4
+    bg_path, frame_path, check = export_halves(imported_ckpt, model)
+    assert (bg_path, frame_path) == half_paths(model) and check and max(check.max_abs.values()) <= 1e-4
     meta = [{p.key: p.value for p in onnx.load(str(p)).metadata_props} for p in (bg_path, frame_path)]
     assert [m["toolkit.split"] for m in meta] == ["bg", "frame"]
     assert meta[0]["toolkit.split_pair"] == meta[1]["toolkit.split_pair"] and meta[0]["toolkit.bg_features"] == "192x64x64"

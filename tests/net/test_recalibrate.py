@@ -57,16 +57,16 @@ def test_reestimation_changes_statistics_only(recalibrated_ckpt, imported_ckpt):
 
 
 def test_each_heads_statistics_reach_the_onnx_export(recalibrated_ckpt, exported_onnx, other_pairs, tmp_path):
-    """The export of the per-head model (and its fixed-camera pair) equals its PyTorch model and
+    """The export of the per-head model (and its fixed-camera halves) equals its PyTorch model and
     not the shared one's: each head's copy of the tail was folded with its own statistics."""
-    from export.fixed_camera import export_split
+    from export.fixed_camera import export_halves
     from export.onnx import export_onnx
     from toolkit.runtime import open_runner
 
     path, _ = recalibrated_ckpt
     onnx_path, check = export_onnx(path, tmp_path / "model.onnx")
     assert check  # ONNX Runtime vs PyTorch at fp32 tolerance, or nothing is written
-    assert export_split(path, onnx_path)[2]  # the fixed camera's pair too: its frame half runs both tails
+    assert export_halves(path, onnx_path)[2]  # the fixed camera's pair too: its frame half runs both tails
     feed = {k: v[:4] for k, v in other_pairs.items()}
     with torch.no_grad():
         mask, depth = build_model(load_checkpoint(path))(*(torch.from_numpy(feed[k]) for k in ("bg", "fgbg")))

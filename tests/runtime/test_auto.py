@@ -41,8 +41,8 @@ def test_a_checkpoint_runs_on_the_cpu_without_a_gpu(imported_ckpt):
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed (pip install openvino): one runtime, nothing to pick")
-def test_a_fixed_camera_times_its_frame_half(exported_pair):
-    runner = open_fixed_camera(exported_pair, provider="auto")
+def test_a_fixed_camera_times_its_frame_half(exported_halves):
+    runner = open_fixed_camera(exported_halves, provider="auto")
     assert "ms per frame at batch 1" in runner.notes[0]
     assert all(h.opened_with == runner.opened_with for h in runner.halves)
 
@@ -64,8 +64,8 @@ def test_a_runtime_that_cannot_load_the_model_is_left_out(exported_onnx, monkeyp
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed (pip install openvino): one runtime, nothing timed")
-def test_a_half_can_be_opened_with_auto(exported_pair):
-    from toolkit.runtime.fixed import split_paths
+def test_a_half_can_be_opened_with_auto(exported_halves):
+    from toolkit.runtime.fixed import half_paths
 
-    runner = open_runner(split_paths(exported_pair)[1], part="frame", provider="auto")
+    runner = open_runner(half_paths(exported_halves)[1], part="frame", provider="auto")
     assert runner.interface.part == "frame" and "ms per frame" in runner.notes[0]

@@ -81,10 +81,10 @@ def test_module_names_come_from_the_exporters_scopes():
 def test_a_gate_passing_int8_model_is_compared_as_its_layers_read_it(trained_onnx, tmp_path):
     """ONNX Runtime folds each ReLU after a Conv into the Q and names the Conv's output after the
     ReLU: compared before its Q it would look 100 % wrong; as the next layer reads it, it is not."""
-    from export.int8 import quantize_int8, synthetic_pairs
+    from export.int8 import Int8Options, quantize_int8, synthetic_pairs
 
     pairs = synthetic_pairs(tmp_path / "pairs", (64, 64), calib_pairs=8, gate_pairs=4)
-    int8, report = quantize_int8(trained_onnx, tmp_path / "model.int8.onnx", pairs, method="minmax", search="off")
+    int8, report = quantize_int8(trained_onnx, tmp_path / "model.int8.onnx", pairs, Int8Options(method="minmax", search="off"))
     assert report.passed
     layers = compare_layers(int8, limit=2)  # the fp32 model it was converted from, found by its metadata
     assert any("dequantised" in n for n in layers.notes)

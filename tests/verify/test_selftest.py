@@ -26,7 +26,7 @@ def _copy(src, dst_dir, edit=None):
     return out
 
 
-def test_the_export_carries_golden_pairs_and_passes_them(exported_onnx, exported_pair):
+def test_the_export_carries_golden_pairs_and_passes_them(exported_onnx, exported_halves):
     runner = open_runner(exported_onnx)
     golden = read_golden(runner.metadata, "model.onnx")
     assert golden.size == (128, 128) and len(golden.feed_images) == 2
@@ -35,10 +35,10 @@ def test_the_export_carries_golden_pairs_and_passes_them(exported_onnx, exported
     with runner:
         result = self_test(runner)
     assert result and max(result.max_abs.values()) <= 1e-4
-    from toolkit.runtime.fixed import SplitPairRunner
+    from toolkit.runtime.fixed import HalvesRunner
 
-    with SplitPairRunner(exported_pair) as pair:  # the pair proves itself on its whole model's pairs
-        assert "self-test passed on model.onnx split pair" in check_self_test(pair)
+    with HalvesRunner(exported_halves) as halves:  # the halves prove themselves on their whole model's pairs
+        assert "self-test passed on model.onnx halves" in check_self_test(halves)
 
 
 def test_tampered_weights_fail_naming_the_model_and_the_figure(exported_onnx, tmp_path):

@@ -17,7 +17,7 @@ from .tables import WIDE_HELP, Col, print_wrapped, show_table
 
 PROVIDER_HELP = ("Where .onnx/.pt models run: cpu, cuda (CUDA EP / PyTorch CUDA), tensorrt (TensorRT EP), openvino[:GPU|:NPU] "
                  "(OpenVINO runs the .onnx), or auto (the fastest this machine has, timed at start and said); falls back with a note.")
-NO_BG_CACHE_HELP = ("Run the whole network on every frame, even where the model's split pair (X.bg.onnx, X.frame.onnx) "
+NO_BG_CACHE_HELP = ("Run the whole network on every frame, even where the model's halves (X.bg.onnx, X.frame.onnx) "
                     "would compute the fixed background's features once.")
 
 
@@ -35,7 +35,7 @@ def infer(
     """Write mask.png, depth.png and panel.png (bg | fgbg | mask | depth) at the input's size.
 
     One background and a folder of frames is a fixed camera: the background's features are
-    computed once when the model's split pair sits beside it."""
+    computed once when the model's halves sit beside it."""
     from ..tasks.infer import infer_files
 
     report = infer_files(model, bg, fgbg, out, batch_size=batch_size, provider=provider,
@@ -228,7 +228,7 @@ def doctor(
 
     Exits 0 whatever is missing, unless --require names something that is not usable: then one
     line per such requirement on stderr and exit 1 (an unknown name is exit 2). With --model, the
-    model's self-test runs on the backend and provider given (its fixed-camera pair too, when
+    model's self-test runs on the backend and provider given (its fixed-camera halves too, when they sit
     beside it) and a failure is one line and exit 1."""
     from ..tasks.doctor import parse_requirements, run_checks, unmet_requirements
 

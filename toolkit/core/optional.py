@@ -96,7 +96,7 @@ def tensorrt_version() -> tuple[str, bool] | None:
 
 @functools.lru_cache(maxsize=1)
 def openvino_core() -> Any:
-    """One OpenVINO Core per process, as OpenVINO advises: every runner (a split pair opens
+    """One OpenVINO Core per process, as OpenVINO advises: every runner (the halves open
     three) compiles on it, `--provider auto` lists its devices. Several Cores, each with its own
     CPU thread pool, left a process that later forked (a PyTorch DataLoader worker) crashing."""
     return import_optional("openvino", "OpenVINO (needed for --provider openvino)", "openvino").Core()

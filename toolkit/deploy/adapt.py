@@ -14,7 +14,7 @@ and background should agree.
   would learn them into the background); a pixel the model called person in every one of those
   frames takes the plain median. One line with the frame number says so.
 
-The model's runner gets the new background (and, with a split pair, recomputes its features) at
+The model's runner gets the new background (and, with halves, recomputes its features) at
 most every `push_every` frames, and at once after a relearn: the background half is run then,
 not on every frame.
 """

@@ -61,7 +61,7 @@ def model_info(runner: Runner, settings: ServeSettings, background: str | None =
     """What `GET /v1/model` answers (the batcher's live figures are added per request).
     `background`: the fixed camera's background image, when the server has one (`--bg`)."""
     from ..core.fsutil import sha256_file
-    from ..runtime.fixed import SplitPairRunner
+    from ..runtime.fixed import HalvesRunner
 
     meta = dict(runner.metadata)
     source = meta.get("toolkit.checkpoint_sha256") or (sha256_file(runner.path) if runner.path.suffix == ".pt" else None)
@@ -78,7 +78,7 @@ def model_info(runner: Runner, settings: ServeSettings, background: str | None =
         "max_upload_bytes": settings.max_upload_bytes,
         "fixed_camera": None if background is None else {
             "background": background,
-            "mode": "split pair" if isinstance(runner, SplitPairRunner) else "whole network",
+            "mode": "halves" if isinstance(runner, HalvesRunner) else "whole network",
         },
     }
 

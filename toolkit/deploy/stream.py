@@ -32,7 +32,7 @@ from ..core.fsutil import atomic_path, check_output_dir, check_output_file, ensu
 from ..core.spec import ORIGINAL_DEPTH_CONVENTION
 from ..render import imageio
 from ..runtime import Runner
-from ..runtime.fixed import SplitPairRunner, open_fixed_camera
+from ..runtime.fixed import HalvesRunner, open_fixed_camera
 from .adapt import Adaptation, BackgroundTracker
 from .background import load_background, median_background
 from .live import LiveOptions, open_live
@@ -57,7 +57,7 @@ class StreamReport:
     background: str = ""
     interrupted: bool = False
     masks: int = 0
-    fixed_camera: str = ""  # how the background was run: "split pair" (features once) or "whole network"
+    fixed_camera: str = ""  # how the background was run: "halves" (features once) or "whole network"
     self_test: str = ""  # the model's self-test at start (toolkit.verify.selftest)
     flicker: float | None = None  # mean mask change on still pixels between frames (toolkit.deploy.temporal)
     background_events: list[str] = field(default_factory=list)  # relearnt backgrounds (toolkit.deploy.adapt)
@@ -153,7 +153,7 @@ def stream(
     `on_start(report, expected_frames)` is called once the background is known; `on_frame(done,
     fps)` after each frame is written. `stop` ends the stream early (SIGINT sets it when this
     runs in the main thread). The background's features are computed once when the model's
-    split pair sits beside it (`bg_cache` False: the whole network runs on every frame).
+    halves sit beside it (`bg_cache` False: the whole network runs on every frame).
     `smooth`: the weight of the previous frame's mask and depth in an exponential moving average
     (0: off); the report's `flicker` says how steady the masks were either way. `adapt`: the
     background follows the scene (a running update, relearnt when it goes stale:
@@ -262,7 +262,7 @@ class _Annotator:
         self.tracker = BackgroundTracker(start, adapt) if adapt is not None else None
         self._next_background: np.ndarray | None = None  # handed from the encode thread to the infer thread
         self._lock = threading.Lock()
-        report.fixed_camera = "split pair" if isinstance(runner, SplitPairRunner) else "whole network"
+        report.fixed_camera = "halves" if isinstance(runner, HalvesRunner) else "whole network"
         note = aspect_note(background.shape[:2], self.size)
         if note:
             report.notes.append(note)

@@ -8,7 +8,7 @@ holding one half of the fixed-camera cut has its own names (`runner.interface`, 
 metadata); `toolkit.runtime.fixed` runs the two halves as one whole model.
 
 For a fixed camera every runner has `set_background(bg)` then `infer_frames(fgbg)`: here the
-background is repeated beside each frame batch (the whole network runs); the split pair's runner
+background is repeated beside each frame batch (the whole network runs); the halves' runner
 computes the background's features once instead.
 
 No torch here: opening an `.onnx` model must work on the edge install.
@@ -72,7 +72,7 @@ class Runner(abc.ABC):
 
     @property
     def label(self) -> str:
-        """What reports call the model (its path; the split pair's names both halves)."""
+        """What reports call the model (its path; the halves' runner names both)."""
         return str(self.path)
 
     @property
@@ -118,7 +118,7 @@ class Runner(abc.ABC):
         """The fixed camera's background, `[3, H, W]` or `[1, 3, H, W]` in [0, 1], for the
         `infer_frames` calls that follow (until the next `set_background`)."""
         if self.interface.part != "whole":
-            raise UserError(f"{self.name}: holds one half of the fixed-camera pair; open the whole model instead")
+            raise UserError(f"{self.name}: holds one half of a fixed-camera model; open the whole model instead")
         self._background = self.check_feed({"bg": background_batch(bg), "fgbg": background_batch(bg)})["bg"]
 
     def infer_frames(self, fgbg: np.ndarray) -> dict[str, np.ndarray]:
@@ -217,7 +217,7 @@ ONNX_RUNTIMES: dict[str, tuple[str, str]] = {
 def open_runner(path: str | Path, *, part: str = "whole", **options: Any) -> Runner:
     """The runner for a model file, chosen by suffix: its metadata is read and checked, nothing
     is loaded until `activate()` (or `with runner:`). `part`: what the file must hold, the whole
-    network (a half of the fixed-camera pair is refused: it is run through its whole model)."""
+    network (a half of a fixed-camera model is refused: it is run through its whole model)."""
     import importlib
 
     path = Path(path)
@@ -247,10 +247,10 @@ def open_runner(path: str | Path, *, part: str = "whole", **options: Any) -> Run
     if runner.interface.part != part:
         if part == "whole":
             whole = path.name.replace(f".{runner.interface.part}{path.suffix}", path.suffix)
-            raise UserError(f"{path}: holds the {runner.interface.part} half of the fixed-camera pair; give the whole model "
+            raise UserError(f"{path}: holds the {runner.interface.part} half of a fixed-camera model; give the whole model "
                             f"({whole}): its pair is used beside it")
         raise UserError(f"{path}: holds the {runner.interface.part} part, expected the {part} half")
-    runner.opened_with = provider  # what `auto` resolved to: the split pair's halves run there too
+    runner.opened_with = provider  # what `auto` resolved to: the halves run there too
     if auto_note is not None:
         runner.notes.insert(0, auto_note)
     return runner

@@ -1,14 +1,14 @@
 """The fixed camera: the background's half of the network run once, the frame half per frame.
 
-Every ONNX export `X.onnx` has its split pair beside it, `X.bg.onnx` (`bg` -> `bg_features`)
+Every ONNX export `X.onnx` has its halves beside it, `X.bg.onnx` (`bg` -> `bg_features`)
 and `X.frame.onnx` (`bg_features`, `fgbg` -> `mask`, `depth`), and every engine `X.fp16.engine`
 its `X.fp16.bg.engine` / `X.fp16.frame.engine` (toolkit.net.cut says where the cut is and why it is
-exact). `SplitPairRunner` runs the two halves as one whole model on any backend: `infer(feed)`
+exact). `HalvesRunner` runs the two halves as one whole model on any backend: `infer(feed)`
 takes the same pairs as the whole model's runner (each pair's background goes through the
 background half), and `set_background(bg)` then `infer_frames(fgbg)` computes the background's
 features once. `open_fixed_camera` is what `stream`, `serve --bg` and `infer` over a folder
-use: the pair when it sits beside the model (and belongs to it: the files record what links
-them, and a pair that does not match is refused in one line), the whole model otherwise, with a
+use: the halves when they sit beside the model (and belong to it: the files record what links
+them, and halves that do not match is refused in one line), the whole model otherwise, with a
 note saying which.
 
 No torch here: this is part of the edge install.
@@ -35,25 +35,25 @@ BUILT_FROM_KEY = f"{METADATA_PREFIX}built_from_sha256"
 
 
 def whole_identity(whole: Runner) -> str:
-    """The SHA-256 that a pair of `whole` records: of the ONNX file, or the one its engine was built from."""
+    """The SHA-256 that the halves of `whole` record: of the ONNX file, or the one its engine was built from."""
     from ..core.fsutil import sha256_file
 
     return whole.metadata.get(BUILT_FROM_KEY) or sha256_file(whole.path)
 
 
-def split_paths(model: str | Path) -> tuple[Path, Path]:
+def half_paths(model: str | Path) -> tuple[Path, Path]:
     """`X.onnx` -> (`X.bg.onnx`, `X.frame.onnx`); `X.fp16.engine` -> (`X.fp16.bg.engine`, ...)."""
     model = Path(model)
     return tuple(model.with_name(f"{model.stem}.{part}{model.suffix}") for part in PARTS)  # type: ignore[return-value]
 
 
-def has_pair(model: str | Path) -> bool:
-    """Both halves of the split pair sit beside the exported `model` (a checkpoint has none)."""
-    return Path(model).suffix.lower() != ".pt" and all(p.is_file() for p in split_paths(model))
+def has_halves(model: str | Path) -> bool:
+    """Both halves sit beside the exported `model` (a checkpoint has none)."""
+    return Path(model).suffix.lower() != ".pt" and all(p.is_file() for p in half_paths(model))
 
 
-def pair_problem(whole: Runner, bg: Runner, frame: Runner) -> str | None:
-    """Why `bg` and `frame` are not the split pair of `whole` (None when they are)."""
+def halves_problem(whole: Runner, bg: Runner, frame: Runner) -> str | None:
+    """Why `bg` and `frame` are not the halves of `whole` (None when they are)."""
     for runner, part in ((bg, "bg"), (frame, "frame")):
         if runner.interface.part != part:
             return f"{runner.path.name} holds the {runner.interface.part} part, not the {part} half"
@@ -78,14 +78,14 @@ def pair_problem(whole: Runner, bg: Runner, frame: Runner) -> str | None:
     return None
 
 
-class SplitPairRunner(Runner):
-    """The split pair of a whole model `path`, on the backend the options pick (as `open_runner`).
-    Opening reads the three files' metadata and refuses a pair that does not belong to the model;
+class HalvesRunner(Runner):
+    """The halves of a whole model `path`, on the backend the options pick (as `open_runner`).
+    Opening reads the three files' metadata and refuses halves that do not belong to the model;
     `activate()` loads the two halves (never the whole model). `halves`: the two files when they
-    are not beside the model (an export checks its pair before it writes it)."""
+    are not beside the model (an export checks its halves before it writes them)."""
 
     def __init__(self, path: str | Path, *, halves: tuple[Path, Path] | None = None, **options: Any):
-        bg_path, frame_path = halves or split_paths(path)
+        bg_path, frame_path = halves or half_paths(path)
         auto = None
         if options.get("provider") == "auto":  # timed on the frame half (what runs per frame); all three run there
             from .auto import pick_provider
@@ -94,9 +94,9 @@ class SplitPairRunner(Runner):
             options = options | {"provider": provider}
         whole = open_runner(path, **options)
         self.halves = (open_runner(bg_path, part="bg", **options), open_runner(frame_path, part="frame", **options))
-        problem = pair_problem(whole, *self.halves)
+        problem = halves_problem(whole, *self.halves)
         if problem is not None:
-            raise UserError(f"{bg_path.name}, {frame_path.name}: not the split pair of {whole.path.name}: {problem}; "
+            raise UserError(f"{bg_path.name}, {frame_path.name}: not the halves of {whole.path.name}: {problem}; "
                             "remove them or export again (--no-bg-cache runs the whole model)")
         super().__init__(path, whole.spec, whole.metadata)
         self.backend = self.halves[0].backend
@@ -108,7 +108,7 @@ class SplitPairRunner(Runner):
 
     @property
     def name(self) -> str:
-        return f"{self.path.name} split pair ({self.halves[1].name.split(' (', 1)[-1].rstrip(')')})"
+        return f"{self.path.name} halves ({self.halves[1].name.split(' (', 1)[-1].rstrip(')')})"
 
     @property
     def providers(self) -> list[str]:
@@ -117,7 +117,7 @@ class SplitPairRunner(Runner):
 
     @property
     def label(self) -> str:
-        """`out/model.bg+frame.onnx`: the pair, told apart from the whole model in a report."""
+        """`out/model.bg+frame.onnx`: the halves, told apart from the whole model in a report."""
         return str(self.path.with_name(f"{self.path.stem}.bg+frame{self.path.suffix}"))
 
     def _activate(self) -> None:
@@ -136,7 +136,7 @@ class SplitPairRunner(Runner):
 
     def features(self, bg: np.ndarray) -> np.ndarray:
         """`bg_features` of backgrounds `[N, 3, H, W]` (the background half): `[N, 192, H/2, W/2]`,
-        or `[N, H/2, W/2, 192]` for a channels-last pair (the int8 one)."""
+        or `[N, H/2, W/2, 192]` for channels-last halves (the int8 ones)."""
         return self.halves[0].infer({"bg": bg})[FEATURES_NAME]
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -164,20 +164,20 @@ class SplitPairRunner(Runner):
 
 
 def open_fixed_camera(model: str | Path, *, cache: bool = True, **options: Any) -> Runner:
-    """The runner for a fixed camera: the split pair beside `model` when there is one (and
-    `cache`), else the whole model; a note starting "fixed camera:" says which (a pair that does
+    """The runner for a fixed camera: the halves beside `model` when there is one (and
+    `cache`), else the whole model; a note starting "fixed camera:" says which (halves that do
     not belong to the model is refused). Use `set_background` then `infer_frames` on either."""
     model = Path(model)
-    pair = split_paths(model)
-    if cache and has_pair(model):
-        return SplitPairRunner(model, **options)
+    halves = half_paths(model)
+    if cache and has_halves(model):
+        return HalvesRunner(model, **options)
     runner = open_runner(model, **options)
     if not cache:
         why = "background cache off (--no-bg-cache)"
     elif model.suffix.lower() == ".pt":
-        why = "a checkpoint runs as one network (the split pair comes with its ONNX export)"
+        why = "a checkpoint runs as one network (the halves come with its ONNX export)"
     else:
-        missing = [p.name for p in pair if not p.is_file()]
-        why = f"no split pair beside it ({' and '.join(missing)} missing; `toolkit export` writes it)"
+        missing = [p.name for p in halves if not p.is_file()]
+        why = f"no halves beside it ({' and '.join(missing)} missing; `toolkit export` writes it)"
     runner.notes.insert(0, f"fixed camera: {why}: the whole network runs on every frame")
     return runner

@@ -24,7 +24,7 @@ class OnnxModelInfo:
     metadata: dict[str, str]  # the model's metadata_props
     fixed_batch: int | None  # the batch dimension when the graph pins it, else None
     has_qdq: bool  # QuantizeLinear/DequantizeLinear nodes (an int8 Q/DQ export)
-    interface: Interface = WHOLE  # the whole network, or one half of the fixed-camera pair
+    interface: Interface = WHOLE  # the whole network, or one half of a fixed-camera model
 
 
 def _dims(value: ValueInfoProto) -> list[int | str | None]:

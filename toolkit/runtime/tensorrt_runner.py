@@ -183,7 +183,7 @@ class TensorRTRunner(Runner):
         _check_gpu(path, sidecar, installed if exact else built)
         metadata = {str(k): str(v) for k, v in (sidecar.get("metadata") or {}).items()}
         metadata[f"{METADATA_PREFIX}precision"] = str(sidecar["precision"])
-        metadata[BUILT_FROM_KEY] = str(sidecar["source_onnx_sha256"])  # what a split pair links to
+        metadata[BUILT_FROM_KEY] = str(sidecar["source_onnx_sha256"])  # what halves link to
         super().__init__(path, sidecar_spec(sidecar), metadata)
         self.threads = threads  # accepted for a uniform open_runner(); TensorRT has no thread knob
         self.sidecar = sidecar

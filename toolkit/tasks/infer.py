@@ -143,7 +143,7 @@ def infer_files(
 ) -> InferReport:
     """Run `model` on a pair of images (or two folders of pairs, or one background and a folder
     of frames) and write the PNGs under `out`. When every pair has the same background (a fixed
-    camera), its features are computed once with the model's split pair (`bg_cache` False: the
+    camera), its features are computed once with the model's halves (`bg_cache` False: the
     whole network runs on every pair).
 
     A pair whose images cannot be read is skipped and reported in `failures` (or, with
@@ -172,7 +172,7 @@ def infer_files(
         report.notes += runner.notes  # after activation: a provider that failed to load says so then
         size = runner.spec.size
         background = None
-        if fixed:  # read and resized once; its features computed once where the split pair runs
+        if fixed:  # read and resized once; its features computed once where the halves runs
             image = imageio.read_rgb(jobs[0].bg)
             background = (image, imageio.resize(image, size))
             runner.set_background(imageio.to_nchw([background[1]]))

@@ -130,7 +130,7 @@ class ParityReport:
     reference: str
     pairs: int
     results: list[ParityResult]
-    notes: list[str] = field(default_factory=list)  # e.g. a split pair left out, and why
+    notes: list[str] = field(default_factory=list)  # e.g. halves left out, and why
 
     def __bool__(self) -> bool:
         return all(self.results)
@@ -312,7 +312,7 @@ def check_model(
     *,
     size: tuple[int, int] | None = None,
 ) -> ParityResult:
-    """One model file (or an opened runner: a split pair) beside a reference file on the CPU,
+    """One model file (or an opened runner: the halves) beside a reference file on the CPU,
     judged as `toolkit parity` judges it: the check every export runs before it writes a file
     (fp32 ONNX vs the PyTorch checkpoint, fp16 and int8 vs the fp32 ONNX). A model of unknown
     precision is refused here."""

@@ -1,7 +1,7 @@
 """`toolkit parity`: the models, their reference checkpoint and the pairs, found and compared.
 
 The comparison itself is `toolkit.verify.compare`'s; this finds what to compare: the checkpoint a
-model's metadata names (`find_reference`), each model's split pair (`with_split_pairs`), the
+model's metadata names (`find_reference`), each model's halves (`with_halves`), the
 pairs (a data set, or a small synthetic one), and writes a golden folder when asked
 (`toolkit.verify.golden`).
 """
@@ -45,20 +45,20 @@ def find_reference(model: Path, runner: Runner) -> Path:
     raise UserError(f"{model}: reference checkpoint '{rel or name}' (from its metadata) not found or changed; pass --reference CKPT")
 
 
-def with_split_pairs(runners: list[Runner], notes: list[str], **options: Any) -> list[Runner]:
-    """Each runner, followed by its model's split pair when one sits beside it: parity judges
-    the pair (run as one model) with the same thresholds as the whole model. A pair that does not
-    belong to its model is left out with a note in `notes` (the whole model is still judged)."""
-    from ..runtime.fixed import SplitPairRunner, has_pair
+def with_halves(runners: list[Runner], notes: list[str], **options: Any) -> list[Runner]:
+    """Each runner, followed by its model's halves when they sit beside it: parity judges
+    the halves (run as one model) with the same thresholds as the whole model. Halves that do not
+    belong to their model are left out with a note in `notes` (the whole model is still judged)."""
+    from ..runtime.fixed import HalvesRunner, has_halves
 
     out: list[Runner] = []
     for runner in runners:
         out.append(runner)
-        if has_pair(runner.path):
+        if has_halves(runner.path):
             try:
-                out.append(SplitPairRunner(runner.path, **options))
+                out.append(HalvesRunner(runner.path, **options))
             except UserError as e:
-                notes.append(f"split pair left out: {e}")
+                notes.append(f"halves left out: {e}")
     return out
 
 
@@ -119,7 +119,7 @@ def run_parity(
     ref_path = Path(reference) if reference else find_reference(Path(models[0]), first)
     ref_runner = open_at(ref_path, first.spec.size if first else None)
     size = ref_runner.spec.size  # the network is fully convolutional: a checkpoint runs at the export's size
-    runners = with_split_pairs(([first] if first else []) + [open_at(m, size, provider=provider) for m in models[1:]],
+    runners = with_halves(([first] if first else []) + [open_at(m, size, provider=provider) for m in models[1:]],
                                notes, provider=provider)
     for r in runners:
         if r.spec.size != size:
@@ -159,7 +159,7 @@ def _thresholds(manifest: dict[str, Any], precision: str, overrides: Thresholds 
 
 def check_golden(folder: str | Path, models: list[str | Path], *, provider: str = "cpu",
                  overrides: Thresholds | None = None) -> ParityReport:
-    """`toolkit parity --golden DIR`: each model (and its split pair, when beside it) on the
+    """`toolkit parity --golden DIR`: each model (and its halves, when beside it) on the
     folder's pairs beside the stored reference outputs; a `toolkit.verify.compare.ParityReport`."""
     from .golden import read_golden_dir
 
@@ -171,7 +171,7 @@ def check_golden(folder: str | Path, models: list[str | Path], *, provider: str 
     source = "the synthetic set" if m.get("source") == "synthetic" else m.get("source", "?")
     notes = [f"golden folder {Path(folder).name}: {m['pairs']} pairs of {source} with the outputs of "
              f"{m['reference']} (sha256 {str(m['reference_sha256'])[:12]})"]
-    runners = with_split_pairs([open_at(p, size, provider=provider) for p in models], notes, provider=provider)
+    runners = with_halves([open_at(p, size, provider=provider) for p in models], notes, provider=provider)
     for r in runners:
         if r.spec.size != size:
             raise UserError(f"{r.path}: takes {r.spec.height}x{r.spec.width}, the golden pairs are {size[0]}x{size[1]}")

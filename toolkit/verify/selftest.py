@@ -4,7 +4,7 @@ Every ONNX export records two golden pairs in its metadata (`toolkit.golden`): t
 at a size other than the model's (so the deploy path's own decoding and resizing run, as for a
 camera frame), and PyTorch's outputs for them at the model's size as 16-bit PNGs (exact to
 1.5e-5, under the fp32 threshold). fp16/int8 models inherit them from the fp32 export, engines
-through their sidecar's metadata, the split pair through its whole model. `self_test(runner)`
+through their sidecar's metadata, the halves through its whole model. `self_test(runner)`
 decodes and resizes the pairs as `infer`/`stream`/`serve` do, runs them on the runner (the
 backend and provider that will serve), and judges the outputs against PyTorch's at the
 runner's precision thresholds (`toolkit.verify.compare`): a wrong provider, a broken engine, a changed
@@ -160,11 +160,11 @@ def startup_check(runner: Runner) -> str:
 
 def self_test_model(model: str | Path, **options: Any) -> list[str]:
     """`doctor --model`: the self-test of `model` on the runtime `options` pick, and of its
-    fixed-camera pair when one sits beside it; a line per run, CheckFailed on the first failure.
+    fixed-camera halves when they sit beside it; a line per run, CheckFailed on the first failure.
     A checkpoint has no golden pairs (it is the reference): whether its BatchNorm statistics
     match its network is what can be wrong with it (`toolkit.net.recalibrate.check_statistics`)."""
     from ..runtime import open_runner
-    from ..runtime.fixed import SplitPairRunner, has_pair
+    from ..runtime.fixed import HalvesRunner, has_halves
 
     if Path(model).suffix.lower() == ".pt":
         from ..net.recalibrate import check_statistics
@@ -173,8 +173,8 @@ def self_test_model(model: str | Path, **options: Any) -> list[str]:
         return [check_statistics(model).line()]
 
     runners = [open_runner(model, **options)]
-    if has_pair(model):
-        runners.append(SplitPairRunner(model, **options))
+    if has_halves(model):
+        runners.append(HalvesRunner(model, **options))
     lines = []
     for runner in runners:
         with runner:

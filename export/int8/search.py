@@ -1,6 +1,6 @@
 """The int8 search: when the quantised model misses its gate, find the fewest layers to keep in float.
 
-Why: a fixed rule of what stays in float (export/int8.py's first convolutions and heads) suits
+Why: a fixed rule of what stays in float (export.int8.quantise's first convolutions and heads) suits
 one set of weights; the original author's epoch-12 checkpoint missed the gate with it (mask IoU
 0.88 vs fp32). NNCF's accuracy-aware quantisation and Polygraphy's `debug precision` search
 instead; this one is judged by the gate's own figures (mask IoU and depth RMSE vs fp32 on the
@@ -35,10 +35,10 @@ import onnx
 from toolkit.runtime import open_runner
 from toolkit.verify.compare import ParityResult, Thresholds, batches, compare_to_outputs, thresholds_for
 
+from .options import Int8Options
+
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-SEARCH_MODES = ("auto", "off")
 MIN_SPEEDUP = 1.0  # a candidate no faster than fp32 at batch 8 ends the search
-DEFAULT_BUDGET_S = 900.0
 TIMING_BATCH, TIMING_ROUNDS = 8, 12
 
 
@@ -81,7 +81,7 @@ class SearchResult:
 
     def refs(self, extra: int = 0) -> tuple[list[np.ndarray], set[str]]:
         """(weights, keys) of the float layers and of the next `extra` layers by harm: what
-        `export.graph.same_layers` finds the same layers of another graph by (the split pair)."""
+        `export.graph.same_layers` finds the same layers of another graph by (the halves)."""
         chosen = set(self.float_layers)
         weights, keys = [], set()
         for name in self.float_layers + [n for n, _ in self.harm if n not in chosen][:extra]:
@@ -234,7 +234,7 @@ class _Judge:
 
 def name_all(model: onnx.ModelProto) -> list[str]:
     """`quantise_with`'s exclusion for the search: every node named, none kept in float."""
-    from .graph import ensure_node_names
+    from ..graph import ensure_node_names
 
     ensure_node_names(model.graph)
     return []
@@ -250,19 +250,22 @@ def _subset(pairs: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
 RANK_PAIRS = 16  # calibration pairs the harm of each layer is measured on (not the gate's pairs)
 
 
-def search_float_layers(source: Path, calib: dict[str, np.ndarray], gate: dict[str, np.ndarray], *, target: str,
-                        method: str, thresholds: Thresholds | None = None, budget_s: float = DEFAULT_BUDGET_S,
-                        say: Callable[[str], None] | None = None, out: Path | None = None) -> SearchResult:
+def search_float_layers(source: Path, calib: dict[str, np.ndarray], gate: dict[str, np.ndarray],
+                        options: Int8Options | None = None, *, say: Callable[[str], None] | None = None,
+                        out: Path | None = None) -> SearchResult:
     """See the module docstring. `calib` calibrates and ranks; `gate` (held-out pairs) judges;
+    `options`: target, calibration method, thresholds and time budget (`options.budget_s`);
     `out` (the int8 file to be) names the file in errors."""
-    from .metadata import read_metadata
+    from ..metadata import read_metadata
     from .quantise import quantise_with
 
+    o = options or Int8Options()
+    target, budget_s = o.target, o.budget_s
     say = say or (lambda _: None)
     start = time.monotonic()
-    judged = thresholds_for("int8", thresholds)
+    judged = thresholds_for("int8", o.thresholds)
     with tempfile.TemporaryDirectory(prefix="toolkit-int8-search-") as tmp:
-        qdq, pre, _, settings = quantise_with(source, calib, target=target, method=method, out=out or source, exclude=name_all,
+        qdq, pre, _, settings = quantise_with(source, calib, target=target, method=o.method, out=out or source, exclude=name_all,
                                               keep_activations=True)
         props = read_metadata(onnx.load(str(source))) | {"toolkit.precision": "int8"}
         entries = [onnx.StringStringEntryProto(key=k, value=v) for k, v in props.items()]
@@ -298,7 +301,7 @@ def _finish(result: SearchResult, source: Path, pre: onnx.ModelProto, ranked: li
     """What the search result records besides its model: cost, ranking, names and keys of its layers."""
     from toolkit.verify.layers import module_name
 
-    from .graph import structural_keys, weights_of
+    from ..graph import structural_keys, weights_of
 
     result.harm, result.seconds, result.evaluated = ranked, time.monotonic() - start, judge.evaluated
     result.layer_count, result.settings = len(layers), settings

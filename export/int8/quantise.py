@@ -1,8 +1,9 @@
 """Quantising a graph: ONNX Runtime's static Q/DQ tools, with the settings of each int8 target.
 
-Shared by the int8 export (export/int8.py: the fixed rule of what stays in float, the gate) and
-the int8 search (export/int8_search.py: every layer quantised once, then put back in float one
-by one). The choices and their measurements are export/int8.py's docstring.
+Shared by the int8 export (export.int8.convert: the fixed rule of what stays in float, the gate),
+the int8 search (export.int8.search: every layer quantised once, then put back in float one by
+one) and the fixed camera's int8 halves (export.int8.halves). The choices and their
+measurements are export.int8.convert's docstring.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from toolkit.core.errors import CheckFailed, UserError
 from toolkit.core.spec import INPUT_NAMES
 from toolkit.verify.compare import batches
 
-from .graph import ensure_node_names, nodes_from_inputs, nodes_to_outputs
+from ..graph import ensure_node_names, nodes_from_inputs, nodes_to_outputs
 
 if TYPE_CHECKING:
     from onnxruntime.quantization import CalibrationDataReader

@@ -1,4 +1,4 @@
-"""The int8 search (export/int8_search.py): a gate miss finds the layers to keep in float by itself."""
+"""The int8 search (export/int8/search.py): a gate miss finds the layers to keep in float by itself."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-from export.int8 import quantize_int8, synthetic_pairs
-from export.int8_search import keep_in_float, layers_of, name_all
+from export.int8 import Int8Options, quantize_int8, synthetic_pairs
+from export.int8.quantise import quantise_with
+from export.int8.search import keep_in_float, layers_of, name_all
 from export.options import ExportOptions
-from export.quantise import quantise_with
 from toolkit.core.errors import CheckFailed, UserError
 from toolkit.runtime import open_runner
 from toolkit.verify.compare import Thresholds, check_model
@@ -56,7 +56,7 @@ def test_keeping_every_layer_in_float_gives_back_the_fp32_model(small, tmp_path)
 def test_a_gate_miss_is_searched_and_the_file_records_its_float_layers(small, tmp_path):
     source, pairs = small
     out = tmp_path / "model.int8.onnx"
-    path, report = quantize_int8(source, out, pairs, method="minmax", thresholds=STRICT, budget_s=120)
+    path, report = quantize_int8(source, out, pairs, Int8Options(method="minmax", thresholds=STRICT, budget_s=120))
     found = report.search
     assert report.passed and not report.forced and found is not None and found.passed
     assert 0 < len(found.float_layers) < found.layer_count and found.speedup > 1.0
@@ -76,21 +76,21 @@ def test_a_search_that_cannot_pass_fails_in_one_line_with_its_best_figures(small
     source, pairs = small
     impossible = Thresholds(mask_iou=1.0, depth_rmse=1e-6)
     with pytest.raises(CheckFailed, match=r"int8 search found no passing model \(the time budget \(1 s\) ran out.*best: mask IoU") as e:
-        quantize_int8(source, tmp_path / "model.int8.onnx", pairs, method="minmax", thresholds=impossible, budget_s=1)
+        quantize_int8(source, tmp_path / "model.int8.onnx", pairs, Int8Options(method="minmax", thresholds=impossible, budget_s=1))
     assert "\n" not in str(e.value) and list(tmp_path.iterdir()) == []
 
 
 def test_search_off_refuses_as_before(small, tmp_path):
     source, pairs = small
     with pytest.raises(CheckFailed, match="accuracy gate") as e:
-        quantize_int8(source, tmp_path / "model.int8.onnx", pairs, method="minmax", thresholds=STRICT, search="off")
+        quantize_int8(source, tmp_path / "model.int8.onnx", pairs, Int8Options(method="minmax", thresholds=STRICT, search="off"))
     assert "int8 search" not in str(e.value)
 
 
 def test_the_tensorrt_target_is_searched_without_timing(small, tmp_path):
     source, pairs = small
-    path, report = quantize_int8(source, tmp_path / "model.int8.onnx", pairs, target="tensorrt", method="minmax",
-                                 thresholds=STRICT, budget_s=120)
+    path, report = quantize_int8(source, tmp_path / "model.int8.onnx", pairs,
+                                 Int8Options(target="tensorrt", method="minmax", thresholds=STRICT, budget_s=120))
     assert report.search.passed and report.search.speedup == 0.0  # TensorRT's speed is measured on the GPU, not here
     zero_points = [numpy_zero for numpy_zero in _zero_points(onnx.load(str(path)))]
     assert zero_points and all(z == 0 for z in zero_points)
@@ -110,11 +110,11 @@ def test_search_flags_need_int8():
         ExportOptions.from_given(int8_search="off")
 
 
-def test_the_frame_half_finds_the_whole_models_layers_by_structure(exported_pair):
+def test_the_frame_half_finds_the_whole_models_layers_by_structure(exported_halves):
     from export.graph import nodes_to_outputs, structural_keys
 
-    whole = onnx.load(str(exported_pair))
-    frame = onnx.load(str(exported_pair.with_name("model.frame.onnx")))
+    whole = onnx.load(str(exported_halves))
+    frame = onnx.load(str(exported_halves.with_name("model.frame.onnx")))
     wk, fk = structural_keys(whole.graph), structural_keys(frame.graph)
     _, final_convs = nodes_to_outputs(whole.graph, {"Conv"})
     _, frame_final = nodes_to_outputs(frame.graph, {"Conv"})
@@ -126,7 +126,7 @@ def test_the_frame_half_finds_the_whole_models_layers_by_structure(exported_pair
 def test_what_runs_in_float_is_said_whole(small):
     """A float layer reads its neighbour's float output; a weighted neighbour whose every reader
     is float then loses its output Q (no QLinearConv): it runs in float too, and is named."""
-    from export.int8_search import float_in_effect
+    from export.int8.search import float_in_effect
 
     source, pairs = small
     qdq, pre, _, _ = quantise_with(source, pairs.calib, target="cpu", method="minmax", out=source, exclude=name_all,
@@ -152,8 +152,8 @@ def test_what_runs_in_float_is_said_whole(small):
     assert len(after - before) == 2  # nothing else changed
 
 
-def test_the_halves_find_the_stems_and_heads_by_their_weights(exported_pair, tmp_path):
-    """What int8_pair matches on: the pre-processed graphs (ONNX Runtime folds the whole model's
+def test_the_halves_find_the_stems_and_heads_by_their_weights(exported_halves, tmp_path):
+    """What int8_halves matches on: the pre-processed graphs (ONNX Runtime folds the whole model's
     BatchNorms into its convolutions; the halves were exported folded)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -164,8 +164,8 @@ def test_the_halves_find_the_stems_and_heads_by_their_weights(exported_pair, tmp
         quant_pre_process(str(path), str(out), skip_symbolic_shape=True)
         return onnx.load(str(out))
 
-    whole = pre(exported_pair)
-    bg, frame = (pre(exported_pair.with_name(f"model.{p}.onnx")) for p in ("bg", "frame"))
+    whole = pre(exported_halves)
+    bg, frame = (pre(exported_halves.with_name(f"model.{p}.onnx")) for p in ("bg", "frame"))
     _, stems = nodes_from_inputs(whole.graph, {"Conv"}, only=("bg", "fgbg"))
     _, heads = nodes_to_outputs(whole.graph, {"Conv"})
     weights = weights_of(whole.graph)
@@ -175,20 +175,21 @@ def test_the_halves_find_the_stems_and_heads_by_their_weights(exported_pair, tmp
     assert not same_layers(bg.graph, [weights[n] for n in heads], set())  # no head in the bg half
 
 
-def test_a_searched_models_pair_keeps_the_same_layers_and_more_until_it_passes(tmp_path, imported_ckpt):
-    from export.fixed_camera import export_split, int8_pair
+def test_a_searched_models_halves_keep_the_same_layers_and_more_until_they_pass(tmp_path, imported_ckpt):
+    from export.fixed_camera import export_halves
+    from export.int8.halves import int8_halves
     from export.onnx import export_onnx
     from toolkit.runtime.fixed import open_fixed_camera
 
     model = tmp_path / "model.onnx"
     export_onnx(imported_ckpt, model, size=SIZE)
-    export_split(imported_ckpt, model)
+    export_halves(imported_ckpt, model)
     pairs = synthetic_pairs(tmp_path, SIZE, calib_pairs=16, gate_pairs=8)
-    out, report = quantize_int8(model, tmp_path / "model.int8.onnx", pairs, method="minmax", thresholds=STRICT, budget_s=120)
+    out, report = quantize_int8(model, tmp_path / "model.int8.onnx", pairs, Int8Options(method="minmax", thresholds=STRICT, budget_s=120))
     assert report.search.passed and report.search.layer_refs
     weights, keys = report.search.refs(3)
-    assert len(weights) + len(keys) >= len(report.search.float_layers) + 1  # the next layers by harm, as the pair needs them
-    bg, frame, check = int8_pair(model, out, pairs, target="cpu", method="minmax", searched=report.search)
+    assert len(weights) + len(keys) >= len(report.search.float_layers) + 1  # the next layers by harm, as the halves need them
+    bg, frame, check = int8_halves(model, report, pairs)
     assert bg.is_file() and frame.is_file() and check.pairs == 8
     runner = open_fixed_camera(out)
-    assert runner.precision == "int8" and type(runner).__name__ == "SplitPairRunner"
+    assert runner.precision == "int8" and type(runner).__name__ == "HalvesRunner"

@@ -1,5 +1,7 @@
 """int8 ONNX (`model.int8.onnx`): static Q/DQ quantisation of the fp32 export, with an accuracy gate.
 
+What it was asked for is one `Int8Options` (export.int8.options).
+
 No torch: the fp32 `.onnx` is the input, ONNX Runtime's quantisation tools do the work.
 
 Steps: `quant_pre_process` (ONNX Runtime's optimiser folds BatchNorm into Conv; symbolic shape
@@ -34,7 +36,7 @@ calibration beats minmax at a few seconds more, so both are the defaults.
 
 Gate: the quantised model runs beside the fp32 model in ONNX Runtime on the held-out pairs and
 is judged with `toolkit.verify.compare` at the int8 thresholds (mask IoU >= 0.97, depth RMSE <= 0.02).
-A miss starts the search for the layers to keep in float (`export.int8_search`, `search="auto"`);
+A miss starts the search for the layers to keep in float (`export.int8.search`, `search="auto"`);
 a model that still fails is refused (CheckFailed, exit 1, nothing written, the figures in the
 message) unless `force`, which writes the fixed rule's model with a warning. Synthetic calibration pairs prove the pipeline;
 real pairs (`--calib`) are the meaningful test of a model's int8 accuracy.
@@ -45,47 +47,43 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
 from toolkit.core.errors import CheckFailed, UserError
 from toolkit.core.fsutil import atomic_path
 from toolkit.core.spec import METADATA_PREFIX
-from toolkit.data.calib import (  # noqa: F401  (their home; export's callers import them from here)
-    DEFAULT_CALIB_PAIRS,
-    DEFAULT_GATE_PAIRS,
-    HOLDOUT,
-    MAX_PAIRS,
-    CalibrationPairs,
-    check_calibration_data,
-    check_pair_counts,
-    load_pairs,
-    synthetic_pairs,
-)
+from toolkit.data.calib import CalibrationPairs
 from toolkit.verify.compare import ParityResult, Thresholds, batches, check_model
 
-from .metadata import derived_metadata, load_fp32_source, read_metadata, set_metadata
+from ..metadata import derived_metadata, load_fp32_source, read_metadata, set_metadata
+from .options import Int8Options
 from .quantise import quantise_graph
 
-TARGETS = ("cpu", "tensorrt")
-METHODS = ("minmax", "entropy", "percentile")
-DEFAULT_TARGET = "cpu"
-DEFAULT_METHOD = "entropy"
+if TYPE_CHECKING:
+    from .search import SearchResult
 
 # -- the conversion ---------------------------------------------------------------------------
 @dataclass
 class Int8Report:
     path: Path | None
-    target: str
-    method: str
+    options: Int8Options
     calib_pairs: int
     gate_pairs: int
     parity: ParityResult  # vs fp32 on the held-out pairs
     forced: bool = False
     float_nodes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    search: Any = None  # export.int8_search.SearchResult when the gate missed and the search ran
+    search: SearchResult | None = None  # when the gate missed and the search ran
+
+    @property
+    def target(self) -> str:
+        return self.options.target
+
+    @property
+    def method(self) -> str:
+        return self.options.method
 
     @property
     def passed(self) -> bool:
@@ -94,6 +92,11 @@ class Int8Report:
     @property
     def search_summary(self) -> str:
         return self.search.summary() if self.search is not None else ""
+
+    @property
+    def searched(self) -> SearchResult | None:
+        """The search's result when it found a passing model (what the halves follow)."""
+        return self.search if self.search is not None and self.search.passed else None
 
     def summary(self) -> str:
         verdict = self.parity.verdict() if self.passed else "gate FAILED, written with --force"
@@ -122,37 +125,29 @@ def quantize_int8(
     source: str | Path,
     out: str | Path,
     pairs: CalibrationPairs,
+    options: Int8Options | None = None,
     *,
-    target: str = DEFAULT_TARGET,
-    method: str = DEFAULT_METHOD,
-    force: bool = False,
-    thresholds: Thresholds | None = None,
-    search: str = "auto",
-    budget_s: float | None = None,
     say: Any = None,
 ) -> tuple[Path, Int8Report]:
-    """Quantise the fp32 ONNX `source` to `out`. When the gate fails and `search` is "auto", the
-    layers to keep in float are searched for (`export.int8_search`); a model that still fails is
-    refused (CheckFailed) unless `force`. `thresholds` (a `toolkit.verify.compare.Thresholds`): the
-    values it sets replace the int8 ones. `say(line)` hears the search's progress."""
+    """Quantise the fp32 ONNX `source` to `out` as `options` say (default: `Int8Options()`).
+    When the gate fails and `options.search` is "auto", the layers to keep in float are searched
+    for (`export.int8.search`); a model that still fails is refused (CheckFailed) unless
+    `options.force`. `say(line)` hears the search's progress."""
+    o = options or Int8Options()
     source, out = Path(source), Path(out)
-    if target not in TARGETS:
-        raise UserError(f"int8 target must be one of {', '.join(TARGETS)}, got {target!r}")
-    if method not in METHODS:
-        raise UserError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
     _, props = load_fp32_source(source, "int8")
     if pairs.calib_count == 0 or pairs.gate_count == 0:
         raise UserError("int8: no calibration or gate pairs")
-    model, keep, settings = quantise_graph(source, pairs.calib, target=target, method=method, out=out)
-    result = _gate(source, out, model, pairs, thresholds, _metadata(props, source, out, target, method, settings, keep, pairs))
-    report = Int8Report(None, target, method, pairs.calib_count, pairs.gate_count, result, float_nodes=keep, notes=list(pairs.notes))
-    if not result and search == "auto":
-        model, keep, result = _searched(source, out, pairs, props, report, thresholds, budget_s, say) or (model, keep, result)
+    model, keep, settings = quantise_graph(source, pairs.calib, target=o.target, method=o.method, out=out)
+    result = _gate(source, out, model, pairs, o.thresholds, _metadata(props, source, out, o, settings, keep, pairs))
+    report = Int8Report(None, o, pairs.calib_count, pairs.gate_count, result, float_nodes=keep, notes=list(pairs.notes))
+    if not result and o.search == "auto":
+        model, keep, result = _searched(source, out, pairs, props, report, say) or (model, keep, result)
         report.parity, report.float_nodes = result, keep
     figures = f"{result.figures()} held out from the {pairs.source} data"
     if not result:
         why = "; ".join(result.failures)
-        if not force:
+        if not o.force:
             searched = f"; {report.search_summary}" if report.search_summary else ""
             hint = "calibrate on real pairs with --calib DIR, or --force to write it anyway" if pairs.source == "synthetic" else "--force writes it anyway"
             raise CheckFailed(f"{out}: not written: int8 model fails the accuracy gate vs fp32: {why} ({figures}){searched}; {hint}")
@@ -166,9 +161,9 @@ def quantize_int8(
     return out, report
 
 
-def _metadata(props: dict[str, str], source: Path, out: Path, target: str, method: str, settings: dict[str, Any],
+def _metadata(props: dict[str, str], source: Path, out: Path, options: Int8Options, settings: dict[str, Any],
               keep: list[str], pairs: CalibrationPairs) -> dict[str, str]:
-    return derived_metadata(props, "int8", source, out, int8_metadata(target, method, settings, keep, pairs))
+    return derived_metadata(props, "int8", source, out, int8_metadata(options.target, options.method, settings, keep, pairs))
 
 
 def _gate(source: Path, out: Path, model: onnx.ModelProto, pairs: CalibrationPairs, thresholds: Thresholds | None,
@@ -192,16 +187,15 @@ def _finished(model: onnx.ModelProto, out: Path, metadata: dict[str, str]) -> No
 
 
 def _searched(source: Path, out: Path, pairs: CalibrationPairs, props: dict[str, str], report: Int8Report,
-              thresholds: Thresholds | None, budget_s: float | None, say: Any) -> tuple[onnx.ModelProto, list[str], ParityResult] | None:
+              say: Any) -> tuple[onnx.ModelProto, list[str], ParityResult] | None:
     """The searched model, its float layers and its gate result when the search passes (None
     when it does not); `report` records the search either way."""
-    from .int8_search import DEFAULT_BUDGET_S, search_float_layers
+    from .search import search_float_layers
 
-    found = search_float_layers(source, pairs.calib, pairs.gate, target=report.target, method=report.method,
-                                thresholds=thresholds, budget_s=budget_s or DEFAULT_BUDGET_S, say=say, out=out)
+    found = search_float_layers(source, pairs.calib, pairs.gate, report.options, say=say, out=out)
     report.search = found
     if not found.passed:
         return None
     extra = {f"{METADATA_PREFIX}int8_search": found.record(source)}
-    _finished(found.model, out, _metadata(props, source, out, report.target, report.method, found.settings, found.in_effect, pairs) | extra)
+    _finished(found.model, out, _metadata(props, source, out, report.options, found.settings, found.in_effect, pairs) | extra)
     return found.model, found.in_effect, found.parity  # the search judged this model on the gate's pairs, at the gate's thresholds

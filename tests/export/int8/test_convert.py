@@ -8,8 +8,8 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from export.graph import nodes_to_outputs
-from export.int8 import CalibrationPairs, load_pairs, quantize_int8, synthetic_pairs
-from export.quantise import float_nodes
+from export.int8 import CalibrationPairs, Int8Options, load_pairs, quantize_int8, synthetic_pairs
+from export.int8.quantise import float_nodes
 from toolkit.core.errors import CheckFailed, UserError
 from toolkit.runtime.onnx_runner import OnnxRunner
 from toolkit.verify.compare import DEFAULT_THRESHOLDS, Thresholds
@@ -26,8 +26,8 @@ def _quantise(exported_onnx, out, pairs, **kw):
     # MinMax keeps the tests fast. The epoch-12 weights on synthetic pairs fail the real gate
     # (their fp32 masks are nearly empty, so IoU is fragile): graph-property tests use --force.
     kw.setdefault("method", "minmax")
-    kw.setdefault("search", "off")  # the search has its own tests (test_int8_search.py)
-    return quantize_int8(exported_onnx, out, pairs, **kw)
+    kw.setdefault("search", "off")  # the search has its own tests (test_search.py)
+    return quantize_int8(exported_onnx, out, pairs, Int8Options(**kw))
 
 
 @pytest.fixture(scope="module")
@@ -191,16 +191,6 @@ def test_a_passing_gate_writes_without_force(exported_onnx, pairs, tmp_path):
     path, report = _quantise(exported_onnx, tmp_path / "model.int8.onnx", pairs, thresholds=loose)
     assert path.is_file() and report.passed and not report.forced
     assert "passed" in {p.key: p.value for p in onnx.load(str(path)).metadata_props}["toolkit.int8_gate"]
-
-
-@pytest.mark.parametrize(
-    "kw, says",
-    [({"target": "gpu"}, "int8 target"), ({"method": "kl"}, "calibration method")],
-)
-def test_bad_arguments_are_user_errors(exported_onnx, pairs, tmp_path, kw, says):
-    with pytest.raises(UserError, match=says):
-        quantize_int8(exported_onnx, tmp_path / "m.onnx", pairs, **kw)
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_int8_is_quantised_from_the_fp32_model_only(cpu_model, pairs, tmp_path):
