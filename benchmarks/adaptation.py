@@ -45,6 +45,7 @@ def trained_model(folder: Path) -> Path:
 def _ious(model: Path, frames: list, truths: list, bg: Path, folder: Path, adapt) -> list[float]:
     from PIL import Image
 
+    from toolkit.deploy.options import StreamOptions
     from toolkit.deploy.stream import stream
     from toolkit.verify import metrics
 
@@ -53,8 +54,8 @@ def _ious(model: Path, frames: list, truths: list, bg: Path, folder: Path, adapt
     for i, f in enumerate(frames):
         Image.fromarray(f).save(src / f"{i:04d}.png")
     masks = folder / ("masks-adapt" if adapt else "masks-fixed")
-    stream(model, str(src), folder / ("out-adapt" if adapt else "out-fixed"), bg=bg, masks_dir=masks, batch=1,
-           pipelined=False, adapt=adapt, self_test=False)
+    stream(model, str(src), folder / ("out-adapt" if adapt else "out-fixed"), StreamOptions(bg=bg, masks_dir=masks, batch=1,
+           pipelined=False, adapt=adapt, self_test=False))
     got = [np.asarray(Image.open(p), np.float32) / 255.0 for p in sorted(masks.iterdir())]
     return [metrics.mask_iou(g[None, None], t[None, None].astype(np.float32)) for g, t in zip(got, truths)]
 

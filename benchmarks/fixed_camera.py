@@ -108,6 +108,7 @@ def _time(rows: list[tuple[str, object, object]], batch: int, warmup: int, iters
 def _stream_fps(model: Path, folder: Path, frames: int, size: tuple[int, int], batch: int) -> dict[str, float]:
     """`toolkit stream` frames/s on a synthetic clip, cached and whole, best of two interleaved runs."""
     from toolkit.deploy.footage import walking_frames, write_video
+    from toolkit.deploy.options import StreamOptions
     from toolkit.deploy.stream import stream
 
     h, w = size
@@ -124,7 +125,7 @@ def _stream_fps(model: Path, folder: Path, frames: int, size: tuple[int, int], b
     best = {"cached": 0.0, "whole": 0.0}
     for _ in range(2):
         for kind in best:
-            report = stream(model, clip, out, bg_frames=8, batch=batch, bg_cache=kind == "cached")
+            report = stream(model, clip, out, StreamOptions(bg_frames=8, batch=batch, bg_cache=kind == "cached"))
             best[kind] = max(best[kind], report.fps)
     return best
 

@@ -96,6 +96,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from toolkit.deploy.footage import walking_frames, write_video
+    from toolkit.deploy.options import StreamOptions
     from toolkit.deploy.stream import stream
 
     w, h = (int(v) for v in args.size.lower().split("x"))
@@ -113,7 +114,7 @@ def main() -> None:
         ceiling = 0.0
         for _ in range(args.repeats):  # interleaved, so a burst of load elsewhere hits every row alike
             for name, opts in rows.items():
-                report = stream(model, str(clip), folder / "out.mp4", bg_frames=10, **opts)
+                report = stream(model, str(clip), folder / "out.mp4", StreamOptions(bg_frames=10, **opts))
                 assert report.frames == args.frames, report
                 best[name] = max(best[name], report.fps)
             ceiling = max(ceiling, infer_only(model, frames, args.batch))

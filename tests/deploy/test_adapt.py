@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import run_cli
+from toolkit.core.errors import UserError
 from toolkit.deploy.adapt import Adaptation, BackgroundTracker
 from toolkit.deploy.footage import background, walking_scene
 
@@ -76,13 +77,14 @@ def test_room_footage_is_the_synthetic_sets_scene_with_true_masks():
 
 
 def test_the_settings_are_checked():
-    with pytest.raises(ValueError, match="--bg-update must be in"):
+    with pytest.raises(UserError, match="--bg-update must be in"):
         Adaptation(rate=1.5)
     r = run_cli("stream", "--model", "x.onnx", "--source", ".", "--out", "o", "--bg-update", "2")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: --bg-update must be in")
 
 
 def test_a_stream_relearns_after_the_light_changes_and_then_runs_as_if_given_the_new_background(exported_onnx, tmp_path):
+    from toolkit.deploy.options import StreamOptions
     from toolkit.deploy.stream import stream
 
     h, w = 96, 128
@@ -97,8 +99,8 @@ def test_a_stream_relearns_after_the_light_changes_and_then_runs_as_if_given_the
     Image.fromarray(room).save(tmp_path / "room.png")
     Image.fromarray(dim(room)).save(tmp_path / "dim-room.png")
     adapt = Adaptation(stale_frames=3, relearn_frames=5)
-    report = stream(exported_onnx, str(folder), tmp_path / "out", bg=tmp_path / "room.png", masks_dir=tmp_path / "masks",
-                    batch=1, pipelined=False, adapt=adapt, self_test=False)
+    report = stream(exported_onnx, str(folder), tmp_path / "out", StreamOptions(bg=tmp_path / "room.png", masks_dir=tmp_path / "masks",
+                    batch=1, pipelined=False, adapt=adapt, self_test=False))
     assert any("background stale" in e for e in report.background_events)
     relearnt = [e for e in report.background_events if "relearnt" in e]
     assert len(relearnt) == 1
@@ -107,13 +109,13 @@ def test_a_stream_relearns_after_the_light_changes_and_then_runs_as_if_given_the
     tail.mkdir()
     for i, f in enumerate(sequence[-3:]):
         Image.fromarray(f).save(tail / f"{i:03d}.png")
-    reference = stream(exported_onnx, str(tail), tmp_path / "ref", bg=tmp_path / "dim-room.png", masks_dir=tmp_path / "ref-masks",
-                       batch=1, pipelined=False, self_test=False)
+    reference = stream(exported_onnx, str(tail), tmp_path / "ref", StreamOptions(bg=tmp_path / "dim-room.png", masks_dir=tmp_path / "ref-masks",
+                       batch=1, pipelined=False, self_test=False))
     got = [np.asarray(Image.open(p), np.int16) for p in sorted((tmp_path / "masks").iterdir())[-3:]]
     want = [np.asarray(Image.open(p), np.int16) for p in sorted((tmp_path / "ref-masks").iterdir())]
     assert reference.frames == 3 and all(np.abs(a - b).max() <= 2 for a, b in zip(got, want))
-    fixed = stream(exported_onnx, str(folder), tmp_path / "fixed", bg=tmp_path / "room.png", masks_dir=tmp_path / "fixed-masks",
-                   batch=1, pipelined=False, self_test=False)
+    fixed = stream(exported_onnx, str(folder), tmp_path / "fixed", StreamOptions(bg=tmp_path / "room.png", masks_dir=tmp_path / "fixed-masks",
+                   batch=1, pipelined=False, self_test=False))
     stale = [np.asarray(Image.open(p), np.int16) for p in sorted((tmp_path / "fixed-masks").iterdir())[-3:]]
     assert fixed.background_events == [] and max(np.abs(a - b).max() for a, b in zip(stale, want)) > 20  # without it: wrong
 

@@ -58,12 +58,13 @@ def camera(tmp_path_factory) -> Path:
 
 # -- stream -----------------------------------------------------------------------------------
 def test_stream_uses_the_halves_and_writes_the_whole_networks_masks(exported_halves, camera, tmp_path):
+    from toolkit.deploy.options import StreamOptions
     from toolkit.deploy.stream import stream
 
     reports, masks = {}, {}
     for mode, cache in (("pair", True), ("whole", False)):
-        reports[mode] = stream(exported_halves, str(camera / "frames"), tmp_path / f"out-{mode}", bg=camera / "bg.png",
-                               masks_dir=tmp_path / f"masks-{mode}", batch=4, bg_cache=cache)
+        reports[mode] = stream(exported_halves, str(camera / "frames"), tmp_path / f"out-{mode}", StreamOptions(bg=camera / "bg.png",
+                               masks_dir=tmp_path / f"masks-{mode}", batch=4, bg_cache=cache))
         masks[mode] = [read_grey(p) for p in sorted((tmp_path / f"masks-{mode}").iterdir())]
     assert reports["pair"].fixed_camera == "halves" and reports["whole"].fixed_camera == "whole network"
     assert reports["pair"].notes[0] == HALVES_NOTE and HALVES_NOTE not in reports["whole"].notes and WHOLE_NOTE in reports["whole"].notes
@@ -109,6 +110,7 @@ def test_infer_one_background_and_a_folder_of_frames(exported_halves, camera, tm
 
 
 def test_the_whole_network_fallback_says_so_after_activation(exported_halves, exported_onnx, camera, tmp_path):
+    from toolkit.deploy.options import StreamOptions
     from toolkit.deploy.stream import stream
     from toolkit.runtime.fixed import open_fixed_camera
 
@@ -116,7 +118,7 @@ def test_the_whole_network_fallback_says_so_after_activation(exported_halves, ex
         assert runner.notes[:1] == [WHOLE_NOTE]
     report = infer_files(exported_halves, camera / "bg.png", camera / "frames", tmp_path / "infer", bg_cache=False)
     assert WHOLE_NOTE in report.notes
-    report = stream(exported_onnx, str(camera / "frames"), tmp_path / "stream", bg=camera / "bg.png", max_frames=2)
+    report = stream(exported_onnx, str(camera / "frames"), tmp_path / "stream", StreamOptions(bg=camera / "bg.png", max_frames=2))
     assert report.fixed_camera == "whole network"
     assert report.notes[0].startswith("fixed camera: no halves beside it (model.bg.onnx and model.frame.onnx missing")
 

@@ -102,12 +102,13 @@ def serve_clip(clip, cut_first: bool):
 
 
 def test_a_network_stream_is_read_live_and_comes_back_after_a_drop(ts_clip, exported_onnx, tmp_path):
+    from toolkit.deploy.options import StreamOptions
     from toolkit.deploy.stream import stream
 
     server, url, served = serve_clip(ts_clip, cut_first=True)
     try:
-        report = stream(exported_onnx, url, tmp_path / "out", bg_frames=2, batch=1, self_test=False,
-                        live=LiveOptions(reconnect=1, stall_s=5.0))
+        report = stream(exported_onnx, url, tmp_path / "out", StreamOptions(bg_frames=2, batch=1, self_test=False,
+                        live=LiveOptions(reconnect=1, stall_s=5.0)))
     finally:
         server.shutdown()
     assert len(served) == 2 and report.reconnects == 1  # the cut connection, then the whole clip

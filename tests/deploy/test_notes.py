@@ -17,6 +17,7 @@ class NotingRunner(PoisonRunner):
 
 
 def test_a_note_added_at_activation_reaches_the_stream_report(tmp_path, exported_onnx):
+    from toolkit.deploy.options import StreamOptions
     from toolkit.deploy.stream import stream
 
     source = tmp_path / "frames"
@@ -25,6 +26,6 @@ def test_a_note_added_at_activation_reaches_the_stream_report(tmp_path, exported
         Image.fromarray(frame).save(source / f"{i:02d}.png")
     runner = NotingRunner(exported_onnx)
     assert runner.notes == []  # opened, not yet activated
-    report = stream(runner, str(source), tmp_path / "out", bg_frames=2)
+    report = stream(runner, str(source), tmp_path / "out", StreamOptions(bg_frames=2))
     assert report.frames == 3
     assert "CUDA provider failed to load; running on the CPU" in report.notes

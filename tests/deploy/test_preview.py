@@ -45,6 +45,7 @@ def streaming(exported_onnx, tmp_path):
     """A stream of a slow camera running in a thread with a preview; yields the preview."""
     from PIL import Image as PilImage
 
+    from toolkit.deploy.options import StreamOptions
     from toolkit.deploy.stream import stream
 
     PilImage.fromarray(walking_frames(1, 48, 64)[0]).save(tmp_path / "bg.png")
@@ -54,8 +55,8 @@ def streaming(exported_onnx, tmp_path):
 
     def run():
         try:
-            result["report"] = stream(exported_onnx, SlowCamera(120, 0.05), tmp_path / "out", bg=tmp_path / "bg.png",
-                                      batch=1, preview=preview, self_test=True)
+            result["report"] = stream(exported_onnx, SlowCamera(120, 0.05), tmp_path / "out", StreamOptions(bg=tmp_path / "bg.png", batch=1),
+                                      preview=preview)
         finally:
             done.set()
 

@@ -11,6 +11,7 @@ from tests.conftest import run_cli
 from tests.deploy.conftest import CLIP_FRAMES, CLIP_H, CLIP_W, cli_process
 from toolkit.core.install import install_hint
 from toolkit.deploy.footage import background, walking_frames, write_video
+from toolkit.deploy.options import StreamOptions
 from toolkit.deploy.stream import compose_panel
 
 pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
@@ -72,7 +73,7 @@ def test_stream_folder_to_png_frames_with_a_background_image(tmp_path, exported_
 def test_stream_runs_a_pytorch_checkpoint_too(tmp_path, clip, imported_ckpt):
     from toolkit.deploy.stream import stream
 
-    report = stream(imported_ckpt, str(clip), tmp_path / "out.mkv", bg_frames=4, max_frames=5, batch=2)
+    report = stream(imported_ckpt, str(clip), tmp_path / "out.mkv", StreamOptions(bg_frames=4, max_frames=5, batch=2))
     assert report.frames == 5 and (tmp_path / "out.mkv").is_file() and report.codec == "libx264"
 
 

@@ -25,7 +25,7 @@ def test_the_smoother_is_an_ema_and_alpha_0_passes_frames_through():
     assert np.allclose(ema(b, b)[0], 0.4375)
     ema.reset()
     assert np.allclose(ema(b, b)[0], 1.0)
-    with pytest.raises(ValueError, match=r"--smooth must be in \[0, 1\)"):
+    with pytest.raises(UserError, match=r"--smooth must be in \[0, 1\)"):
         Smoother(1.0)
 
 
@@ -64,15 +64,16 @@ def jittery_still_scene(tmp_path):
 
 
 def test_smoothing_lowers_the_flicker_of_a_stream(exported_onnx, jittery_still_scene, tmp_path):
+    from toolkit.deploy.options import StreamOptions
     from toolkit.deploy.stream import stream
 
     folder, bg = jittery_still_scene
-    plain = stream(exported_onnx, str(folder), tmp_path / "plain", bg=bg, self_test=False)
-    smooth = stream(exported_onnx, str(folder), tmp_path / "smooth", bg=bg, smooth=0.8, self_test=False)
+    plain = stream(exported_onnx, str(folder), tmp_path / "plain", StreamOptions(bg=bg, self_test=False))
+    smooth = stream(exported_onnx, str(folder), tmp_path / "smooth", StreamOptions(bg=bg, smooth=0.8, self_test=False))
     assert plain.flicker is not None and plain.flicker > 0  # the noise does move the masks: the test can fail
     assert smooth.flicker < 0.5 * plain.flicker
     with pytest.raises(UserError, match="--smooth must be in"):
-        stream(exported_onnx, str(folder), tmp_path / "bad", bg=bg, smooth=1.5)
+        StreamOptions(bg=bg, smooth=1.5)
 
 
 def test_stream_json_has_the_summary(exported_onnx, jittery_still_scene, tmp_path):

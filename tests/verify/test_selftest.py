@@ -127,14 +127,15 @@ def test_stream_runs_the_self_test_at_start(exported_onnx, tmp_path):
     from PIL import Image
 
     from toolkit.deploy.footage import walking_frames
+    from toolkit.deploy.options import StreamOptions
     from toolkit.deploy.stream import stream
 
     frames = tmp_path / "frames"
     frames.mkdir()
     for i, f in enumerate(walking_frames(3, 48, 64)):
         Image.fromarray(f).save(frames / f"{i:03d}.png")
-    report = stream(exported_onnx, str(frames), tmp_path / "out", bg_frames=2)
+    report = stream(exported_onnx, str(frames), tmp_path / "out", StreamOptions(bg_frames=2))
     assert report.self_test.startswith("self-test passed on model.onnx (onnxruntime)")
     with pytest.raises(CheckFailed, match="self-test failed"):
-        stream(_zeroed(exported_onnx, tmp_path / "zeroed"), str(frames), tmp_path / "out2", bg_frames=2)
+        stream(_zeroed(exported_onnx, tmp_path / "zeroed"), str(frames), tmp_path / "out2", StreamOptions(bg_frames=2))
     assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..core.errors import UserError
-from .common import console, err_console, positive
+from .common import console, err_console
 from .run_cmd import NO_BG_CACHE_HELP, PROVIDER_HELP
 
 
@@ -46,14 +45,19 @@ def stream(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ..deploy.adapt import Adaptation
+    from ..deploy.live import LiveOptions
+    from ..deploy.options import StreamOptions
     from ..deploy.stream import stream as run_stream
 
-    if bg is not None and bg_frames is not None:
-        raise UserError("give --bg IMAGE or --bg-frames N, not both")
-    positive(batch, "--batch")
-    if fps is not None and fps <= 0:
-        raise UserError(f"--fps must be positive, got {fps}")
-    adapt, live = stream_settings(json_out, bg_update, bg_relearn, latest, stride, stall_s, reconnect, rtsp_transport)
+    live = LiveOptions(latest=latest, stride=stride, stall_s=stall_s, reconnect=None if reconnect < 0 else reconnect, transport=rtsp_transport)
+    options = StreamOptions(bg=bg, bg_frames=bg_frames, masks_dir=masks_dir, batch=batch, provider=provider, fps=fps,
+                            max_frames=max_frames, bg_cache=not no_bg_cache, smooth=smooth, live=live,
+                            adapt=Adaptation(rate=bg_update, relearn=bg_relearn) if bg_update or bg_relearn else None)
+    if json_out is not None:
+        from ..core.fsutil import check_output_file
+
+        check_output_file(json_out)
     progress = Progress(
         TextColumn("stream"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]:.1f} fps"), TimeElapsedColumn(),
         console=err_console, transient=False,
@@ -77,31 +81,12 @@ def stream(
     if viewer is not None:
         err_console.print(f"preview: {viewer.url} (panel, /stream.mjpg, /metrics)", soft_wrap=True)
     try:
-        report = run_stream(model, source, out, bg=bg, bg_frames=bg_frames or 30, masks_dir=masks_dir, batch=batch, provider=provider,
-                            fps=fps, max_frames=max_frames, bg_cache=not no_bg_cache, smooth=smooth, adapt=adapt,
-                            live=live, preview=viewer, on_start=on_start, on_frame=on_frame)
+        report = run_stream(model, source, out, options, preview=viewer, on_start=on_start, on_frame=on_frame)
     finally:
         progress.stop()
         if viewer is not None:
             viewer.close()
     print_stream_report(report, out, masks_dir, json_out)
-
-
-def stream_settings(json_out: Path | None, bg_update: float, bg_relearn: bool, latest: bool | None, stride: int,
-                    stall_s: float, reconnect: int, transport: str):
-    """The stream's adaptation and live options from the flags, checked (one line each) before any work."""
-    from ..deploy.adapt import Adaptation
-    from ..deploy.live import LiveOptions
-
-    if json_out is not None:
-        from ..core.fsutil import check_output_file
-
-        check_output_file(json_out)
-    live = LiveOptions(latest=latest, stride=stride, stall_s=stall_s, reconnect=None if reconnect < 0 else reconnect, transport=transport)
-    try:
-        return (Adaptation(rate=bg_update, relearn=bg_relearn) if bg_update or bg_relearn else None), live
-    except ValueError as e:
-        raise UserError(str(e)) from None
 
 
 def print_stream_report(report, out: Path, masks_dir: Path | None, json_out: Path | None) -> None:
@@ -146,33 +131,13 @@ def serve(
     """Serve the model over HTTP: POST /v1/infer, GET /v1/model, /healthz, /readyz, /metrics (Prometheus), and an upload page at /.
 
     The model's self-test runs first: a model that fails it is one line and exit 1, before the port opens."""
-    from ..deploy.server import ServeSettings, configure_request_log, require_serve
-    from ..deploy.server import serve as run_server
-    from ..render import imageio
-    from ..runtime import open_runner
-    from ..runtime.fixed import open_fixed_camera
+    from ..deploy.options import ServeOptions
+    from ..deploy.server import serve_model
 
-    require_serve()
-    positive(max_batch, "--max-batch")
-    if not 0 <= port <= 65535:
-        raise UserError(f"--port must be in 0..65535, got {port}")
-    if max_upload_mb <= 0 or max_wait_ms < 0:
-        raise UserError("--max-upload-mb must be positive and --max-wait-ms not negative")
-    settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
-    configure_request_log(log_level)
-    if no_bg_cache and bg is None:
-        raise UserError("--no-bg-cache only applies with --bg IMAGE (a server for one fixed camera)")
-    background = (bg.name, imageio.read_rgb(bg)) if bg is not None else None
-    runner = open_fixed_camera(model, cache=not no_bg_cache, provider=provider) if bg is not None else open_runner(model, provider=provider)
-    with runner:
-        for note in runner.notes:  # after activation: a provider that failed to load is noted then
-            err_console.print(f"note: {note}")
-        from ..verify.selftest import startup_check
-
-        checked = startup_check(runner)  # before the port opens: never ready with a failing model (exit 1)
-        err_console.print(checked, soft_wrap=True)
-        run_server(runner, host, port, settings, say=lambda line: console.print(line, soft_wrap=True) or console.file.flush(),
-                   background=background, self_test=None if checked.startswith("note:") else True)
+    options = ServeOptions(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb,
+                           provider=provider, bg=bg, bg_cache=not no_bg_cache, log_level=log_level)
+    serve_model(model, options, say=lambda line: console.print(line, soft_wrap=True) or console.file.flush(),
+                tell=lambda line: err_console.print(line, soft_wrap=True))
 
 
 def register(app: typer.Typer) -> None:

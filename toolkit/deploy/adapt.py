@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.errors import UserError
+
 BACKGROUND_MASK = 0.3  # a pixel the model gives less than this is background
 
 
@@ -40,9 +42,9 @@ class Adaptation:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
-            raise ValueError(f"--bg-update must be in [0, 1] (the share of each frame taken into the background), got {self.rate}")
+            raise UserError(f"--bg-update must be in [0, 1] (the share of each frame taken into the background), got {self.rate}")
         if self.stale_frames < 1 or self.relearn_frames < 1 or self.push_every < 1:
-            raise ValueError("stale_frames, relearn_frames and push_every must be positive")
+            raise UserError("stale_frames, relearn_frames and push_every must be positive")
 
 
 @dataclass

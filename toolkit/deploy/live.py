@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import UserError
-from .video import FrameSource, is_network, open_source
+from .video import TRANSPORTS, FrameSource, is_network, open_source
 
 LIVE_KINDS = ("camera", "network")  # live by default: they run at their own pace
 
@@ -142,6 +142,16 @@ class LiveOptions:
     reconnect: int | None = None  # network streams: None reconnects forever
     transport: str = "tcp"
 
+    def __post_init__(self) -> None:
+        if self.stride < 1:
+            raise UserError(f"--stride must be a positive number, got {self.stride}")
+        if not self.stall_s > 0:
+            raise UserError(f"--stall-s must be positive, got {self.stall_s}")
+        if self.reconnect is not None and self.reconnect < 0:
+            raise UserError(f"--reconnect must be a number of tries (or -1: forever), got {self.reconnect}")
+        if self.transport not in TRANSPORTS:
+            raise UserError(f"--rtsp-transport must be tcp or udp, got {self.transport!r}")
+
 
 class StridedFrames(FrameSource):
     """Every `stride`-th frame of a source that keeps every frame (a file, a folder)."""
@@ -163,8 +173,6 @@ class StridedFrames(FrameSource):
 def open_live(source: str | FrameSource, fps: float | None, options: LiveOptions) -> FrameSource:
     """The stream's source as `options` ask: live (newest frame wins) for cameras and network
     streams unless `latest` says otherwise, every frame (every `stride`-th) for files."""
-    if options.stride < 1:
-        raise UserError(f"--stride must be a positive number, got {options.stride}")
     network = isinstance(source, str) and is_network(source)
     if isinstance(source, FrameSource):
         given = [source]

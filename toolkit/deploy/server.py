@@ -22,19 +22,50 @@ apart from HTTP (settings, decoding, rendering) is in `service.py`.
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.errors import UserError
 from ..runtime import Runner
+from .options import LOG_LEVELS, ServeOptions
 from .service import ServeSettings, require_serve
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ServeSettings", "configure_request_log", "create_app", "require_serve", "serve"]
-LOG_LEVELS = ("debug", "info", "warning", "error")
+__all__ = ["ServeOptions", "ServeSettings", "configure_request_log", "create_app", "require_serve", "serve", "serve_model"]
 
 log = logging.getLogger("toolkit.serve")
+
+
+def serve_model(model: str | Path, options: ServeOptions | None = None, *, say: Callable[[str], None] = print,
+                tell: Callable[[str], None] | None = None) -> None:
+    """`toolkit serve`: open `model` as `options` say (`ServeOptions`, checked when made: the
+    CLI's rules and lines), run its self-test (a failing model is CheckFailed before the port
+    opens, as `stream` runs it before the first frame), then serve until SIGINT/SIGTERM.
+    `say` hears the serving and stopped lines, `tell` the notes and the self-test's line
+    (default: stderr)."""
+    from ..render import imageio
+    from ..runtime import open_runner
+    from ..runtime.fixed import open_fixed_camera
+    from ..verify.selftest import startup_check
+
+    o = options or ServeOptions()
+    tell = tell or (lambda line: print(line, file=sys.stderr, flush=True))
+    require_serve()
+    configure_request_log(o.log_level)
+    background = (o.bg.name, imageio.read_rgb(o.bg)) if o.bg is not None else None
+    runner = open_fixed_camera(model, cache=o.bg_cache, provider=o.provider) if o.bg is not None else open_runner(model, provider=o.provider)
+    with runner:
+        for note in runner.notes:  # after activation: a provider that failed to load is noted then
+            tell(f"note: {note}")
+        checked = startup_check(runner) if o.self_test else ""  # never ready with a failing model (exit 1)
+        if checked:
+            tell(checked)
+        passed = True if checked and not checked.startswith("note:") else None
+        serve(runner, o.host, o.port, o.settings, say=say, background=background, self_test=passed)
 
 
 def configure_request_log(level: str) -> None:

@@ -33,9 +33,10 @@ from ..core.spec import ORIGINAL_DEPTH_CONVENTION
 from ..render import imageio
 from ..runtime import Runner
 from ..runtime.fixed import HalvesRunner, open_fixed_camera
-from .adapt import Adaptation, BackgroundTracker
+from .adapt import BackgroundTracker
 from .background import load_background, median_background
-from .live import LiveOptions, open_live
+from .live import open_live
+from .options import StreamOptions
 from .pipeline import run_pipeline
 from .preview import Preview
 from .temporal import FlickerMeter, Smoother
@@ -129,64 +130,45 @@ def stream(
     model: str | Path | Runner,
     source: str | FrameSource,
     out: str | Path,
+    options: StreamOptions | None = None,
     *,
-    bg: str | Path | None = None,
-    bg_frames: int = 30,
-    masks_dir: str | Path | None = None,
-    batch: int = 4,
-    provider: str = "cpu",
-    fps: float | None = None,
-    max_frames: int | None = None,
-    pipelined: bool = True,
-    bg_cache: bool = True,
-    smooth: float = 0.0,
-    adapt: Adaptation | None = None,
-    live: LiveOptions | None = None,
     preview: Preview | None = None,
-    self_test: bool = True,
     stop: threading.Event | None = None,
     on_start: Callable[[StreamReport, int | None], None] | None = None,
     on_frame: Callable[[int, float], None] | None = None,
 ) -> StreamReport:
-    """Run `model` on every frame of `source` and write the annotated output to `out`.
+    """Run `model` on every frame of `source` and write the annotated output to `out`, as
+    `options` say (`StreamOptions`, checked when made: the CLI's rules and lines).
 
     `on_start(report, expected_frames)` is called once the background is known; `on_frame(done,
     fps)` after each frame is written. `stop` ends the stream early (SIGINT sets it when this
-    runs in the main thread). The background's features are computed once when the model's
-    halves sit beside it (`bg_cache` False: the whole network runs on every frame).
-    `smooth`: the weight of the previous frame's mask and depth in an exponential moving average
-    (0: off); the report's `flicker` says how steady the masks were either way. `adapt`: the
-    background follows the scene (a running update, relearnt when it goes stale:
-    toolkit.deploy.adapt); None keeps it fixed. `live`: network sources, newest-frame mode,
-    stride, stalls and reconnects (`LiveOptions`; cameras and network streams are live by default).
-    `preview`: a `toolkit.deploy.preview.Preview` that serves each panel as it is written.
+    runs in the main thread). `preview`: a `toolkit.deploy.preview.Preview` that serves each
+    panel as it is written. The model's self-test runs before the first frame (as `serve_model`
+    runs it before the port opens); a failing model is CheckFailed.
     """
+    o = options or StreamOptions()
     out = Path(out)
-    fmt = _check_request(out, bg=bg, bg_frames=bg_frames, masks_dir=masks_dir, batch=batch, max_frames=max_frames)
-    try:
-        smoother = Smoother(smooth)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    fmt = _check_outputs(out, o.masks_dir)
+    smoother = Smoother(o.smooth)
     stop = stop or threading.Event()
-    runner = model if isinstance(model, Runner) else open_fixed_camera(model, cache=bg_cache, provider=provider)
-    report = StreamReport(out=out, smooth=smooth)
-    src = open_live(source, fps, live or LiveOptions())
+    runner = model if isinstance(model, Runner) else open_fixed_camera(model, cache=o.bg_cache, provider=o.provider)
+    report = StreamReport(out=out, smooth=o.smooth)
+    src = open_live(source, o.fps, o.live)
     with src, runner, sigint_sets(stop):
         report.notes = list(runner.notes)  # after activation: a provider that failed to load is noted then
-        if self_test:  # the model proves itself before the first frame (CheckFailed: exit 1)
+        if o.self_test:  # the model proves itself before the first frame (CheckFailed: exit 1)
             from ..verify.selftest import startup_check
 
             report.self_test = startup_check(runner)
         report.source = f"{src.label} ({src.kind}, {src.fps:g} fps)"
-        frames, background, expected = _open_frames(src, bg, bg_frames, max_frames, report)
+        frames, background, expected = _open_frames(src, o, report)
         if on_start is not None:
             on_start(report, expected)
-        annotator = _Annotator(runner, background, report, masks_dir, on_frame, smoother, adapt)
-        annotator.preview, annotator.source = preview, src
+        annotator = _Annotator(runner, background, report, o, src, on_frame=on_frame, smoother=smoother, preview=preview)
         if preview is not None and report.self_test:
             preview.figures["self_test_passed"] = 1.0 if report.self_test.startswith("self-test passed") else 0.0
         start = time.perf_counter()
-        writer = _write_output(out, fmt, src, report, lambda w: annotator.run(w, frames, batch, stop, pipelined))
+        writer = _write_output(out, fmt, src, report, lambda w: annotator.run(w, frames, o.batch, stop, o.pipelined))
         report.seconds = time.perf_counter() - start
         report.flicker = annotator.flicker.value
         report.codec = writer.codec
@@ -201,16 +183,9 @@ def stream(
     return report
 
 
-def _check_request(out: Path, *, bg: str | Path | None, bg_frames: int, masks_dir: str | Path | None, batch: int,
-                   max_frames: int | None) -> tuple[str, tuple[str, ...]] | None:
-    """Refuse bad numbers and unwritable outputs before any work (the model is not even opened);
-    return `out`'s video format, None when it is a folder of PNGs."""
-    if batch < 1:
-        raise UserError(f"--batch must be a positive number, got {batch}")
-    if bg is None and bg_frames < 1:
-        raise UserError(f"--bg-frames must be a positive number, got {bg_frames}")
-    if max_frames is not None and max_frames < 1:
-        raise UserError(f"--max-frames must be a positive number, got {max_frames}")
+def _check_outputs(out: Path, masks_dir: Path | None) -> tuple[str, tuple[str, ...]] | None:
+    """Refuse unwritable outputs before any work (the model is not even opened); return `out`'s
+    video format, None when it is a folder of PNGs."""
     fmt = video_format(out)  # checks the suffix before any work
     if fmt is None:  # a path that can never be written is refused now, not after the model loaded
         check_output_dir(out)
@@ -221,14 +196,15 @@ def _check_request(out: Path, *, bg: str | Path | None, bg_frames: int, masks_di
     return fmt
 
 
-def _open_frames(src: FrameSource, bg: str | Path | None, bg_frames: int, max_frames: int | None,
+def _open_frames(src: FrameSource, options: StreamOptions,
                  report: StreamReport) -> tuple[Iterator[np.ndarray], np.ndarray, int | None]:
     """The frames to run (at most `max_frames`), the background, and how many frames to expect
     (None when neither the source nor `max_frames` says)."""
     frames: Iterator[np.ndarray] = iter(src)
+    max_frames = options.max_frames
     if max_frames is not None:
         frames = itertools.islice(frames, max_frames)
-    background, frames = _background(frames, src, bg, bg_frames, report)
+    background, frames = _background(frames, src, options.bg, options.background_frames, report)
     expected = min(x for x in (src.expected, max_frames) if x) if (src.expected or max_frames) else None
     return frames, background, expected
 
@@ -252,9 +228,10 @@ class _Annotator:
     """The per-frame work of one stream: resize for the model (decode thread), infer a batch
     against the fixed background (infer thread), compose the panel and write it (encode thread)."""
 
-    def __init__(self, runner: Runner, background: np.ndarray, report: StreamReport, masks_dir: str | Path | None,
-                 on_frame: Callable[[int, float], None] | None, smoother: Smoother | None = None,
-                 adapt: Adaptation | None = None):
+    def __init__(self, runner: Runner, background: np.ndarray, report: StreamReport, options: StreamOptions,
+                 source: FrameSource | None = None, *, on_frame: Callable[[int, float], None] | None = None,
+                 smoother: Smoother | None = None, preview: Preview | None = None):
+        adapt = options.adapt
         self.runner = runner
         self.size = runner.spec.size
         start = imageio.resize(background.astype(np.float32) / 255.0, self.size)
@@ -267,13 +244,12 @@ class _Annotator:
         if note:
             report.notes.append(note)
         self.report = report
-        self.masks = ensure_dir(masks_dir) if masks_dir is not None else None
+        self.masks = ensure_dir(options.masks_dir) if options.masks_dir is not None else None
         self.on_frame = on_frame
         self.meter = FpsMeter()
         self.smoother = smoother or Smoother(0.0)
         self.latencies: list[float] = []  # ms per frame, source to panel written
-        self.preview: Preview | None = None
-        self.source: FrameSource | None = None
+        self.preview, self.source = preview, source
         self.flicker = FlickerMeter()
 
     def run(self, writer: FrameWriter, frames: Iterator[np.ndarray], batch: int, stop: threading.Event, pipelined: bool) -> int:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.errors import UserError
+
 STILL_THRESHOLD = 2.0 / 255.0  # an input pixel that changed less than this (any channel) is still
 
 
@@ -23,7 +25,7 @@ class Smoother:
 
     def __init__(self, alpha: float):
         if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"--smooth must be in [0, 1) (the weight of the previous frame), got {alpha}")
+            raise UserError(f"--smooth must be in [0, 1) (the weight of the previous frame), got {alpha}")
         self.alpha = alpha
         self._state: tuple[np.ndarray, np.ndarray] | None = None
 

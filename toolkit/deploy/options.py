@@ -1,0 +1,115 @@
+"""What `toolkit stream` and `toolkit serve` were asked for, checked in one place:
+`StreamOptions` and `ServeOptions` (frozen, checked when made, like `ExportOptions`).
+
+The rules live here, not in the command line, so a Python caller of `stream(...)` or
+`serve_model(...)` gets the same one-line errors as the CLI (`--bg` with `--bg-frames`,
+`--no-bg-cache` on a server without `--bg`, a batch of 0, a port out of range, ...), before a
+model is opened or a port bound. Checks that need the file system (an output that cannot be
+written) run when the command starts, as they depend on the moment, not on the options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.errors import UserError
+from .adapt import Adaptation
+from .live import LiveOptions
+from .service import ServeSettings
+from .temporal import Smoother
+
+DEFAULT_BG_FRAMES = 30  # frames whose per-pixel median is the background when no --bg is given
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _positive(value: int | None, flag: str) -> None:
+    if value is not None and not value >= 1:
+        raise UserError(f"{flag} must be a positive number, got {value}")
+
+
+def _as_path(value: str | Path | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """`bg`: an image of the empty scene, or else the median of the first `bg_frames` frames
+    (default 30); `masks_dir`: the raw masks too; `batch`: the largest batch of frames per
+    inference; `fps`: the output's frame rate (default the source's); `max_frames`: stop after
+    this many; `bg_cache` False: the whole network on every frame even beside the halves;
+    `smooth`: the previous frame's weight in a moving average; `adapt`: the background follows
+    the scene (`Adaptation`); `live`: how the source is read (`LiveOptions`); `self_test`: the
+    model proves itself before the first frame; `pipelined`: decode, infer and encode overlap."""
+
+    bg: Path | None = None
+    bg_frames: int | None = None  # None: DEFAULT_BG_FRAMES (refused beside `bg`)
+    masks_dir: Path | None = None
+    batch: int = 4
+    provider: str = "cpu"
+    fps: float | None = None
+    max_frames: int | None = None
+    bg_cache: bool = True
+    smooth: float = 0.0
+    adapt: Adaptation | None = None
+    live: LiveOptions = field(default_factory=LiveOptions)
+    self_test: bool = True
+    pipelined: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bg", _as_path(self.bg))
+        object.__setattr__(self, "masks_dir", _as_path(self.masks_dir))
+        if self.bg is not None and self.bg_frames is not None:
+            raise UserError("give --bg IMAGE or --bg-frames N, not both")
+        _positive(self.batch, "--batch")
+        _positive(self.bg_frames, "--bg-frames")
+        _positive(self.max_frames, "--max-frames")
+        if self.fps is not None and not self.fps > 0:
+            raise UserError(f"--fps must be positive, got {self.fps}")
+        Smoother(self.smooth)  # its range, one line
+        if self.adapt is not None and not isinstance(self.adapt, Adaptation):
+            raise UserError("stream: adapt must be a toolkit.deploy.adapt.Adaptation (or None)")
+        if not isinstance(self.live, LiveOptions):
+            raise UserError("stream: live must be a toolkit.deploy.live.LiveOptions")
+
+    @property
+    def background_frames(self) -> int:
+        return DEFAULT_BG_FRAMES if self.bg_frames is None else self.bg_frames
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """`host`/`port`: where to listen (port 0: any free one); `max_batch`/`max_wait_ms`: the
+    dynamic batcher; `max_upload_mb`: the largest request body; `bg`: a server for one fixed
+    camera (requests send `fgbg` only), `bg_cache` False: the whole network even beside the
+    halves; `log_level`: a line per request (debug, info) or failures only (warning, error);
+    `self_test`: the model proves itself before the port opens."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    max_upload_mb: float = 10.0
+    provider: str = "cpu"
+    bg: Path | None = None
+    bg_cache: bool = True
+    log_level: str = "info"
+    self_test: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bg", _as_path(self.bg))
+        _positive(self.max_batch, "--max-batch")
+        if not 0 <= self.port <= 65535:
+            raise UserError(f"--port must be in 0..65535, got {self.port}")
+        if not self.max_upload_mb > 0 or not self.max_wait_ms >= 0:
+            raise UserError("--max-upload-mb must be positive and --max-wait-ms not negative")
+        if not self.bg_cache and self.bg is None:
+            raise UserError("--no-bg-cache only applies with --bg IMAGE (a server for one fixed camera)")
+        if self.log_level not in LOG_LEVELS:
+            raise UserError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+
+    @property
+    def settings(self) -> ServeSettings:
+        """The batcher's and the request reader's limits."""
+        return ServeSettings(max_batch=self.max_batch, max_wait_ms=self.max_wait_ms,
+                             max_upload_bytes=int(self.max_upload_mb * 1024 * 1024))
