@@ -148,3 +148,13 @@ def test_architecture_page_python_example_runs(exported_onnx, imported_ckpt):
     namespace = {"MODEL": exported_onnx, "CKPT": imported_ckpt}
     exec(compile(block, "docs/architecture.md", "exec"), namespace)  # noqa: S102 - our own page
     assert namespace["out"]["mask"].shape[:2] == (2, 1)
+
+
+def test_every_path_the_architecture_page_names_exists():
+    """A module that moves takes the page with it: every `folder/` or `module.py` it names is there."""
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:toolkit|export|train|tests|benchmarks|docs)/[\w/]*(?:\.py|\.md|/))`", text))
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert len(named) > 20 and missing == [], missing
