@@ -27,18 +27,43 @@ def golden_inputs(h: int = 128, w: int = 128) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, block_torch: bool = False,
-            path_first: Path | None = None):
+            path_first: Path | None = None, without_dac_override: bool = False):
     """Run `python -m toolkit ...` in a subprocess (optionally with torch made unimportable, or
-    with the packages in `path_first` imported before this environment's own)."""
+    with the packages in `path_first` imported before this environment's own, or with file
+    permissions applying to it even as root: `without_dac_override`)."""
     code = "import sys\n"
     if block_torch:
         code += "sys.modules['torch'] = None  # any `import torch` now raises ImportError\n"
     code += "from toolkit.cli import main\nmain(sys.argv[1:])\n"
+    return run_python(code, *args, env=env, cwd=cwd, path_first=path_first, without_dac_override=without_dac_override)
+
+
+def run_python(code: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+               path_first: Path | None = None, without_dac_override: bool = False, timeout: float = 600):
+    """`python -c CODE ARGS` with this checkout importable. `without_dac_override`: when this
+    runs as root (CI does), the child gives up root's permission override first (see
+    `DROP_DAC_OVERRIDE`), so a read-only folder or an unreadable file stops it as it stops any user."""
     full_env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in (path_first, ROOT) if p), **(env or {}))
     full_env.pop("COLUMNS", None)  # output is piped here, as in CI logs: it must not be cut
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, timeout=600
-    )
+    argv = [sys.executable, "-c", code, *args]
+    if without_dac_override and os.geteuid() == 0:
+        argv = [sys.executable, "-c", DROP_DAC_OVERRIDE, *argv[1:]]
+    return subprocess.run(argv, capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, timeout=timeout)
+
+
+# Run as `python -c DROP_DAC_OVERRIDE -c CODE ARGS`: drop CAP_DAC_OVERRIDE (1) and
+# CAP_DAC_READ_SEARCH (2) from the bounding set (prctl PR_CAPBSET_DROP, 24), then exec Python
+# again: a root process keeps only the bounding set's capabilities across exec, so the new one
+# is still uid 0 (it owns the test's files and reaches every folder it made) but the mode bits
+# of a file now apply to it. No privilege is gained; no mount or user switch is needed.
+DROP_DAC_OVERRIDE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for cap in (1, 2):
+    if libc.prctl(24, cap, 0, 0, 0) != 0:
+        sys.exit(f"cannot drop capability {cap} (prctl: {os.strerror(ctypes.get_errno())}): permission cases cannot run as root here")
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
 
 
 @pytest.fixture(scope="session")

@@ -96,13 +96,23 @@ class SpeedOptions:
         return ", ".join(parts)
 
 
-def cpu_has_native_bf16() -> bool:
-    """True where oneDNN runs bf16 convolutions natively (AVX512-BF16 or AMX): only there does
-    bf16 autocast make CPU training faster rather than slower."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+# CPU flags of native bf16 arithmetic: x86's AVX512-BF16 and AMX, Arm's BF16 (`Features` line).
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True where the CPU has bf16 instructions (AVX512-BF16, AMX, Arm BF16): only there does
+    bf16 autocast make CPU training faster rather than slower. Not oneDNN's own bf16 check
+    (`_is_mkldnn_bf16_supported`): it also says yes on AVX-512 without BF16, where bf16 is
+    emulated and slower than fp32. `cpuinfo`: /proc/cpuinfo's text (read when not given)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    flags = {flag for line in cpuinfo.splitlines() if line.split(":", 1)[0].strip().lower() in ("flags", "features")
+             for flag in line.split(":", 1)[-1].split()}
+    return bool(flags & NATIVE_BF16_FLAGS) and torch.backends.mkldnn.is_available()
 
 
 def default_options(device: torch.device | str, processes: int = 1) -> SpeedOptions:

@@ -14,7 +14,7 @@ each variant costs a session and a gate run, not a calibration.
      layers whose own quantisation hurts the figures most rank first;
   2. greedy: layers are kept in float in that order, the gate re-run after each, until it
      passes; each pass is timed beside fp32 at batch 8 in the same run, and the search stops
-     when the candidate is no faster than fp32 (`MIN_SPEEDUP`): then it fails with the best
+     when the candidate is no faster than fp32 (`Int8Options.min_speedup`): then it fails with the best
      figures found. The whole search is bounded by `budget_s`.
 The layers chosen are recorded in the metadata (`toolkit.int8_float_nodes`, `toolkit.int8_search`)
 and printed. No torch: ONNX Runtime's quantisation tools and sessions only.
@@ -38,7 +38,6 @@ from toolkit.verify.compare import ParityResult, Thresholds, batches, compare_to
 from .options import Int8Options
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-MIN_SPEEDUP = 1.0  # a candidate no faster than fp32 at batch 8 ends the search
 TIMING_BATCH, TIMING_ROUNDS = 8, 12
 
 
@@ -202,12 +201,13 @@ class _Judge:
     """Gate runs of candidate models beside fp32 outputs computed once, and same-run timing."""
 
     def __init__(self, source: Path, feeds: list[dict[str, np.ndarray]], thresholds: Thresholds, workdir: Path,
-                 props: list[onnx.StringStringEntryProto]):
+                 props: list[onnx.StringStringEntryProto], min_speedup: float = 0.0):
         reference = open_runner(source)
         with reference:
             self.refs = [reference.infer(f) for f in feeds]
         self.source, self.feeds, self.thresholds, self.workdir, self.props = source, feeds, thresholds, workdir, props
         self.evaluated = 0
+        self.min_speedup = min_speedup  # Int8Options.min_speedup
 
     def write(self, model: onnx.ModelProto, name: str = "candidate.onnx") -> Path:
         del model.metadata_props[:]
@@ -269,7 +269,7 @@ def search_float_layers(source: Path, calib: dict[str, np.ndarray], gate: dict[s
                                               keep_activations=True)
         props = read_metadata(onnx.load(str(source))) | {"toolkit.precision": "int8"}
         entries = [onnx.StringStringEntryProto(key=k, value=v) for k, v in props.items()]
-        judge = _Judge(source, batches(gate), judged, Path(tmp), entries)
+        judge = _Judge(source, batches(gate), judged, Path(tmp), entries, o.min_speedup)
         rank_feeds = batches(_subset(calib, RANK_PAIRS))
         with open_runner(source) as reference:
             rank_refs = [reference.infer(f) for f in rank_feeds]
@@ -346,7 +346,8 @@ def _greedy(qdq: onnx.ModelProto, pre: onnx.ModelProto, judge: _Judge, ranked: l
         if result:
             kept, result = _fewest(qdq, pre, judge, chosen, result, start + budget_s)
             return _timed(keep_in_float(qdq, pre, set(kept)), kept, result, judge, timed, total, say)
-        no_gain = (timed and step % 8 == 0 and judge.speedup(keep_in_float(qdq, pre, set(chosen))) <= MIN_SPEEDUP) \
+        no_gain = (timed and step % 8 == 0 and judge.min_speedup > 0
+                   and judge.speedup(keep_in_float(qdq, pre, set(chosen))) <= judge.min_speedup) \
             or (not timed and len(chosen) > total // 2)
         if no_gain:
             return SearchResult(None, best_set, best, 0.0, 0.0, 0,
@@ -360,7 +361,7 @@ def _timed(model: onnx.ModelProto, kept: list[str], result: ParityResult, judge:
     speed = judge.speedup(model) if timed else 0.0
     say(f"int8 search: the gate passes with {len(kept)} of {total} layers in float"
         + (f", {speed:.2f}x fp32 at batch {TIMING_BATCH}" if timed else ""))
-    if timed and speed <= MIN_SPEEDUP:
+    if timed and speed <= judge.min_speedup:
         return SearchResult(None, kept, result, speed, 0.0, 0,
                             stopped=f"it passes with {len(kept)} layers in float, but at {speed:.2f}x fp32: no faster")
     return SearchResult(model, kept, result, speed, 0.0, 0)

@@ -289,13 +289,16 @@ def onnx_with_metadata(src: Path, dst: Path, **props: str) -> Path:
 def engine_with_sidecar(path: Path, onnx_path: Path, **overrides) -> Path:
     """Bytes that are not a real plan, beside a sidecar as `export --engine` writes it; the
     runner must judge the engine from the sidecar alone, before any TensorRT call."""
+    import hashlib
+
     from export.tensorrt import make_sidecar, read_onnx_source
     from toolkit.runtime.tensorrt_runner import sidecar_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"not a plan: the sidecar decides first")
-    side = make_sidecar(
-        engine=path, plan_sha256="0" * 64, source=read_onnx_source(onnx_path), precision="fp32", batch=(1, 8, 32),
+    plan = b"not a plan: the sidecar decides first"
+    path.write_bytes(plan)
+    side = make_sidecar(  # the file's real SHA-256: the runner's sidecar checks go past the hash to the GPU
+        engine=path, plan_sha256=hashlib.sha256(plan).hexdigest(), source=read_onnx_source(onnx_path), precision="fp32", batch=(1, 8, 32),
         trt_version="10.13.0.35", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0", checkpoint_sha256="",
         build_seconds=1.0,
     )

@@ -10,13 +10,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_python
 from toolkit.core import fsutil
 from toolkit.core.errors import UserError
 
-ROOT_SKIP = pytest.mark.skipif(
-    hasattr(os, "geteuid") and os.geteuid() == 0,
-    reason="running as root: permission bits do not stop root from writing, so a read-only folder cannot be made",
-)
+# Run in a child without root's permission override (tests/conftest.py: run_python), so a
+# read-only folder stops it even where the suite runs as root (CI does); it prints the error.
+CHECK_WRITABLE = """
+import sys
+from toolkit.core import fsutil
+from toolkit.core.errors import UserError
+try:
+    fsutil.check_writable(sys.argv[1])
+    print("writable")
+except UserError as e:
+    print(f"error: {e}")
+"""
 Usage = namedtuple("Usage", "total used free")
 
 
@@ -54,16 +63,18 @@ def test_check_writable_turns_enospc_into_one_line(tmp_path, monkeypatch):
         fsutil.check_writable(tmp_path)
 
 
-@ROOT_SKIP
 def test_check_writable_refuses_a_read_only_folder(tmp_path):
-    ro = tmp_path / "ro"
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
     ro.mkdir()
+    rw.mkdir()
     ro.chmod(0o555)
     try:
-        with pytest.raises(UserError, match="ro: cannot write here"):
-            fsutil.check_writable(ro)
+        refused = run_python(CHECK_WRITABLE, str(ro), without_dac_override=True)
+        allowed = run_python(CHECK_WRITABLE, str(rw), without_dac_override=True)  # the same child can write elsewhere
     finally:
         ro.chmod(0o755)
+    assert refused.returncode == 0 and refused.stdout.startswith("error: ") and "ro: cannot write here" in refused.stdout, refused
+    assert allowed.stdout.strip() == "writable", allowed
 
 
 def test_check_writable_needs_a_folder(tmp_path):
@@ -107,16 +118,26 @@ def test_training_refuses_a_full_disk_before_it_starts(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()  # the folder it made is gone again; no data set was made
 
 
-@ROOT_SKIP
 def test_training_refuses_a_read_only_run_folder(tmp_path):
     pytest.importorskip("torch")
-    from train import loop
-
+    code = """
+import sys
+from pathlib import Path
+from tests.core.test_fsutil import _config
+from toolkit.core.errors import UserError
+from train import loop
+try:
+    loop.run(_config(Path(sys.argv[1])), progress=False)
+    print("trained")
+except UserError as e:
+    print(f"error: {e}")
+"""
     run = tmp_path / "run"
     run.mkdir()
     run.chmod(0o555)
     try:
-        with pytest.raises(UserError, match="run: cannot write here"):
-            loop.run(_config(run), progress=False)
+        r = run_python(code, str(run), without_dac_override=True)
     finally:
         run.chmod(0o755)
+    assert r.returncode == 0 and r.stdout.startswith("error: ") and "run: cannot write here" in r.stdout, (r.stdout, r.stderr[-2000:])
+    assert list(run.iterdir()) == []  # refused before the data set or a log was written

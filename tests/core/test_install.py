@@ -64,9 +64,10 @@ def test_no_hint_is_written_by_hand():
 
 
 def test_building_a_wheel_leaves_no_build_folder(tmp_path):
+    """With the installed build backend (the dev extra has hatchling) and no index: offline."""
     before = {p.name for p in ROOT.iterdir()}
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(tmp_path)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", str(ROOT),
+                        "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert [p.name for p in tmp_path.glob("*.whl")] == ["eva4_toolkit-0.1.0-py3-none-any.whl"]
     assert {p.name for p in ROOT.iterdir()} - before == set()  # no build/, no *.egg-info

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from toolkit.core.errors import CheckFailed, UserError
+from toolkit.core.errors import UserError
 from toolkit.data.inspect import channel_stats, check_dataset
 from toolkit.data.reader import open_dataset
 from toolkit.data.synth import synthesize
@@ -122,7 +122,18 @@ def data_app():
 runner = CliRunner()
 
 
-def test_cli_synth_stats_check(tmp_path):
+def _main(argv: list[str], capsys) -> tuple[int, str]:
+    """`toolkit ARGV` as the command line runs it: its exit code, and stdout + stderr."""
+    from toolkit.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(e.value.code or 0), out + err
+
+
+def test_cli_synth_stats_check(tmp_path, capsys):
     app = data_app()
     out = tmp_path / "set"
     res = runner.invoke(app, ["synth", "--out", str(out), "--backgrounds", "2", "--foregrounds", "1",
@@ -141,8 +152,7 @@ def test_cli_synth_stats_check(tmp_path):
     payload = json.loads(stats_json.read_text())
     assert payload["samples"] == 3 and len(payload["stats"]["bg"]["mean"]) == 3
 
-    res = runner.invoke(app, ["check", str(tmp_path / "z" / "OverlayedImages.zip")])
-    assert isinstance(res.exception, CheckFailed)  # a lone zip: no pairs -> exit 1 via main()
+    assert _main(["data", "check", str(tmp_path / "z" / "OverlayedImages.zip")], capsys)[0] == 1  # a lone zip: no pairs
 
     check_json = tmp_path / "check.json"
     res = runner.invoke(app, ["check", str(out), "--json", str(check_json)])
@@ -150,9 +160,8 @@ def test_cli_synth_stats_check(tmp_path):
     assert "data check passed" in res.output and json.loads(check_json.read_text())["ok"] is True
 
     (out / "OverlayedMasks/0/combined_s1_p1_it0.jpg").write_bytes(b"")
-    res = runner.invoke(app, ["check", str(out), "--json", str(check_json)])
-    assert isinstance(res.exception, CheckFailed) and CheckFailed.exit_code == 1
-    assert "combined_s1_p1_it0.jpg" in res.output
+    code, shown = _main(["data", "check", str(out), "--json", str(check_json)], capsys)
+    assert code == 1 and "combined_s1_p1_it0.jpg" in shown
     assert json.loads(check_json.read_text())["ok"] is False  # written before failing
 
 

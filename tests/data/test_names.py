@@ -111,8 +111,12 @@ def test_random_names_never_crash(text):
     assert pn is None or isinstance(pn, PairName)
     k = parse_background_name(text)
     assert k is None or (isinstance(k, int) and k >= 0)
-    looks_like_background(text)
-    is_image_name(text)
+    image = is_image_name(text)
+    background = looks_like_background(text)
+    assert isinstance(image, bool) and isinstance(background, bool)
+    assert image or (pn is None and k is None and not background)  # only image names parse as anything
+    assert not background or k is not None  # a Shelves_<k> name has its number
+    assert pn is None or not background  # a pair name is never a background
 
 
 @given(st.lists(st.text(), max_size=6))

@@ -29,16 +29,50 @@ class Ticking(FrameSource):
             yield np.full((4, 4, 3), i, np.uint8)
 
 
+class Released(FrameSource):
+    """A camera that delivers frames only when the test releases them (frame i filled with i):
+    what a busy model misses is then decided by the test, not by the machine's speed."""
+
+    kind = "camera"
+
+    def __init__(self, n: int):
+        super().__init__("released", 25.0, None)
+        self.n = n
+        self.allowed = threading.Semaphore(0)
+
+    def release(self, k: int) -> None:
+        for _ in range(k):
+            self.allowed.release()
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        for i in range(self.n):
+            assert self.allowed.acquire(timeout=60), "the test never released the next frame"
+            yield np.full((4, 4, 3), i, np.uint8)
+
+
 def test_a_slow_consumer_gets_the_newest_frame_and_the_rest_are_counted_as_dropped():
-    live = LiveFrames(lambda: Ticking(60, 0.004))
-    taken = []
+    """Frames arrive in bursts while the model is busy; each time it takes one: the newest."""
+    camera = Released(60)
+    live = LiveFrames(lambda: camera)
+    taken: list[int] = []
+
+    def burst(k: int, dropped_after: int) -> None:
+        camera.release(k)
+        deadline = time.monotonic() + 60
+        while live.dropped < dropped_after:  # the burst's last frame has replaced the ones before it
+            assert time.monotonic() < deadline, "the reader never caught up"
+            time.sleep(0.005)
+        taken.append(int(next(frames)[0, 0, 0]))
+
     with live:
-        for frame in live:
-            taken.append(int(frame[0, 0, 0]))
-            time.sleep(0.03)  # inference slower than the camera
-    assert live.received == 60 and live.dropped > 20
-    assert len(taken) + live.dropped == 60  # every frame was either taken or replaced by a newer one
-    assert taken == sorted(taken) and taken[-1] >= 55  # in order, and it ends near the newest
+        frames = iter(live)
+        burst(1, 0)  # the first frame starts the reader
+        for i in range(5):
+            burst(10, 9 * (i + 1))  # ten frames, nine of them replaced before the model is free
+        burst(9, 45 + 8)
+        assert next(frames, None) is None  # the camera ended: nothing more
+    assert taken == [0, 10, 20, 30, 40, 50, 59]  # always the newest frame
+    assert live.received == 60 and live.dropped == 53 and len(taken) + live.dropped == 60
 
 
 def test_stride_keeps_every_nth_frame_live_and_from_a_file():

@@ -20,16 +20,27 @@ def test_every_item_comes_out_once_in_order(pipelined):
 
 
 def test_batches_fill_up_when_frames_wait_and_never_exceed_batch():
-    sizes = []
+    """Inference is held until the decoder has queued the frames behind it (as when the model
+    is slower than decoding): every batch after the first is then full, whatever the load."""
+    produced, sizes = [0], []
+    more = threading.Condition()
 
-    def slow_infer(group):
+    def items():
+        for i in range(40):
+            with more:
+                produced[0] = i + 1
+                more.notify_all()
+            yield i
+
+    def held_infer(group):
         sizes.append(len(group))
-        time.sleep(0.01)  # slower than the "decoder": frames pile up in the queue
+        with more:  # wait (bounded) until 5 more frames were decoded: 4 are in the queue for the next batch
+            assert more.wait_for(lambda: produced[0] >= min(40, sum(sizes) + 5), timeout=60), "the decoder stalled"
         return _double(group)
 
-    run_pipeline(range(40), slow_infer, lambda item, r: None, batch=4, queue_size=10)
+    run_pipeline(items(), held_infer, lambda item, r: None, batch=4, queue_size=10)
     assert max(sizes) == 4 and sum(sizes) == 40
-    assert sizes.count(4) >= 5  # most batches are full
+    assert sizes[1:-2] == [4] * (len(sizes) - 3)  # after the first, every batch is full but the last two at most
 
 
 def test_stop_ends_decoding_and_drains_what_is_in_flight():
@@ -64,10 +75,19 @@ def test_an_error_in_any_stage_is_raised_and_nothing_hangs(stage):
         if stage == "emit" and item == 7:
             raise ValueError("bad frame 7")
 
-    start = time.perf_counter()
-    with pytest.raises(ValueError, match="bad frame 7"):
-        run_pipeline(items(), infer, emit, batch=3, queue_size=2)
-    assert time.perf_counter() - start < 10
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_pipeline(items(), infer, emit, batch=3, queue_size=2)
+        except ValueError as e:
+            raised.append(e)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(60)  # a hang detector, far beyond any load: the error ends the run at once
+    assert not runner.is_alive(), "run_pipeline hung after an error in a stage"
+    assert [str(e) for e in raised] == ["bad frame 7"]
     deadline = time.monotonic() + 5  # each stage has signalled it is done; let the threads themselves end
     while [t for t in threading.enumerate() if t.name.startswith("toolkit-")] and time.monotonic() < deadline:
         time.sleep(0.01)

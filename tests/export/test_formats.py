@@ -164,7 +164,11 @@ def test_benchmark_style_keys_still_work(stub_onnx, imported_ckpt, tmp_path):
     assert max(outcomes[0].detail.max_abs.values()) < 1e-4 and outcomes[0].detail
 
 
-def test_engines_are_built_from_each_onnx_of_the_run_and_given_to_triton(stub_onnx, imported_ckpt, tmp_path, monkeypatch):
+def test_engine_row_wiring_with_the_builder_faked(stub_onnx, imported_ckpt, tmp_path, monkeypatch):
+    """The `--engine` row's wiring only, where TensorRT cannot run: the builder, the gate and the
+    Triton writer are faked and TensorRT's preflight is removed. It checks which ONNX files the
+    row asks the builder for (each precision of the run, whole and halves), with which options,
+    what it gates and what it hands the Triton row; no engine is built (see the README's tests)."""
     pytest.importorskip("export.tensorrt")
     pytest.importorskip("export.triton")
     import export.tensorrt

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import struct
 import zlib
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import run_python
 from toolkit.core.errors import UserError
 from toolkit.render import imageio
 from toolkit.render.imageio import (
@@ -160,14 +160,31 @@ def test_zero_byte_truncated_and_non_image_files(tmp_path):
 def test_folder_missing_file_and_permissions(tmp_path):
     expect_user_error(tmp_path, None, str(tmp_path), "folder")
     expect_user_error(tmp_path / "nope.png", None, "nope.png", "no such file")
-    if os.name == "posix" and os.geteuid() != 0:  # root reads anything
-        p = tmp_path / "locked.png"
+
+
+
+def test_an_unreadable_file_is_one_line_even_as_root(tmp_path):
+    """Run in a child without root's permission override (tests/conftest.py: run_python)."""
+    code = """
+import sys
+from toolkit.core.errors import UserError
+from toolkit.render import imageio
+try:
+    print(imageio.read_rgb(sys.argv[1]).shape)
+except UserError as e:
+    print(f"error: {e}")
+"""
+    locked, open_ = tmp_path / "locked.png", tmp_path / "open.png"
+    for p in (locked, open_):
         p.write_bytes(encode(Image.new("RGB", (2, 2)), "PNG"))
-        p.chmod(0)
-        try:
-            expect_user_error(p, None, "locked.png", "permission")
-        finally:
-            p.chmod(0o644)
+    locked.chmod(0)
+    try:
+        refused = run_python(code, str(locked), without_dac_override=True)
+        read = run_python(code, str(open_), without_dac_override=True)
+    finally:
+        locked.chmod(0o644)
+    assert refused.stdout.startswith("error: ") and "locked.png" in refused.stdout and "permission" in refused.stdout.lower(), refused
+    assert read.stdout.strip() == "(2, 2, 3)", read
 
 
 def png_claiming(width: int, height: int) -> bytes:

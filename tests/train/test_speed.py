@@ -3,6 +3,10 @@ swapping it and the other options leave what is saved unchanged, and bad options
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -131,11 +135,34 @@ def test_prepared_model_trains_like_the_reference_and_saves_the_same_keys():
     assert fast.net.convblock1[0].weight.is_contiguous()
 
 
+def _usable_cpus() -> int:
+    """This process's CPUs, counted here (not by the helper under test): affinity, then a cgroup quota."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = Path("/sys/fs/cgroup/cpu.max")
+    if quota.is_file() and quota.read_text().split()[0] != "max":
+        q, period = (int(v) for v in quota.read_text().split()[:2])
+        n = min(n, max(1, q // period))
+    return n
+
+
+@pytest.mark.parametrize("cpuinfo, native", [
+    ("flags\t\t: fpu sse2 avx2 avx512f avx512bw avx512vl avx512dq avx512_vnni\n", False),  # Cascade Lake: emulated bf16
+    ("flags\t\t: avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n", True),  # Zen 4, Cooper Lake
+    ("flags\t\t: avx512f avx512bw amx_bf16 amx_tile amx_int8\n", True),  # Sapphire Rapids
+    ("Features\t: fp asimd sve bf16 i8mm\n", True),  # Graviton 3
+    ("flags\t\t: fpu sse2 avx2 fma\n", False),
+    ("", False),
+])
+def test_native_bf16_means_bf16_instructions_not_avx512(cpuinfo, native):
+    assert speed.cpu_has_native_bf16(cpuinfo) is native
+
+
 def test_options_resolve_per_device_and_refuse_what_cannot_run():
     cpu = speed.resolve_speed("cpu")
     assert cpu.channels_last and cpu.fast_dwconv and not cpu.compile
-    assert cpu.amp == ("bf16" if speed.cpu_has_native_bf16() else "off")
-    assert cpu.threads == speed.pick_cpu_threads() >= 1
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    assert cpu.amp == ("bf16" if re.search(r"\b(avx512_bf16|amx_bf16|bf16)\b", flags) else "off")
+    assert cpu.threads == _usable_cpus() >= 1
     assert speed.resolve_speed("cpu", processes=64).threads == 1  # DDP ranks share the cores
     assert speed.resolve_speed("cpu", amp="off", channels_last=False, threads=1) == SpeedOptions(
         channels_last=False, amp="off", fast_dwconv=True, threads=1)

@@ -41,6 +41,9 @@ class Job:
     future: JobFuture = field(default_factory=JobFuture)
 
 
+_WAKE = object()  # Batcher.drain(): wakes the worker so it stops waiting for more jobs
+
+
 class QueueFull(Exception):
     """More requests are waiting than the server accepts (it answers 503)."""
 
@@ -55,9 +58,10 @@ class Batcher:
         self.max_batch = max_batch
         self.max_wait_s = max(0.0, max_wait_s)
         self.max_queue = max_queue
-        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._queue: queue.Queue[Job | object | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.submitted = 0
         self.requests = 0
         self.batches = 0
         self.failures = 0
@@ -80,6 +84,12 @@ class Batcher:
             self._thread.join()
             self._thread = None
 
+    def drain(self) -> None:
+        """Stop waiting for more jobs: what is queued runs now, and later jobs run as they come
+        (a server that is shutting down answers its last requests without their batch window)."""
+        self.max_wait_s = 0.0
+        self._queue.put(_WAKE)
+
     def submit(self, bg: np.ndarray | None, fgbg: np.ndarray) -> JobFuture:
         """Queue one pair (`bg` None: a frame against the background set on the runner)."""
         if not self.running:
@@ -87,6 +97,8 @@ class Batcher:
         if self._queue.qsize() >= self.max_queue:
             raise QueueFull(f"{self._queue.qsize()} requests are already waiting")
         job = Job(bg, fgbg)
+        with self._lock:
+            self.submitted += 1
         self._queue.put(job)
         return job.future
 
@@ -99,6 +111,7 @@ class Batcher:
                 "largest_batch": self.largest_batch,
                 "failures": self.failures,
                 "queued": self._queue.qsize(),
+                "pending": self.submitted - self.requests - self.failures,  # accepted, not answered yet
             }
 
     def _loop(self) -> None:
@@ -107,6 +120,9 @@ class Batcher:
             job = self._queue.get()
             if job is None:
                 break
+            if job is _WAKE:
+                continue
+            assert isinstance(job, Job)
             group = [job]
             deadline = time.monotonic() + self.max_wait_s
             while len(group) < self.max_batch:
@@ -118,6 +134,9 @@ class Batcher:
                 if nxt is None:
                     closing = True
                     break
+                if nxt is _WAKE:  # drain(): run what there is now
+                    break
+                assert isinstance(nxt, Job)
                 group.append(nxt)
             self._run([j for j in group if j.future.set_running_or_notify_cancel()])
         # close(): anything queued behind the sentinel (none in practice) is still answered
@@ -126,7 +145,7 @@ class Batcher:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if job is not None and job.future.set_running_or_notify_cancel():
+            if isinstance(job, Job) and job.future.set_running_or_notify_cancel():
                 self._run([job])
 
     def _run(self, group: list[Job]) -> None:

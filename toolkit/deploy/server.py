@@ -125,7 +125,16 @@ def serve(runner: Runner, host: str = "127.0.0.1", port: int = 8000, settings: S
     bound = sock.getsockname()[1]
     app = create_app(runner, settings, background, self_test)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=graceful_s, lifespan="on")
-    server = uvicorn.Server(config)
+
+    class DrainingServer(uvicorn.Server):
+        """On SIGINT/SIGTERM the batcher stops waiting for more requests, so the ones in flight
+        are answered now, not after their batch window (uvicorn waits for them to finish)."""
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            app.state.batcher.drain()
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    server = DrainingServer(config)
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     camera = f"; fixed background {background[0]}, requests send fgbg only" if background is not None else ""
     say(f"serving {runner.name} on http://{shown}:{bound}/ (max batch {settings.max_batch}{camera}; Ctrl-C or SIGTERM stops it)")

@@ -32,3 +32,9 @@ def test_export_options_hand_over_what_was_asked():
     o = ExportOptions(int8=True, int8_target="tensorrt", calib_method="minmax", force=True, int8_search="off", search_budget_s=30)
     assert o.int8_options == Int8Options(target="tensorrt", method="minmax", force=True, search="off", budget_s=30.0)
     assert Int8Options().target == "cpu" and Int8Options().search == "auto" and Int8Options(budget_s="60").budget_s == 60.0
+
+
+def test_min_speedup_is_a_ratio_of_zero_or_more():
+    assert Int8Options(min_speedup=0).min_speedup == 0
+    with pytest.raises(UserError, match="int8 min_speedup must be 0 or more"):
+        Int8Options(min_speedup=-0.5)

@@ -56,10 +56,13 @@ def test_keeping_every_layer_in_float_gives_back_the_fp32_model(small, tmp_path)
 def test_a_gate_miss_is_searched_and_the_file_records_its_float_layers(small, tmp_path):
     source, pairs = small
     out = tmp_path / "model.int8.onnx"
-    path, report = quantize_int8(source, out, pairs, Int8Options(method="minmax", thresholds=STRICT, budget_s=120))
+    # min_speedup 0: the test never depends on how fast this machine is now (CI shares its cores);
+    # the speed is still measured and reported (benchmarks/int8_search.py makes the speed claims)
+    path, report = quantize_int8(source, out, pairs, Int8Options(method="minmax", thresholds=STRICT, budget_s=120, min_speedup=0))
     found = report.search
     assert report.passed and not report.forced and found is not None and found.passed
-    assert 0 < len(found.float_layers) < found.layer_count and found.speedup > 1.0
+    assert 0 < len(found.float_layers) < found.layer_count and found.speedup > 0
+    assert f"{found.speedup:.2f}x fp32" in report.summary()
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     record = json.loads(props["toolkit.int8_search"])
     assert record["layers"] == found.layer_count and len(record["float_layers"]) == len(found.float_layers)
@@ -185,7 +188,8 @@ def test_a_searched_models_halves_keep_the_same_layers_and_more_until_they_pass(
     export_onnx(imported_ckpt, model, size=SIZE)
     export_halves(imported_ckpt, model)
     pairs = synthetic_pairs(tmp_path, SIZE, calib_pairs=16, gate_pairs=8)
-    out, report = quantize_int8(model, tmp_path / "model.int8.onnx", pairs, Int8Options(method="minmax", thresholds=STRICT, budget_s=120))
+    out, report = quantize_int8(model, tmp_path / "model.int8.onnx", pairs,
+                                Int8Options(method="minmax", thresholds=STRICT, budget_s=120, min_speedup=0))
     assert report.search.passed and report.search.layer_refs
     weights, keys = report.search.refs(3)
     assert len(weights) + len(keys) >= len(report.search.float_layers) + 1  # the next layers by harm, as the halves need them
