@@ -69,6 +69,18 @@ class Case:
         return pytest.param(self, id=f"{self.command}:{self.id}")
 
 
+def _key(t: Path, text: str, mode: int = 0o600) -> Path:
+    """A key file holding `text` (surrogates stand for bytes that are not ASCII)."""
+    path = t / "serve.key"
+    path.write_bytes(text.encode("utf-8", "surrogateescape") + b"\n")
+    path.chmod(mode)
+    return path
+
+
+def _serve_key(a, key: Path) -> list[str]:
+    return ["serve", "--model", str(a.onnx), "--key-file", str(key)]
+
+
 def _has_tensorrt() -> bool:
     import importlib.util
 
@@ -446,6 +458,18 @@ CASES: list[Case] = [
     Case("serve", "ckpt-os-system", lambda t, a: ["serve", "--model", str(_evil("os.system")(t))], NEEDS_CODE, "evil-system.pt"),
     Case("serve", "missing-model", lambda t, a: ["serve", "--model", str(t / "gone.onnx")], "no such model file", "gone.onnx"),
     Case("serve", "max-batch-zero", lambda t, a: ["serve", "--model", str(a.onnx), "--max-batch", "0"], "positive", "--max-batch"),
+    Case("serve", "key-file-others-can-read", lambda t, a: _serve_key(a, _key(t, "k" * 32, 0o644)), "can be read by other users", "serve.key"),
+    Case("serve", "key-file-short", lambda t, a: _serve_key(a, _key(t, "abc")), "the key is 3 characters", "serve.key"),
+    Case("serve", "key-file-two-lines", lambda t, a: _serve_key(a, _key(t, "k" * 32 + "\n" + "j" * 32)), "holds one line", "serve.key"),
+    Case("serve", "key-file-binary", lambda t, a: _serve_key(a, _key(t, "\udcff" * 20)), "not a key file", "serve.key"),
+    Case("serve", "key-file-is-a-folder", lambda t, a: _serve_key(a, (t / "serve.key").mkdir() or t / "serve.key"), "is a folder", "serve.key"),
+    Case("serve", "key-file-with-no-auth", lambda t, a: _serve_key(a, _key(t, "k" * 32)) + ["--no-auth"], "do not go together", "--no-auth"),
+    Case("serve", "key-file-in-unwritable-place", lambda t, a: _serve_key(a, c.write(t / "f", b"x") / "serve.key"),
+         "cannot write the key file", "serve.key"),
+    Case("serve", "tls-cert-alone", lambda t, a: ["serve", "--model", str(a.onnx), "--tls-cert", str(c.write(t / "c.pem", b"x"))],
+         "go together", "--tls-key"),
+    Case("serve", "tls-cert-not-a-cert", lambda t, a: ["serve", "--model", str(a.onnx), "--tls-cert", str(c.write(t / "c.pem", b"x")),
+                                                       "--tls-key", str(c.write(t / "k.pem", b"y"))], "cannot load the TLS", "c.pem"),
     # --- data stats / data check / data synth -----------------------------------------------------------
     Case("data stats", "empty-folder", lambda t, a: ["data", "stats", str((t / "set").mkdir() or t / "set")], NO_PAIRS, "set"),
     Case("data stats", "corrupt-zip", lambda t, a: ["data", "stats", str(c.corrupt_zip(t / "set.zip"))], "not a readable zip file", "set.zip"),

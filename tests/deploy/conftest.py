@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -73,12 +74,12 @@ class Server:
 def running_server(model: Path, *args: str) -> Iterator[Server]:
     proc = cli_process("serve", "--model", str(model), "--port", "0", *args)
     try:
-        line = proc.stdout.readline()  # "serving ... on http://127.0.0.1:PORT/ ..."
-        if "http://" not in line:
+        line = proc.stdout.readline()  # "serving ... on http://127.0.0.1:PORT/ ..." (https:// with TLS)
+        found = re.search(r"(https?://\S+?)/? ", line)
+        if found is None:
             proc.kill()
             raise AssertionError(f"the server did not start: {line!r} {proc.stderr.read()}")
-        url = line.split("http://", 1)[1].split()[0].rstrip("/")
-        yield Server(proc, "http://" + url)
+        yield Server(proc, found.group(1))
     finally:
         if proc.poll() is None:
             proc.kill()

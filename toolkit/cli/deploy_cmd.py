@@ -10,6 +10,11 @@ import typer
 from .common import console, err_console
 from .run_cmd import NO_BG_CACHE_HELP, PROVIDER_HELP
 
+KEY_FILE_HELP = ("The key requests must carry (Authorization: Bearer KEY): read from this file, or made in it when it does not exist "
+                 "(owner-only). Default: $TOOLKIT_SERVE_KEY, else ~/.config/toolkit/serve.key.")
+AUTH_HELP = ("--auth: require the key on loopback too; --no-auth: no key at all (a warning beyond loopback). "
+             "Default: a key beyond loopback (127.0.0.1, ::1), none on it.")
+
 
 def stream(
     model: Path = typer.Option(..., "--model", "-m", help="Model file: .pt, .onnx or .engine (backend by suffix)."),
@@ -38,6 +43,10 @@ def stream(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON (frames, fps, flicker, notes)."),
     preview: int | None = typer.Option(
         None, "--preview", help="Serve the live panel on http://127.0.0.1:PORT/ (MJPEG at /stream.mjpg, /metrics); 0: any free port."),
+    preview_host: str | None = typer.Option(
+        None, "--preview-host", help="Address the preview listens on (default 127.0.0.1); beyond loopback its pages need the key."),
+    key_file: Path | None = typer.Option(None, "--key-file", help="The preview's key: " + KEY_FILE_HELP),
+    auth: bool | None = typer.Option(None, "--auth/--no-auth", help="The preview's key: " + AUTH_HELP),
 ) -> None:
     """Run a model on every frame: writes frame | mask overlay | depth colour map as a video (or PNGs).
 
@@ -58,6 +67,9 @@ def stream(
         from ..core.fsutil import check_output_file
 
         check_output_file(json_out)
+    from ..deploy.preview import check_preview_options
+
+    check_preview_options(preview, preview_host, key_file, auth)
     progress = Progress(
         TextColumn("stream"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]:.1f} fps"), TimeElapsedColumn(),
         console=err_console, transient=False,
@@ -75,11 +87,7 @@ def stream(
     def on_frame(done: int, rate: float) -> None:
         progress.update(task, completed=done, fps=rate)
 
-    from ..deploy.preview import Preview
-
-    viewer = Preview(preview) if preview is not None else None
-    if viewer is not None:
-        err_console.print(f"preview: {viewer.url} (panel, /stream.mjpg, /metrics)", soft_wrap=True)
+    viewer = open_preview(preview, preview_host, key_file, auth)
     try:
         report = run_stream(model, source, out, options, preview=viewer, on_start=on_start, on_frame=on_frame)
     finally:
@@ -87,6 +95,22 @@ def stream(
         if viewer is not None:
             viewer.close()
     print_stream_report(report, out, masks_dir, json_out)
+
+
+def open_preview(port: int | None, host: str | None, key_file: Path | None, auth: bool | None):
+    """The live preview the flags ask for (None without --preview), its key resolved and said."""
+    if port is None:
+        return None
+    from ..deploy.auth import resolve_access
+    from ..deploy.preview import Preview
+
+    host = host or "127.0.0.1"
+    access = resolve_access(host, key_file=key_file, auth=auth, port=port, tls_hint="put a TLS proxy in front of the preview")
+    for line in access.lines:
+        err_console.print(line, soft_wrap=True)
+    viewer = Preview(port, host, access)
+    err_console.print(f"preview: {viewer.url} (panel, /stream.mjpg, /metrics)", soft_wrap=True)
+    return viewer
 
 
 def print_stream_report(report, out: Path, masks_dir: Path | None, json_out: Path | None) -> None:
@@ -127,6 +151,11 @@ def serve(
     log_level: str = typer.Option(
         "info", "--log-level",
         help="debug or info: one line per request on stderr (method, path, status, ms, batch size); warning or error: failures only."),
+    key_file: Path | None = typer.Option(
+        None, "--key-file", help=KEY_FILE_HELP),
+    auth: bool | None = typer.Option(None, "--auth/--no-auth", help=AUTH_HELP),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="TLS certificate (PEM): serve HTTPS. With --tls-key."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="The TLS certificate's private key (PEM)."),
 ) -> None:
     """Serve the model over HTTP: POST /v1/infer, GET /v1/model, /healthz, /readyz, /metrics (Prometheus), and an upload page at /.
 
@@ -135,7 +164,8 @@ def serve(
     from ..deploy.server import serve_model
 
     options = ServeOptions(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb,
-                           provider=provider, bg=bg, bg_cache=not no_bg_cache, log_level=log_level)
+                           provider=provider, bg=bg, bg_cache=not no_bg_cache, log_level=log_level, key_file=key_file, auth=auth,
+                           tls_cert=tls_cert, tls_key=tls_key)
     serve_model(model, options, say=lambda line: console.print(line, soft_wrap=True) or console.file.flush(),
                 tell=lambda line: err_console.print(line, soft_wrap=True))
 

@@ -61,7 +61,12 @@ class ServeMetrics:
         self.latency = Histogram(LATENCY_BUCKETS_S)
         self.batches = Histogram(BATCH_BUCKETS)
         self.self_test: bool | None = None  # None: the model holds no golden pairs
+        self.refused = 0  # requests without the key (toolkit.deploy.auth)
         self._lock = threading.Lock()
+
+    def count_refused(self) -> None:
+        with self._lock:
+            self.refused += 1
 
     def request(self, status: int, seconds: float) -> None:
         """One `/v1/infer` answer."""
@@ -85,6 +90,8 @@ class ServeMetrics:
             "# TYPE toolkit_batch_size histogram", *self.batches.lines("toolkit_batch_size"),
             "# HELP toolkit_inference_failures_total Inference calls that raised (each answered 500).",
             "# TYPE toolkit_inference_failures_total counter", f"toolkit_inference_failures_total {failures}",
+            "# HELP toolkit_auth_refused_total Requests turned away without the key (answered 401).",
+            "# TYPE toolkit_auth_refused_total counter", f"toolkit_auth_refused_total {self.refused}",
             "# HELP toolkit_queue_depth Requests waiting for the batcher.", "# TYPE toolkit_queue_depth gauge",
             f"toolkit_queue_depth {queued}",
             "# HELP toolkit_self_test_passed 1 when the model passed its self-test at start (absent without golden pairs).",

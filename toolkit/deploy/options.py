@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..core.errors import UserError
 from .adapt import Adaptation
+from .auth import check_auth_options
 from .live import LiveOptions
 from .service import ServeSettings
 from .temporal import Smoother
@@ -83,7 +84,8 @@ class ServeOptions:
     dynamic batcher; `max_upload_mb`: the largest request body; `bg`: a server for one fixed
     camera (requests send `fgbg` only), `bg_cache` False: the whole network even beside the
     halves; `log_level`: a line per request (debug, info) or failures only (warning, error);
-    `self_test`: the model proves itself before the port opens."""
+    `self_test`: the model proves itself before the port opens; `key_file`/`auth`: who may use
+    it (toolkit.deploy.auth: a key beyond loopback); `tls_cert`/`tls_key`: HTTPS."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -95,9 +97,15 @@ class ServeOptions:
     bg_cache: bool = True
     log_level: str = "info"
     self_test: bool = True
+    key_file: Path | None = None
+    auth: bool | None = None  # None: a key beyond loopback; True: on loopback too; False: --no-auth
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "bg", _as_path(self.bg))
+        for name in ("bg", "key_file", "tls_cert", "tls_key"):
+            object.__setattr__(self, name, _as_path(getattr(self, name)))
+        check_auth_options(self.key_file, self.auth, self.tls_cert, self.tls_key)
         _positive(self.max_batch, "--max-batch")
         if not 0 <= self.port <= 65535:
             raise UserError(f"--port must be in 0..65535, got {self.port}")
@@ -107,6 +115,10 @@ class ServeOptions:
             raise UserError("--no-bg-cache only applies with --bg IMAGE (a server for one fixed camera)")
         if self.log_level not in LOG_LEVELS:
             raise UserError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+
+    @property
+    def tls(self) -> tuple[Path, Path] | None:
+        return (self.tls_cert, self.tls_key) if self.tls_cert is not None and self.tls_key is not None else None
 
     @property
     def settings(self) -> ServeSettings:

@@ -1,6 +1,7 @@
 """`stream --preview PORT`: what the camera sees and what the model says, live, in a browser.
 
 A small HTTP server (the standard library's: the edge install needs nothing more) on 127.0.0.1
+(or `--preview-host ADDR`: then, as for `serve`, every page needs the key, toolkit.deploy.auth)
 serves the newest panel (frame | mask overlay | depth) while the stream runs:
 
 * `/` a page that shows it and the stream's figures, refreshing itself;
@@ -16,13 +17,16 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..core.errors import UserError
+from .auth import CHALLENGE, REFUSAL, Access, check_auth_options
 from .metrics import CONTENT_TYPE, LATENCY_BUCKETS_S, Histogram
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>toolkit stream</title>
@@ -50,12 +54,24 @@ tick();
 """
 
 
-class Preview:
-    """The newest panel and the stream's figures, served on `port` (0: any free one) of 127.0.0.1."""
+def check_preview_options(preview: int | None, host: str | None, key_file: Path | None, auth: bool | None) -> None:
+    """`--preview-host`, `--key-file` and `--auth/--no-auth` are the preview's: refused without it."""
+    given = [flag for flag, value in (("--preview-host", host), ("--key-file", key_file), ("--auth/--no-auth", auth)) if value is not None]
+    if preview is None and given:
+        raise UserError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --preview PORT (the live page)")
+    check_auth_options(key_file, auth)
 
-    def __init__(self, port: int, host: str = "127.0.0.1"):
+
+class Preview:
+    """The newest panel and the stream's figures, served on `port` (0: any free one) of `host`
+    (127.0.0.1 by default). `access`: the key its pages need (toolkit.deploy.auth; None: open),
+    as for `serve`: required beyond loopback."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", access: Access | None = None):
         if not 0 <= port <= 65535:
             raise UserError(f"--preview must be a port in 0..65535, got {port}")
+        self.access = access or Access()
+        self.refused = 0
         self._panel: np.ndarray | None = None
         self._jpeg: tuple[int, bytes] | None = None  # (frame number, its JPEG)
         self.frame = 0
@@ -68,7 +84,8 @@ class Preview:
         except OSError as e:
             raise UserError(f"--preview: cannot listen on {host}:{port} ({e.strerror or e})") from None
         self.server.daemon_threads = True
-        self.url = f"http://{host}:{self.server.server_address[1]}/"
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self.server.server_address[1]}/"
         self._thread = threading.Thread(target=self.server.serve_forever, name="toolkit-preview", daemon=True)
         self._thread.start()
 
@@ -112,6 +129,8 @@ class Preview:
         if "self_test_passed" in self.figures:
             lines += ["# HELP toolkit_self_test_passed 1 when the model passed its self-test at start.",
                       "# TYPE toolkit_self_test_passed gauge", f"toolkit_self_test_passed {int(self.figures['self_test_passed'])}"]
+        lines += ["# HELP toolkit_auth_refused_total Requests turned away without the key (answered 401).",
+                  "# TYPE toolkit_auth_refused_total counter", f"toolkit_auth_refused_total {self.refused}"]
         return "\n".join(lines) + "\n"
 
     def close(self) -> None:
@@ -126,7 +145,9 @@ class Preview:
 def _handler(preview: Preview) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            path = self.path.split("?", 1)[0]
+            path, _, query = self.path.partition("?")
+            if not self._let_in(path, query):
+                return
             if path == "/":
                 self._send(200, "text/html; charset=utf-8", PAGE.encode())
             elif path == "/frame.jpg":
@@ -141,6 +162,22 @@ def _handler(preview: Preview) -> type[http.server.BaseHTTPRequestHandler]:
                 self._send(200, CONTENT_TYPE, preview.metrics().encode())
             else:
                 self._send(404, "text/plain; charset=utf-8", b"not found\n")
+
+        def _let_in(self, path: str, query: str) -> bool:
+            """The key check (toolkit.deploy.auth): a browser's ?key= login, else 401 without the key."""
+            access = preview.access
+            if not access.required:
+                return True
+            login = access.login(path, query)
+            if login is not None:
+                self._send(303, "text/plain; charset=utf-8", b"", {"Location": login[0], "Set-Cookie": login[1], "Cache-Control": "no-store"})
+                return False
+            if access.admits(path, {k.lower(): v for k, v in self.headers.items()}):
+                return True
+            preview.refused += 1
+            body = json.dumps({"error": REFUSAL}).encode()
+            self._send(401, "application/json", body, {"WWW-Authenticate": CHALLENGE, "Cache-Control": "no-store"})
+            return False
 
         def _send(self, status: int, ctype: str, body: bytes, headers: dict[str, str] | None = None) -> None:
             self.send_response(status)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from ..core.errors import UserError
 from ..runtime import Runner
+from .auth import Access, KeyCheck, resolve_access
 from .options import LOG_LEVELS, ServeOptions
 from .service import ServeSettings, require_serve
 
@@ -55,6 +56,11 @@ def serve_model(model: str | Path, options: ServeOptions | None = None, *, say: 
     o = options or ServeOptions()
     tell = tell or (lambda line: print(line, file=sys.stderr, flush=True))
     require_serve()
+    if o.tls is not None:
+        check_tls(*o.tls)
+    access = resolve_access(o.host, key_file=o.key_file, auth=o.auth, tls=o.tls is not None, port=o.port)
+    for line in access.lines:  # where the key is (never the key), and warnings
+        tell(line)
     configure_request_log(o.log_level)
     background = (o.bg.name, imageio.read_rgb(o.bg)) if o.bg is not None else None
     runner = open_fixed_camera(model, cache=o.bg_cache, provider=o.provider) if o.bg is not None else open_runner(model, provider=o.provider)
@@ -65,7 +71,18 @@ def serve_model(model: str | Path, options: ServeOptions | None = None, *, say: 
         if checked:
             tell(checked)
         passed = True if checked and not checked.startswith("note:") else None
-        serve(runner, o.host, o.port, o.settings, say=say, background=background, self_test=passed)
+        serve(runner, o.host, o.port, o.settings, say=say, background=background, self_test=passed, access=access, tls=o.tls)
+
+
+def check_tls(cert: Path, key: Path) -> None:
+    """The certificate and its private key load (one line when they do not), before the port opens."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as e:
+        raise UserError(f"{cert}, {key}: cannot load the TLS certificate and key ({getattr(e, 'strerror', None) or e})") from None
 
 
 def configure_request_log(level: str) -> None:
@@ -80,9 +97,10 @@ def configure_request_log(level: str) -> None:
 
 
 def create_app(runner: Runner, settings: ServeSettings = ServeSettings(),  # noqa: B008 - frozen dataclass
-               background: tuple[str, np.ndarray] | None = None, self_test: bool | None = None):
+               background: tuple[str, np.ndarray] | None = None, self_test: bool | None = None, access: Access | None = None):
     """The ASGI app around an activated `runner`; its lifespan starts and stops the batcher.
     `background` (its name, the image): a server for one fixed camera (requests send `fgbg` only).
+    `access`: the key every route but /healthz and /readyz needs (`toolkit.deploy.auth`; None: open).
 
     The handlers live in `routes.py`, which imports Starlette at its top: it is imported here,
     after `require_serve()`, so this module imports (and the CLI starts) without the extra.
@@ -94,15 +112,17 @@ def create_app(runner: Runner, settings: ServeSettings = ServeSettings(),  # noq
     from .routes import RequestLog, ServeApp
 
     state = ServeApp(runner, settings, background, self_test)
-    app = Starlette(routes=state.routes(), lifespan=state.lifespan, middleware=[Middleware(RequestLog)])
+    checks = Middleware(KeyCheck, access=access or Access(), refused=state.metrics.count_refused)
+    app = Starlette(routes=state.routes(), lifespan=state.lifespan, middleware=[Middleware(RequestLog), checks])
     app.state.batcher = state.batcher
     return app
 
 
 def serve(runner: Runner, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings = ServeSettings(),  # noqa: B008
           say=print, graceful_s: float = 30.0, background: tuple[str, np.ndarray] | None = None,
-          self_test: bool | None = None) -> None:
+          self_test: bool | None = None, access: Access | None = None, tls: tuple[Path, Path] | None = None) -> None:
     """Bind `host:port`, then serve until SIGINT/SIGTERM; in-flight requests finish first.
+    `access`: the key the routes need (None: open); `tls`: (certificate, private key) files.
 
     The socket is bound here, before uvicorn starts, so a port in use is one clear error line
     and `--port 0` can print the port the system picked.
@@ -123,8 +143,9 @@ def serve(runner: Runner, host: str = "127.0.0.1", port: int = 8000, settings: S
         sock.close()
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
     bound = sock.getsockname()[1]
-    app = create_app(runner, settings, background, self_test)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=graceful_s, lifespan="on")
+    app = create_app(runner, settings, background, self_test, access)
+    certs = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls is not None else {}
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=graceful_s, lifespan="on", **certs)
 
     class DrainingServer(uvicorn.Server):
         """On SIGINT/SIGTERM the batcher stops waiting for more requests, so the ones in flight
@@ -137,7 +158,8 @@ def serve(runner: Runner, host: str = "127.0.0.1", port: int = 8000, settings: S
     server = DrainingServer(config)
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     camera = f"; fixed background {background[0]}, requests send fgbg only" if background is not None else ""
-    say(f"serving {runner.name} on http://{shown}:{bound}/ (max batch {settings.max_batch}{camera}; Ctrl-C or SIGTERM stops it)")
+    scheme = "https" if tls is not None else "http"
+    say(f"serving {runner.name} on {scheme}://{shown}:{bound}/ (max batch {settings.max_batch}{camera}; Ctrl-C or SIGTERM stops it)")
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; these
     # handlers receive that re-raise so the command ends normally (exit 0) instead of by the signal.
     stopped: list[str] = []

@@ -330,9 +330,11 @@ def import_legacy(source: str | Path, out: str | Path, *, epoch: int | None = No
     original files' statistics are a blend of both heads' that eval mode cannot use
     (architecture.md). None writes the exact old import, statistics as shipped. `progress(done,
     total)`: its batches."""
+    from ..core.fsutil import check_output_file
     from .checkpoint import build_net, save_checkpoint
 
     source, out = Path(source), Path(out)
+    check_output_file(out)  # before the minutes of re-estimation, not after them
     ckpt, legacy, dropped = legacy_checkpoint(source, epoch=epoch)
     tensors = len(ckpt["model"])
     params = sum(p.numel() for p in build_net(ckpt).parameters())

@@ -255,6 +255,9 @@ def recalibrate_file(ckpt_path: str | Path, out: str | Path, options: Calibratio
                      progress: Callable[[int, int], None] | None = None) -> Recalibration:
     """`toolkit recalibrate`: a toolkit checkpoint with its BatchNorm statistics re-estimated,
     written to `out` only when it passes (atomically)."""
+    from ..core.fsutil import check_output_file
+
+    check_output_file(out)  # before the work, not after it
     ckpt = load_checkpoint(ckpt_path)
     new, report = recalibrate_checked(ckpt, options, str(out), say, progress)
     save_checkpoint(out, new)
