@@ -459,7 +459,7 @@ CASES: list[Case] = [
     Case("serve", "missing-model", lambda t, a: ["serve", "--model", str(t / "gone.onnx")], "no such model file", "gone.onnx"),
     Case("serve", "max-batch-zero", lambda t, a: ["serve", "--model", str(a.onnx), "--max-batch", "0"], "positive", "--max-batch"),
     Case("serve", "key-file-others-can-read", lambda t, a: _serve_key(a, _key(t, "k" * 32, 0o644)), "can be read by other users", "serve.key"),
-    Case("serve", "key-file-short", lambda t, a: _serve_key(a, _key(t, "abc")), "the key is 3 characters", "serve.key"),
+    Case("serve", "key-file-short", lambda t, a: _serve_key(a, _key(t, "abc")), "the key is too short", "serve.key"),
     Case("serve", "key-file-two-lines", lambda t, a: _serve_key(a, _key(t, "k" * 32 + "\n" + "j" * 32)), "holds one line", "serve.key"),
     Case("serve", "key-file-binary", lambda t, a: _serve_key(a, _key(t, "\udcff" * 20)), "not a key file", "serve.key"),
     Case("serve", "key-file-is-a-folder", lambda t, a: _serve_key(a, (t / "serve.key").mkdir() or t / "serve.key"), "is a folder", "serve.key"),

@@ -14,8 +14,9 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.deploy.conftest import running_server
+from tests.deploy.test_server import pair_body
 from toolkit.core.errors import UserError
-from toolkit.deploy.auth import KEY_ENV, Access, is_loopback, presented_key, read_key_file, resolve_access
+from toolkit.deploy.auth import KEY_ENV, Access, bearer_key, cookie_token, cookie_value, is_loopback, read_key_file, resolve_access
 
 GOOD = "k3y-" + "x" * 28  # 32 characters
 
@@ -60,7 +61,7 @@ def test_a_given_key_wins_and_no_auth_warns_beyond_loopback(tmp_path):
 
 
 @pytest.mark.parametrize("text, mode, says", [
-    ("short", 0o600, "the key is 5 characters; use 16 or more"),
+    ("abc12", 0o600, "the key is too short; use 16 characters or more"),
     ("has a space in it, 32 characters", 0o600, "characters other than letters"),
     (GOOD + "\n" + GOOD, 0o600, "holds one line (the key), this one holds 2"),
     ("", 0o600, "holds one line (the key), this one holds 0"),
@@ -71,25 +72,50 @@ def test_a_bad_key_file_is_one_line_without_the_key(tmp_path, text, mode, says):
     with pytest.raises(UserError) as e:
         read_key_file(path)
     assert says in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
-    assert GOOD not in str(e.value) and ("short" not in str(e.value) or text != "short")
+    assert GOOD not in str(e.value) and (text not in str(e.value) or not text)
 
 
 def test_the_key_is_taken_from_a_bearer_header_or_the_login_cookie():
-    assert presented_key("Bearer " + GOOD, None) == GOOD and presented_key("bearer  " + GOOD + " ", None) == GOOD
-    assert presented_key("Basic abc", None) is None and presented_key(None, f"a=1; toolkit_key={GOOD}") == GOOD
-    assert presented_key(None, 'broken="') is None and presented_key(None, None) is None
+    assert bearer_key("Bearer " + GOOD) == GOOD and bearer_key("bearer  " + GOOD + " ") == GOOD
+    assert bearer_key("Basic abc") is None and bearer_key(None) is None
+    token = cookie_token(GOOD)
+    assert token != GOOD and GOOD not in token  # the cookie never holds the key
+    assert cookie_value(f'other={{"json": 1}}; broken="; toolkit_key={token}', "toolkit_key") == token  # others' cookies do not hide it
     access = Access(GOOD)
     assert access.admits("/healthz", {}) and access.admits("/readyz", {}) and not access.admits("/v1/model", {})
+    assert not access.admits("//healthz", {}) and not access.admits("/healthz/", {})
     assert access.admits("/metrics", {"authorization": f"Bearer {GOOD}"})
     assert not access.admits("/metrics", {"authorization": f"Bearer {GOOD[:-1]}X"})
-    assert access.login("/", f"key={GOOD}&format=panel") == ("/?format=panel", f"toolkit_key={GOOD}; HttpOnly; SameSite=Strict; Path=/")
+    assert access.admits("/", {"cookie": f"toolkit_key={token}"}) and not access.admits("/", {"cookie": f"toolkit_key={GOOD}"})
+    assert access.login("/", f"key={GOOD}&format=panel") == ("/?format=panel", f"toolkit_key={token}; HttpOnly; SameSite=Lax; Path=/")
     assert access.login("/", "key=wrong") is None and Access().login("/", f"key={GOOD}") is None
+
+
+@pytest.mark.parametrize("path, lands", [("//evil.example/", "/evil.example/"), ("/\\evil", "/evil"),
+                                         ("/a b?#", "/a%20b%3F%23"), ("/stream.mjpg", "/stream.mjpg")])
+def test_the_login_redirect_stays_on_this_server(path, lands):
+    assert Access(GOOD).login(path, f"key={GOOD}")[0] == lands
+
+
+def test_a_key_file_of_another_kind_is_refused(tmp_path):
+    real = key_file(tmp_path / "real.key")
+    (tmp_path / "link.key").symlink_to(real)
+    with pytest.raises(UserError, match="link.key: a symbolic link"):
+        read_key_file(tmp_path / "link.key")
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(UserError, match="other users may write to this folder"):
+        resolve_access("0.0.0.0", key_file=shared / "serve.key", env={})
+    made = resolve_access("0.0.0.0", key_file=tmp_path / "new" / "deeper" / "serve.key", env={KEY_ENV: GOOD}, tls=True)
+    assert made.key != GOOD and made.lines[1] == f"note: ${KEY_ENV} ignored: --key-file {tmp_path / 'new' / 'deeper' / 'serve.key'} given"
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700 == stat.S_IMODE((tmp_path / "new" / "deeper").stat().st_mode)
 
 
 def no_redirect(url: str, path: str) -> tuple[int, dict[str, str]]:
     """(status, lower-case headers) of one GET, a redirect not followed (urllib would follow it)."""
     host, port = url.split("//", 1)[1].rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=60)
     try:
         conn.request("GET", path)
         r = conn.getresponse()
@@ -113,10 +139,11 @@ def test_serve_requires_the_key_and_keeps_it_out_of_every_line(exported_onnx, tm
         assert s.request("/v1/model", headers=bearer)[0] == 200
         assert s.request("/", headers={})[0] == 401
         status, got = no_redirect(s.url, f"/?key={key}")  # a browser logs in once
-        assert status == 303 and got["location"] == "/" and "HttpOnly" in got["set-cookie"] and key in got["set-cookie"]
-        assert s.request("/", headers={"Cookie": f"toolkit_key={key}"})[0] == 200
+        assert status == 303 and got["location"] == "/" and "HttpOnly" in got["set-cookie"] and key not in got["set-cookie"]
+        assert s.request("/", headers={"Cookie": got["set-cookie"].split(";")[0]})[0] == 200
+        assert s.request(f"/v1/infer?key={key}", *pair_body())[0] == 401  # a POST never logs in
         metrics = s.request("/metrics", headers=bearer)[2].decode()
-        assert "toolkit_auth_refused_total 5" in metrics
+        assert "toolkit_auth_refused_total 6" in metrics
         code, out, err = s.stop()
     assert code == 0 and f"key: generated in {path} (owner-only)" in err
     assert "GET /v1/model 401" in err and "GET /v1/model 200" in err  # the request log has the lines...
@@ -136,18 +163,21 @@ def test_no_auth_warns_beyond_loopback_and_a_bad_key_file_is_exit_2(exported_onn
         f"error: {bad}: the key file can be read by other users (mode 0644); chmod 600 {bad}"]
 
 
-def test_the_preview_needs_the_key_as_serve_does(tmp_path):
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_the_preview_needs_the_key_as_serve_does(tmp_path, host):
     from toolkit.deploy.preview import Preview
 
-    preview = Preview(0, "127.0.0.1", Access(GOOD))
+    if host == "::1" and not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    preview = Preview(0, host, Access(GOOD))
     try:
         url = preview.url.rstrip("/")
         for path in ("/", "/frame.jpg", "/stream.mjpg", "/metrics"):
             status, got = no_redirect(url, path)
             assert status == 401 and got["www-authenticate"].startswith("Bearer"), path
         status, got = no_redirect(url, f"/?key={GOOD}")
-        assert status == 303 and got["location"] == "/" and f"toolkit_key={GOOD}; HttpOnly" in got["set-cookie"]
-        request = urllib.request.Request(url + "/metrics", headers={"Cookie": f"toolkit_key={GOOD}"})
+        assert status == 303 and got["location"] == "/" and f"toolkit_key={cookie_token(GOOD)}; HttpOnly" in got["set-cookie"]
+        request = urllib.request.Request(url + "/metrics", headers={"Cookie": f"toolkit_key={cookie_token(GOOD)}"})
         with urllib.request.urlopen(request, timeout=60) as r:
             assert r.status == 200 and "toolkit_auth_refused_total 4" in r.read().decode()
         request = urllib.request.Request(url + "/frame.jpg", headers={"Authorization": f"Bearer {GOOD}"})

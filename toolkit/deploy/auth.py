@@ -21,16 +21,17 @@ Keys are compared in constant time (`hmac.compare_digest`).
 
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
 import os
 import secrets
+import stat
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from ..core.errors import UserError
 
@@ -71,15 +72,21 @@ class Access:
         return self.key is not None
 
     def admits(self, path: str, headers: Mapping[str, str]) -> bool:
-        """Whether a request for `path` with `headers` (lower-case names) may go on."""
+        """Whether a request for `path` with `headers` (lower-case names) may go on: the key as
+        a Bearer token, or the login cookie (which holds a token derived from the key, never
+        the key: a cookie reaches every port of the host)."""
         if self.key is None or path in OPEN_PATHS:
             return True
-        given = presented_key(headers.get("authorization"), headers.get("cookie"))
-        return given is not None and hmac.compare_digest(given.encode(), self.key.encode())
+        bearer = bearer_key(headers.get("authorization"))
+        if bearer is not None:
+            return hmac.compare_digest(bearer.encode(), self.key.encode())
+        cookie = cookie_value(headers.get("cookie"), COOKIE)
+        return cookie is not None and hmac.compare_digest(cookie.encode(), cookie_token(self.key).encode())
 
     def login(self, path: str, query: str) -> tuple[str, str] | None:
-        """A browser's `?key=KEY`: (where to send it, the Set-Cookie value) when KEY is the key
-        (the address it is sent to keeps the other query fields, not the key); None otherwise."""
+        """A browser's `?key=KEY` (GET): (where to send it, the Set-Cookie value) when KEY is the
+        key; None otherwise. The address keeps the other query fields, not the key, and stays
+        on this server (a path, never `//host`)."""
         if self.key is None or not query:
             return None
         fields = parse_qsl(query, keep_blank_values=True)
@@ -87,24 +94,29 @@ class Access:
         if given is None or not hmac.compare_digest(given.encode(), self.key.encode()):
             return None
         rest = urlencode([(k, v) for k, v in fields if k != "key"])
-        cookie = f"{COOKIE}={self.key}; HttpOnly; SameSite=Strict; Path=/" + ("; Secure" if self.secure else "")
-        return (path + (f"?{rest}" if rest else "")), cookie
+        local = quote("/" + path.lstrip("/\\"), safe="/-._~")
+        cookie = f"{COOKIE}={cookie_token(self.key)}; HttpOnly; SameSite=Lax; Path=/" + ("; Secure" if self.secure else "")
+        return (local + (f"?{rest}" if rest else "")), cookie
 
 
-def presented_key(authorization: str | None, cookie: str | None) -> str | None:
-    """The key a request carries: `Authorization: Bearer KEY`, or the login cookie."""
-    if authorization:
-        scheme, _, value = authorization.strip().partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    if cookie:
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(cookie)
-        except Exception:  # noqa: BLE001 - a malformed Cookie header carries no key
-            return None
-        if COOKIE in jar:
-            return jar[COOKIE].value
+def cookie_token(key: str) -> str:
+    """What the login cookie holds: derived from the key, useless anywhere else."""
+    return hmac.new(key.encode(), b"toolkit login cookie", "sha256").hexdigest()
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer KEY` header."""
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def cookie_value(header: str | None, name: str) -> str | None:
+    """`name`'s value in a Cookie header, read by hand: one malformed cookie of another app on
+    the same host must not hide ours (SimpleCookie stops at the first)."""
+    for part in (header or "").split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value.strip().strip('"')
     return None
 
 
@@ -112,7 +124,7 @@ def check_key(key: str, where: str) -> str:
     """`key` when it is one (16+ characters of base64/hex, no spaces); else one line naming
     `where` it came from, never the key itself."""
     if len(key) < MIN_KEY_LENGTH:
-        raise UserError(f"{where}: the key is {len(key)} characters; use {MIN_KEY_LENGTH} or more "
+        raise UserError(f"{where}: the key is too short; use {MIN_KEY_LENGTH} characters or more "
                         "(delete the file and a key is generated)")
     if not set(key) <= KEY_CHARACTERS:
         raise UserError(f"{where}: the key holds characters other than letters, digits and -_.~+/= "
@@ -121,30 +133,45 @@ def check_key(key: str, where: str) -> str:
 
 
 def read_key_file(path: Path) -> str:
-    """The key in `path` (one line), refused in one line when the file is not a usable key file."""
+    """The key in `path` (one line), refused in one line when the file is not a usable key file:
+    not a regular file of this user's, a symbolic link, or readable by others. Opened once
+    (no symlink followed) and judged on what was opened, so it cannot be swapped in between."""
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not a key file")
     try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="ascii")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        why = "a symbolic link (give the file itself)" if e.errno == errno.ELOOP else f"cannot read the key file ({e.strerror or e})"
+        raise UserError(f"{path}: {why}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{path}: not a regular file, not a key file")
+        if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+            raise UserError(f"{path}: the key file belongs to another user (uid {st.st_uid}); use one of your own")
+        if st.st_mode & 0o077:
+            raise UserError(f"{path}: the key file can be read by other users (mode {st.st_mode & 0o777:04o}); chmod 600 {path}")
+        data = f.read(4096)
+    try:
+        lines = data.decode("ascii").strip().splitlines()
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a key file (not ASCII text)") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the key file ({e.strerror or e})") from None
-    if mode & 0o077:
-        raise UserError(f"{path}: the key file can be read by other users (mode {mode & 0o777:04o}); chmod 600 {path}")
-    lines = text.strip().splitlines()
     if len(lines) != 1:
         raise UserError(f"{path}: a key file holds one line (the key), this one holds {len(lines)}")
     return check_key(lines[0].strip(), str(path))
 
 
 def write_key_file(path: Path) -> str:
-    """A new key in a new owner-only file at `path` (its folder made owner-only when new)."""
+    """A new key in a new owner-only file at `path`; missing folders are made owner-only, and a
+    folder others may write to is refused (they could swap the file)."""
     key = secrets.token_urlsafe(32)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        for folder in reversed([p for p in path.parents if not p.exists()]):
+            folder.mkdir(mode=0o700)
+        where = path.parent.stat()
+        if where.st_mode & 0o022 and not where.st_mode & stat.S_ISVTX:
+            raise UserError(f"{path.parent}: other users may write to this folder; keep the key file in one of your own")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except OSError as e:
         raise UserError(f"{path}: cannot write the key file ({e.strerror or e}); give --key-file F") from None
     with os.fdopen(fd, "w", encoding="ascii") as f:
@@ -169,6 +196,8 @@ def resolve_access(host: str, *, key_file: Path | None = None, auth: bool | None
         return Access(None, tuple(line for line in (warn,) if line), tls)
     clear = () if tls or not beyond else (f"warning: no TLS: the key and the images travel in clear text; {tls_hint}",)
     told = "(send Authorization: Bearer <key>)"
+    if key_file is not None and env.get(KEY_ENV):
+        clear = (f"note: ${KEY_ENV} ignored: --key-file {key_file} given", *clear)
     if key_file is not None or (beyond or auth) and not env.get(KEY_ENV):
         path = key_file or default_key_path()
         if path.exists():
@@ -201,11 +230,19 @@ class KeyCheck:
         self.app, self.access, self.refused = app, access, refused
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - ASGI's own types
-        if scope["type"] != "http" or not self.access.required:
-            await self.app(scope, receive, send)
+        if scope["type"] not in ("http", "websocket") or not self.access.required:
+            await self.app(scope, receive, send)  # lifespan: no request to judge
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        logged_in = self.access.login(scope["path"], scope.get("query_string", b"").decode("latin-1"))
+        if scope["type"] == "websocket":
+            if self.access.admits(scope["path"], headers):
+                await self.app(scope, receive, send)
+            else:
+                self.refused()
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        query = scope.get("query_string", b"").decode("latin-1") if scope.get("method") in ("GET", "HEAD") else ""
+        logged_in = self.access.login(scope["path"], query)
         if logged_in is not None:
             location, cookie = logged_in
             await _answer(send, 303, b"", [(b"location", location.encode()), (b"set-cookie", cookie.encode())])

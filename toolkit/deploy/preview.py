@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -79,8 +80,9 @@ class Preview:
         self.figures: dict[str, float] = {}  # received, dropped, reconnects, fps, self_test_passed
         self.ended = threading.Event()
         self._cond = threading.Condition()
+        server_class = _IPv6Server if ":" in host else http.server.ThreadingHTTPServer
         try:
-            self.server = http.server.ThreadingHTTPServer((host, port), _handler(self))
+            self.server = server_class((host.strip("[]"), port), _handler(self))
         except OSError as e:
             raise UserError(f"--preview: cannot listen on {host}:{port} ({e.strerror or e})") from None
         self.server.daemon_threads = True
@@ -140,6 +142,10 @@ class Preview:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=10)
+
+
+class _IPv6Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def _handler(preview: Preview) -> type[http.server.BaseHTTPRequestHandler]:
