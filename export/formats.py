@@ -104,7 +104,7 @@ def _fp16(ctx: ExportContext) -> list[Artifact]:
     pairs = ctx.pairs()
     feeds = batches(pairs.everything())
     path, report = convert_fp16(ctx.fp32_onnx, target(ctx, "fp16"), feeds)
-    whole = Artifact(path, "fp16", report.summary() + f" ({pairs.source} data)", report, report.notes)
+    whole = Artifact(path, "fp16", report.summary() + f" ({pairs.described})", report, report.notes)
     return [whole, *derived_halves(ctx, whole, lambda: fp16_halves(ctx.fp32_onnx, path, feeds))]
 
 

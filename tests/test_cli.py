@@ -1,8 +1,12 @@
 """Exit codes of the contract: 0 ok, 1 a check failed, 2 bad input with one line and no traceback."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 
 def _one_clean_line(r):
@@ -125,3 +129,21 @@ def test_every_option_and_argument_has_help():
         return [f"{' '.join(path)} {p.name}" for p in command.params if not getattr(p, "help", None)]
 
     assert bare(typer.main.get_command(app), ["toolkit"]) == []
+
+
+def test_a_reader_that_stops_early_does_not_turn_success_into_failure(tmp_path):
+    """`toolkit data synth` prints its lines into a pipe whose reader has already gone (as
+    `| head -1` leaves it): Rich's own handling exited 1; it must exit 0, as without the pipe,
+    with nothing on stderr and its work done."""
+    code = ("import os, sys\n"
+            "r, w = os.pipe()\n"
+            "os.close(r)\n"  # the reader is gone before the first line: every write meets a closed pipe
+            "os.dup2(w, 1)\n"
+            "from toolkit.cli import main\n"
+            "main(sys.argv[1:])\n")
+    out = tmp_path / "set"
+    r = subprocess.run([sys.executable, "-c", code, "data", "synth", "--out", str(out), "--backgrounds", "2",
+                        "--foregrounds", "1", "--placements", "1", "--size", "32"],
+                       capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    assert r.returncode == 0 and r.stderr == "", (r.returncode, r.stderr)
+    assert (out / "dataset.json").is_file()

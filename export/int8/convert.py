@@ -144,7 +144,7 @@ def quantize_int8(
     if not result and o.search == "auto":
         model, keep, result = _searched(source, out, pairs, props, report, say) or (model, keep, result)
         report.parity, report.float_nodes = result, keep
-    figures = f"{result.figures()} held out from the {pairs.source} data"
+    figures = f"{result.figures()} held out from the {pairs.described}"
     if not result:
         why = "; ".join(result.failures)
         if not o.force:

@@ -1,5 +1,6 @@
 """The demo pipeline end to end, at toy size: every stage runs and leaves its artefact."""
 
+import pytest
 from PIL import Image
 
 from toolkit.tasks.demo import DemoSettings, run_demo
@@ -13,6 +14,8 @@ def test_demo_runs_every_stage(tmp_path):
     for stage in ("synth", "train", "export", "infer"):
         assert result.artefacts[stage].exists(), stage
     assert result.artefacts["export"].name == "model.onnx"
+    halves = sorted(p.name for p in result.artefacts["export"].parent.glob("model.*.onnx"))
+    assert halves == ["model.bg.onnx", "model.frame.onnx"]  # as the README says every X.onnx comes with
     panel = Image.open(result.artefacts["infer"])
     assert panel.size[0] >= 4 * 48  # bg | fgbg | mask | depth at the input's size
     assert lines[-1].startswith("panel: ") and any(line.startswith("[parity]") and "PASS" in line for line in lines)
@@ -30,3 +33,18 @@ def test_readme_caption_says_what_the_demo_does():
     assert f"{pairs} pairs ({s.backgrounds} backgrounds x {s.foregrounds} people x {s.placements} placements, {s.synth_size} px)" in caption
     assert f"{s.epochs} epochs at {s.image_size} px" in caption and f"of {s.batch_size} pairs" in caption
     assert "minute" not in caption and " s " not in caption
+
+
+def test_the_demo_says_how_to_put_toolkit_on_path(tmp_path):
+    """After `make demo` a new user's `toolkit ...` found nothing: .venv/bin was not on PATH."""
+    import sys
+    from pathlib import Path
+
+    from toolkit.tasks.demo import path_hint
+
+    here = Path(sys.executable).parent
+    if not (here / "toolkit").is_file():
+        pytest.skip("toolkit is not installed as a script beside this Python")
+    hint = path_hint({"PATH": "/usr/bin:/bin"})
+    assert hint == f"next: put toolkit on PATH with `source {here / 'activate'}` (or run {here / 'toolkit'})"
+    assert path_hint({"PATH": f"/usr/bin:{here}"}) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,6 +36,16 @@ class _Console(Console):
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
         self._width, self._height = new_size
+
+    def on_broken_pipe(self) -> None:
+        """The reader went away (`toolkit parity ... | head -3`): print nothing more and let the
+        command end with its own verdict. Rich's default exits 1, a failure that did not happen."""
+        self.quiet = True
+        stream = sys.stderr if self.stderr else sys.stdout
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())  # the interpreter's last flush must not fail either
+            os.close(devnull)
 
 
 def _console(stderr: bool) -> Console:

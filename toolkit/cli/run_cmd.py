@@ -260,7 +260,7 @@ def demo(
     from ..core.optional import import_optional
 
     import_optional("torch", "PyTorch (the demo trains a model)", "train")
-    from ..tasks.demo import DemoSettings, run_demo
+    from ..tasks.demo import DemoSettings, path_hint, run_demo
     from .common import image_size as check_size
     from .common import positive
 
@@ -274,6 +274,9 @@ def demo(
         raise typer.Exit(130) from None
     total = sum(result.seconds.values())
     console.print(f"demo finished: parity {'PASS' if result.parity_passed else 'FAIL'}; stages took {total:.0f} s besides training")
+    hint = path_hint()
+    if hint:
+        console.print(hint)
 
 
 BENCH_COLUMNS = (

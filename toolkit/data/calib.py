@@ -37,6 +37,12 @@ class CalibrationPairs:
         return int(self.calib[INPUT_NAMES[0]].shape[0])
 
     @property
+    def described(self) -> str:
+        """Where the pairs came from, for a line: "synthetic data", or the data set's name
+        quoted (a folder called `data` must not read "data data")."""
+        return "synthetic data" if self.source == "synthetic" else f"data set '{self.source}'"
+
+    @property
     def gate_count(self) -> int:
         return int(self.gate[INPUT_NAMES[0]].shape[0])
 

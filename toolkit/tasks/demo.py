@@ -7,8 +7,10 @@ its output is; the demo ends with the parity verdict and the panel's path.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,7 +80,14 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, say: Callabl
     result.artefacts["train"] = ckpt
     say(f"[train] {ckpt}  (metrics: {trained.out / 'metrics.csv'})")
 
-    onnx_path = stage("export", lambda: export_onnx(ckpt, out / "export" / "model.onnx")[0])
+    def export() -> Path:  # the whole model and its fixed-camera halves, as `toolkit export` writes them
+        from export.fixed_camera import export_halves
+
+        path = export_onnx(ckpt, out / "export" / "model.onnx")[0]
+        export_halves(ckpt, path)
+        return path
+
+    onnx_path = stage("export", export)
 
     ds = open_dataset(data)
     _, held_out = split_by_background(ds, holdout=config.holdout, seed=config.seed)
@@ -99,6 +108,19 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, say: Callabl
     if not report:
         raise CheckFailed("demo: parity failed")
     return result
+
+
+def path_hint(environ: Mapping[str, str] | None = None) -> str | None:
+    """The line that puts `toolkit` on PATH when this one runs from a virtual environment whose
+    bin/ is not on it (after `make demo`, a new user's next `toolkit ...` found nothing)."""
+    environ = os.environ if environ is None else environ
+    here = Path(sys.executable).parent
+    if not (here / "toolkit").is_file():
+        return None
+    on_path = [Path(p).resolve() for p in environ.get("PATH", "").split(os.pathsep) if p]
+    if here.resolve() in on_path:
+        return None
+    return f"next: put toolkit on PATH with `source {here / 'activate'}` (or run {here / 'toolkit'})"
 
 
 def _panel(report) -> Path:

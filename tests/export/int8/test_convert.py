@@ -204,3 +204,13 @@ def test_a_single_background_cannot_hold_out_a_gate_set(tmp_path):
     synthesize(tmp_path / "one", backgrounds=1, foregrounds=2, placements=1, size=64)
     with pytest.raises(UserError, match="2 backgrounds"):
         load_pairs(tmp_path / "one", (64, 64))
+
+
+def test_lines_name_the_data_set_quoted(tmp_path):
+    """A calibration folder called `data` read "(data data)" in the export's lines."""
+    from toolkit.data.synth import synthesize
+
+    synthesize(tmp_path / "data", backgrounds=2, foregrounds=1, placements=1, size=32)
+    pairs = load_pairs(tmp_path / "data", (32, 32), calib_pairs=1, gate_pairs=1)
+    assert pairs.described == "data set 'data'"
+    assert synthetic_pairs(tmp_path / "s", (32, 32), calib_pairs=1, gate_pairs=1).described == "synthetic data"
