@@ -147,3 +147,26 @@ def test_a_reader_that_stops_early_does_not_turn_success_into_failure(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
     assert r.returncode == 0 and r.stderr == "", (r.returncode, r.stderr)
     assert (out / "dataset.json").is_file()
+
+
+def test_help_shows_no_bool_on_flags_and_names_arguments_in_capitals(monkeypatch):
+    """Every command's --help: a flag takes no value (no `<bool>`), arguments read like [OPTIONS]."""
+    import re
+
+    import typer.main
+    from typer.testing import CliRunner
+
+    from toolkit.cli import app
+
+    monkeypatch.setenv("COLUMNS", "100")
+    group = typer.main.get_command(app)
+    paths = [[]] + [[name] for name in group.commands]
+    paths += [["data", name] for name in group.commands["data"].commands]
+    runner = CliRunner()
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "<bool>" not in result.output, path
+        usage = next(line for line in result.output.splitlines() if "Usage:" in line)
+        for name in re.findall(r"[{\[]([A-Za-z_]+)[}\]]", usage):
+            assert name == name.upper(), (path, usage)

@@ -11,12 +11,38 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from typing import Any
 
 import typer
+import typer.core
 
 from ..core.errors import DEBUG_ENV, ToolkitError, debug_enabled
 
+
+class _TidyHelp:
+    """Help that reads like the rest of it: a flag shows no `<bool>` (it takes no value), and an
+    argument is named in capitals (`OLD`, `SOURCE`), as `[OPTIONS]` is."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+            elif isinstance(param, typer.core.TyperArgument) and param.metavar is None and param.name:
+                param.metavar = param.name.upper()
+        return params
+
+
+class TidyCommand(_TidyHelp, typer.core.TyperCommand):
+    pass
+
+
+class TidyGroup(_TidyHelp, typer.core.TyperGroup):
+    pass
+
+
 app = typer.Typer(
+    cls=TidyGroup,
     name="toolkit",
     help="Train, export, deploy and verify the EVA4 mask + depth network.",
     no_args_is_help=True,
@@ -29,9 +55,14 @@ app = typer.Typer(
 def _register() -> None:
     from . import data_cmd, deploy_cmd, model_cmd, run_cmd, train_cmd, val_cmd
 
+    data_cmd.data_app.info.cls = TidyGroup
     app.add_typer(data_cmd.data_app, name="data")
     for module in (train_cmd, model_cmd, run_cmd, val_cmd, deploy_cmd):
         module.register(app)
+    for group in (app, data_cmd.data_app):
+        for command in group.registered_commands:
+            if command.cls in (None, typer.core.TyperCommand):
+                command.cls = TidyCommand
 
 
 def main(argv: list[str] | None = None) -> None:
