@@ -75,6 +75,8 @@ def test_val_runs_an_onnx_model_without_torch(trained_onnx, val_data):
     (["--batch", "0"], "batch sizes must be in"),
     (["--data", "/nonexistent/set"], "no such data folder"),
     (["--holdout", "0.3"], "--holdout and --seed choose the held-out backgrounds of --data"),
+    (["--all"], "--all scores every pair of --data (a test set of its own); give --data"),
+    (["--all", "--data", ".", "--seed", "3"], "--all scores every pair of --data; --holdout and --seed choose"),
 ])
 def test_bad_options_are_one_line(trained_onnx, args, message):
     r = run_cli("val", "--model", str(trained_onnx), "--no-reference", "--iters", "1", *args)
@@ -87,3 +89,14 @@ def test_a_data_set_of_one_background_is_refused(tmp_path, trained_onnx):
     synthesize(tmp_path / "one", backgrounds=1, foregrounds=2, placements=1, size=64, seed=1)
     with pytest.raises(UserError, match="at least 2"):
         validate([trained_onnx], tmp_path / "one", iters=1, batches=[1])
+
+
+def test_all_scores_a_test_set_whole_and_says_so(trained_onnx, tmp_path):
+    """A separate labelled test set: every pair is scored (before: only the held-out fifth)."""
+    from toolkit.data.synth import synthesize
+
+    synthesize(tmp_path / "test-set", backgrounds=3, foregrounds=2, placements=1, size=64, seed=4)  # 6 pairs
+    whole = validate([trained_onnx], tmp_path / "test-set", every_pair=True, batches=[1], warmup=0, iters=1)
+    share = validate([trained_onnx], tmp_path / "test-set", batches=[1], warmup=0, iters=1)
+    assert whole.pairs == 6 and whole.backgrounds == 3 and share.pairs < 6
+    assert whole.notes[0] == "6 pairs from all 3 backgrounds of test-set (--all: a test set of its own, no pair held back for training)"

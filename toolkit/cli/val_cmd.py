@@ -29,6 +29,7 @@ def val(
     iters: int = typer.Option(20, "--iters", help="Timed calls per model and batch size."),
     holdout: float | None = typer.Option(None, "--holdout", help="With --data: share of its backgrounds held out (as toolkit train's --holdout; default 0.2)."),
     seed: int | None = typer.Option(None, "--seed", help="With --data: seed of the background split (as toolkit train's --seed; default 0)."),
+    every_pair: bool = typer.Option(False, "--all", help="With --data: a test set of its own; score every pair (up to --limit), no background held back."),
     depth_units: str = typer.Option(
         "auto", "--depth-units",
         help="synthetic (log-spaced grey: AbsRel/delta1 in metres), gray (as stored), or auto (synthetic without --data, else gray)."),
@@ -54,6 +55,8 @@ def val(
     if data is None and (holdout is not None or seed is not None):
         raise UserError("val: --holdout and --seed choose the held-out backgrounds of --data; without --data every pair "
                         "of a synthetic set made for the run is scored")
+    if every_pair and (holdout is not None or seed is not None):
+        raise UserError("val: --all scores every pair of --data; --holdout and --seed choose a held-out share: give one or the other")
     batches = parse_batch_sizes(batch)
     for out in (json_out, plot):
         if out is not None:
@@ -66,7 +69,8 @@ def val(
         models, note = with_baseline(models, None)
         note = note.replace("baseline: ", "reference row: ", 1).replace("pass --baseline CKPT", "give it as a --model")
     report = validate(models, data, provider=provider, limit=limit, batches=batches, iters=iters,
-                      holdout=0.2 if holdout is None else holdout, seed=0 if seed is None else seed, depth_units=depth_units)
+                      holdout=0.2 if holdout is None else holdout, seed=0 if seed is None else seed, depth_units=depth_units,
+                      every_pair=every_pair)
     names = short_names([r.model for r in report.rows])
     if note:
         console.print(note)

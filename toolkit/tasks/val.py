@@ -142,12 +142,15 @@ def score(target: Target, pairs: HeldOut) -> ValRow:
 
 
 def _pairs_for(data: str | Path | None, size: tuple[int, int], units: str, limit: int, holdout: float, seed: int,
-               tmp: str) -> tuple[HeldOut, list[str]]:
+               tmp: str, every_pair: bool = False) -> tuple[HeldOut, list[str]]:
     if data is not None:
         if not Path(data).exists():
             raise UserError(f"{data}: no such data folder or zip")
         chosen = "gray" if units == "auto" else units
-        pairs = held_out(data, size, limit=limit, holdout=holdout, seed=seed, units=chosen)
+        pairs = held_out(data, size, limit=limit, holdout=holdout, seed=seed, units=chosen, every_pair=every_pair)
+        if every_pair:
+            return pairs, [f"{pairs.count} pairs from all {pairs.backgrounds} background{'s' if pairs.backgrounds != 1 else ''} "
+                           f"of {pairs.source} (--all: a test set of its own, no pair held back for training)"]
         return pairs, [f"{pairs.count} pairs from {pairs.backgrounds} held-out background{'s' if pairs.backgrounds != 1 else ''} of {pairs.source} "
                        f"(holdout {holdout}, seed {seed}: the split toolkit train uses with the same values)"]
     from ..data.synth import synthesize
@@ -164,14 +167,17 @@ def _pairs_for(data: str | Path | None, size: tuple[int, int], units: str, limit
 def validate(models: list[str | Path], data: str | Path | None = None, *, provider: str = "cpu",
              limit: int = DEFAULT_LIMIT, batches: list[int] | None = None, warmup: int = 3, iters: int = 20,
              holdout: float = HOLDOUT, seed: int = SPLIT_SEED, depth_units: str = "auto",
-             on_row: Callable[[ValRow], None] | None = None) -> ValReport:
+             on_row: Callable[[ValRow], None] | None = None, every_pair: bool = False) -> ValReport:
     """Score each model against the labels, time each at `batches`; the CLI's `val`. A `.pt`
-    runs at the first exported model's size; every model must take the same size."""
+    runs at the first exported model's size; every model must take the same size. `every_pair`:
+    `data` is a test set of its own, scored whole (up to `limit`), not split by background."""
     batches = list(batches or [1, 8])
     if not models:
         raise UserError("val: give at least one --model")
     if limit <= 0:
         raise UserError(f"val: --limit must be a positive number, got {limit}")
+    if every_pair and data is None:
+        raise UserError("val: --all scores every pair of --data (a test set of its own); give --data")
     if depth_units not in DEPTH_UNITS:
         raise UserError(f"val: --depth-units must be one of {', '.join(DEPTH_UNITS)}, got {depth_units!r}")
     check_timing(batches, warmup, iters)
@@ -182,7 +188,7 @@ def validate(models: list[str | Path], data: str | Path | None = None, *, provid
             raise UserError(f"{t.path}: takes {t.runner.spec.height}x{t.runner.spec.width}, "
                             f"{Path(targets[0].path).name} {size[0]}x{size[1]}")
     with tempfile.TemporaryDirectory(prefix="toolkit-val-") as tmp:
-        pairs, notes = _pairs_for(data, size, depth_units, limit, holdout, seed, tmp)
+        pairs, notes = _pairs_for(data, size, depth_units, limit, holdout, seed, tmp, every_pair)
     rows = [score(t, pairs) for t in targets]
     time_interleaved(targets, batches, warmup, iters)
     for t, row in zip(targets, rows):
