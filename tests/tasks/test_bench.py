@@ -26,6 +26,32 @@ def test_rows_and_ratios(exported_onnx, imported_ckpt):
     for r in rows:
         assert 0 < r.p50_ms <= r.p90_ms <= r.p99_ms and r.images_per_s > 0
     assert rows[0].speedup == 1.0 and rows[2].speedup == pytest.approx(rows[2].images_per_s / rows[0].images_per_s)
+    for r in rows:  # images/s is the batch over the median call: the statistic of the p50 beside it
+        assert r.images_per_s == pytest.approx(r.batch * 1000 / r.p50_ms)
+
+
+def fake_load(*readings):
+    """A load average that reads `readings` in turn (before the timing, after it)."""
+    values = iter(readings)
+    return lambda: next(values)
+
+
+@pytest.mark.parametrize("before, after, busy", [(2.6, 2.9, True), (0.3, 2.2, False), (0.4, 3.1, True), (None, None, False)])
+def test_a_busy_machine_is_said(exported_onnx, before, after, busy):
+    """bench on 2 CPUs beside another job (load 2.4-2.9 there): the figures come with a warning."""
+    from toolkit.tasks.busy import BusyCheck
+
+    check = BusyCheck(fake_load(before, after), cpus=2).start()
+    line = check.note("times and ratios")
+    assert (line is not None) is busy
+    if busy:
+        assert line.startswith(f"warning: the machine was busy during this run (load average {before:.1f} before, {after:.1f} after, on 2 CPUs)")
+    notes = []
+    bench([exported_onnx], [1], warmup=0, iters=1, on_note=notes.append, load=fake_load(2.6, 2.9))
+    assert any(n.startswith("warning: the machine was busy") for n in notes)  # whatever this machine's real load
+    notes = []
+    bench([exported_onnx], [1], warmup=0, iters=1, on_note=notes.append, load=fake_load(0.1, 1.0))
+    assert not any("busy" in n for n in notes)
 
 
 def test_bad_options(exported_onnx):

@@ -100,3 +100,10 @@ def test_all_scores_a_test_set_whole_and_says_so(trained_onnx, tmp_path):
     share = validate([trained_onnx], tmp_path / "test-set", batches=[1], warmup=0, iters=1)
     assert whole.pairs == 6 and whole.backgrounds == 3 and share.pairs < 6
     assert whole.notes[0] == "6 pairs from all 3 backgrounds of test-set (--all: a test set of its own, no pair held back for training)"
+
+
+def test_val_says_when_its_times_were_taken_on_a_busy_machine(trained_onnx, val_data):
+    readings = iter((3.0, 3.4))
+    report = validate([trained_onnx], val_data, holdout=0.4, batches=[1], warmup=0, iters=1, load=lambda: next(readings))
+    assert report.notes[-1].startswith("warning: the machine was busy during this run (load average 3.0 before, 3.4 after")
+    assert "these times are not this machine's" in report.notes[-1]

@@ -312,7 +312,7 @@ def bench(
     models, note = with_baseline(list(model), baseline)
     console.print(note)
     rows = run(models, batches, warmup=warmup, iters=iters, threads=threads, provider=provider,
-               on_note=lambda n: err_console.print(f"note: {n}"))
+               on_note=lambda n: err_console.print(n if n.startswith("warning:") else f"note: {n}", soft_wrap=True))
     names = short_names([r.model for r in rows])
     cells = [(names[r.model], r.backend, str(r.batch), f"{r.height}x{r.width}", f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
               f"{r.p99_ms:.2f}", f"{r.images_per_s:.1f}", f"{r.speedup:.2f}x") for r in rows]

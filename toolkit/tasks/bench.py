@@ -21,6 +21,7 @@ import numpy as np
 from ..core.errors import UserError
 from ..core.spec import INPUT_NAMES, MAX_BATCH
 from ..runtime import Runner, open_runner
+from .busy import BusyCheck, LoadReader, load_average
 
 
 @dataclass
@@ -149,11 +150,14 @@ def bench(
     provider: str = "cpu",
     on_row: Callable[[BenchRow], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    load: LoadReader = load_average,
 ) -> list[BenchRow]:
     """Rows per model (and provider, for `.onnx` models and a comma list such as `cpu,openvino`)
     and batch size, with images/s relative to the first row's at the same batch. `on_note` gets
     what each runtime chose or fell back to (after loading: a provider that is not there), once
-    each, before the rows; the backend column names the execution provider that ran."""
+    each, before the rows, and a warning when the machine was busy (`toolkit.tasks.busy`; `load`
+    reads the load average); the backend column names the execution provider that ran. images/s
+    is the batch over the median call time, the statistic of the p50 beside it."""
     if not models:
         raise UserError("bench: give at least one --model")
     providers = parse_providers(provider)
@@ -161,9 +165,11 @@ def bench(
     if threads is not None and threads <= 0:
         raise UserError(f"bench: --threads must be a positive number, got {threads}")
     targets = open_targets(models, providers, threads)
+    busy = BusyCheck(load).start()
     time_interleaved(targets, batches, warmup, iters)
     if on_note:
-        for note in dict.fromkeys(n for t in targets for n in t.runner.notes):
+        busy_line = busy.note("times and ratios")
+        for note in dict.fromkeys([n for t in targets for n in t.runner.notes] + ([busy_line] if busy_line else [])):
             on_note(note)
     rows: list[BenchRow] = []
     baseline: dict[int, float] = {}
@@ -171,7 +177,7 @@ def bench(
         h, w = t.runner.spec.size
         for b in batches:
             ms = np.asarray(t.times[b]) * 1000
-            ips = b * iters / (ms.sum() / 1000)
+            ips = b * 1000 / float(np.percentile(ms, 50))  # the p50's statistic: the two agree
             baseline.setdefault(b, ips)
             row = BenchRow(str(t.path), t.runner.backend_used, t.runner.precision, b, float(np.percentile(ms, 50)),
                            float(np.percentile(ms, 90)), float(np.percentile(ms, 99)), ips, ips / baseline[b], h, w)

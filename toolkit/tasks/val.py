@@ -36,6 +36,7 @@ from ..core.errors import UserError
 from ..core.spec import INPUT_NAMES, ORIGINAL_DEPTH_CONVENTION, OUTPUT_NAMES, nearness
 from ..verify import metrics
 from .bench import Target, check_timing, open_targets, parse_providers, time_interleaved
+from .busy import BusyCheck, LoadReader, load_average
 
 DEPTH_UNITS = ("auto", "synthetic", "gray")
 DEFAULT_LIMIT = 64
@@ -167,7 +168,8 @@ def _pairs_for(data: str | Path | None, size: tuple[int, int], units: str, limit
 def validate(models: list[str | Path], data: str | Path | None = None, *, provider: str = "cpu",
              limit: int = DEFAULT_LIMIT, batches: list[int] | None = None, warmup: int = 3, iters: int = 20,
              holdout: float = HOLDOUT, seed: int = SPLIT_SEED, depth_units: str = "auto",
-             on_row: Callable[[ValRow], None] | None = None, every_pair: bool = False) -> ValReport:
+             on_row: Callable[[ValRow], None] | None = None, every_pair: bool = False,
+             load: LoadReader = load_average) -> ValReport:
     """Score each model against the labels, time each at `batches`; the CLI's `val`. A `.pt`
     runs at the first exported model's size; every model must take the same size. `every_pair`:
     `data` is a test set of its own, scored whole (up to `limit`), not split by background."""
@@ -190,7 +192,9 @@ def validate(models: list[str | Path], data: str | Path | None = None, *, provid
     with tempfile.TemporaryDirectory(prefix="toolkit-val-") as tmp:
         pairs, notes = _pairs_for(data, size, depth_units, limit, holdout, seed, tmp, every_pair)
     rows = [score(t, pairs) for t in targets]
+    busy = BusyCheck(load).start()
     time_interleaved(targets, batches, warmup, iters)
+    busy_line = busy.note("times")  # the accuracy figures do not depend on the load
     for t, row in zip(targets, rows):
         row.ms_per_pair = {b: float(np.median(t.times[b])) * 1000 / b for b in batches}
         row.speedup = {b: rows[0].ms_per_pair[b] / row.ms_per_pair[b] for b in batches} if rows[0].ms_per_pair else {}
@@ -206,6 +210,7 @@ def validate(models: list[str | Path], data: str | Path | None = None, *, provid
     notes = list(dict.fromkeys(notes))
     notes.append("depth AbsRel and delta1 " + ("in metres (the synthetic set's log-spaced grey)" if pairs.units == "synthetic"
                                                 else "on far-bright grey levels (--depth-units synthetic: metres)"))
+    notes += [busy_line] if busy_line else []  # last: what a reader of the times must see
     return ValReport(pairs.source, pairs.count, pairs.backgrounds, pairs.units, batches, rows, notes)
 
 
