@@ -37,7 +37,7 @@ def test_held_out_pairs_come_only_from_held_out_backgrounds(val_data):
 
 def test_a_trained_model_scores_and_a_zeroed_one_does_not(trained_onnx, zeroed_ckpt, val_data):
     report = validate([trained_onnx, zeroed_ckpt], val_data, holdout=0.4, batches=[1, 2], warmup=0, iters=2,
-                      depth_units="synthetic")
+                      depth_units="synthetic", load=lambda: None)  # no busy-machine warning after the notes read here
     trained, zeroed = report.rows
     assert trained.backend == "onnxruntime" and zeroed.backend == "pytorch" and report.pairs == 12
     assert trained.figures["mask_iou"] > 0.5 and trained.figures["depth_rmse"] < 0.08
