@@ -33,6 +33,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from toolkit.tasks.busy import BusyCheck  # noqa: E402
+
+# The load before this benchmark's work (it imports this module first): `emit` ends its output
+# with a warning when other work shared the CPUs meanwhile (toolkit.tasks.busy).
+BUSY = BusyCheck().start()
+
 GFLOP_PER_PAIR = 6.14  # architecture.md, 2 x multiply-adds at 128 x 128
 
 
@@ -147,8 +153,10 @@ def main() -> None:
 
 
 def emit(lines: list[str], markdown: Path | None) -> None:
-    """Print a benchmark's lines, and write them to `markdown` when given."""
-    text = "\n".join(lines)
+    """Print a benchmark's lines, and write them to `markdown` when given; the last says when
+    the machine was busy while it ran (its figures, and same-run ratios, are unreliable then)."""
+    busy = BUSY.note("figures and ratios")
+    text = "\n".join(lines + ([busy] if busy else []))
     print(text)
     if markdown:
         markdown.write_text(text + "\n")

@@ -116,3 +116,20 @@ def test_gpu_runtimes_reports_each_test_and_why_it_could_not_run(tmp_path):
     late_report = json.loads((tmp_path / "b" / "gpu_runtimes.json").read_text())
     assert late_report["counts"] == {"skipped": late_report["counts"]["skipped"]} and late_report["counts"]["skipped"] >= 5
     assert late_report["could_not_run"][0]["why"] == "the run's time was spent before this test started"
+
+
+def test_a_benchmark_run_on_a_busy_machine_ends_with_the_warning(monkeypatch, capsys):
+    """Every benchmark that prints through `emit` (cpu_inference, fixed_camera, int8_search,
+    temporal, adaptation) says when other work shared the CPUs (the load is faked here)."""
+    import benchmarks.cpu_inference as bench_common
+    from toolkit.tasks.busy import BusyCheck
+
+    readings = iter((2.7, 2.9))
+    monkeypatch.setattr(bench_common, "BUSY", BusyCheck(lambda: next(readings), cpus=2).start())
+    bench_common.emit(["| row |"], None)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| row |" and lines[-1].startswith("warning: the machine was busy during this run (load average 2.7 before")
+    idle = iter((0.2, 1.1))
+    monkeypatch.setattr(bench_common, "BUSY", BusyCheck(lambda: next(idle), cpus=2).start())
+    bench_common.emit(["| row |"], None)
+    assert capsys.readouterr().out.splitlines() == ["| row |"]
