@@ -35,7 +35,6 @@ Use from a training loop (see also the README section of the benchmarks):
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -142,20 +141,13 @@ def resolve_speed(device: torch.device | str, *, amp: str = "auto", channels_las
 # --- threads -------------------------------------------------------------------------------
 
 def pick_cpu_threads(processes: int = 1) -> int:
-    """The CPUs this process may actually use: its affinity mask, capped by a cgroup CPU quota
-    (containers often see all of the host's cores but may use only a few; oversubscribed
-    OpenMP threads then spin against each other), shared among `processes` training processes
-    on the machine (several DDP ranks on one CPU)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, int(int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
+    """The CPUs this process may actually use (`toolkit.tasks.busy.usable_cpus`: its affinity
+    mask, capped by a cgroup CPU quota; containers often see all of the host's cores but may use
+    only a few, and oversubscribed OpenMP threads then spin against each other), shared among
+    `processes` training processes on the machine (several DDP ranks on one CPU)."""
+    from toolkit.tasks.busy import usable_cpus
+
+    n = usable_cpus()
     return max(1, n // max(1, int(processes)))
 
 
