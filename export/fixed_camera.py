@@ -30,6 +30,7 @@ from toolkit.core.spec import FEATURES_NAME, INTERFACES, METADATA_PREFIX, OUTPUT
 from toolkit.runtime.fixed import PARTS, WHOLE_KEY, HalvesRunner, half_paths, has_halves
 from toolkit.runtime.onnx_info import read_onnx_info
 from toolkit.verify.compare import ParityResult, Thresholds, check_model
+from toolkit.verify.selftest import with_self_test
 
 from .metadata import set_metadata
 from .onnx import OPSET, _finish, check_sizes, probe_inputs, torch_export
@@ -92,9 +93,10 @@ def _write_checked(model: Path, protos: dict[str, onnx.ModelProto], reference: P
         for at in more_sizes:
             extra = check_model(reference, HalvesRunner(model, halves=temps), probe_inputs(*at), thresholds, size=at)
             result = result if extra else extra
+        result = with_self_test(result, HalvesRunner(model, halves=temps))  # as doctor and stream will run them
         if not result and not force:
-            raise CheckFailed(f"{bg_out.name}, {frame_out.name}: not written: the halves fail their check against "
-                              f"{reference.name}: {'; '.join(result.failures)} ({result.figures()})")
+            raise CheckFailed(f"{bg_out.name}, {frame_out.name}: not written: the halves fail their check: "
+                              f"{'; '.join(result.failures)} (vs {reference.name}: {result.figures()})")
         for src, out in zip(temps, (bg_out, frame_out)):
             with atomic_path(out) as dst:
                 dst.write_bytes(src.read_bytes())

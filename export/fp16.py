@@ -40,7 +40,9 @@ from toolkit.core.errors import CheckFailed, UserError
 from toolkit.core.fsutil import atomic_path
 from toolkit.core.optional import distribution_version, import_optional
 from toolkit.core.spec import INPUT_NAMES, METADATA_PREFIX
+from toolkit.runtime import open_runner
 from toolkit.verify.compare import ParityResult, Thresholds, check_model
+from toolkit.verify.selftest import with_self_test
 
 from .graph import ensure_node_names, nodes_from_inputs, nodes_to_outputs
 from .metadata import derived_metadata, load_fp32_source, read_metadata, set_metadata
@@ -57,7 +59,8 @@ class Fp16Report:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return f"vs fp32: {self.parity.figures()}; {len(self.kept_fp32)} nodes + Resize kept fp32"
+        self_test = f"; {self.parity.self_test}" if self.parity.self_test else ""
+        return f"vs fp32: {self.parity.judged()}{self_test}; {len(self.kept_fp32)} nodes + Resize kept fp32"
 
 
 def _converter() -> ModuleType:
@@ -199,11 +202,11 @@ def convert_fp16(
     with tempfile.TemporaryDirectory(prefix="toolkit-fp16-") as tmp:
         candidate = Path(tmp) / "model.fp16.onnx"
         candidate.write_bytes(converted.SerializeToString())
-        result = check_model(source, candidate, feeds, thresholds)
+        result = with_self_test(check_model(source, candidate, feeds, thresholds), open_runner(candidate))
         if not result:
             bad = sum(result.nonfinite.values())
             why = "overflow (NaN/inf outputs)" if bad else "; ".join(result.failures)
-            raise CheckFailed(f"{out}: not written: fp16 model fails its check against fp32: {why} ({result.figures()})")
+            raise CheckFailed(f"{out}: not written: fp16 model fails its check: {why} (vs fp32: {result.figures()})")
     set_metadata(converted, read_metadata(converted) | {f"{METADATA_PREFIX}fp16_check": f"vs fp32: {result.figures()}"})
     with atomic_path(out) as dst:
         dst.write_bytes(converted.SerializeToString())

@@ -96,11 +96,15 @@ def export_onnx(
                 raise CheckFailed(f"{out}: not written: ONNX Runtime disagrees with PyTorch at {at[0]}x{at[1]}: "
                                   f"{'; '.join(result.failures)} ({result.figures()})")
         check = checks[0]  # at the nominal size: the one reported
+        from toolkit.runtime import open_runner
         from toolkit.verify.compare import open_at
-        from toolkit.verify.selftest import GOLDEN_KEY, make_golden
+        from toolkit.verify.selftest import GOLDEN_KEY, make_golden, with_self_test
 
         golden = make_golden(open_at(checkpoint, spec.size), spec.size)  # PyTorch's outputs: the self-test's reference
         onnx.helper.set_model_props(proto, {p.key: p.value for p in proto.metadata_props} | {GOLDEN_KEY: golden})
+        final.write_bytes(proto.SerializeToString())
+        if not with_self_test(check, open_runner(final)):  # what serve, stream and doctor will run on it
+            raise CheckFailed(f"{out}: not written: {'; '.join(check.failures)}")
         with atomic_path(out) as dst:
             dst.write_bytes(proto.SerializeToString())
     return out, check

@@ -35,8 +35,11 @@ the heads in float halves the depth error for about a third of the speed-up, and
 calibration beats minmax at a few seconds more, so both are the defaults.
 
 Gate: the quantised model runs beside the fp32 model in ONNX Runtime on the held-out pairs and
-is judged with `toolkit.verify.compare` at the int8 thresholds (mask IoU >= 0.97, depth RMSE <= 0.02).
-A miss starts the search for the layers to keep in float (`export.int8.search`, `search="auto"`);
+is judged with `toolkit.verify.compare` at the int8 thresholds (mask IoU >= 0.97, depth RMSE <= 0.02),
+and it runs its own self-test (its golden pairs beside PyTorch's outputs, the deploy path's
+preprocessing, the int8 thresholds: what serve, stream and doctor run): one verdict, so a file
+written here never fails its self-test later (`toolkit.verify.selftest.with_self_test`).
+A miss of either starts the search for the layers to keep in float (`export.int8.search`, `search="auto"`);
 a model that still fails is refused (CheckFailed, exit 1, nothing written, the figures in the
 message) unless `force`, which writes the fixed rule's model with a warning. Synthetic calibration pairs prove the pipeline;
 real pairs (`--calib`) are the meaningful test of a model's int8 accuracy.
@@ -55,7 +58,9 @@ from toolkit.core.errors import CheckFailed, UserError
 from toolkit.core.fsutil import atomic_path
 from toolkit.core.spec import METADATA_PREFIX
 from toolkit.data.calib import CalibrationPairs
+from toolkit.runtime import open_runner
 from toolkit.verify.compare import ParityResult, Thresholds, batches, check_model
+from toolkit.verify.selftest import with_self_test
 
 from ..metadata import derived_metadata, load_fp32_source, read_metadata, set_metadata
 from .options import Int8Options
@@ -99,10 +104,11 @@ class Int8Report:
         return self.search if self.search is not None and self.search.passed else None
 
     def summary(self) -> str:
-        verdict = self.parity.verdict() if self.passed else "gate FAILED, written with --force"
+        forced = "; written with --force" if self.forced else ""
         searched = f"; {self.search_summary}" if self.search is not None else ""
+        self_test = f"; {self.parity.self_test}" if self.parity.self_test else ""
         return (f"target {self.target}, {self.method} calibration on {self.calib_pairs} pairs; "
-                f"vs fp32 on held-out pairs: {self.parity.figures()}; {verdict}{searched}")
+                f"vs fp32 on held-out pairs: {self.parity.verdict()}{self_test}{forced}{searched}")
 
 
 def int8_metadata(target: str, method: str, settings: dict[str, Any], keep: list[str], pairs: CalibrationPairs) -> dict[str, str]:
@@ -150,11 +156,12 @@ def quantize_int8(
         if not o.force:
             searched = f"; {report.search_summary}" if report.search_summary else ""
             hint = "calibrate on real pairs with --calib DIR, or --force to write it anyway" if pairs.source == "synthetic" else "--force writes it anyway"
-            raise CheckFailed(f"{out}: not written: int8 model fails the accuracy gate vs fp32: {why} ({figures}){searched}; {hint}")
+            raise CheckFailed(f"{out}: not written: int8 model fails the accuracy gate: {why} (vs fp32: {figures}){searched}; {hint}")
         report.forced = True
-        report.notes.append(f"warning: int8 model fails the accuracy gate vs fp32 ({why}); written anyway (--force)")
+        report.notes.append(f"warning: int8 model fails the accuracy gate ({why}); written anyway (--force)")
     verdict = "passed" if result else "FAILED (written with --force)"
-    set_metadata(model, read_metadata(model) | {f"{METADATA_PREFIX}int8_gate": f"vs fp32: {figures}: {verdict}"})
+    self_test = f"; {result.self_test}" if result.self_test else ""
+    set_metadata(model, read_metadata(model) | {f"{METADATA_PREFIX}int8_gate": f"vs fp32: {figures}{self_test}: {verdict}"})
     with atomic_path(out) as dst:
         dst.write_bytes(model.SerializeToString())
     report.path = out
@@ -169,12 +176,12 @@ def _metadata(props: dict[str, str], source: Path, out: Path, options: Int8Optio
 def _gate(source: Path, out: Path, model: onnx.ModelProto, pairs: CalibrationPairs, thresholds: Thresholds | None,
           metadata: dict[str, str]) -> ParityResult:
     """Set `metadata` on `model`, check it with onnx.checker, and judge it beside `source` on the
-    held-out pairs."""
+    held-out pairs, and by its own self-test."""
     _finished(model, out, metadata)
     with tempfile.TemporaryDirectory(prefix="toolkit-int8-") as tmp:
         candidate = Path(tmp) / "model.int8.onnx"
         candidate.write_bytes(model.SerializeToString())
-        return check_model(source, candidate, batches(pairs.gate), thresholds)
+        return with_self_test(check_model(source, candidate, batches(pairs.gate), thresholds), open_runner(candidate))
 
 
 def _finished(model: onnx.ModelProto, out: Path, metadata: dict[str, str]) -> None:

@@ -34,6 +34,7 @@ import onnx
 
 from toolkit.runtime import open_runner
 from toolkit.verify.compare import ParityResult, Thresholds, batches, compare_to_outputs, thresholds_for
+from toolkit.verify.selftest import with_self_test
 
 from .options import Int8Options
 
@@ -75,7 +76,8 @@ class SearchResult:
             beside = len(set(self.in_effect) - set(self.float_layers))
             also = f"; {beside} more run in float beside them (int8 inputs, float outputs)" if beside else ""
             return f"int8 search: {len(self.float_layers)} of {self.layer_count} layers kept in float ({kept}){also}{speed}; {cost}"
-        return (f"int8 search found no passing model ({self.stopped}); best: {self.parity.figures()} with "
+        self_test = f" ({self.parity.self_test})" if self.parity.self_test else ""
+        return (f"int8 search found no passing model ({self.stopped}); best: {self.parity.figures()}{self_test} with "
                 f"{len(self.float_layers)} layers in float; {cost}")
 
     def refs(self, extra: int = 0) -> tuple[list[np.ndarray], set[str]]:
@@ -218,9 +220,12 @@ class _Judge:
 
     def gate(self, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = None,
              refs: list[dict[str, np.ndarray]] | None = None) -> ParityResult:
+        """The gate's verdict on `model` (with its self-test, as the export judges it), or its
+        figures on other `feeds` (the harm ranking's)."""
         self.evaluated += 1
         runner = open_runner(self.write(model))
-        return compare_to_outputs(str(self.source), refs or self.refs, [runner], feeds or self.feeds, [self.thresholds]).results[0]
+        result = compare_to_outputs(str(self.source), refs or self.refs, [runner], feeds or self.feeds, [self.thresholds]).results[0]
+        return result if feeds is not None else with_self_test(result, runner)
 
     def speedup(self, model: onnx.ModelProto) -> float:
         """Pairs/s of `model` over fp32's at batch 8 (ONNX Runtime, CPU), timed interleaved here."""

@@ -150,6 +150,17 @@ def test_mask_iou_gate_forgives_only_flips_at_the_threshold():
     assert not _result(0.9890, None)  # results made without the figure are judged as before
 
 
+def test_every_verdict_line_names_the_figures_that_decided_it():
+    on_decided = _result(0.9273, 0.9801, precision="int8")
+    assert on_decided.judged() == ("mask IoU 0.9273 < 0.97, but 0.9801 >= 0.97 over the pixels the reference decides by "
+                                   "> 0.02, depth RMSE 0.0000 <= 0.02 on 4 pairs")
+    assert on_decided.verdict().startswith("gate passed: mask IoU 0.9273 < 0.97, but 0.9801 >= 0.97")
+    failed = _result(0.9273, 0.95, precision="int8")
+    assert failed.verdict().startswith("gate FAILED: mask IoU 0.9273 < 0.97, and 0.9500 < 0.97 over the pixels")
+    plain = _result(0.9990, None, precision="fp32")
+    assert plain.judged() == "max abs diff 6.0e-05 <= 1e-04, mask IoU 0.9990 >= 0.999 on 4 pairs"
+
+
 def test_unknown_precision_is_judged_as_fp32_by_parity_and_refused_by_export_checks(exported_onnx, imported_ckpt, tmp_path):
     from tests.badinputs.corpus import onnx_with_metadata
     from toolkit.core.errors import UserError

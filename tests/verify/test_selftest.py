@@ -41,13 +41,14 @@ def test_the_export_carries_golden_pairs_and_passes_them(exported_onnx, exported
         assert "self-test passed on model.onnx halves" in check_self_test(halves)
 
 
-def test_tampered_weights_fail_naming_the_model_and_the_figure(exported_onnx, tmp_path):
-    def scale_one_conv(proto):
-        conv = next(n for n in proto.graph.node if n.op_type == "Conv")
-        init = next(i for i in proto.graph.initializer if i.name == conv.input[1])
-        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.5, init.name))
+def _scale_one_conv(proto):
+    conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+    init = next(i for i in proto.graph.initializer if i.name == conv.input[1])
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.5, init.name))
 
-    tampered = _copy(exported_onnx, tmp_path / "tampered", scale_one_conv)
+
+def test_tampered_weights_fail_naming_the_model_and_the_figure(exported_onnx, tmp_path):
+    tampered = _copy(exported_onnx, tmp_path / "tampered", _scale_one_conv)
     with open_runner(tampered) as runner, pytest.raises(CheckFailed) as e:
         check_self_test(runner)
     assert str(e.value).startswith("model.onnx: self-test failed on model.onnx (onnxruntime): max abs diff ") and "\n" not in str(e.value)
@@ -101,7 +102,9 @@ def test_no_golden_pairs_is_a_note_at_start_and_damaged_ones_are_refused(exporte
 
 def test_doctor_model_exits_1_with_one_line_on_a_tampered_model(exported_onnx, tmp_path):
     ok = run_cli("doctor", "--model", str(exported_onnx))
-    assert ok.returncode == 0 and "model.onnx: self-test passed on model.onnx (onnxruntime)" in ok.stdout
+    passed = " ".join(ok.stdout.split())
+    assert ok.returncode == 0 and "model.onnx: self-test passed on model.onnx (onnxruntime): max abs diff " in passed
+    assert "<= 1e-04, mask IoU 1.0000 >= 0.999 on 2 pairs (golden)" in passed  # the figures that decided it
     r = run_cli("doctor", "--model", str(_zeroed(exported_onnx, tmp_path / "zeroed")))
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: model.onnx: self-test failed on"), r.stderr
@@ -139,3 +142,49 @@ def test_stream_runs_the_self_test_at_start(exported_onnx, tmp_path):
     with pytest.raises(CheckFailed, match="self-test failed"):
         stream(_zeroed(exported_onnx, tmp_path / "zeroed"), str(frames), tmp_path / "out2", StreamOptions(bg_frames=2))
     assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
+
+
+def _beside_halves(exported_halves, folder, edit):
+    """The halves of `exported_halves` beside an edited copy of its whole model (the halves now
+    belong to another model.onnx)."""
+    model = _copy(exported_halves, folder, edit)
+    for half in ("model.bg.onnx", "model.frame.onnx"):
+        (folder / half).write_bytes((exported_halves.parent / half).read_bytes())
+    return model
+
+
+def test_doctor_tests_the_whole_model_before_it_blames_the_halves(exported_halves, tmp_path):
+    """A tampered model.onnx beside its old halves: the self-test's failure is the finding (exit
+    1), the halves that do not belong to it a second one in the same line."""
+    r = run_cli("doctor", "--model", str(_beside_halves(exported_halves, tmp_path / "tampered", _scale_one_conv)))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: model.onnx: self-test failed on model.onnx (onnxruntime): ")
+    assert "; also: model.bg.onnx, model.frame.onnx: not the halves of model.onnx" in lines[0]
+
+
+def test_doctor_passes_the_whole_model_then_refuses_halves_of_another(exported_halves, tmp_path):
+    def restamp(proto):  # the same weights, another file: the halves recorded the old one's SHA-256
+        proto.doc_string += " (copied)"
+
+    r = run_cli("doctor", "--model", str(_beside_halves(exported_halves, tmp_path / "other", restamp)))
+    assert r.returncode == 2 and "model.onnx: self-test passed on model.onnx (onnxruntime)" in r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: model.bg.onnx, model.frame.onnx: not the halves of model.onnx"), r.stderr
+
+
+def test_an_export_check_carries_the_self_test_as_one_verdict(exported_onnx, tmp_path):
+    """`with_self_test`: a passing check of a model its self-test refuses is a failure naming the
+    self-test; a passing one carries the self-test's line."""
+    from toolkit.verify.compare import check_model
+    from toolkit.verify.selftest import with_self_test
+
+    feeds = [{k: np.full((1, 3, 128, 128), 0.5, np.float32) for k in ("bg", "fgbg")}]
+    good = with_self_test(check_model(exported_onnx, exported_onnx, feeds), open_runner(exported_onnx))
+    assert good and good.self_test.startswith("self-test passed on its golden pairs: max abs diff ")
+    tampered = _copy(exported_onnx, tmp_path / "tampered", _scale_one_conv)
+    check = check_model(tampered, tampered, feeds)  # a check that cannot see the damage: the model beside itself
+    assert check
+    bad = with_self_test(check, open_runner(tampered))
+    assert not bad and bad.self_test.startswith("self-test FAILED")
+    assert bad.failures == [f for f in bad.failures if f.startswith("its self-test (what serve, stream and doctor run) fails")]

@@ -70,6 +70,7 @@ class ParityResult:
     mask_iou_decided: float | None = None  # over reference pixels further than UNDECIDED_BAND from 0.5
     failures: list[str] = field(default_factory=list)
     worst: WorstPair | None = field(default=None, repr=False)
+    self_test: str = ""  # an export's check: the model's self-test verdict beside it (`selftest.with_self_test`)
 
     def __bool__(self) -> bool:
         return not self.failures
@@ -109,14 +110,39 @@ class ParityResult:
         gate = self.thresholds.mask_iou
         return gate is not None and not self.mask_iou >= gate and self.mask_iou_decided is not None and self.mask_iou_decided >= gate
 
+    def judged(self) -> str:
+        """Each figure a threshold judged, beside it: 'mask IoU 0.9981 >= 0.97, depth RMSE 0.0031
+        <= 0.02 on 2 pairs'. A mask IoU under its gate that passed over the pixels the reference
+        decides says so ('mask IoU 0.9273 < 0.97, but 0.9801 >= 0.97 over the pixels the reference
+        decides by > 0.02'): a verdict line names the figure that decided it."""
+        t, parts = self.thresholds, []
+        if t.max_abs is not None:
+            worst = max(self.max_abs.values())
+            parts.append(f"max abs diff {worst:.1e} {'<=' if worst <= t.max_abs else '>'} {t.max_abs:.0e}")
+        if t.mask_iou is not None:
+            parts.append(self._mask_iou_judged(t.mask_iou))
+        if t.depth_iou is not None:
+            parts.append(f"depth IoU@0.5 {self.depth_iou:.4f} {'>=' if self.depth_iou >= t.depth_iou else '<'} {t.depth_iou}")
+        if t.depth_rmse is not None:
+            parts.append(f"depth RMSE {self.depth_rmse:.4f} {'<=' if self.depth_rmse <= t.depth_rmse else '>'} {t.depth_rmse}")
+        bad = sum(self.nonfinite.values())
+        parts += [f"{bad} NaN/inf values"] if bad else []
+        return (", ".join(parts) or self.figures().rsplit(" on ", 1)[0]) + f" on {self.pairs} pairs"
+
+    def _mask_iou_judged(self, gate: float) -> str:
+        if self.mask_iou >= gate:
+            return f"mask IoU {self.mask_iou:.4f} >= {gate}"
+        decided = self.mask_iou_decided
+        if decided is None:
+            return f"mask IoU {self.mask_iou:.4f} < {gate}"
+        over = f"over the pixels the reference decides by > {UNDECIDED_BAND}"
+        if decided >= gate:
+            return f"mask IoU {self.mask_iou:.4f} < {gate}, but {decided:.4f} >= {gate} {over}"
+        return f"mask IoU {self.mask_iou:.4f} < {gate}, and {decided:.4f} < {gate} {over}"
+
     def verdict(self) -> str:
-        """'gate passed', with the figure that passed it when that was the decided-pixel IoU."""
-        if not self:
-            return "gate FAILED: " + "; ".join(self.failures)
-        if self.passed_on_decided:
-            return (f"gate passed on the mask IoU over the pixels the reference decides by > {UNDECIDED_BAND}: "
-                    f"{self.mask_iou_decided:.4f} >= {self.thresholds.mask_iou}")
-        return "gate passed"
+        """'gate passed: ' or 'gate FAILED: ' and the figures that decided it (`judged`)."""
+        return f"gate {'passed' if self else 'FAILED'}: {self.judged()}"
 
     def to_dict(self) -> dict[str, Any]:
         d = _finite_or_none({k: v for k, v in asdict(self).items() if k != "worst"})

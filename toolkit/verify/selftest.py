@@ -12,6 +12,11 @@ preprocessing or tampered weights fail it. `doctor --model`, `serve` (before `/r
 `stream` (at start) run it. The payload's SHA-256 is recorded beside it, so a damaged payload is
 told apart from a failing model.
 
+One rule, one verdict: every export runs the self-test on what it is about to write, beside its
+own check (`with_self_test`), so a file the export wrote never fails it later. The self-test's
+thresholds are its precision's whatever thresholds the export's own check was given: the rule a
+deployed model is held to does not depend on how it was exported.
+
 No torch here: the self-test runs on the edge install; `make_golden` (at export) takes the
 reference outputs from a runner on the checkpoint.
 """
@@ -22,7 +27,7 @@ import base64
 import hashlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,15 +140,31 @@ def self_test(runner: Runner) -> ParityResult:
 
 
 def check_self_test(runner: Runner) -> str:
-    """Run the self-test; its figures in one line when it passes, CheckFailed (exit 1) naming
-    the model, the runtime and the figure that failed when it does not."""
+    """Run the self-test; one line naming the figures that decided it when it passes, CheckFailed
+    (exit 1) naming the model, the runtime and the figure that failed when it does not."""
     from ..core.errors import CheckFailed
 
     result = self_test(runner)
     if not result:
         forced = " (it was written with --force, missing its gate at export)" if "FAILED" in runner.metadata.get(f"{METADATA_PREFIX}int8_gate", "") else ""
         raise CheckFailed(f"{runner.path.name}: self-test failed on {runner.name}: {'; '.join(result.failures)} ({result.figures()}){forced}")
-    return f"self-test passed on {runner.name}: {result.figures()} (golden)"
+    return f"self-test passed on {runner.name}: {result.judged()} (golden)"
+
+
+def with_self_test(check: ParityResult, runner: Runner) -> ParityResult:
+    """An export's `check` of the model `runner` runs (not yet activated), with the model's own
+    self-test added when the check passed: what serve, stream and doctor will run on the file,
+    run before it is written. Its verdict line goes to `check.self_test`, its failures join the
+    check's, named as the self-test's. A model without golden pairs (a given older export) adds
+    nothing."""
+    if not check or GOLDEN_KEY not in runner.metadata:
+        return check
+    with runner:
+        result = self_test(runner)
+    check.self_test = f"self-test {'passed' if result else 'FAILED'} on its golden pairs: {result.judged()}"
+    if not result:
+        check.failures.append(f"its self-test (what serve, stream and doctor run) fails on its golden pairs: {'; '.join(result.failures)}")
+    return check
 
 
 def startup_check(runner: Runner) -> str:
@@ -158,11 +179,15 @@ def startup_check(runner: Runner) -> str:
         return f"note: {e}"
 
 
-def self_test_model(model: str | Path, **options: Any) -> list[str]:
-    """`doctor --model`: the self-test of `model` on the runtime `options` pick, and of its
-    fixed-camera halves when they sit beside it; a line per run, CheckFailed on the first failure.
+def self_test_model(model: str | Path, **options: Any) -> Iterator[str]:
+    """`doctor --model`: the self-test of `model` on the runtime `options` pick, then of its
+    fixed-camera halves when they sit beside it; a line per run, each given as it is decided.
+    The whole model is tested first, so what is wrong with it is said even when halves beside it
+    do not belong to it: that is a second finding, in the same CheckFailed (exit 1) when the
+    whole model fails, its own UserError (exit 2) after the whole model's line when it passes.
     A checkpoint has no golden pairs (it is the reference): whether its BatchNorm statistics
     match its network is what can be wrong with it (`toolkit.net.recalibrate.check_statistics`)."""
+    from ..core.errors import CheckFailed
     from ..runtime import open_runner
     from ..runtime.fixed import HalvesRunner, has_halves
 
@@ -170,13 +195,24 @@ def self_test_model(model: str | Path, **options: Any) -> list[str]:
         from ..net.recalibrate import check_statistics
 
         open_runner(model, **options)  # the file is checked as every model is
-        return [check_statistics(model).line()]
-
-    runners = [open_runner(model, **options)]
+        yield check_statistics(model).line()
+        return
+    whole = open_runner(model, **options)
+    halves: HalvesRunner | None = None
+    mismatch = ""
     if has_halves(model):
-        runners.append(HalvesRunner(model, **options))
-    lines = []
-    for runner in runners:
-        with runner:
-            lines.append(f"{runner.path.name}: {check_self_test(runner)}")
-    return lines
+        try:
+            halves = HalvesRunner(model, **options)
+        except UserError as e:  # halves of another model: said after the whole model's verdict
+            mismatch = str(e)
+    with whole:
+        try:
+            line = f"{whole.path.name}: {check_self_test(whole)}"
+        except CheckFailed as e:
+            raise CheckFailed(f"{e}; also: {mismatch}" if mismatch else str(e)) from None
+    yield line
+    if mismatch:
+        raise UserError(mismatch)
+    if halves is not None:
+        with halves:
+            yield f"{halves.path.name}: {check_self_test(halves)}"
