@@ -155,11 +155,20 @@ def main() -> None:
 def emit(lines: list[str], markdown: Path | None) -> None:
     """Print a benchmark's lines, and write them to `markdown` when given; the last says when
     the machine was busy while it ran (its figures, and same-run ratios, are unreliable then)."""
+    from toolkit.core.fsutil import write_text_atomic
+
     busy = BUSY.note("figures and ratios")
     text = "\n".join(lines + ([busy] if busy else []))
     print(text)
     if markdown:
-        markdown.write_text(text + "\n")
+        write_text_atomic(markdown, text + "\n")
+
+
+def say_if_busy() -> None:
+    """For a benchmark that prints its own lines: the busy-machine warning after them, when due."""
+    busy = BUSY.note("figures and ratios")
+    if busy:
+        print(busy)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks.cpu_inference import say_if_busy  # noqa: E402  (starts the load reading)
 from benchmarks.gpu_inference_report import BASELINE, SEED, write  # noqa: E402
 from toolkit.core.spec import INPUT_NAMES, OUTPUT_NAMES  # noqa: E402
 from toolkit.runtime.base import Runner  # noqa: E402
@@ -405,6 +406,7 @@ def measure(args: argparse.Namespace, work: Path, device: torch.device, backend:
     report["total_s"] = time.perf_counter() - t_start
     save()
     print((args.out / "gpu_inference.md").read_text())
+    say_if_busy()
     return 0
 
 

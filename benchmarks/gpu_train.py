@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks.cpu_inference import say_if_busy  # noqa: E402  (starts the load reading)
+
 
 @dataclass
 class Config:
@@ -331,6 +333,7 @@ def main() -> int:
     report["total_s"] = time.perf_counter() - t_start
     write(args.out, report)
     print((args.out / "gpu_train.md").read_text())
+    say_if_busy()
     return 0 if all(c["ok"] for c in report["polyphase_check"]) else 1
 
 

@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cpu_inference import say_if_busy  # noqa: E402  (starts the load reading)
 from toolkit.runtime.base import Runner  # noqa: E402
 
 POINTS = (0.10, 0.50, 1.00)
@@ -186,6 +187,7 @@ def main() -> None:
         print(f"- {label} growth 10% -> 50%: {grew:+.2f} MiB over {pairs} pairs = {grew * MiB / pairs:+.0f} bytes per pair")
     print(f"- traced after the run vs at 10%: {last['traced'] - first['traced']:+.2f} MiB (the report of {last['pairs']} pairs included)")
     print(f"- window rate 50%->100% vs 10%->50%: {last['rate'] / max(mid['rate'], 1e-9):.2f}x")
+    say_if_busy()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from cpu_inference import cpu_name  # noqa: E402
+from cpu_inference import cpu_name, emit  # noqa: E402
 
 
 def loader_rate(data: Path, size: int, batch: int, workers: int, batches: int) -> tuple[float, float]:
@@ -107,7 +107,6 @@ def main() -> None:
     except ValueError:
         raise SystemExit("error: --sizes must be positive multiples of 4 and --workers numbers >= 0") from None
 
-    from toolkit.core.fsutil import write_text_atomic
     from toolkit.data import synth
 
     rows = []
@@ -136,10 +135,7 @@ def main() -> None:
              "", "| size | data | workers | loader samples/s | first batch s | train before samples/s | "
              "train auto samples/s | pipeline samples/s | limits |",
              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |", *rows]
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        write_text_atomic(args.markdown, text + "\n")
+    emit(lines, args.markdown)
 
 
 if __name__ == "__main__":

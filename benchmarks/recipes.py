@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cpu_inference import say_if_busy  # noqa: E402  (starts the load reading)
+
 COLUMNS = (("val_mask_iou", "mask IoU"), ("val_mask_dice", "mask Dice"), ("val_seed_mask_iou", "seed mask IoU"),
            ("val_depth_above_half_iou", "depth IoU"), ("val_seed_depth_iou", "seed depth IoU"), ("val_depth_rmse", "depth RMSE"),
            ("val_depth_absrel", "AbsRel"), ("val_depth_delta1", "delta1"))
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label}: {result.steps} steps in {seconds:.0f} s", file=sys.stderr)
     table = render(rows, args, torch.get_num_threads())
     print(table)
+    say_if_busy()
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str))
     return 0

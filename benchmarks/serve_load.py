@@ -28,6 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cpu_inference import say_if_busy  # noqa: E402  (starts the load reading)
+
 
 def png(arr: np.ndarray) -> bytes:
     from PIL import Image
@@ -114,6 +116,7 @@ def main() -> None:
     for name, r in rows.items():
         batching = r["server"].split(": ", 1)[-1]
         print(f"| {name} | {r['p50']:.0f} | {r['p99']:.0f} | {r['rps']:.1f} | {r['rps'] / base['rps']:.2f}x | {r['errors']} | {batching} |")
+    say_if_busy()
     failed = {name: r["statuses"] for name, r in rows.items() if r["errors"]}
     if failed:
         print(f"errors: {failed}", file=sys.stderr)

@@ -27,6 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cpu_inference import say_if_busy  # noqa: E402  (starts the load reading)
+
 
 def default_model(folder: Path) -> Path:
     """The original epoch-12 weights, imported and exported to ONNX (needs the train extra once)."""
@@ -134,6 +136,7 @@ def main() -> None:
     rest = stages["decode"] + stages["resize"], stages["infer"], stages["compose"] + stages["encode"]
     print(f"threads overlap decode+resize {rest[0]:.1f} | infer {rest[1]:.1f} | compose+encode {rest[2]:.1f}: "
           f"at most {sum(rest) / max(rest):.2f}x from overlap alone, with a free core per stage")
+    say_if_busy()
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from cpu_inference import GFLOP_PER_PAIR, cpu_name, sgemm_gflops  # noqa: E402
+from cpu_inference import GFLOP_PER_PAIR, cpu_name, emit, sgemm_gflops  # noqa: E402
 
 # name -> (channels_last, amp, fast_dwconv, compile); "auto" is train.speed's CPU default.
 CONFIGS = {
@@ -149,7 +149,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from toolkit.core.errors import UserError
-    from toolkit.core.fsutil import write_text_atomic
     from train import speed
 
     names = [n for n in args.configs.split(",") if n]
@@ -194,10 +193,7 @@ def main() -> None:
             comp = f"{r['compile_s']:.0f}" if r["compile_s"] else ""
             lines.append(f"| {size} | {name} | {r['options']} | {r['samples_s']:.2f} | {r['ratio']:.2f}x | "
                          f"{r['min_ratio']:.2f}-{r['max_ratio']:.2f} | {1 / r['samples_s'] / floor_s:.1f} | {comp} |")
-    text = "\n".join(lines + [""] + profiles)
-    print(text)
-    if args.markdown:
-        write_text_atomic(args.markdown, text + "\n")
+    emit(lines + [""] + profiles, args.markdown)
 
 
 if __name__ == "__main__":

@@ -133,3 +133,21 @@ def test_a_benchmark_run_on_a_busy_machine_ends_with_the_warning(monkeypatch, ca
     monkeypatch.setattr(bench_common, "BUSY", BusyCheck(lambda: next(idle), cpus=2).start())
     bench_common.emit(["| row |"], None)
     assert capsys.readouterr().out.splitlines() == ["| row |"]
+    busy = iter((0.5, 3.4))  # idle before, more runnable tasks than CPUs after: others joined
+    monkeypatch.setattr(bench_common, "BUSY", BusyCheck(lambda: next(busy), cpus=2).start())
+    bench_common.say_if_busy()  # the benchmarks that print their own lines end with it
+    assert capsys.readouterr().out.startswith("warning: the machine was busy during this run (load average 0.5 before, 3.4 after")
+
+
+def test_every_benchmark_ends_with_the_busy_check():
+    """Each script that times something prints through `emit` or ends with `say_if_busy()`,
+    both of which read the load that `benchmarks.cpu_inference` took when it was imported."""
+    import ast
+
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        tree = ast.parse(script.read_text())
+        mains = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "main"]
+        if not mains or script.name in ("gpu_runtimes.py",):  # gpu_runtimes runs the GPU tests: it times nothing
+            continue
+        called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        assert called & {"emit", "say_if_busy"}, f"{script.name} never says when the machine was busy"
