@@ -1,21 +1,28 @@
-"""`toolkit stream` throughput: the threaded pipeline against the same work done one step at a time.
+"""`toolkit stream` at a camera's resolution: each output beside inference alone, in one run.
 
-All rows run in the same process on the same synthetic clip (a figure walking over a fixed
-background, H.264), with the same model, so their ratios hold on a machine whose absolute speed
-(or load) differs:
-  * sequential, batch 1: decode a frame, infer it, compose and encode it, then the next (baseline);
-  * pipelined, batch 1 and batch B: decode, infer and encode in three threads with bounded queues;
-  * infer only: the runner alone on pre-decoded frames at batch B — the ceiling the pipeline
-    approaches when decoding and encoding are fully hidden behind inference.
+A fixed camera's edge box waits on the work around the model as much as on the model: decoding
+a 1280x720 frame, resizing it for the model, drawing the picture and encoding it. This script
+runs, on the same synthetic H.264 clip (a figure walking over a fixed background) and the same
+model, in the same process:
+  * inference alone at batch B: the runner on frames resized beforehand, nothing decoded,
+    drawn or encoded: the ceiling every other row is a ratio to;
+  * --no-video with --events: decode, infer, a JSON line per frame;
+  * --layout overlay: the overlay video at the camera's size;
+  * --layout panel: the three-tile panel video at the camera's size (today's default output);
+  * a live camera (the clip replayed at its frame rate, newest frame wins) into the overlay
+    video: frames/s and the latency from a frame leaving the camera to its outputs written
+    (p50, p99), the figures a live user feels.
+Each clip size is its own table row group; rows are repeated, interleaved, and the best kept, so
+a burst of load elsewhere hits every row alike. Every stream runs with the file preset the CLI
+uses for files (veryfast, frame threads) unless it is live.
 
-    python benchmarks/stream.py                          # epoch-12 weights exported to ONNX (needs torch once)
-    python benchmarks/stream.py --model model.onnx --frames 120 --size 320x240 --batch 4
+    python benchmarks/stream.py                       # 1280x720 and 640x360, 64 frames, batch 4
+    python benchmarks/stream.py --model model.onnx --sizes 1280x720 --frames 96
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 import tempfile
@@ -27,7 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cpu_inference import say_if_busy  # noqa: E402  (starts the load reading)
+from benchmarks.cpu_inference import emit  # noqa: E402  (starts the load reading)
+
+LIVE_FPS = 25.0
 
 
 def default_model(folder: Path) -> Path:
@@ -48,7 +57,7 @@ def infer_only(model: Path, frames: list[np.ndarray], batch: int) -> float:
 
     with open_runner(model) as runner:
         size = runner.spec.size
-        x = [imageio.resize(f.astype(np.float32) / 255.0, size) for f in frames]
+        x = [imageio.resize_uint8(f, size).astype(np.float32) / 255.0 for f in frames]
         bg = imageio.to_nchw(x[:1])
         runner.infer({"bg": bg, "fgbg": bg})
         start = time.perf_counter()
@@ -58,85 +67,86 @@ def infer_only(model: Path, frames: list[np.ndarray], batch: int) -> float:
         return len(x) / (time.perf_counter() - start)
 
 
-def stage_times(model: Path, clip: Path, frames: int) -> dict[str, float]:
-    """ms per frame of each stage, run one after another on one frame at a time (what the threads overlap)."""
-    from toolkit.deploy.stream import compose_panel
-    from toolkit.deploy.video import VideoWriter, open_source
-    from toolkit.render import imageio
-    from toolkit.runtime import open_runner
+def paced_camera(clip: Path):
+    """The clip replayed as a camera: each frame handed over at its time (LIVE_FPS), decoding included."""
+    from toolkit.deploy.video import FrameSource, open_source
 
-    spent = {"decode": 0.0, "resize": 0.0, "infer": 0.0, "compose": 0.0, "encode": 0.0}
-    with open_runner(model) as runner, open_source(str(clip)) as src:
-        writer = VideoWriter(clip.with_name("stages.mp4"), "mp4", ("libx264", "mpeg4"), 25)
-        size, bg, it = runner.spec.size, None, iter(src)
-        for _ in range(frames):
-            t0 = time.perf_counter()
-            frame = next(it)
-            t1 = time.perf_counter()
-            x = imageio.to_nchw([imageio.resize(frame.astype(np.float32) / 255.0, size)])
-            bg = x if bg is None else bg
-            t2 = time.perf_counter()
-            out = runner.infer({"bg": bg, "fgbg": x})
-            t3 = time.perf_counter()
-            panel, _ = compose_panel(frame, out["mask"][0, 0], out["depth"][0, 0])
-            t4 = time.perf_counter()
-            writer.write(panel)
-            t5 = time.perf_counter()
-            for key, dt in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
-                spent[key] += dt
-        writer.close()
-    return {k: 1000 * v / frames for k, v in spent.items()}
+    class PacedCamera(FrameSource):
+        kind = "camera"
+
+        def __init__(self) -> None:
+            self.file = open_source(str(clip))
+            super().__init__("paced camera", LIVE_FPS, None)
+
+        def _frames(self):
+            start = time.perf_counter()
+            for i, frame in enumerate(self.file):
+                time.sleep(max(0.0, start + i / LIVE_FPS - time.perf_counter()))
+                yield frame
+
+        def close(self) -> None:
+            self.file.close()
+
+    return PacedCamera()
+
+
+def run_rows(model: Path, clip: Path, folder: Path, batch: int, frames: int) -> dict[str, tuple[float, str]]:
+    """Frames/s of each stream row (and the live row's latency) on one clip, once each."""
+    from toolkit.deploy.options import StreamOptions
+    from toolkit.deploy.stream import stream
+
+    rows: dict[str, tuple[float, str]] = {}
+    common = dict(bg_frames=10, batch=batch)
+    cases = {
+        "--no-video --events": (None, StreamOptions(video=False, events=str(folder / "events.jsonl"), **common)),
+        "--layout overlay": (folder / "overlay.mp4", StreamOptions(layout="overlay", **common)),
+        "--layout panel": (folder / "panel.mp4", StreamOptions(layout="panel", **common)),
+    }
+    for name, (out, options) in cases.items():
+        report = stream(model, str(clip), out, options)
+        assert report.frames == frames, report
+        rows[name] = (report.fps, "")
+    report = stream(model, paced_camera(clip), folder / "live.mp4", StreamOptions(layout="overlay", **common))
+    rows[f"live camera at {LIVE_FPS:g} fps, overlay"] = (
+        report.fps, f"latency p50 {report.latency_ms_p50:.0f} ms, p99 {report.latency_ms_p99:.0f} ms; "
+                    f"{report.dropped} of {report.received} dropped")
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="model file (.onnx, .pt, .engine); default: the epoch-12 weights as ONNX")
-    parser.add_argument("--frames", type=int, default=96)
-    parser.add_argument("--size", default="320x240", help="clip size WxH")
+    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--sizes", default="1280x720,640x360", help="clip sizes WxH, comma separated")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2, help="runs per row, interleaved; the best is kept")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args()
 
     from toolkit.deploy.footage import walking_frames, write_video
-    from toolkit.deploy.options import StreamOptions
-    from toolkit.deploy.stream import stream
+    from toolkit.tasks.busy import usable_cpus
 
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model = args.model or default_model(folder)
-        frames = walking_frames(args.frames, h, w)
-        clip = write_video(folder / "clip.mp4", frames, fps=25)
-        rows = {
-            "sequential, batch 1 (baseline)": dict(pipelined=False, batch=1),
-            "pipelined, batch 1": dict(pipelined=True, batch=1),
-            f"pipelined, batch {args.batch}": dict(pipelined=True, batch=args.batch),
-        }
-        best: dict[str, float] = {name: 0.0 for name in rows}
-        ceiling = 0.0
-        for _ in range(args.repeats):  # interleaved, so a burst of load elsewhere hits every row alike
-            for name, opts in rows.items():
-                report = stream(model, str(clip), folder / "out.mp4", StreamOptions(bg_frames=10, **opts))
-                assert report.frames == args.frames, report
-                best[name] = max(best[name], report.fps)
-            ceiling = max(ceiling, infer_only(model, frames, args.batch))
-        stages = stage_times(model, clip, args.frames)
-
-    base = best["sequential, batch 1 (baseline)"]
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"model {Path(model).name}; clip {args.frames} frames at {w}x{h}; best of {args.repeats}")
-    print()
-    print("| run | frames/s | vs sequential |")
-    print("| --- | ---: | ---: |")
-    for name, fps in best.items():
-        print(f"| {name} | {fps:.1f} | {fps / base:.2f}x |")
-    print(f"| infer only, batch {args.batch} (ceiling) | {ceiling:.1f} | {ceiling / base:.2f}x |")
-    print()
-    print("ms per frame, one stage at a time: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
-    rest = stages["decode"] + stages["resize"], stages["infer"], stages["compose"] + stages["encode"]
-    print(f"threads overlap decode+resize {rest[0]:.1f} | infer {rest[1]:.1f} | compose+encode {rest[2]:.1f}: "
-          f"at most {sum(rest) / max(rest):.2f}x from overlap alone, with a free core per stage")
-    say_if_busy()
+        lines += [f"CPU: {platform.processor() or platform.machine()}, {usable_cpus()} usable cores; model {Path(model).name}; "
+                  f"{args.frames} frames per clip (H.264), batch {args.batch}; best of {args.repeats}", "",
+                  "| clip | run | frames/s | vs inference alone | live latency |", "| --- | --- | ---: | ---: | --- |"]
+        for size in [s for s in args.sizes.split(",") if s]:
+            w, h = (int(v) for v in size.lower().split("x"))
+            frames = walking_frames(args.frames, h, w)
+            clip = write_video(folder / f"clip-{w}x{h}.mp4", frames, fps=LIVE_FPS)
+            ceiling, best = 0.0, {}
+            for _ in range(args.repeats):
+                ceiling = max(ceiling, infer_only(model, frames, args.batch))
+                for name, (fps, extra) in run_rows(model, clip, folder, args.batch, args.frames).items():
+                    if fps > best.get(name, (0.0, ""))[0]:
+                        best[name] = (fps, extra)
+                print(f"{size}: round done", file=sys.stderr, flush=True)
+            lines.append(f"| {w}x{h} | inference alone, batch {args.batch} | {ceiling:.1f} | 1.00x | |")
+            lines += [f"| {w}x{h} | {name} | {fps:.1f} | {fps / ceiling:.2f}x | {extra} |" for name, (fps, extra) in best.items()]
+    emit(lines, args.markdown)
 
 
 if __name__ == "__main__":

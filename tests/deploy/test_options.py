@@ -27,6 +27,9 @@ def test_stream_refuses_in_the_library_what_the_cli_refuses():
     with pytest.raises(UserError) as e:
         StreamOptions(bg=Path("bg.png"), bg_frames=5)
     assert cli_line(*STREAM, "--bg", "bg.png", "--bg-frames", "5") == f"error: {e.value}"
+    with pytest.raises(UserError) as e:
+        StreamOptions(layout="sideways")
+    assert cli_line(*STREAM, "--layout", "sideways") == f"error: {e.value}"
 
 
 def test_serve_refuses_in_the_library_what_the_cli_refuses():
@@ -52,6 +55,8 @@ def test_run_parity_refuses_what_the_cli_refuses():
     ({"fps": 0.0}, "--fps must be positive, got 0.0"),
     ({"smooth": 1.0}, "--smooth must be in [0, 1)"),
     ({"adapt": "yes"}, "stream: adapt must be a toolkit.deploy.adapt.Adaptation"),
+    ({"out_size": (360, 0)}, "--out-size must be two whole numbers in 2..8192"),
+    ({"video": False, "preset": "fast"}, "--preset sets the video's encoder, and --no-video writes none"),
 ])
 def test_stream_options_are_checked_when_made(kwargs, says):
     with pytest.raises(UserError) as e:

@@ -165,3 +165,44 @@ def test_aspect_note_only_past_five_percent():
     assert aspect_note((128, 130), (128, 128)) is None and aspect_note((720, 1280), (128, 224)) is None
     assert "--image-size 128x228" in aspect_note((720, 1280), (128, 128))
     assert "squashed by 50%" in aspect_note((128, 64), (128, 128))
+
+
+def _masks(folder) -> list[np.ndarray]:
+    return [np.asarray(Image.open(p)) for p in sorted(folder.iterdir())]
+
+
+def test_layouts_sizes_and_masks_that_do_not_depend_on_the_layout(tmp_path, clip, exported_onnx):
+    """The overlay at the camera's size or --out-size, the panel as before; the raw masks are
+    the same bytes whatever is drawn (or nothing: --no-video)."""
+    from toolkit.deploy.stream import stream
+    from toolkit.deploy.video import probe_video
+
+    runs = {"panel": (tmp_path / "panel.mp4", dict(layout="panel")),
+            "overlay": (tmp_path / "overlay.mp4", dict(layout="overlay")),
+            "small": (tmp_path / "small.mp4", dict(layout="overlay", out_size=(24, 32))),
+            "none": (None, dict(video=False))}
+    reports = {}
+    for name, (out, extra) in runs.items():
+        options = StreamOptions(bg_frames=6, batch=1, masks_dir=tmp_path / f"masks-{name}", **extra)
+        reports[name] = stream(exported_onnx, str(clip), out, options)
+    assert probe_video(tmp_path / "panel.mp4")[1:3] == panel_size(CLIP_H, CLIP_W)
+    assert probe_video(tmp_path / "overlay.mp4")[:3] == (CLIP_FRAMES, CLIP_W, CLIP_H)
+    assert probe_video(tmp_path / "small.mp4")[:3] == (CLIP_FRAMES, 32, 24)
+    masks = {name: _masks(tmp_path / f"masks-{name}") for name in runs}
+    assert all(len(m) == CLIP_FRAMES and m[0].shape == (CLIP_H, CLIP_W) for m in masks.values())
+    assert all(np.array_equal(a, b) for name in ("overlay", "small", "none") for a, b in zip(masks["panel"], masks[name]))
+    assert reports["panel"].layout == "panel" and reports["overlay"].layout == "overlay" and reports["none"].layout == ""
+    assert reports["panel"].encoder.startswith("libx264 (preset veryfast, crf 20, frame threads; a file: quality)")
+
+
+def test_a_live_source_is_encoded_for_latency_and_the_preset_can_be_chosen(tmp_path, clip, exported_onnx):
+    from tests.deploy.test_events import Released
+    from toolkit.deploy.stream import stream
+
+    camera = Released(4)
+    camera.allowed.release(4)
+    live = stream(exported_onnx, camera, tmp_path / "live.mp4", StreamOptions(bg_frames=2, layout="overlay"))
+    assert live.encoder == "libx264 (preset ultrafast, tune zerolatency, slice threads; live: low latency)"
+    assert live.latency_ms_p50 is not None and live.latency_ms_p50 <= live.latency_ms_p99
+    chosen = stream(exported_onnx, str(clip), tmp_path / "fast.mp4", StreamOptions(bg_frames=2, preset="ultrafast"))
+    assert "preset ultrafast, crf 20" in chosen.encoder

@@ -84,8 +84,10 @@ def test_a_gate_passing_int8_model_is_compared_as_its_layers_read_it(trained_onn
     from export.int8 import Int8Options, quantize_int8, synthetic_pairs
 
     pairs = synthetic_pairs(tmp_path / "pairs", (64, 64), calib_pairs=8, gate_pairs=4)
-    int8, report = quantize_int8(trained_onnx, tmp_path / "model.int8.onnx", pairs, Int8Options(method="minmax", search="off"))
-    assert report.passed
+    # The fixed rule's model passes its gate vs fp32 here, not its self-test on the golden pairs
+    # (mask IoU ~0.95): --force writes it, and the layers it compares are the fixed rule's.
+    int8, report = quantize_int8(trained_onnx, tmp_path / "model.int8.onnx", pairs, Int8Options(method="minmax", search="off", force=True))
+    assert report.parity.failures and all(f.startswith("its self-test") for f in report.parity.failures)  # the gate vs fp32 passed
     layers = compare_layers(int8, limit=2)  # the fp32 model it was converted from, found by its metadata
     assert any("dequantised" in n for n in layers.notes)
     assert len(layers.layers) > 40 and max(d.rel_error for d in layers.layers) < 0.5, layers.first_over

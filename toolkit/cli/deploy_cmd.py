@@ -20,7 +20,15 @@ def stream(
     model: Path = typer.Option(..., "--model", "-m", help="Model file: .pt, .onnx or .engine (backend by suffix)."),
     source: str = typer.Option(
         ..., "--source", "-s", help="A video file, a folder of frames, a camera index (0) / device (/dev/video0), or a URL (rtsp://, http://, udp://, ...)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output video (.mp4, .mkv, .mov, .avi) or a folder for PNG frames."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output video (.mp4, .mkv, .mov, .avi) or a folder for PNG frames (or --no-video)."),
+    layout: str = typer.Option(
+        "panel", "--layout", help="What the video shows: panel (frame | mask overlay | depth, for review) or overlay (the person tinted, live use)."),
+    out_size: str | None = typer.Option(None, "--out-size", help="The camera picture's size in the video, WIDTHxHEIGHT (e.g. 640x360; default: the camera's)."),
+    no_video: bool = typer.Option(False, "--no-video", help="Write no video: masks, --events, --json, the preview and /metrics only."),
+    events: str | None = typer.Option(
+        None, "--events", help="A JSON line per frame (coverage, box, median depth, flicker) to this file or - (standard output), as frames finish."),
+    preset: str | None = typer.Option(
+        None, "--preset", help="H.264 encoder preset (default: ultrafast with zero latency for cameras and URLs, veryfast for files)."),
     bg: Path | None = typer.Option(None, "--bg", help="Image of the empty scene (resized to the frames' size if it differs)."),
     bg_frames: int | None = typer.Option(None, "--bg-frames", help="Learn the background as the per-pixel median of the first N frames (default 30)."),
     masks_dir: Path | None = typer.Option(None, "--masks-dir", help="Also write each frame's raw mask as a grey PNG here."),
@@ -48,7 +56,7 @@ def stream(
     key_file: Path | None = typer.Option(None, "--key-file", help="The preview's key: " + KEY_FILE_HELP),
     auth: bool | None = typer.Option(None, "--auth/--no-auth", help="The preview's key: " + AUTH_HELP),
 ) -> None:
-    """Run a model on every frame: writes frame | mask overlay | depth colour map as a video (or PNGs).
+    """Run a model on every frame: a video (or PNGs) of frame | mask overlay | depth, or the overlay alone; masks; events.
 
     Ctrl-C stops after the frames in flight and still closes the video properly.
     """
@@ -56,13 +64,15 @@ def stream(
 
     from ..deploy.adapt import Adaptation
     from ..deploy.live import LiveOptions
-    from ..deploy.options import StreamOptions
+    from ..deploy.options import StreamOptions, parse_out_size
     from ..deploy.stream import stream as run_stream
 
     live = LiveOptions(latest=latest, stride=stride, stall_s=stall_s, reconnect=None if reconnect < 0 else reconnect, transport=rtsp_transport)
     options = StreamOptions(bg=bg, bg_frames=bg_frames, masks_dir=masks_dir, batch=batch, provider=provider, fps=fps,
                             max_frames=max_frames, bg_cache=not no_bg_cache, smooth=smooth, live=live,
-                            adapt=Adaptation(rate=bg_update, relearn=bg_relearn) if bg_update or bg_relearn else None)
+                            adapt=Adaptation(rate=bg_update, relearn=bg_relearn) if bg_update or bg_relearn else None,
+                            layout=layout, out_size=parse_out_size(out_size) if out_size is not None else None, video=not no_video,
+                            events=events, preset=preset)
     if json_out is not None:
         from ..core.fsutil import check_output_file
 
@@ -81,6 +91,8 @@ def stream(
             err_console.print(report.self_test, soft_wrap=True)
         err_console.print(f"source: {report.source}")
         err_console.print(report.background)
+        if report.encoder and report.encoder != "png":
+            err_console.print(f"encoder: {report.encoder} (--preset to change)", soft_wrap=True)
         progress.update(task, total=expected)
         progress.start()
 
@@ -94,7 +106,7 @@ def stream(
         progress.stop()
         if viewer is not None:
             viewer.close()
-    print_stream_report(report, out, masks_dir, json_out)
+    print_stream_report(report, out, masks_dir, json_out, err_console if events == "-" else console, events)
 
 
 def open_preview(port: int | None, host: str | None, key_file: Path | None, auth: bool | None):
@@ -113,13 +125,20 @@ def open_preview(port: int | None, host: str | None, key_file: Path | None, auth
     return viewer
 
 
-def print_stream_report(report, out: Path, masks_dir: Path | None, json_out: Path | None) -> None:
-    """The stream's notes, its one-line summary, the flicker figure, and the JSON when asked."""
+def print_stream_report(report, out: Path | None, masks_dir: Path | None, json_out: Path | None, console=console,
+                        events: str | None = None) -> None:
+    """The stream's notes, its one-line summary, the flicker figure, and the JSON when asked
+    (on `console`: standard error when the events go to standard output)."""
     for note in report.notes:
         err_console.print(f"note: {note}")
     stopped = " (interrupted: the frames so far)" if report.interrupted else ""
-    what = f"{report.codec} video" if report.codec != "png" else "PNG frames"
-    console.print(f"{report.frames} frame(s) in {report.seconds:.1f} s ({report.fps:.1f} fps) -> {out} ({what}){stopped}")
+    if out is None:
+        where = "no video"
+    else:
+        where = f"{out} ({report.codec} video, {report.layout})" if report.codec != "png" else f"{out} (PNG frames, {report.layout})"
+    console.print(f"{report.frames} frame(s) in {report.seconds:.1f} s ({report.fps:.1f} fps) -> {where}{stopped}")
+    if report.events:
+        console.print(f"{report.events} event line(s) -> {'standard output' if events == '-' else events}")
     if masks_dir is not None:
         console.print(f"{report.masks} mask(s) -> {masks_dir}")
     if report.dropped or report.reconnects or report.received != report.frames:

@@ -16,11 +16,13 @@ from pathlib import Path
 from ..core.errors import UserError
 from .adapt import Adaptation
 from .auth import check_auth_options
+from .compose import check_layout
 from .live import LiveOptions
 from .service import ServeSettings
 from .temporal import Smoother
 
 DEFAULT_BG_FRAMES = 30  # frames whose per-pixel median is the background when no --bg is given
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -33,6 +35,15 @@ def _as_path(value: str | Path | None) -> Path | None:
     return None if value is None else Path(value)
 
 
+def parse_out_size(text: str) -> tuple[int, int]:
+    """'640x360' (width x height, as video sizes are written) to (h, w); one line when it is not."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--out-size must be WIDTHxHEIGHT (e.g. 640x360), got {text!r}") from None
+    return h, w
+
+
 @dataclass(frozen=True)
 class StreamOptions:
     """`bg`: an image of the empty scene, or else the median of the first `bg_frames` frames
@@ -41,7 +52,13 @@ class StreamOptions:
     this many; `bg_cache` False: the whole network on every frame even beside the halves;
     `smooth`: the previous frame's weight in a moving average; `adapt`: the background follows
     the scene (`Adaptation`); `live`: how the source is read (`LiveOptions`); `self_test`: the
-    model proves itself before the first frame; `pipelined`: decode, infer and encode overlap."""
+    model proves itself before the first frame; `pipelined`: decode, infer and encode overlap.
+    What is written: `layout` "panel" (frame | overlay | depth) or "overlay" (the frame with the
+    person tinted: `toolkit.deploy.compose`); `out_size` (h, w): the camera picture's size in
+    it (default the camera's); `video` False: no video at all (masks, events, the summary, the
+    preview, which still shows the layout); `events`: a JSON line per frame to this file or "-" (`toolkit.deploy.events`);
+    `preset`: the H.264 encoder's speed (default ultrafast with zero latency for live sources,
+    veryfast for files)."""
 
     bg: Path | None = None
     bg_frames: int | None = None  # None: DEFAULT_BG_FRAMES (refused beside `bg`)
@@ -56,10 +73,16 @@ class StreamOptions:
     live: LiveOptions = field(default_factory=LiveOptions)
     self_test: bool = True
     pipelined: bool = True
+    layout: str = "panel"
+    out_size: tuple[int, int] | None = None
+    video: bool = True
+    events: str | Path | None = None
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bg", _as_path(self.bg))
         object.__setattr__(self, "masks_dir", _as_path(self.masks_dir))
+        self._check_outputs()
         if self.bg is not None and self.bg_frames is not None:
             raise UserError("give --bg IMAGE or --bg-frames N, not both")
         _positive(self.batch, "--batch")
@@ -72,6 +95,18 @@ class StreamOptions:
             raise UserError("stream: adapt must be a toolkit.deploy.adapt.Adaptation (or None)")
         if not isinstance(self.live, LiveOptions):
             raise UserError("stream: live must be a toolkit.deploy.live.LiveOptions")
+
+    def _check_outputs(self) -> None:
+        check_layout(self.layout)
+        if self.out_size is not None:
+            size = tuple(self.out_size)
+            if len(size) != 2 or not all(isinstance(v, int) and 2 <= v <= 8192 for v in size):
+                raise UserError(f"--out-size must be two whole numbers in 2..8192 (width x height), got {self.out_size}")
+            object.__setattr__(self, "out_size", size)
+        if self.preset is not None and self.preset not in X264_PRESETS:
+            raise UserError(f"--preset must be one of {', '.join(X264_PRESETS)} (H.264's), got {self.preset!r}")
+        if not self.video and self.preset is not None:
+            raise UserError("--preset sets the video's encoder, and --no-video writes none: drop one of them")
 
     @property
     def background_frames(self) -> int:

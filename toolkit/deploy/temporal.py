@@ -52,17 +52,21 @@ class FlickerMeter:
         self.total = 0.0
         self.pairs = 0
 
-    def add(self, frame: np.ndarray, mask: np.ndarray, still: np.ndarray | None = None) -> None:
+    def add(self, frame: np.ndarray, mask: np.ndarray, still: np.ndarray | None = None) -> float | None:
         """`frame` HxWx3 in [0, 1] and its mask HxW at the same size; `still` (bool HxW): the
-        pixels known not to have changed (from true masks), else taken from the frames."""
+        pixels known not to have changed (from true masks), else taken from the frames. Returns
+        this frame's flicker (None for the first, or when no pixel stayed still)."""
+        change = None
         if self._previous is not None and self._previous[0].shape == frame.shape:
             last_frame, last_mask = self._previous
             if still is None:
                 still = np.abs(frame - last_frame).max(axis=-1) < STILL_THRESHOLD
             if still.any():
-                self.total += float(np.abs(mask - last_mask)[still].mean())
+                change = float(np.abs(mask - last_mask)[still].mean())
+                self.total += change
                 self.pairs += 1
         self._previous = (frame, mask)
+        return change
 
     @property
     def value(self) -> float | None:

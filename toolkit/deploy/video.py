@@ -229,23 +229,48 @@ class PngFolderWriter:
         return None
 
 
+FILE_PRESET, LIVE_PRESET = "veryfast", "ultrafast"
+FILE_CRF = "20"
+
+
 class VideoWriter:
     """Encode uint8 RGB frames into `path` (already a temporary name: the caller renames it).
 
     The container and stream are made at the first frame, once the size is known; odd sizes are
     padded by one dark pixel row/column because H.264 in yuv420p needs even dimensions.
+
+    The encoder runs on its own threads (FFmpeg's, as many as there are cores), so the stream's
+    encode step mostly hands frames over. For a `live` source it is tuned for latency (x264's
+    `ultrafast` preset, `zerolatency`: no look-ahead, no B-frames, slice threads, so a frame
+    leaves the encoder as soon as it is in); for a file, for quality at a speed that keeps up
+    (`veryfast`, CRF 20, frame threads). `preset` overrides the x264 preset; `describe()` is
+    the line the stream says and records.
     """
 
-    def __init__(self, path: Path, fmt: str, codecs: tuple[str, ...], fps: float):
+    def __init__(self, path: Path, fmt: str, codecs: tuple[str, ...], fps: float, *, live: bool = False,
+                 preset: str | None = None):
         av = require_av()
         self.path = path
         self.fmt = fmt
         self.fps = Fraction(fps).limit_denominator(1001)
         available = av.codecs_available
         self.codec = next((c for c in codecs if c in available), codecs[-1])
+        self.live = live
+        self.options: dict[str, str] = {}
+        if self.codec == "libx264":
+            self.options = {"preset": preset or (LIVE_PRESET if live else FILE_PRESET)}
+            self.options |= {"tune": "zerolatency"} if live else {"crf": FILE_CRF}
         self.container: Any = None
         self.stream: Any = None
         self.count = 0
+
+    def describe(self) -> str:
+        """'libx264 (preset veryfast, crf 20, frame threads): a file's quality': what encodes."""
+        if not self.options:
+            return f"{self.codec} (libx264 is not in this PyAV's FFmpeg)"
+        settings = ", ".join(f"{k} {v}" for k, v in self.options.items())
+        why = "live: low latency" if self.live else "a file: quality"
+        return f"{self.codec} ({settings}, {'slice' if self.live else 'frame'} threads; {why})"
 
     def _open(self, h: int, w: int) -> None:
         av = require_av()
@@ -253,8 +278,10 @@ class VideoWriter:
         self.stream = self.container.add_stream(self.codec, rate=self.fps)
         self.stream.width, self.stream.height = w + w % 2, h + h % 2
         self.stream.pix_fmt = "yuv420p"
-        if self.codec == "libx264":
-            self.stream.options = {"preset": "veryfast", "crf": "20"}
+        self.stream.codec_context.thread_count = 0  # FFmpeg's: one per core
+        self.stream.codec_context.thread_type = "SLICE" if self.live else "FRAME"
+        if self.options:
+            self.stream.options = dict(self.options)
 
     def write(self, rgb: np.ndarray) -> None:
         av = require_av()

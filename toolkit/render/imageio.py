@@ -215,6 +215,16 @@ def resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([_resize_plane(a[:, :, c], h, w) for c in range(a.shape[2])], axis=2)
 
 
+def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A uint8 HxWx3 image resized (bilinear) to `size=(h, w)` in Pillow's 8-bit mode: within
+    one grey level of `resize` (the float path), several times faster on a camera's frame,
+    which is why `stream` feeds the model through it (benchmarks/stream.py)."""
+    h, w = int(size[0]), int(size[1])
+    if image.shape[:2] == (h, w):
+        return image
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((w, h), Image.Resampling.BILINEAR))
+
+
 def _resize_plane(plane: np.ndarray, h: int, w: int) -> np.ndarray:
     im = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
     return np.asarray(im.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32).copy()
