@@ -60,8 +60,6 @@ def stream(
 
     Ctrl-C stops after the frames in flight and still closes the video properly.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..deploy.adapt import Adaptation
     from ..deploy.live import LiveOptions
     from ..deploy.options import StreamOptions, parse_out_size
@@ -80,6 +78,21 @@ def stream(
     from ..deploy.preview import check_preview_options
 
     check_preview_options(preview, preview_host, key_file, auth)
+    progress, on_start, on_frame = stream_progress()
+    viewer = open_preview(preview, preview_host, key_file, auth)
+    try:
+        report = run_stream(model, source, out, options, preview=viewer, on_start=on_start, on_frame=on_frame)
+    finally:
+        progress.stop()
+        if viewer is not None:
+            viewer.close()
+    print_stream_report(report, out, masks_dir, json_out, err_console if events == "-" else console, events)
+
+
+def stream_progress():
+    """(the progress bar, on_start, on_frame) of a stream: its start lines and frame rate on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     progress = Progress(
         TextColumn("stream"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]:.1f} fps"), TimeElapsedColumn(),
         console=err_console, transient=False,
@@ -99,14 +112,7 @@ def stream(
     def on_frame(done: int, rate: float) -> None:
         progress.update(task, completed=done, fps=rate)
 
-    viewer = open_preview(preview, preview_host, key_file, auth)
-    try:
-        report = run_stream(model, source, out, options, preview=viewer, on_start=on_start, on_frame=on_frame)
-    finally:
-        progress.stop()
-        if viewer is not None:
-            viewer.close()
-    print_stream_report(report, out, masks_dir, json_out, err_console if events == "-" else console, events)
+    return progress, on_start, on_frame
 
 
 def open_preview(port: int | None, host: str | None, key_file: Path | None, auth: bool | None):

@@ -29,12 +29,12 @@ from .adapt import BackgroundTracker
 from .compose import Composer
 from .events import EventLog, frame_event
 from .pipeline import run_pipeline
+from .report import StreamReport
 from .temporal import FlickerMeter, Smoother
 
 if TYPE_CHECKING:
     from .options import StreamOptions
     from .preview import Preview
-    from .stream import StreamReport
     from .video import FrameSource
 
 ASPECT_TOLERANCE = 0.05
