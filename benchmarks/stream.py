@@ -8,10 +8,11 @@ model, in the same process:
     drawn or encoded: the ceiling every other row is a ratio to;
   * --no-video with --events: decode, infer, a JSON line per frame;
   * --layout overlay: the overlay video at the camera's size;
-  * --layout panel: the three-tile panel video at the camera's size (today's default output);
+  * --layout panel: the three-tile panel video at the camera's size (the default output), and
+    with --out-size 640x360 (each tile at that size);
   * a live camera (the clip replayed at its frame rate, newest frame wins) into the overlay
-    video: frames/s and the latency from a frame leaving the camera to its outputs written
-    (p50, p99), the figures a live user feels.
+    video, at batch B and 1: frames/s and the latency from a frame leaving the camera to its
+    outputs written (p50, p99), the figures a live user feels.
 Each clip size is its own table row group; rows are repeated, interleaved, and the best kept, so
 a burst of load elsewhere hits every row alike. Every stream runs with the file preset the CLI
 uses for files (veryfast, frame threads) unless it is live.
@@ -23,7 +24,6 @@ uses for files (veryfast, frame threads) unless it is live.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cpu_inference import emit  # noqa: E402  (starts the load reading)
+from benchmarks.cpu_inference import cpu_name, emit  # noqa: E402  (starts the load reading)
 
 LIVE_FPS = 25.0
 
@@ -101,15 +101,18 @@ def run_rows(model: Path, clip: Path, folder: Path, batch: int, frames: int) -> 
         "--no-video --events": (None, StreamOptions(video=False, events=str(folder / "events.jsonl"), **common)),
         "--layout overlay": (folder / "overlay.mp4", StreamOptions(layout="overlay", **common)),
         "--layout panel": (folder / "panel.mp4", StreamOptions(layout="panel", **common)),
+        "--layout panel --out-size 640x360": (folder / "panel-small.mp4", StreamOptions(layout="panel", out_size=(360, 640), **common)),
     }
     for name, (out, options) in cases.items():
         report = stream(model, str(clip), out, options)
         assert report.frames == frames, report
         rows[name] = (report.fps, "")
-    report = stream(model, paced_camera(clip), folder / "live.mp4", StreamOptions(layout="overlay", **common))
-    rows[f"live camera at {LIVE_FPS:g} fps, overlay"] = (
-        report.fps, f"latency p50 {report.latency_ms_p50:.0f} ms, p99 {report.latency_ms_p99:.0f} ms; "
-                    f"{report.dropped} of {report.received} dropped")
+    for live_batch in sorted({batch, 1}, reverse=True):
+        options = StreamOptions(layout="overlay", bg_frames=10, batch=live_batch)
+        report = stream(model, paced_camera(clip), folder / "live.mp4", options)
+        rows[f"live camera at {LIVE_FPS:g} fps, overlay, batch {live_batch}"] = (
+            report.fps, f"p50 {report.latency_ms_p50:.0f} ms, p99 {report.latency_ms_p99:.0f} ms; "
+                        f"{report.dropped} of {report.received} dropped")
     return rows
 
 
@@ -130,13 +133,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model = args.model or default_model(folder)
-        lines += [f"CPU: {platform.processor() or platform.machine()}, {usable_cpus()} usable cores; model {Path(model).name}; "
+        lines += [f"CPU: {cpu_name()}, {usable_cpus()} usable cores; model {Path(model).name}; "
                   f"{args.frames} frames per clip (H.264), batch {args.batch}; best of {args.repeats}", "",
                   "| clip | run | frames/s | vs inference alone | live latency |", "| --- | --- | ---: | ---: | --- |"]
         for size in [s for s in args.sizes.split(",") if s]:
             w, h = (int(v) for v in size.lower().split("x"))
             frames = walking_frames(args.frames, h, w)
-            clip = write_video(folder / f"clip-{w}x{h}.mp4", frames, fps=LIVE_FPS)
+            clip = write_video(folder / f"clip-{w}x{h}.mp4", frames, fps=int(LIVE_FPS))
             ceiling, best = 0.0, {}
             for _ in range(args.repeats):
                 ceiling = max(ceiling, infer_only(model, frames, args.batch))

@@ -42,11 +42,11 @@ class Released(FrameSource):
 
     def __init__(self, n: int):
         super().__init__("released", 25.0, None)
-        self.frames = walking_frames(n, 48, 64)
+        self.pictures = walking_frames(n, 48, 64)
         self.allowed = threading.Semaphore(0)
 
     def _frames(self) -> Iterator[np.ndarray]:
-        for frame in self.frames:
+        for frame in self.pictures:
             assert self.allowed.acquire(timeout=60), "the test never released the next frame"
             yield frame
 

@@ -274,3 +274,17 @@ def test_nchw_round_trip():
     assert to_nchw([np.zeros((4, 5))]).shape == (1, 1, 4, 5)
     with pytest.raises(ValueError):
         to_nchw([np.zeros((4, 5, 3)), np.zeros((4, 6, 3))])
+
+
+def test_the_8_bit_resize_stream_feeds_the_model_is_the_float_resize_within_a_grey_level():
+    """`stream` feeds the model through `resize_uint8` (several times faster on a camera's
+    frame); `infer` and the self-test through `resize`: their inputs must agree to rounding."""
+    from toolkit.deploy.footage import walking_frames
+    from toolkit.render.imageio import resize, resize_uint8
+
+    frame = walking_frames(3, 90, 160)[2]
+    for size in ((32, 32), (48, 96), (120, 200)):  # down, down to another aspect, up
+        fast = resize_uint8(frame, size).astype(np.float32)
+        exact = resize(frame.astype(np.float32) / 255.0, size) * 255.0
+        assert fast.shape == (*size, 3) and np.abs(fast - exact).max() <= 1.0
+    assert resize_uint8(frame, (90, 160)) is frame

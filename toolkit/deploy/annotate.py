@@ -2,8 +2,10 @@
 
 Each stage does only what an output needs, at that output's size:
   * prepare: the model's copy of the frame (8-bit bilinear straight to the model's size,
-    `imageio.resize_uint8`), and the camera-size picture only when a video or the preview will
-    show it (resized to `--out-size` here, off the encode thread);
+    `imageio.resize_uint8`: within a quarter of a grey level of the float resize `infer` uses,
+    so the masks agree with `infer`'s; FFmpeg's scaler from the decoder's YUV was 4x faster but
+    moved the masks by 6 % of their pixels), and the camera-size picture only when a video or
+    the preview will show it (resized to `--out-size` here, off the encode thread);
   * infer: a batch against the fixed background (features once, on the halves);
   * emit: smoothing, flicker, the background's adaptation, then each output asked for: the
     layout's picture (`compose.Composer`, uint8) to the video and the preview, the raw mask at
@@ -117,8 +119,11 @@ class Annotator:
         self.out.composer = Composer(self.options.layout, self.tile, self.runner.spec.depth_convention) if drawn else None
         self.started = time.perf_counter()
         batch = self.options.batch
+        # A live source drops what the model cannot take: short queues, so frames are dropped at
+        # the source (newest wins) instead of waiting in line and adding their wait to the latency.
+        queue = batch if self.live else 2 * batch + 2
         return run_pipeline((self.prepare(f) for f in frames), self.infer_batch, self.emit,
-                            batch=batch, queue_size=2 * batch + 2, stop=stop, pipelined=self.options.pipelined)
+                            batch=batch, queue_size=queue, stop=stop, pipelined=self.options.pipelined)
 
     def prepare(self, frame: np.ndarray) -> Item:
         taken = time.perf_counter()

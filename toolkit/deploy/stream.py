@@ -89,7 +89,7 @@ def stream(
     out = _check_outputs(out, o, preview)
     smoother = Smoother(o.smooth)
     stop = stop or threading.Event()
-    runner = model if isinstance(model, Runner) else open_fixed_camera(model, cache=o.bg_cache, provider=o.provider)
+    runner = model if isinstance(model, Runner) else open_fixed_camera(model, cache=o.bg_cache, **_runner_options(model, o))
     report = StreamReport(out=out, smooth=o.smooth, layout=o.layout if o.video or preview is not None else "")
     src = open_live(source, o.fps, o.live)
     with src, runner, sigint_sets(stop):
@@ -120,6 +120,16 @@ def stream(
     if report.frames == 0:
         raise UserError(f"{src.label}: no frames")
     return report
+
+
+def _runner_options(model: str | Path, options: StreamOptions) -> dict[str, object]:
+    """How the model is opened: on ONNX Runtime's CPU provider its threads sleep between calls
+    instead of spinning, since decoding, drawing and encoding need the same cores in between
+    (benchmarks/stream.py measures the difference)."""
+    from ..runtime.onnx_runner import PROVIDER_CHAIN
+
+    spin = not (Path(model).suffix.lower() == ".onnx" and options.provider in PROVIDER_CHAIN)
+    return {"provider": options.provider} | ({} if spin else {"spinning": False})
 
 
 def _check_outputs(out: str | Path | None, options: StreamOptions, preview: Preview | None) -> Path | None:
