@@ -86,3 +86,8 @@ def test_the_options_keep_what_they_were_given():
     assert StreamOptions(bg_frames=7).background_frames == 7
     s = ServeOptions(max_batch=4, max_wait_ms=2.5, max_upload_mb=1.5, bg="bg.png")
     assert (s.settings.max_batch, s.settings.max_wait_ms, s.settings.max_upload_bytes) == (4, 2.5, 1536 * 1024)
+
+
+def test_a_live_source_runs_at_batch_1_unless_asked():
+    assert StreamOptions().batch_for(live=True) == 1 and StreamOptions().batch_for(live=False) == 4
+    assert StreamOptions(batch=3).batch_for(live=True) == 3

@@ -32,7 +32,8 @@ def stream(
     bg: Path | None = typer.Option(None, "--bg", help="Image of the empty scene (resized to the frames' size if it differs)."),
     bg_frames: int | None = typer.Option(None, "--bg-frames", help="Learn the background as the per-pixel median of the first N frames (default 30)."),
     masks_dir: Path | None = typer.Option(None, "--masks-dir", help="Also write each frame's raw mask as a grey PNG here."),
-    batch: int = typer.Option(4, "--batch", help="Largest batch of frames per inference (taken when frames are waiting)."),
+    batch: int | None = typer.Option(
+        None, "--batch", help="Largest batch of frames per inference, taken when frames are waiting (default 4; 1 for cameras and URLs)."),
     max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after this many frames (a camera never ends by itself)."),
     fps: float | None = typer.Option(None, "--fps", help="Output frame rate (default: the source's; 25 for a folder)."),
     provider: str = typer.Option("cpu", "--provider", help=PROVIDER_HELP),

@@ -118,7 +118,7 @@ class Annotator:
         drawn = writer is not None or self.out.preview is not None
         self.out.composer = Composer(self.options.layout, self.tile, self.runner.spec.depth_convention) if drawn else None
         self.started = time.perf_counter()
-        batch = self.options.batch
+        batch = self.options.batch_for(self.live)
         # A live source drops what the model cannot take: short queues, so frames are dropped at
         # the source (newest wins) instead of waiting in line and adding their wait to the latency.
         queue = batch if self.live else 2 * batch + 2

@@ -48,8 +48,8 @@ def parse_out_size(text: str) -> tuple[int, int]:
 class StreamOptions:
     """`bg`: an image of the empty scene, or else the median of the first `bg_frames` frames
     (default 30); `masks_dir`: the raw masks too; `batch`: the largest batch of frames per
-    inference; `fps`: the output's frame rate (default the source's); `max_frames`: stop after
-    this many; `bg_cache` False: the whole network on every frame even beside the halves;
+    inference (default 4, 1 for live sources); `fps`: the output's frame rate (default the
+    source's); `max_frames`: stop after this many; `bg_cache` False: the whole network on every frame even beside the halves;
     `smooth`: the previous frame's weight in a moving average; `adapt`: the background follows
     the scene (`Adaptation`); `live`: how the source is read (`LiveOptions`); `self_test`: the
     model proves itself before the first frame; `pipelined`: decode, infer and encode overlap.
@@ -63,7 +63,7 @@ class StreamOptions:
     bg: Path | None = None
     bg_frames: int | None = None  # None: DEFAULT_BG_FRAMES (refused beside `bg`)
     masks_dir: Path | None = None
-    batch: int = 4
+    batch: int | None = None  # None: 4 for files and folders, 1 for live sources (`batch_for`)
     provider: str = "cpu"
     fps: float | None = None
     max_frames: int | None = None
@@ -107,6 +107,12 @@ class StreamOptions:
             raise UserError(f"--preset must be one of {', '.join(X264_PRESETS)} (H.264's), got {self.preset!r}")
         if not self.video and self.preset is not None:
             raise UserError("--preset sets the video's encoder, and --no-video writes none: drop one of them")
+
+    def batch_for(self, live: bool) -> int:
+        """The largest batch: as given, else 1 for a live source (a frame never waits for others:
+        at 1280x720 on 2 cores batch 4 tripled the median latency, benchmarks/README.md) and 4
+        for a file (throughput)."""
+        return self.batch if self.batch is not None else (1 if live else 4)
 
     @property
     def background_frames(self) -> int:
