@@ -15,7 +15,9 @@ as ssh refuses such a private key. On loopback the key is optional (checked when
 `--auth` requires it there too); `--no-auth` turns the check off with one warning line.
 
 A browser cannot send a header from its address bar: `?key=KEY` on any page logs it in once (an
-HttpOnly, SameSite=Strict cookie) and redirects to the same address without the key.
+HttpOnly, SameSite=Lax cookie holding a token derived from the key, never the key: Lax so that a
+link from a chat or a mail opens the page logged in) and redirects to the same address without
+the key.
 Keys are compared in constant time (`hmac.compare_digest`).
 """
 
@@ -189,9 +191,8 @@ def resolve_access(host: str, *, key_file: Path | None = None, auth: bool | None
     `tls_hint`: how this server gets TLS (the clear-text warning's advice)."""
     env = os.environ if env is None else env
     beyond = not is_loopback(host)
+    check_auth_options(key_file, auth)
     if auth is False:
-        if key_file is not None:
-            raise UserError("--key-file and --no-auth do not go together")
         warn = f"warning: --no-auth: anyone who can reach {host}:{port} can use this without a key" if beyond else ""
         return Access(None, tuple(line for line in (warn,) if line), tls)
     clear = () if tls or not beyond else (f"warning: no TLS: the key and the images travel in clear text; {tls_hint}",)
