@@ -155,7 +155,7 @@ def quantize_int8(
         why = "; ".join(result.failures)
         if not o.force:
             searched = f"; {report.search_summary}" if report.search_summary else ""
-            hint = "calibrate on real pairs with --calib DIR, or --force to write it anyway" if pairs.source == "synthetic" else "--force writes it anyway"
+            hint = _refusal_hint(result, pairs)
             raise CheckFailed(f"{out}: not written: int8 model fails the accuracy gate: {why} (vs fp32: {figures}){searched}; {hint}")
         report.forced = True
         report.notes.append(f"warning: int8 model fails the accuracy gate ({why}); written anyway (--force)")
@@ -166,6 +166,14 @@ def quantize_int8(
         dst.write_bytes(model.SerializeToString())
     report.path = out
     return out, report
+
+
+def _refusal_hint(result: ParityResult, pairs: CalibrationPairs) -> str:
+    """What to do about a refused int8 model: real calibration pairs help a gate miss, not a
+    self-test miss (the golden pairs are the model's own)."""
+    if all(f.startswith("its self-test") for f in result.failures):
+        return "--force writes it anyway, and serve, stream and doctor will then refuse it as this check did"
+    return "calibrate on real pairs with --calib DIR, or --force to write it anyway" if pairs.source == "synthetic" else "--force writes it anyway"
 
 
 def _metadata(props: dict[str, str], source: Path, out: Path, options: Int8Options, settings: dict[str, Any],

@@ -111,3 +111,31 @@ def test_events_to_standard_output_are_json_lines_only(exported_onnx, clip, tmp_
                   block_torch=True)
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "file" in lines[0], bad.stderr  # before any work
+
+
+def test_a_nan_flicker_is_written_as_null_not_a_crash():
+    mask = np.full((8, 8), np.nan, np.float32)
+    event = frame_event(1, 0.1, mask, mask, (16, 16), float("nan"), 5.0)
+    assert event["flicker"] is None and event["bbox"] is None
+    json.dumps(event, allow_nan=False)
+
+
+def test_a_reader_that_goes_away_stops_the_events_quietly():
+    """`stream --events - | head -1`: the write after the reader left stops the stream (as
+    Ctrl-C does) instead of failing it, and Python says nothing more at exit."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import sys\nfrom toolkit.deploy.events import EventLog\n"
+            "log = EventLog('-', on_closed=lambda: print('closed', file=sys.stderr))\n"
+            "import time\nfor i in range(50):\n    log.write({'frame': i})\n    time.sleep(0.01)\n"
+            "print('written', log.count, file=sys.stderr)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True)
+    assert proc.stdout.readline().startswith('{"frame": 0')
+    proc.stdout.close()  # the reader goes away
+    err = proc.stderr.read()
+    assert proc.wait(60) == 0, err
+    lines = err.strip().splitlines()
+    assert lines[0] == "closed" and lines[1].startswith("written ") and len(lines) == 2, err  # no BrokenPipeError at exit

@@ -91,3 +91,11 @@ def test_the_options_keep_what_they_were_given():
 def test_a_live_source_runs_at_batch_1_unless_asked():
     assert StreamOptions().batch_for(live=True) == 1 and StreamOptions().batch_for(live=False) == 4
     assert StreamOptions(batch=3).batch_for(live=True) == 3
+
+
+def test_out_size_takes_numpy_integers_and_says_its_order():
+    import numpy as np
+
+    assert StreamOptions(out_size=(np.int64(24), np.int64(32))).out_size == (24, 32)
+    with pytest.raises(UserError, match=r"WIDTHxHEIGHT; out_size=\(height, width\) from Python"):
+        StreamOptions(out_size=(24.5, 32))

@@ -206,3 +206,11 @@ def test_a_live_source_is_encoded_for_latency_and_the_preset_can_be_chosen(tmp_p
     assert live.latency_ms_p50 is not None and live.latency_ms_p50 <= live.latency_ms_p99
     chosen = stream(exported_onnx, str(clip), tmp_path / "fast.mp4", StreamOptions(bg_frames=2, preset="ultrafast"))
     assert "preset ultrafast, crf 20" in chosen.encoder
+
+
+def test_a_preset_the_encoder_cannot_use_is_a_note(tmp_path, clip, exported_onnx):
+    from toolkit.deploy.stream import stream
+
+    report = stream(exported_onnx, str(clip), tmp_path / "out.avi", StreamOptions(bg_frames=2, preset="ultrafast"))
+    assert report.codec == "mpeg4" and report.encoder == "mpeg4 (.avi's encoder)"
+    assert "--preset ultrafast sets H.264's encoder (libx264); out.avi is written with mpeg4: ignored" in report.notes

@@ -188,3 +188,15 @@ def test_an_export_check_carries_the_self_test_as_one_verdict(exported_onnx, tmp
     bad = with_self_test(check, open_runner(tampered))
     assert not bad and bad.self_test.startswith("self-test FAILED")
     assert bad.failures == [f for f in bad.failures if f.startswith("its self-test (what serve, stream and doctor run) fails")]
+
+
+def test_doctor_keeps_the_halves_finding_when_the_model_cannot_be_tested(exported_halves, tmp_path):
+    def drop_golden(proto):
+        kept = [p for p in proto.metadata_props if p.key != GOLDEN_KEY]
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(kept)
+
+    r = run_cli("doctor", "--model", str(_beside_halves(exported_halves, tmp_path / "old", drop_golden)))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "holds no golden pairs" in lines[0], r.stderr
+    assert "; also: model.bg.onnx, model.frame.onnx: not the halves of model.onnx" in lines[0]

@@ -68,12 +68,6 @@ def existing_path(path: Path, what: str = "file") -> Path:
     return path
 
 
-def positive(value: int, name: str) -> int:
-    if value <= 0:
-        raise UserError(f"{name} must be a positive number, got {value}")
-    return value
-
-
 def image_size(value: int, name: str = "--image-size") -> int:
     if value <= 0 or value % 4:
         raise UserError(f"{name} must be a positive multiple of 4, got {value}")

@@ -14,12 +14,12 @@ import typer
 from rich.text import Text
 
 from ..core import spec
-from ..core.errors import CheckFailed
+from ..core.errors import CheckFailed, positive
 from ..core.fsutil import check_output_file, write_text_atomic
 from ..data.inspect import channel_stats, check_dataset
 from ..data.reader import open_dataset
 from ..data.synth import synthesize
-from .common import console, existing_path, positive
+from .common import console, existing_path
 from .tables import Col, show_table
 
 data_app = typer.Typer(

@@ -106,7 +106,8 @@ def stream_progress():
         err_console.print(f"source: {report.source}")
         err_console.print(report.background)
         if report.encoder and report.encoder != "png":
-            err_console.print(f"encoder: {report.encoder} (--preset to change)", soft_wrap=True)
+            change = " (--preset to change)" if report.codec == "libx264" else ""
+            err_console.print(f"encoder: {report.encoder}{change}", soft_wrap=True)
         progress.update(task, total=expected)
         progress.start()
 

@@ -229,7 +229,7 @@ def doctor(
     Exits 0 whatever is missing, unless --require names something that is not usable: then one
     line per such requirement on stderr and exit 1 (an unknown name is exit 2). With --model, the
     model's self-test runs on the backend and provider given (its fixed-camera halves too, when they sit
-    beside it) and a failure is one line and exit 1."""
+    beside it) and a failure is one line and exit 1 (2 when a file cannot be used: halves of another model)."""
     from ..tasks.doctor import parse_requirements, run_checks, unmet_requirements
 
     required = parse_requirements(require)
@@ -260,9 +260,9 @@ def demo(
     from ..core.optional import import_optional
 
     import_optional("torch", "PyTorch (the demo trains a model)", "train")
+    from ..core.errors import positive
     from ..tasks.demo import DemoSettings, path_hint, run_demo
     from .common import image_size as check_size
-    from .common import positive
 
     settings = DemoSettings(epochs=positive(epochs, "--epochs"), image_size=check_size(image_size))
     from train.interrupt import TrainingAborted, TrainingInterrupted

@@ -8,6 +8,7 @@ data check). Everything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 # `--debug` anywhere on the command line sets it: tracebacks, and the libraries' own logs, shown.
 DEBUG_ENV = "TOOLKIT_DEBUG"
@@ -52,3 +53,12 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     (ONNX Runtime, torch.load, pickle) can span many lines, and ours must fit on one."""
     text = str(error).strip()
     return (text.splitlines()[0] if text else type(error).__name__)[:limit]
+
+
+def positive(value: Any, flag: str) -> Any:
+    """`value` when it is 1 or more (None passes: "not given"); else one line naming `flag`:
+    the one home of every "must be a positive number" rule, so the CLI and a Python caller read
+    the same line."""
+    if value is not None and not value >= 1:
+        raise UserError(f"{flag} must be a positive number, got {value}")
+    return value

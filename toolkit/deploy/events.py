@@ -25,7 +25,9 @@ under a temporary name; a stream that fails part-way leaves the frames it finish
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -58,24 +60,38 @@ def frame_event(index: int, time_s: float, mask: np.ndarray, depth: np.ndarray, 
         bbox = [int(cols[0] * fw // w), int(rows[0] * fh // h), int(-(-(cols[-1] + 1) * fw // w)), int(-(-(rows[-1] + 1) * fh // h))]
         depth_median = round(float(np.median(np.nan_to_num(depth)[person])), 4)
     return {"frame": index, "time_s": round(time_s, 4), "coverage": round(float(person.mean()), 4),
-            "bbox": bbox, "depth_median": depth_median, "flicker": None if flicker is None else round(flicker, 5),
+            "bbox": bbox, "depth_median": depth_median, "flicker": round(flicker, 5) if flicker is not None and np.isfinite(flicker) else None,
             "latency_ms": round(latency_ms, 1)}
 
 
 class EventLog:
-    """Writes events as JSON lines to a file or standard output, each flushed as it is written."""
+    """Writes events as JSON lines to a file or standard output, each flushed as it is written.
+    When the reader of standard output goes away (`| head -1`), `on_closed()` is called once
+    (the stream stops as after Ctrl-C, its video kept) and nothing more is written."""
 
-    def __init__(self, target: str | Path):
-        self.target = target
+    def __init__(self, target: str | Path, on_closed: Callable[[], None] = lambda: None):
+        self.target, self.on_closed = target, on_closed
         self.count = 0
+        self.closed = False
         self._own = str(target) != "-"
         if self._own:
             ensure_dir(Path(target).parent)  # as every output: missing folders are made
         self._out: IO[str] = open(target, "w", encoding="utf-8") if self._own else sys.stdout  # noqa: SIM115 - closed in close()
 
     def write(self, event: dict[str, object]) -> None:
-        self._out.write(json.dumps(event, allow_nan=False) + "\n")
-        self._out.flush()
+        if self.closed:
+            return
+        try:
+            self._out.write(json.dumps(event, allow_nan=False) + "\n")
+            self._out.flush()
+        except BrokenPipeError:
+            if self._own:
+                raise
+            self.closed = True
+            devnull = os.open(os.devnull, os.O_WRONLY)  # Python's advice: no second error at exit
+            os.dup2(devnull, sys.stdout.fileno())
+            self.on_closed()
+            return
         self.count += 1
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.errors import UserError
+from ..core.errors import UserError, positive
 from .video import TRANSPORTS, FrameSource, is_network, open_source
 
 LIVE_KINDS = ("camera", "network")  # live by default: they run at their own pace
@@ -36,8 +36,7 @@ class LiveFrames(FrameSource):
 
     def __init__(self, open_source: Callable[[], FrameSource], *, stride: int = 1, stall_s: float = 10.0,
                  reconnect: int | None = 0, network: bool = False):
-        if stride < 1:
-            raise UserError(f"--stride must be a positive number, got {stride}")
+        positive(stride, "--stride")
         if stall_s <= 0:
             raise UserError(f"--stall-s must be positive, got {stall_s}")
         self._open, self.stride, self.stall_s = open_source, stride, stall_s
@@ -143,8 +142,7 @@ class LiveOptions:
     transport: str = "tcp"
 
     def __post_init__(self) -> None:
-        if self.stride < 1:
-            raise UserError(f"--stride must be a positive number, got {self.stride}")
+        positive(self.stride, "--stride")
         if not self.stall_s > 0:
             raise UserError(f"--stall-s must be positive, got {self.stall_s}")
         if self.reconnect is not None and self.reconnect < 0:

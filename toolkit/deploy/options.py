@@ -10,10 +10,11 @@ written) run when the command starts, as they depend on the moment, not on the o
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.errors import UserError
+from ..core.errors import UserError, positive
 from .adapt import Adaptation
 from .auth import check_auth_options
 from .compose import check_layout
@@ -24,11 +25,6 @@ from .temporal import Smoother
 DEFAULT_BG_FRAMES = 30  # frames whose per-pixel median is the background when no --bg is given
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def _positive(value: int | None, flag: str) -> None:
-    if value is not None and not value >= 1:
-        raise UserError(f"{flag} must be a positive number, got {value}")
 
 
 def _as_path(value: str | Path | None) -> Path | None:
@@ -85,9 +81,9 @@ class StreamOptions:
         self._check_outputs()
         if self.bg is not None and self.bg_frames is not None:
             raise UserError("give --bg IMAGE or --bg-frames N, not both")
-        _positive(self.batch, "--batch")
-        _positive(self.bg_frames, "--bg-frames")
-        _positive(self.max_frames, "--max-frames")
+        positive(self.batch, "--batch")
+        positive(self.bg_frames, "--bg-frames")
+        positive(self.max_frames, "--max-frames")
         if self.fps is not None and not self.fps > 0:
             raise UserError(f"--fps must be positive, got {self.fps}")
         Smoother(self.smooth)  # its range, one line
@@ -99,9 +95,13 @@ class StreamOptions:
     def _check_outputs(self) -> None:
         check_layout(self.layout)
         if self.out_size is not None:
-            size = tuple(self.out_size)
-            if len(size) != 2 or not all(isinstance(v, int) and 2 <= v <= 8192 for v in size):
-                raise UserError(f"--out-size must be two whole numbers in 2..8192 (width x height), got {self.out_size}")
+            try:
+                size = tuple(operator.index(v) for v in self.out_size)
+            except TypeError:
+                size = ()
+            if len(size) != 2 or not all(2 <= v <= 8192 for v in size):
+                raise UserError(f"--out-size must be two whole numbers in 2..8192 (WIDTHxHEIGHT; out_size=(height, width) "
+                                f"from Python), got {self.out_size}")
             object.__setattr__(self, "out_size", size)
         if self.preset is not None and self.preset not in X264_PRESETS:
             raise UserError(f"--preset must be one of {', '.join(X264_PRESETS)} (H.264's), got {self.preset!r}")
@@ -147,7 +147,7 @@ class ServeOptions:
         for name in ("bg", "key_file", "tls_cert", "tls_key"):
             object.__setattr__(self, name, _as_path(getattr(self, name)))
         check_auth_options(self.key_file, self.auth, self.tls_cert, self.tls_key)
-        _positive(self.max_batch, "--max-batch")
+        positive(self.max_batch, "--max-batch")
         if not 0 <= self.port <= 65535:
             raise UserError(f"--port must be in 0..65535, got {self.port}")
         if not self.max_upload_mb > 0 or not self.max_wait_ms >= 0:

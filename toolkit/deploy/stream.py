@@ -107,7 +107,7 @@ def stream(
         if preview is not None and report.self_test:
             preview.figures["self_test_passed"] = 1.0 if report.self_test.startswith("self-test passed") else 0.0
         start = time.perf_counter()
-        with _event_log(o.events, report) as events:
+        with _event_log(o.events, report, stop) as events:
             _run_into(out, writer, src, report, lambda w: annotator.run(w, frames, events, stop))
         report.seconds = time.perf_counter() - start
         report.flicker = annotator.flicker.value
@@ -118,7 +118,7 @@ def stream(
         if annotator.latencies:
             report.latency_ms_p50, report.latency_ms_p99 = (float(np.percentile(annotator.latencies, q)) for q in (50, 99))
     if report.frames == 0:
-        raise UserError(f"{src.label}: no frames")
+        raise UserError(f"{src.label}: stopped before the first frame" if stop.is_set() else f"{src.label}: no frames")
     return report
 
 
@@ -161,19 +161,20 @@ def _writer(out: Path | None, src: FrameSource, options: StreamOptions, report: 
     if fmt is None:
         writer: FrameWriter = PngFolderWriter(out)
         report.codec = report.encoder = "png"
-        return writer
-    live = "live" in src.kind
-    video = VideoWriter(out, fmt[0], fmt[1], src.fps, live=live, preset=options.preset)
-    report.codec, report.encoder = video.codec, video.describe()
-    return video
+    else:
+        writer = VideoWriter(out, fmt[0], fmt[1], src.fps, live="live" in src.kind, preset=options.preset)
+        report.codec, report.encoder = writer.codec, writer.describe()
+    if options.preset is not None and report.codec != "libx264":
+        report.notes.append(f"--preset {options.preset} sets H.264's encoder (libx264); {out.name} is written with {report.codec}: ignored")
+    return writer
 
 
 @contextlib.contextmanager
-def _event_log(target: str | Path | None, report: StreamReport) -> Iterator[EventLog | None]:
+def _event_log(target: str | Path | None, report: StreamReport, stop: threading.Event) -> Iterator[EventLog | None]:
     if target is None:
         yield None
         return
-    with EventLog(target) as log:
+    with EventLog(target, on_closed=stop.set) as log:
         yield log
         report.events = log.count
 

@@ -267,7 +267,7 @@ class VideoWriter:
     def describe(self) -> str:
         """'libx264 (preset veryfast, crf 20, frame threads): a file's quality': what encodes."""
         if not self.options:
-            return f"{self.codec} (libx264 is not in this PyAV's FFmpeg)"
+            return f"{self.codec} (libx264 is not in this PyAV's FFmpeg)" if self.fmt != "avi" else f"{self.codec} (.avi's encoder)"
         settings = ", ".join(f"{k} {v}" for k, v in self.options.items())
         why = "live: low latency" if self.live else "a file: quality"
         return f"{self.codec} ({settings}, {'slice' if self.live else 'frame'} threads; {why})"

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import UserError
+from ..core.errors import UserError, positive
 from ..core.spec import INPUT_NAMES, MAX_BATCH
 from ..runtime import Runner, open_runner
 from .busy import BusyCheck, LoadReader, load_average
@@ -134,8 +134,7 @@ def check_timing(batches: list[int], warmup: int, iters: int) -> None:
     bad = [b for b in batches if not 0 < b <= MAX_BATCH]
     if bad or not batches:
         raise UserError(f"--batch: batch sizes must be in 1..{MAX_BATCH}, got {','.join(map(str, bad or batches))}")
-    if iters <= 0:
-        raise UserError(f"--iters must be a positive number, got {iters}")
+    positive(iters, "--iters")
     if warmup < 0:
         raise UserError(f"--warmup must not be negative, got {warmup}")
 
@@ -162,8 +161,7 @@ def bench(
         raise UserError("bench: give at least one --model")
     providers = parse_providers(provider)
     check_timing(batches, warmup, iters)
-    if threads is not None and threads <= 0:
-        raise UserError(f"bench: --threads must be a positive number, got {threads}")
+    positive(threads, "bench: --threads")
     targets = open_targets(models, providers, threads)
     busy = BusyCheck(load).start()
     time_interleaved(targets, batches, warmup, iters)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import UserError
+from ..core.errors import UserError, positive
 from ..core.fsutil import check_output_dir, ensure_dir
 from ..core.spec import ORIGINAL_DEPTH_CONVENTION
 from ..render import imageio
@@ -151,8 +151,7 @@ def infer_files(
     interrupted run can be re-run with `skip_existing` to do only the pairs not yet finished.
     A single pair that fails raises its error directly.
     """
-    if batch_size <= 0:
-        raise UserError(f"--batch-size must be a positive number, got {batch_size}")
+    positive(batch_size, "--batch-size")
     out = check_output_dir(Path(out))  # a file in the way (of it or a folder above it): refused before any work
     jobs, notes = plan_jobs(Path(bg), Path(fgbg), out)
     if skip_existing:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import UserError
+from ..core.errors import UserError, positive
 from ..core.spec import INPUT_NAMES, ORIGINAL_DEPTH_CONVENTION, OUTPUT_NAMES, nearness
 from ..verify import metrics
 from .bench import Target, check_timing, open_targets, parse_providers, time_interleaved
@@ -176,8 +176,7 @@ def validate(models: list[str | Path], data: str | Path | None = None, *, provid
     batches = list(batches or [1, 8])
     if not models:
         raise UserError("val: give at least one --model")
-    if limit <= 0:
-        raise UserError(f"val: --limit must be a positive number, got {limit}")
+    positive(limit, "val: --limit")
     if every_pair and data is None:
         raise UserError("val: --all scores every pair of --data (a test set of its own); give --data")
     if depth_units not in DEPTH_UNITS:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..core.errors import UserError
+from ..core.errors import UserError, positive
 from ..core.spec import INPUT_NAMES
 
 # Relative L2 error each precision's tensors may have against fp32 (an fp32 file computed
@@ -233,8 +233,7 @@ def compare_layers(model: str | Path, reference: str | Path | None = None, data:
                 if model.suffix.lower() == ".pt" else
                 "an engine's layers are TensorRT's own (compare the .onnx it was built from)")
         raise UserError(f"{model}: --layers reads an ONNX graph; {what}")
-    if limit <= 0:
-        raise UserError(f"--limit must be a positive number, got {limit}")
+    positive(limit, "--limit")
     runner = open_runner(model)
     tol = LAYER_TOLERANCE.get(runner.precision, LAYER_TOLERANCE["fp32"]) if tolerance is None else float(tolerance)
     if not tol > 0:

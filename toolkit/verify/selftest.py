@@ -208,8 +208,8 @@ def self_test_model(model: str | Path, **options: Any) -> Iterator[str]:
     with whole:
         try:
             line = f"{whole.path.name}: {check_self_test(whole)}"
-        except CheckFailed as e:
-            raise CheckFailed(f"{e}; also: {mismatch}" if mismatch else str(e)) from None
+        except (CheckFailed, UserError) as e:  # the halves' finding goes with the whole model's
+            raise type(e)(f"{e}; also: {mismatch}" if mismatch else str(e)) from None
     yield line
     if mismatch:
         raise UserError(mismatch)
