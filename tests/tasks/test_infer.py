@@ -72,14 +72,22 @@ def test_different_sizes_are_reconciled_and_said(exported_onnx, tmp_path):
     _check_outputs(tmp_path / "out", (64, 48))
 
 
+def _pair_folders(tmp_path, names, suffix: str = "png", bg_size=(64, 64), fg_size=(64, 64)):
+    """bgs/ and fgs/ under `tmp_path`, a flat-coloured pair per name (red 100 + i for the i-th);
+    returns the two folders."""
+    bgs, fgs = tmp_path / "bgs", tmp_path / "fgs"
+    bgs.mkdir()
+    fgs.mkdir()
+    for i, name in enumerate(names):
+        Image.new("RGB", bg_size, (100 + i, 90, 80)).save(bgs / f"{name}.{suffix}")
+        Image.new("RGB", fg_size, (100 + i, 90, 80)).save(fgs / f"{name}.{suffix}")
+    return bgs, fgs
+
+
 def test_folder_with_a_bad_image_writes_the_rest_and_fails(exported_onnx, tmp_path):
     from tests.conftest import run_cli
 
-    (tmp_path / "bgs").mkdir()
-    (tmp_path / "fgs").mkdir()
-    for name in ("a", "b", "c"):
-        Image.new("RGB", (64, 64), (100, 90, 80)).save(tmp_path / "bgs" / f"{name}.jpg")
-        Image.new("RGB", (64, 64), (100, 90, 80)).save(tmp_path / "fgs" / f"{name}.jpg")
+    _pair_folders(tmp_path, ("a", "b", "c"), "jpg")
     (tmp_path / "fgs" / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (tmp_path / "fgs" / "d.jpg").mkdir()  # a folder with an image's name is not a pair
     r = run_cli("infer", str(tmp_path / "bgs"), str(tmp_path / "fgs"), "--model", str(exported_onnx),
@@ -91,11 +99,7 @@ def test_folder_with_a_bad_image_writes_the_rest_and_fails(exported_onnx, tmp_pa
 
 
 def test_skip_existing_and_fail_fast(exported_onnx, tmp_path):
-    (tmp_path / "bgs").mkdir()
-    (tmp_path / "fgs").mkdir()
-    for name in ("a", "b", "c"):
-        Image.new("RGB", (64, 64), (100, 90, 80)).save(tmp_path / "bgs" / f"{name}.png")
-        Image.new("RGB", (64, 64), (100, 90, 80)).save(tmp_path / "fgs" / f"{name}.png")
+    _pair_folders(tmp_path, ("a", "b", "c"))
     first = infer_files(exported_onnx, tmp_path / "bgs", tmp_path / "fgs", tmp_path / "out", batch_size=2)
     assert first.pairs == 3 and first.skipped == 0
     (tmp_path / "out" / "b" / "panel.png").unlink()  # as if interrupted before b finished
@@ -120,12 +124,8 @@ def test_a_folder_run_keeps_nothing_per_pair(exported_onnx, tmp_path):
     notes stop at a few plus a count (a 10,000-pair folder must not grow the report)."""
     from toolkit.tasks.infer import SHOWN_SIZE_NOTES
 
-    (tmp_path / "bgs").mkdir()
-    (tmp_path / "fgs").mkdir()
     n = SHOWN_SIZE_NOTES + 2
-    for i in range(n):
-        Image.new("RGB", (40, 32), (i, 90, 80)).save(tmp_path / "bgs" / f"p{i}.png")
-        Image.new("RGB", (48, 36), (i, 90, 80)).save(tmp_path / "fgs" / f"p{i}.png")
+    _pair_folders(tmp_path, [f"p{i}" for i in range(n)], bg_size=(40, 32), fg_size=(48, 36))
     report = infer_files(exported_onnx, tmp_path / "bgs", tmp_path / "fgs", tmp_path / "out", batch_size=2)
     assert report.pairs == n and report.files == 3 * n and report.resized == n
     assert report.panel == tmp_path / "out" / f"p{n - 1}" / "panel.png"
