@@ -123,9 +123,10 @@ def stream(
 
 
 def _runner_options(model: str | Path, options: StreamOptions) -> dict[str, object]:
-    """How the model is opened: on ONNX Runtime's CPU provider its threads sleep between calls
-    instead of spinning, since decoding, drawing and encoding need the same cores in between
-    (benchmarks/stream.py measures the difference)."""
+    """How the model is opened: on ONNX Runtime its threads sleep between calls instead of
+    spinning, since decoding, drawing and encoding need the same cores in between (measured at
+    720p on 2 cores: --no-video 38.7 against 37.3 frames/s, the overlay 25.1 against 23.2, though
+    the model alone is 10 % faster spinning; benchmarks/README.md)."""
     from ..runtime.onnx_runner import PROVIDER_CHAIN
 
     spin = not (Path(model).suffix.lower() == ".onnx" and options.provider in PROVIDER_CHAIN)
