@@ -16,7 +16,7 @@ from tests.conftest import run_cli
 from tests.deploy.conftest import running_server
 from tests.deploy.test_server import pair_body
 from toolkit.core.errors import UserError
-from toolkit.deploy.auth import KEY_ENV, Access, bearer_key, cookie_token, cookie_value, is_loopback, read_key_file, resolve_access
+from toolkit.deploy.auth import CHALLENGE, KEY_ENV, Access, bearer_key, cookie_token, cookie_value, is_loopback, read_key_file, resolve_access
 
 GOOD = "k3y-" + "x" * 28  # 32 characters
 
@@ -89,6 +89,18 @@ def test_the_key_is_taken_from_a_bearer_header_or_the_login_cookie():
     assert access.admits("/", {"cookie": f"toolkit_key={token}"}) and not access.admits("/", {"cookie": f"toolkit_key={GOOD}"})
     assert access.login("/", f"key={GOOD}&format=panel") == ("/?format=panel", f"toolkit_key={token}; HttpOnly; SameSite=Lax; Path=/")
     assert access.login("/", "key=wrong") is None and Access().login("/", f"key={GOOD}") is None
+
+
+def test_one_answer_for_serve_and_the_preview():
+    """`Access.answer`: what both servers send instead of the page, or None to serve it."""
+    access = Access(GOOD)
+    login = access.answer("GET", "/", f"key={GOOD}", {})
+    assert login.status == 303 and login.headers["location"] == "/" and not login.refused and login.body == b""
+    assert access.answer("POST", "/v1/infer", f"key={GOOD}", {}).status == 401  # only GET and HEAD log in
+    refused = access.answer("GET", "/metrics", "", {})
+    assert refused.refused and refused.headers["www-authenticate"] == CHALLENGE and b"Authorization: Bearer" in refused.body
+    assert access.answer("GET", "/metrics", "", {"authorization": f"Bearer {GOOD}"}) is None
+    assert access.answer("GET", "/healthz", "", {}) is None and Access().answer("GET", "/", "", {}) is None
 
 
 @pytest.mark.parametrize("path, lands", [("//evil.example/", "/evil.example/"), ("/\\evil", "/evil"),

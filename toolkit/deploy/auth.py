@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import hmac
 import ipaddress
+import json
 import os
 import secrets
 import stat
@@ -99,6 +100,35 @@ class Access:
         local = quote("/" + path.lstrip("/\\"), safe="/-._~")
         cookie = f"{COOKIE}={cookie_token(self.key)}; HttpOnly; SameSite=Lax; Path=/" + ("; Secure" if self.secure else "")
         return (local + (f"?{rest}" if rest else "")), cookie
+
+    def answer(self, method: str, path: str, query: str, headers: Mapping[str, str]) -> Reply | None:
+        """What a server answers instead of serving a request (None: serve it): a browser's
+        `?key=KEY` on a GET or HEAD gets 303 with its cookie, a request without the key 401
+        with `WWW-Authenticate`. One home for the rule: `serve` (`KeyCheck`) and the stream's
+        preview translate the reply to their own transport."""
+        if not self.required:
+            return None
+        login = self.login(path, query) if method in ("GET", "HEAD") else None
+        if login is not None:
+            return Reply(303, {"location": login[0], "set-cookie": login[1], "cache-control": "no-store"}, b"")
+        if self.admits(path, headers):
+            return None
+        return Reply(401, {"content-type": "application/json", "www-authenticate": CHALLENGE, "cache-control": "no-store"},
+                     json.dumps({"error": REFUSAL}).encode())
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A response a server sends instead of the page (`Access.answer`): lower-case header names."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def refused(self) -> bool:
+        """A request turned away for want of the key (counted in /metrics), not a login."""
+        return self.status == 401
 
 
 def cookie_token(key: str) -> str:
@@ -242,20 +272,14 @@ class KeyCheck:
                 self.refused()
                 await send({"type": "websocket.close", "code": 1008})
             return
-        query = scope.get("query_string", b"").decode("latin-1") if scope.get("method") in ("GET", "HEAD") else ""
-        logged_in = self.access.login(scope["path"], query)
-        if logged_in is not None:
-            location, cookie = logged_in
-            await _answer(send, 303, b"", [(b"location", location.encode()), (b"set-cookie", cookie.encode())])
-        elif self.access.admits(scope["path"], headers):
+        query = scope.get("query_string", b"").decode("latin-1")
+        reply = self.access.answer(scope.get("method", "GET"), scope["path"], query, headers)
+        if reply is None:
             await self.app(scope, receive, send)
-        else:
+            return
+        if reply.refused:
             self.refused()
-            body = ('{"error": "' + REFUSAL + '"}').encode()
-            await _answer(send, 401, body, [(b"content-type", b"application/json"), (b"www-authenticate", CHALLENGE.encode())])
-
-
-async def _answer(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:  # noqa: ANN001
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store")]})
-    await send({"type": "http.response.body", "body": body})
+        fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+        await send({"type": "http.response.start", "status": reply.status,
+                    "headers": [*fields, (b"content-length", str(len(reply.body)).encode())]})
+        await send({"type": "http.response.body", "body": reply.body})

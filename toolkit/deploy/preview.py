@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import json
 import socket
 import threading
 import time
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import UserError
-from .auth import CHALLENGE, REFUSAL, Access, check_auth_options
+from .auth import Access, check_auth_options
 from .metrics import CONTENT_TYPE, LATENCY_BUCKETS_S, Histogram
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>toolkit stream</title>
@@ -170,19 +169,14 @@ def _handler(preview: Preview) -> type[http.server.BaseHTTPRequestHandler]:
                 self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
         def _let_in(self, path: str, query: str) -> bool:
-            """The key check (toolkit.deploy.auth): a browser's ?key= login, else 401 without the key."""
-            access = preview.access
-            if not access.required:
+            """The key check (`Access.answer`): a browser's ?key= login, else 401 without the key."""
+            reply = preview.access.answer(self.command, path, query, {k.lower(): v for k, v in self.headers.items()})
+            if reply is None:
                 return True
-            login = access.login(path, query)
-            if login is not None:
-                self._send(303, "text/plain; charset=utf-8", b"", {"Location": login[0], "Set-Cookie": login[1], "Cache-Control": "no-store"})
-                return False
-            if access.admits(path, {k.lower(): v for k, v in self.headers.items()}):
-                return True
-            preview.refused += 1
-            body = json.dumps({"error": REFUSAL}).encode()
-            self._send(401, "application/json", body, {"WWW-Authenticate": CHALLENGE, "Cache-Control": "no-store"})
+            if reply.refused:
+                preview.refused += 1
+            headers = dict(reply.headers)
+            self._send(reply.status, headers.pop("content-type", "text/plain; charset=utf-8"), reply.body, headers)
             return False
 
         def _send(self, status: int, ctype: str, body: bytes, headers: dict[str, str] | None = None) -> None:
