@@ -76,8 +76,7 @@ def _diffs(check: ParityResult) -> str:
     """The fp32 check's figures ('max abs diff 2.1e-06 <= 1e-04 on 2 pairs, mean 3.0e-07'), and
     its self-test's verdict."""
     mean = sum(check.mean_abs.values()) / len(check.mean_abs)  # both outputs have as many values
-    self_test = f"; {check.self_test}" if check.self_test else ""
-    return f"{check.judged()}, mean {mean:.2e}{self_test}"
+    return f"{check.judged()}, mean {mean:.2e}{check.and_self_test}"
 
 
 def _size_of(path: Path) -> str:
@@ -177,7 +176,7 @@ def gate_engine(ctx: ExportContext, engine: Path, precision: str) -> str:
             path.unlink(missing_ok=True)
         raise CheckFailed(f"{engine}: removed: the {precision} engine fails its check against {ctx.fp32_onnx.name} on this GPU: "
                           f"{'; '.join(result.failures)} ({result.figures()})")
-    return f"vs {ctx.fp32_onnx.name} on this GPU: {result.judged()}" + (f"; {result.self_test}" if result.self_test else "")
+    return f"vs {ctx.fp32_onnx.name} on this GPU: {result.judged()}{result.and_self_test}"
 
 
 def _triton_preflight(options: ExportOptions) -> None:

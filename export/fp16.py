@@ -59,8 +59,7 @@ class Fp16Report:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        self_test = f"; {self.parity.self_test}" if self.parity.self_test else ""
-        return f"vs fp32: {self.parity.judged()}{self_test}; {len(self.kept_fp32)} nodes + Resize kept fp32"
+        return f"vs fp32: {self.parity.judged()}{self.parity.and_self_test}; {len(self.kept_fp32)} nodes + Resize kept fp32"
 
 
 def _converter() -> ModuleType:

@@ -51,7 +51,6 @@ def derived_halves(ctx: ExportContext, whole: Artifact, derive: Callable[[], tup
     assert made is not None  # has_halves: the fp32 halves exist
     bg, frame, check = made
     verdict = "" if check else " (FAILED, written with --force)"
-    self_test = f"; {check.self_test}" if check.self_test else ""
-    return halves_artifacts(bg, frame, whole.precision, f"vs fp32: {check.judged()}{self_test}{verdict}")
+    return halves_artifacts(bg, frame, whole.precision, f"vs fp32: {check.judged()}{check.and_self_test}{verdict}")
 
 

@@ -106,9 +106,8 @@ class Int8Report:
     def summary(self) -> str:
         forced = "; written with --force" if self.forced else ""
         searched = f"; {self.search_summary}" if self.search is not None else ""
-        self_test = f"; {self.parity.self_test}" if self.parity.self_test else ""
         return (f"target {self.target}, {self.method} calibration on {self.calib_pairs} pairs; "
-                f"vs fp32 on held-out pairs: {self.parity.verdict()}{self_test}{forced}{searched}")
+                f"vs fp32 on held-out pairs: {self.parity.verdict()}{self.parity.and_self_test}{forced}{searched}")
 
 
 def int8_metadata(target: str, method: str, settings: dict[str, Any], keep: list[str], pairs: CalibrationPairs) -> dict[str, str]:
@@ -160,8 +159,7 @@ def quantize_int8(
         report.forced = True
         report.notes.append(f"warning: int8 model fails the accuracy gate ({why}); written anyway (--force)")
     verdict = "passed" if result else "FAILED (written with --force)"
-    self_test = f"; {result.self_test}" if result.self_test else ""
-    set_metadata(model, read_metadata(model) | {f"{METADATA_PREFIX}int8_gate": f"vs fp32: {figures}{self_test}: {verdict}"})
+    set_metadata(model, read_metadata(model) | {f"{METADATA_PREFIX}int8_gate": f"vs fp32: {figures}{result.and_self_test}: {verdict}"})
     with atomic_path(out) as dst:
         dst.write_bytes(model.SerializeToString())
     report.path = out

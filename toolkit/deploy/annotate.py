@@ -28,11 +28,12 @@ from ..render import imageio
 from ..runtime import Runner
 from ..runtime.fixed import HalvesRunner
 from .adapt import BackgroundTracker
-from .compose import Composer
+from .compose import Composer, mask_at
 from .events import EventLog, frame_event
 from .pipeline import run_pipeline
 from .report import StreamReport
 from .temporal import FlickerMeter, Smoother
+from .video import DEFAULT_FPS
 
 if TYPE_CHECKING:
     from .options import StreamOptions
@@ -160,8 +161,7 @@ class Annotator:
         if self.out.writer is not None:
             self.out.writer.write(picture)
         if self.out.masks is not None:
-            exact = np.clip(imageio.resize(np.nan_to_num(mask), self.frame_hw), 0.0, 1.0)
-            imageio.save_png(self.out.masks / f"mask_{self.report.masks:06d}.png", exact)
+            imageio.save_png(self.out.masks / f"mask_{self.report.masks:06d}.png", mask_at(mask, self.frame_hw))
             self.report.masks += 1
         latency = time.perf_counter() - item.taken
         if self.out.events is not None:
@@ -179,4 +179,4 @@ class Annotator:
 
     @property
     def fps(self) -> float:
-        return self.source.fps if self.source is not None else 25.0
+        return self.source.fps if self.source is not None else DEFAULT_FPS

@@ -37,11 +37,20 @@ def check_layout(layout: str) -> str:
     return layout
 
 
-def grey(values: np.ndarray, size: tuple[int, int]) -> Image.Image:
-    """A [0, 1] map (NaN as 0) as an 8-bit grey image resized (bilinear) to `size` (h, w)."""
-    im = Image.fromarray(imageio.to_uint8(np.clip(np.nan_to_num(values), 0.0, 1.0)))
+def grey(values: np.ndarray, size: tuple[int, int] | None = None) -> Image.Image:
+    """A [0, 1] map (NaN as 0, clipped: `imageio.to_uint8`) as an 8-bit grey image, resized
+    (bilinear) to `size` (h, w) when given."""
+    im = Image.fromarray(imageio.to_uint8(values))
+    if size is None:
+        return im
     h, w = size
     return im if im.size == (w, h) else im.resize((w, h), Image.Resampling.BILINEAR)
+
+
+def mask_at(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The model's mask at `size` (h, w) as the float resize gives it, NaN as 0, in [0, 1]:
+    what `--masks-dir` writes (as it always has; the pictures use the 8-bit `grey`)."""
+    return np.clip(imageio.resize(np.nan_to_num(mask), size), 0.0, 1.0)
 
 
 def _tinted_box(mask8: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
@@ -86,7 +95,7 @@ class Composer:
         """The frame (uint8 at `size`) with the mask tinted in. Only the box around the mask's
         non-zero pixels is resized and blended (a person covers a few percent of a camera's
         picture): outside it the tint's weight is 0, so the frame is the answer there."""
-        small = Image.fromarray(imageio.to_uint8(np.clip(np.nan_to_num(mask), 0.0, 1.0)))
+        small = grey(mask)
         box = _tinted_box(np.asarray(small), self.size)
         if box is None:
             return frame
@@ -125,4 +134,4 @@ def compose_panel(frame: np.ndarray, mask: np.ndarray, depth: np.ndarray,
     """One panel (frame | overlay | depth at the frame's size) and the mask at that size, for a
     single picture; a stream keeps one `Composer` instead (its label band drawn once)."""
     panel = Composer("panel", frame.shape[:2], depth_convention).compose(frame, mask, depth).copy()
-    return panel, np.clip(imageio.resize(np.nan_to_num(mask), frame.shape[:2]), 0.0, 1.0)
+    return panel, mask_at(mask, frame.shape[:2])

@@ -101,7 +101,7 @@ def stream(
         report.source = f"{src.label} ({src.kind}, {src.fps:g} fps)"
         frames, background, expected = _open_frames(src, o, report)
         annotator = Annotator(runner, background, report, o, src, on_frame=on_frame, smoother=smoother, preview=preview)
-        writer = _writer(out, src, o, report)
+        writer = _writer(out, src, o, report, live=annotator.live)
         if on_start is not None:
             on_start(report, expected)
         if preview is not None and report.self_test:
@@ -154,8 +154,10 @@ def _check_outputs(out: str | Path | None, options: StreamOptions, preview: Prev
     return out
 
 
-def _writer(out: Path | None, src: FrameSource, options: StreamOptions, report: StreamReport) -> FrameWriter | None:
-    """The video or PNG writer for `out` (None: no video), its encoder said in the report."""
+def _writer(out: Path | None, src: FrameSource, options: StreamOptions, report: StreamReport, *,
+            live: bool) -> FrameWriter | None:
+    """The video or PNG writer for `out` (None: no video), its encoder said in the report;
+    `live`: the source runs at its own pace (the encoder is tuned for latency)."""
     if out is None:
         return None
     fmt = video_format(out)
@@ -163,7 +165,7 @@ def _writer(out: Path | None, src: FrameSource, options: StreamOptions, report: 
         writer: FrameWriter = PngFolderWriter(out)
         report.codec = report.encoder = "png"
     else:
-        writer = VideoWriter(out, fmt[0], fmt[1], src.fps, live="live" in src.kind, preset=options.preset)
+        writer = VideoWriter(out, fmt[0], fmt[1], src.fps, live=live, preset=options.preset)
         report.codec, report.encoder = writer.codec, writer.describe()
     if options.preset is not None and report.codec != "libx264":
         report.notes.append(f"--preset {options.preset} sets H.264's encoder (libx264); {out.name} is written with {report.codec}: ignored")

@@ -140,6 +140,12 @@ class ParityResult:
             return f"mask IoU {self.mask_iou:.4f} < {gate}, but {decided:.4f} >= {gate} {over}"
         return f"mask IoU {self.mask_iou:.4f} < {gate}, and {decided:.4f} < {gate} {over}"
 
+    @property
+    def and_self_test(self) -> str:
+        """'; ' and the self-test's verdict line when an export ran it beside this check
+        (`selftest.with_self_test`), else '': what every export line appends."""
+        return f"; {self.self_test}" if self.self_test else ""
+
     def verdict(self) -> str:
         """'gate passed: ' or 'gate FAILED: ' and the figures that decided it (`judged`)."""
         return f"gate {'passed' if self else 'FAILED'}: {self.judged()}"
