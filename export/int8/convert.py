@@ -169,7 +169,7 @@ def quantize_int8(
 def _refusal_hint(result: ParityResult, pairs: CalibrationPairs) -> str:
     """What to do about a refused int8 model: real calibration pairs help a gate miss, not a
     self-test miss (the golden pairs are the model's own)."""
-    if all(f.startswith("its self-test") for f in result.failures):
+    if not result.own_failures:
         return "--force writes it anyway, and serve, stream and doctor will then refuse it as this check did"
     return "calibrate on real pairs with --calib DIR, or --force to write it anyway" if pairs.source == "synthetic" else "--force writes it anyway"
 

@@ -205,3 +205,17 @@ def test_parity_says_what_each_runtime_fell_back_to(exported_onnx, imported_ckpt
         pytest.skip("this onnxruntime has CUDA: nothing falls back")
     report = run_parity([exported_onnx], imported_ckpt, limit=2, batch_size=2, provider="cuda")
     assert report and any("CUDAExecutionProvider is not available" in n for n in report.notes)
+
+
+def test_a_gate_that_passed_beside_a_failed_self_test_says_passed():
+    """The export line reads 'gate passed: <figures>; self-test FAILED ...', never 'gate FAILED'
+    over figures that all meet their thresholds."""
+    from toolkit.verify.compare import SELF_TEST_FAILURE
+
+    r = _result(0.99, None, precision="int8")
+    r.failures.append(SELF_TEST_FAILURE + "mask IoU 0.8330 < 0.97")
+    r.self_test = "self-test FAILED on its golden pairs: mask IoU 0.8330 < 0.97 on 2 pairs"
+    assert not r and r.own_failures == [] and r.verdict().startswith("gate passed: mask IoU 0.9900 >= 0.97")
+    assert r.and_self_test == "; self-test FAILED on its golden pairs: mask IoU 0.8330 < 0.97 on 2 pairs"
+    failed = _result(0.90, 0.91, precision="int8")
+    assert failed.verdict().startswith("gate FAILED: mask IoU 0.9000 < 0.97")

@@ -45,6 +45,10 @@ class Thresholds:
 # not disagreement. The mask IoU gate passes when the IoU over the decided pixels meets it.
 UNDECIDED_BAND = 0.02
 
+# How a failure of the model's own self-test reads among an export check's failures
+# (`selftest.with_self_test`): the check's own verdict is then told apart from it.
+SELF_TEST_FAILURE = "its self-test (what serve, stream and doctor run) fails on its golden pairs: "
+
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
     "fp32": Thresholds(max_abs=1e-4, mask_iou=0.999),
     "fp16": Thresholds(mask_iou=0.99, depth_rmse=0.01),
@@ -141,14 +145,20 @@ class ParityResult:
         return f"mask IoU {self.mask_iou:.4f} < {gate}, and {decided:.4f} < {gate} {over}"
 
     @property
+    def own_failures(self) -> list[str]:
+        """The failures of this check's own thresholds, without the self-test's."""
+        return [f for f in self.failures if not f.startswith(SELF_TEST_FAILURE)]
+
+    @property
     def and_self_test(self) -> str:
         """'; ' and the self-test's verdict line when an export ran it beside this check
         (`selftest.with_self_test`), else '': what every export line appends."""
         return f"; {self.self_test}" if self.self_test else ""
 
     def verdict(self) -> str:
-        """'gate passed: ' or 'gate FAILED: ' and the figures that decided it (`judged`)."""
-        return f"gate {'passed' if self else 'FAILED'}: {self.judged()}"
+        """'gate passed: ' or 'gate FAILED: ' and the figures that decided it (`judged`): its own
+        thresholds' verdict; a self-test that failed beside it says so in `and_self_test`."""
+        return f"gate {'FAILED' if self.own_failures else 'passed'}: {self.judged()}"
 
     def to_dict(self) -> dict[str, Any]:
         d = _finite_or_none({k: v for k, v in asdict(self).items() if k != "worst"})

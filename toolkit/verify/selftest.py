@@ -157,13 +157,15 @@ def with_self_test(check: ParityResult, runner: Runner) -> ParityResult:
     run before it is written. Its verdict line goes to `check.self_test`, its failures join the
     check's, named as the self-test's. A model without golden pairs (a given older export) adds
     nothing."""
+    from .compare import SELF_TEST_FAILURE
+
     if not check or GOLDEN_KEY not in runner.metadata:
         return check
     with runner:
         result = self_test(runner)
     check.self_test = f"self-test {'passed' if result else 'FAILED'} on its golden pairs: {result.judged()}"
     if not result:
-        check.failures.append(f"its self-test (what serve, stream and doctor run) fails on its golden pairs: {'; '.join(result.failures)}")
+        check.failures.append(SELF_TEST_FAILURE + "; ".join(result.failures))
     return check
 
 
