@@ -1,11 +1,13 @@
 """The decode -> infer -> encode threads: order, batching, stopping, and errors."""
 
+import os
+import sys
 import threading
 import time
 
 import pytest
 
-from toolkit.deploy.pipeline import run_pipeline
+from toolkit.deploy.pipeline import HELPER_NICE, run_pipeline
 
 
 def _double(group):
@@ -97,3 +99,26 @@ def test_an_error_in_any_stage_is_raised_and_nothing_hangs(stage):
 def test_batch_must_be_positive():
     with pytest.raises(ValueError):
         run_pipeline([1], _double, lambda i, r: None, batch=0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have their own niceness on Linux only")
+def test_the_decode_and_encode_threads_yield_the_cores_to_the_model():
+    """The helpers run at a lower priority than the model's thread (so they never stall its
+    parallel steps), and the calling thread's own priority is left as it was."""
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    caller, seen = niceness(), {}
+
+    def items():
+        for i in range(3):
+            seen["decode"] = niceness()
+            yield i
+
+    def infer(group):
+        seen["infer"] = niceness()
+        return _double(group)
+
+    run_pipeline(items(), infer, lambda item, r: seen.__setitem__("encode", niceness()), batch=2)
+    assert seen["infer"] == caller and niceness() == caller
+    assert seen["decode"] == seen["encode"] == min(19, caller + HELPER_NICE) > caller

@@ -1,11 +1,10 @@
 """The per-frame work of one `stream`: prepare (decode thread), infer (infer thread), emit (encode thread).
 
 Each stage does only what an output needs, at that output's size:
-  * prepare: the model's copy of the frame (8-bit bilinear straight to the model's size,
-    `imageio.resize_uint8`: within a quarter of a grey level of the float resize `infer` uses,
-    so the masks agree with `infer`'s; FFmpeg's scaler from the decoder's YUV was 4x faster but
-    moved the masks by 6 % of their pixels), and the camera-size picture only when a video or
-    the preview will show it (resized to `--out-size` here, off the encode thread);
+  * prepare: the model's copy of the frame, from the decoder's planes when it has them
+    (`decoded.model_input`: half a grey level from the float resize `infer` uses), and the
+    camera-size picture only when a video or the preview will show it (resized to
+    `--out-size` here, off the encode thread);
   * infer: a batch against the fixed background (features once, on the halves);
   * emit: smoothing, flicker, the background's adaptation, then each output asked for: the
     layout's picture (`compose.Composer`, uint8) to the video and the preview, the raw mask at
@@ -29,6 +28,7 @@ from ..runtime import Runner
 from ..runtime.fixed import HalvesRunner
 from .adapt import BackgroundTracker
 from .compose import Composer, mask_at
+from .decoded import Frame, model_input, picture_at
 from .events import EventLog, frame_event
 from .pipeline import run_pipeline
 from .report import StreamReport
@@ -112,7 +112,7 @@ class Annotator:
         self.source, self.flicker = source, FlickerMeter()
         self.done, self.started = 0, time.perf_counter()
 
-    def run(self, writer: Any, frames: Iterator[np.ndarray], events: EventLog | None, stop: threading.Event) -> int:
+    def run(self, writer: Any, frames: Iterator[Frame], events: EventLog | None, stop: threading.Event) -> int:
         """Every frame through the model into `writer` (None: no video) and the other outputs;
         returns how many frames were run."""
         self.out.writer, self.out.events = writer, events
@@ -126,10 +126,10 @@ class Annotator:
         return run_pipeline((self.prepare(f) for f in frames), self.infer_batch, self.emit,
                             batch=batch, queue_size=queue, stop=stop, pipelined=self.options.pipelined)
 
-    def prepare(self, frame: np.ndarray) -> Item:
+    def prepare(self, frame: Frame) -> Item:
         taken = time.perf_counter()
-        small = imageio.resize_uint8(frame, self.size).astype(np.float32) / 255.0
-        shown = imageio.resize_uint8(frame, self.tile) if self.out.composer is not None else None
+        small = model_input(frame, self.size)
+        shown = picture_at(frame, self.tile) if self.out.composer is not None else None
         return Item(shown, small, taken)
 
     def infer_batch(self, group: Sequence[Item]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -19,9 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..core.errors import UserError, positive
+from .decoded import Frame
 from .video import TRANSPORTS, FrameSource, is_network, open_source
 
 LIVE_KINDS = ("camera", "network")  # live by default: they run at their own pace
@@ -45,7 +44,7 @@ class LiveFrames(FrameSource):
         super().__init__(self.source.label, self.source.fps, None)
         self.kind = f"{self.source.kind}, live"
         self.received = self.dropped = self.reconnects = 0
-        self._slot: np.ndarray | None = None
+        self._slot: Frame | None = None
         self._done = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
@@ -97,18 +96,18 @@ class LiveFrames(FrameSource):
     def _may_reconnect(self) -> bool:
         return self.reconnect_budget is None or self.reconnects < self.reconnect_budget
 
-    def _watched(self, source: FrameSource) -> Iterator[np.ndarray]:
+    def _watched(self, source: FrameSource) -> Iterator[Frame]:
         """The source's frames; a UserError when none comes for `stall_s` (checked between frames:
         the source's own read timeout, set from `stall_s`, ends a read that hangs)."""
         last = time.monotonic()
-        for frame in source:
+        for frame in source.decoded():
             now = time.monotonic()
             if now - last > self.stall_s:
                 raise UserError(f"no frame for {now - last:.1f} s (over --stall-s {self.stall_s:g})")
             last = now
             yield frame
 
-    def _frames(self) -> Iterator[np.ndarray]:
+    def _frames(self) -> Iterator[Frame]:
         if not self._started:
             self._started = True
             self._thread.start()
@@ -159,8 +158,8 @@ class StridedFrames(FrameSource):
         self.source, self.stride, self.kind = source, stride, source.kind
         self.notes = source.notes
 
-    def _frames(self) -> Iterator[np.ndarray]:
-        for index, frame in enumerate(self.source):
+    def _frames(self) -> Iterator[Frame]:
+        for index, frame in enumerate(self.source.decoded()):
             if index % self.stride == 0:
                 yield frame
 

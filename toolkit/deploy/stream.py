@@ -33,6 +33,7 @@ from ..runtime.fixed import open_fixed_camera
 from .annotate import Annotator, aspect_note
 from .background import load_background, median_background
 from .compose import compose_panel
+from .decoded import Frame
 from .events import EventLog, check_events_target
 from .live import open_live
 from .options import StreamOptions
@@ -183,10 +184,10 @@ def _event_log(target: str | Path | None, report: StreamReport, stop: threading.
 
 
 def _open_frames(src: FrameSource, options: StreamOptions,
-                 report: StreamReport) -> tuple[Iterator[np.ndarray], np.ndarray, int | None]:
+                 report: StreamReport) -> tuple[Iterator[Frame], np.ndarray, int | None]:
     """The frames to run (at most `max_frames`), the background, and how many frames to expect
     (None when neither the source nor `max_frames` says)."""
-    frames: Iterator[np.ndarray] = iter(src)
+    frames: Iterator[Frame] = src.decoded()
     max_frames = options.max_frames
     if max_frames is not None:
         frames = itertools.islice(frames, max_frames)
@@ -216,8 +217,8 @@ def _run_into(out: Path | None, writer: FrameWriter | None, src: FrameSource, re
             raise UserError(f"{src.label}: stopped before the first frame was written; no video written")
 
 
-def _background(frames: Iterator[np.ndarray], src: FrameSource, bg: str | Path | None, bg_frames: int,
-                report: StreamReport) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+def _background(frames: Iterator[Frame], src: FrameSource, bg: str | Path | None, bg_frames: int,
+                report: StreamReport) -> tuple[np.ndarray, Iterator[Frame]]:
     """The background (uint8 at the frame size) and the frames, with those looked at put back."""
     if bg is not None:
         first = next(frames, None)

@@ -5,8 +5,10 @@ that carry FFmpeg (H.264 via libx264 included) and the v4l2 camera input, so the
 needs no system FFmpeg. It is an optional extra (`video`): a folder of images in and a
 folder of PNGs out work without it.
 
-Every source yields uint8 HxWx3 RGB arrays of one size; a frame of another size stops the stream
-with a `UserError` naming the frame (the background and the output video have one size). A
+Every source yields uint8 HxWx3 RGB arrays of one size (`decoded()` yields video frames as the
+decoder gave them, `decoded.DecodedFrame`, their RGB made only when something shows it); a frame
+of another size stops the stream with a `UserError` naming the frame (the background and the
+output video have one size). A
 video file that becomes undecodable part-way ends the stream there, with a note, rather than
 losing the frames already processed; one that yields nothing is an error.
 """
@@ -27,6 +29,7 @@ from ..core.fsutil import ensure_dir
 from ..core.optional import import_optional
 from ..render import imageio
 from ..tasks.infer import IMAGE_SUFFIXES
+from .decoded import DecodedFrame, Frame
 
 # output suffix -> (container format, encoders to try in order)
 VIDEO_FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -57,9 +60,15 @@ class FrameSource:
         self.size: tuple[int, int] | None = None  # (h, w) of the first frame
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        return (np.asarray(frame) for frame in self.decoded())
+
+    def decoded(self) -> Iterator[Frame]:
+        """The frames as decoded: RGB arrays, or `DecodedFrame`s whose RGB is made only when
+        asked (`np.asarray`), so a stream that does not show the picture never converts it."""
         for index, frame in enumerate(self._frames()):
-            frame = np.asarray(frame)
-            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            if not isinstance(frame, DecodedFrame):
+                frame = np.asarray(frame)
+            if len(frame.shape) != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
                 raise UserError(f"{self.label}: frame {index} is not an RGB image (shape {frame.shape}, {frame.dtype})")
             if self.size is None:
                 self.size = frame.shape[:2]
@@ -71,7 +80,7 @@ class FrameSource:
                 )
             yield frame
 
-    def _frames(self) -> Iterator[np.ndarray]:
+    def _frames(self) -> Iterator[Frame]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -138,7 +147,7 @@ class AvSource(FrameSource):
         rate = self.stream.average_rate or self.stream.guessed_rate
         super().__init__(label, fps or (float(rate) if rate else DEFAULT_FPS), self.stream.frames if kind == "video" else None)
 
-    def _frames(self) -> Iterator[np.ndarray]:
+    def _frames(self) -> Iterator[Frame]:
         av = require_av()
         count = 0
         decoded = self.container.decode(self.stream)
@@ -153,7 +162,7 @@ class AvSource(FrameSource):
                 self.notes.append(f"{self.label}: decoding stopped after frame {count - 1} ({ffmpeg_reason(e)}); the rest is unreadable")
                 return
             count += 1
-            yield frame.to_ndarray(format="rgb24")
+            yield DecodedFrame.wrap(frame)
 
     def close(self) -> None:
         self.container.close()

@@ -62,6 +62,7 @@ class TorchRunner(Runner):
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = _torch()
         with torch.inference_mode():
-            args = [torch.from_numpy(feed[n]).to(self.device) for n in INPUT_NAMES]
+            # torch warns on read-only arrays (a fixed camera's background is np.broadcast_to); copy those
+            args = [torch.from_numpy(a if a.flags.writeable else a.copy()).to(self.device) for a in (feed[n] for n in INPUT_NAMES)]
             outs = self.model(*args)
         return {n: o.float().cpu().numpy() for n, o in zip(OUTPUT_NAMES, outs)}

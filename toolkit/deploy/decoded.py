@@ -1,0 +1,116 @@
+"""A video frame as the decoder gave it: the model's copy made from its YUV planes, the RGB
+picture only when something shows it.
+
+Why: at 720p, converting a decoded frame to RGB and resizing that for the model (8-bit Pillow)
+cost 6 ms of the decode thread's 8 per frame, on the cores the model runs on; resizing the three
+8-bit planes (the chroma planes are a quarter of the pixels) and converting the model's few
+thousand pixels to RGB costs 2. The RGB picture (`np.asarray(frame)`) is still made, once, for
+the video, the preview and the background.
+
+How close (tests/deploy/test_decoded.py; figures in benchmarks/README.md): FFmpeg's conversion
+is linear in Y, U and V up to its fixed-point rounding, and a resize is linear, so converting
+after the resize gives the same picture within its rounding: within about half a grey level
+on average of `infer`'s float resize of FFmpeg's RGB frame (the 8-bit RGB resize was a quarter),
+a few levels at most. FFmpeg's own scaler straight to the model's size (`reformat`) was tried
+and moved the masks far more (IoU 0.79-0.88 against `infer`'s, against 0.97-0.99 here).
+
+Only what the conversion below reproduces takes this path: 8-bit 4:2:0 in limited ("TV")
+range, BT.601 or BT.709 (FFmpeg's own choice by the frame's tag, untagged is BT.601). Any
+other frame is converted to RGB by FFmpeg as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import numpy as np
+from PIL import Image
+
+from ..render import imageio
+
+# limited-range Y'CbCr -> R'G'B' (rows R, G, B; columns Y-16, U-128, V-128), per FFmpeg colorspace tag
+_BT601 = ((1.16438, 0.0, 1.59603), (1.16438, -0.39176, -0.81297), (1.16438, 2.01723, 0.0))
+_BT709 = ((1.16438, 0.0, 1.79274), (1.16438, -0.21325, -0.53291), (1.16438, 2.11240, 0.0))
+MATRICES = {2: _BT601, 5: _BT601, 6: _BT601, 1: _BT709}  # AVColorSpace: 2 unspecified, 5/6 BT.601, 1 BT.709
+# FFmpeg's fixed-point conversion truncates: its RGB sits about a grey level below the exact
+# formula (measured on x86: R 1.0, G 1.5, B 1.1); the model's copy follows FFmpeg's picture.
+_OFFSET = np.array([-1.0, -1.47, -1.11], np.float32)
+_LIMITED = (0, 1)  # AVColorRange: unspecified (limited, for yuv420p), MPEG/TV
+
+
+class DecodedFrame:
+    """One decoded 8-bit 4:2:0 frame. `shape`/`dtype` as the RGB array it stands for;
+    `np.asarray(frame)` is that array (made by FFmpeg once, then kept); `model_input(size)` the
+    model's float32 copy made from the planes."""
+
+    __slots__ = ("_frame", "_rgb", "_matrix", "shape")
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, frame: Any, matrix: tuple[tuple[float, ...], ...]):
+        self._frame, self._matrix, self._rgb = frame, matrix, None
+        self.shape = (int(frame.height), int(frame.width), 3)
+
+    @staticmethod
+    def wrap(frame: Any) -> DecodedFrame | np.ndarray:
+        """A DecodedFrame for a frame the planes path reproduces; else FFmpeg's RGB array."""
+        matrix = MATRICES.get(int(frame.colorspace))
+        if frame.format.name != "yuv420p" or int(frame.color_range) not in _LIMITED or matrix is None:
+            return frame.to_ndarray(format="rgb24")
+        return DecodedFrame(frame, matrix)
+
+    def rgb(self) -> np.ndarray:
+        """The uint8 HxWx3 picture, as FFmpeg converts it (once)."""
+        if self._rgb is None:
+            self._rgb = self._frame.to_ndarray(format="rgb24")
+        return self._rgb
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        rgb = self.rgb()
+        return rgb if dtype is None else rgb.astype(dtype)
+
+    def resized(self, size: tuple[int, int]) -> np.ndarray:
+        """uint8 RGB at `size` (h, w) through FFmpeg's scaler: for pictures people look at,
+        never for the model."""
+        h, w = int(size[0]), int(size[1])
+        if (h, w) == self.shape[:2]:
+            return self.rgb()
+        return self._frame.reformat(w, h, "rgb24", interpolation="BILINEAR").to_ndarray()
+
+    def model_input(self, size: tuple[int, int]) -> np.ndarray:
+        """float32 HxWx3 in [0, 1] at `size` (h, w): each plane resized (bilinear, as `infer`
+        resizes), then converted."""
+        h, w = int(size[0]), int(size[1])
+        planes = [_resized_plane(p, h, w) for p in self._frame.planes[:3]]
+        planes[0] -= 16.0
+        planes[1] -= 128.0
+        planes[2] -= 128.0
+        rgb = np.stack(planes, axis=-1) @ np.asarray(self._matrix, np.float32).T
+        rgb += _OFFSET
+        np.clip(rgb, 0.0, 255.0, out=rgb)
+        rgb *= np.float32(1 / 255)
+        return rgb
+
+
+def _resized_plane(plane: Any, h: int, w: int) -> np.ndarray:
+    """One 8-bit plane resized to (h, w), as float32 (read in place: its lines are padded)."""
+    image = Image.frombuffer("L", (plane.width, plane.height), plane, "raw", "L", plane.line_size, 1)
+    return np.asarray(image.resize((w, h), Image.Resampling.BILINEAR), np.float32)
+
+
+Frame: TypeAlias = "np.ndarray | DecodedFrame"  # what a FrameSource's decoded() yields
+
+
+def model_input(frame: Frame, size: tuple[int, int]) -> np.ndarray:
+    """The model's float32 HxWx3 copy of `frame` at `size` (h, w): from the planes when the
+    frame has them, else the 8-bit RGB resize (`imageio.resize_uint8`, a quarter of a grey
+    level from `infer`'s float resize)."""
+    if isinstance(frame, DecodedFrame):
+        return frame.model_input(size)
+    return imageio.resize_uint8(frame, size).astype(np.float32) / np.float32(255)
+
+
+def picture_at(frame: Frame, size: tuple[int, int]) -> np.ndarray:
+    """uint8 RGB of `frame` at `size` (h, w), for the pictures a person looks at."""
+    if isinstance(frame, DecodedFrame):
+        return frame.resized(size)
+    return imageio.resize_uint8(frame, size)
