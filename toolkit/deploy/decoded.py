@@ -4,7 +4,7 @@ picture only when something shows it.
 Why: at 720p, converting a decoded frame to RGB and resizing that for the model (8-bit Pillow)
 cost 6 ms of the decode thread's 8 per frame, on the cores the model runs on; resizing the three
 8-bit planes (the chroma planes are a quarter of the pixels) and converting the model's few
-thousand pixels to RGB costs 2. The RGB picture (`np.asarray(frame)`) is still made, once, for
+thousand pixels to RGB costs 3. The RGB picture (`np.asarray(frame)`) is still made, once, for
 the video, the preview and the background.
 
 How close (tests/deploy/test_decoded.py; figures in benchmarks/README.md): FFmpeg's conversion
