@@ -79,12 +79,12 @@ def test_the_overlay_blends_only_around_the_person_with_the_same_pixels(size):
     (within one level: Pillow's resize of a box rounds its weights apart from the whole's)."""
     from PIL import Image
 
-    from toolkit.deploy.compose import _ALPHA_LUT, grey
+    from toolkit.deploy.compose import ALPHA_LUT, grey
 
     frame = walking_frames(2, *size)[1]
     mask, _ = _outputs()
     whole = np.asarray(Image.composite(Image.new("RGB", size[::-1], OVERLAY_RGB), Image.fromarray(frame),
-                                       grey(mask, size).point(_ALPHA_LUT)))
+                                       grey(mask, size).point(ALPHA_LUT)))
     crop = Composer("overlay", size).overlay(frame, mask)
     assert np.abs(crop.astype(int) - whole).max() <= 1
     tinted = np.abs(whole.astype(int) - frame).max(axis=-1) > 1

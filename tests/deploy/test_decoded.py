@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit.deploy.decoded import _BT601, DecodedFrame, model_input, picture_at
+from toolkit.deploy.decoded import DecodedFrame, model_input, picture_at
 from toolkit.deploy.footage import walking_frames
 from toolkit.deploy.video import open_source
 from toolkit.render import imageio
@@ -46,7 +46,7 @@ def test_the_planes_copy_is_within_half_a_grey_level_of_infers_on_average(tmp_pa
     assert np.abs(off).mean() < 0.7 and np.abs(off).max() < 6, (np.abs(off).mean(), np.abs(off).max())  # the 8-bit RGB resize: 0.25, 1
     assert np.abs(off.mean(axis=(0, 1, 2))).max() < 0.35  # no colour cast: FFmpeg's rounding is followed
     if colorspace == 1:  # the figure above tells matrices apart: BT.601's on a BT.709 clip is far off
-        wrong = [DecodedFrame(f._frame, _BT601) for f in frames]
+        wrong = [DecodedFrame(f._frame, "bt601") for f in frames]
         assert np.abs(grey_levels_from_infer(wrong)).mean() > 1.0
 
 

@@ -214,3 +214,22 @@ def test_a_preset_the_encoder_cannot_use_is_a_note(tmp_path, clip, exported_onnx
     report = stream(exported_onnx, str(clip), tmp_path / "out.avi", StreamOptions(bg_frames=2, preset="ultrafast"))
     assert report.codec == "mpeg4" and report.encoder == "mpeg4 (.avi's encoder)"
     assert "--preset ultrafast sets H.264's encoder (libx264); out.avi is written with mpeg4: ignored" in report.notes
+
+
+@pytest.mark.parametrize("layout", ["overlay", "panel"])
+def test_the_video_drawn_on_the_decoders_planes_shows_the_pictures_the_png_frames_do(tmp_path, clip, exported_onnx, layout):
+    """A video is drawn on the decoded YUV planes and handed to the encoder as they are; PNG
+    frames are drawn in RGB. Decoded, the video's pictures are the PNGs' within H.264's loss."""
+    import av
+
+    from toolkit.deploy.stream import stream
+
+    for out in (tmp_path / "v.mp4", tmp_path / "png"):
+        stream(exported_onnx, str(clip), out, StreamOptions(bg_frames=6, batch=1, layout=layout))
+    with av.open(str(tmp_path / "v.mp4")) as container:
+        video = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    pngs = [np.asarray(Image.open(p)) for p in sorted((tmp_path / "png").iterdir())]
+    assert len(video) == len(pngs) == CLIP_FRAMES
+    h, w = pngs[0].shape[:2]
+    diffs = [np.abs(v[:h, :w].astype(int) - p).mean() for v, p in zip(video, pngs)]
+    assert max(diffs) < 4, diffs

@@ -28,7 +28,8 @@ def stream(
     events: str | None = typer.Option(
         None, "--events", help="A JSON line per frame (coverage, box, median depth, flicker) to this file or - (standard output), as frames finish."),
     preset: str | None = typer.Option(
-        None, "--preset", help="H.264 encoder preset (default: ultrafast with zero latency for cameras and URLs, veryfast for files)."),
+        None, "--preset", help=("H.264 encoder preset (default: ultrafast with zero latency for cameras and URLs, veryfast for "
+                                "files, superfast for pictures of 2 MP and more, e.g. a 720p camera's panel).")),
     bg: Path | None = typer.Option(None, "--bg", help="Image of the empty scene (resized to the frames' size if it differs)."),
     bg_frames: int | None = typer.Option(None, "--bg-frames", help="Learn the background as the per-pixel median of the first N frames (default 30)."),
     masks_dir: Path | None = typer.Option(None, "--masks-dir", help="Also write each frame's raw mask as a grey PNG here."),

@@ -7,8 +7,10 @@ Each stage does only what an output needs, at that output's size:
     `--out-size` here, off the encode thread);
   * infer: a batch against the fixed background (features once, on the halves);
   * emit: smoothing, flicker, the background's adaptation, then each output asked for: the
-    layout's picture (`compose.Composer`, uint8) to the video and the preview, the raw mask at
-    the camera's size (`--masks-dir`, as before), and the frame's event (`--events`).
+    layout's picture to the video (on the decoder's planes, `compose_yuv.YuvComposer`, when the
+    video is the only picture) or to the preview and PNG frames (`compose.Composer`, uint8 RGB),
+    the raw mask at the camera's size (`--masks-dir`, as before), and the frame's event
+    (`--events`).
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from ..runtime import Runner
 from ..runtime.fixed import HalvesRunner
 from .adapt import BackgroundTracker
 from .compose import Composer, mask_at
-from .decoded import Frame, model_input, picture_at
+from .compose_yuv import YuvComposer
+from .decoded import DecodedFrame, Frame, Planes, model_input, picture_at
 from .events import EventLog, frame_event
 from .pipeline import run_pipeline
 from .report import StreamReport
 from .temporal import FlickerMeter, Smoother
-from .video import DEFAULT_FPS
+from .video import DEFAULT_FPS, VideoWriter
 
 if TYPE_CHECKING:
     from .options import StreamOptions
@@ -57,7 +60,7 @@ class FpsMeter:
 
 
 class Item(NamedTuple):
-    shown: np.ndarray | None  # uint8 at the output's size, when a picture is drawn
+    shown: np.ndarray | Planes | None  # at the output's size, when a picture is drawn: uint8 RGB or the decoder's planes
     small: np.ndarray  # float32 HxWx3 in [0, 1] at the model's size
     taken: float  # perf_counter when it left the source: the latency's start
 
@@ -69,6 +72,7 @@ class Outputs:
 
     writer: Any = None
     composer: Composer | None = None
+    yuv: dict[str, YuvComposer] | None = None  # per matrix, when the pictures are drawn on the planes
     masks: Any = None
     events: EventLog | None = None
     preview: Preview | None = None
@@ -105,6 +109,8 @@ class Annotator:
         self.report, self.options = report, options
         self.out = Outputs(masks=ensure_dir(options.masks_dir) if options.masks_dir is not None else None, preview=preview)
         self.tile = options.out_size or self.frame_hw
+        if options.video or preview is not None:  # a picture is drawn
+            self.out.composer = Composer(options.layout, self.tile, runner.spec.depth_convention)
         self.live = source is not None and "live" in source.kind
         self.on_frame, self.meter = on_frame, FpsMeter()
         self.smoother = smoother or Smoother(0.0)
@@ -116,8 +122,12 @@ class Annotator:
         """Every frame through the model into `writer` (None: no video) and the other outputs;
         returns how many frames were run."""
         self.out.writer, self.out.events = writer, events
-        drawn = writer is not None or self.out.preview is not None
-        self.out.composer = Composer(self.options.layout, self.tile, self.runner.spec.depth_convention) if drawn else None
+        if writer is None and self.out.preview is None:
+            self.out.composer = None  # nothing shows a picture: none is drawn
+        # the decoder's planes straight to the encoder: only a video takes them (the preview and PNGs are RGB)
+        composer = self.out.composer
+        on_planes = isinstance(writer, VideoWriter) and self.out.preview is None and composer is not None and YuvComposer.fits(composer)
+        self.out.yuv = {} if on_planes else None
         self.started = time.perf_counter()
         batch = self.options.batch_for(self.live)
         # A live source drops what the model cannot take: short queues, so frames are dropped at
@@ -126,10 +136,19 @@ class Annotator:
         return run_pipeline((self.prepare(f) for f in frames), self.infer_batch, self.emit,
                             batch=batch, queue_size=queue, stop=stop, pipelined=self.options.pipelined)
 
+    @property
+    def picture_size(self) -> tuple[int, int] | None:
+        """(h, w) of the pictures drawn (None: none are)."""
+        return self.out.composer.out_size if self.out.composer is not None else None
+
     def prepare(self, frame: Frame) -> Item:
         taken = time.perf_counter()
         small = model_input(frame, self.size)
-        shown = picture_at(frame, self.tile) if self.out.composer is not None else None
+        shown: np.ndarray | Planes | None = None
+        if self.out.yuv is not None and isinstance(frame, DecodedFrame):
+            shown = frame.planes_at(self.tile)
+        if shown is None and self.out.composer is not None:
+            shown = picture_at(frame, self.tile)
         return Item(shown, small, taken)
 
     def infer_batch(self, group: Sequence[Item]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -157,7 +176,7 @@ class Annotator:
         flicker = self.flicker.add(item.small, mask)
         if self.tracker is not None:
             self._follow_background(item.small, mask)
-        picture = self.out.composer.compose(item.shown, mask, depth) if self.out.composer is not None else None
+        picture = self._draw(item.shown, mask, depth)
         if self.out.writer is not None:
             self.out.writer.write(picture)
         if self.out.masks is not None:
@@ -176,6 +195,18 @@ class Annotator:
             self.out.preview.publish(picture.copy(), latency)
         if self.on_frame is not None:
             self.on_frame(self.done, rate)
+
+    def _draw(self, shown: np.ndarray | Planes | None, mask: np.ndarray, depth: np.ndarray) -> np.ndarray | Planes | None:
+        """The layout's picture, on the planes when `shown` is planes; None when nothing is drawn."""
+        composer = self.out.composer
+        if composer is None or shown is None:
+            return None
+        if isinstance(shown, Planes):
+            assert self.out.yuv is not None  # planes are only prepared for a YUV drawing
+            if shown.matrix not in self.out.yuv:
+                self.out.yuv[shown.matrix] = YuvComposer(composer, shown.matrix)
+            return self.out.yuv[shown.matrix].compose(shown, mask, depth)
+        return composer.compose(shown, mask, depth)
 
     @property
     def fps(self) -> float:

@@ -28,7 +28,7 @@ OVERLAY_RGB = (40, 220, 90)  # the mask's tint: green reads on skin and shelves 
 OVERLAY_ALPHA = 0.6
 PANEL_LABELS = ("frame", "mask", "depth")
 GAP = 2  # px between the panel's tiles (as `imageio.make_panel`)
-_ALPHA_LUT = [int(OVERLAY_ALPHA * v + 0.5) for v in range(256)]  # mask grey -> the tint's weight
+ALPHA_LUT = [int(OVERLAY_ALPHA * v + 0.5) for v in range(256)]  # mask grey -> the tint's weight
 
 
 def check_layout(layout: str) -> str:
@@ -53,7 +53,7 @@ def mask_at(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(imageio.resize(np.nan_to_num(mask), size), 0.0, 1.0)
 
 
-def _tinted_box(mask8: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+def tinted_box(mask8: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
     """(x0, y0, x1, y1) at `size` that holds every pixel a bilinear resize of `mask8` makes
     non-zero (its non-zero pixels, grown by the filter's reach), or None when it is all zero."""
     rows, cols = np.flatnonzero(mask8.any(axis=1)), np.flatnonzero(mask8.any(axis=0))
@@ -66,6 +66,26 @@ def _tinted_box(mask8: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int
     return int(x0 * w // mw), int(y0 * h // mh), int(-(-x1 * w // mw)), int(-(-y1 * h // mh))
 
 
+def blend_weights(mask: Image.Image, box: tuple[int, int, int, int], size: tuple[int, int]) -> Image.Image:
+    """The tint's weight inside `box` of a picture of `size` (h, w): the grey `mask` resized over
+    the whole picture, only the box computed, with the same pixels' centres as a whole resize."""
+    x0, y0, x1, y1 = box
+    (mw, mh), (h, w) = mask.size, size
+    source = (x0 * mw / w, y0 * mh / h, x1 * mw / w, y1 * mh / h)
+    return mask.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR, box=source).point(ALPHA_LUT)
+
+
+def blend_in(target: np.ndarray, mask: Image.Image, box: tuple[int, int, int, int], tint: int | tuple[int, ...],
+             alpha: Image.Image | None = None) -> None:
+    """Blend `tint` into `target` (uint8 HxW or HxWx3, in place) inside `box` (`tinted_box` at
+    the target's size), weighted by `alpha` (default: `blend_weights` of the grey `mask`)."""
+    x0, y0, x1, y1 = box
+    alpha = alpha if alpha is not None else blend_weights(mask, box, target.shape[:2])
+    region = Image.fromarray(np.ascontiguousarray(target[y0:y1, x0:x1]))
+    region.paste(tint, None, alpha)  # the blend Image.composite does, without its copy
+    target[y0:y1, x0:x1] = np.asarray(region)
+
+
 class Composer:
     """Draws one stream's frames in `layout` at `size` (h, w: the camera tile's), reusing one
     canvas: what `compose` returns is overwritten by the next call (copy it to keep it)."""
@@ -74,8 +94,7 @@ class Composer:
         self.layout = check_layout(layout)
         self.size = (int(size[0]), int(size[1]))
         h, w = self.size
-        self._tint = Image.new("RGB", (w, h), OVERLAY_RGB)
-        self._palette = imageio.colorize_depth(np.arange(256, dtype=np.uint8)[None, :] / 255.0)[0].reshape(-1).tolist()
+        self.palette = imageio.colorize_depth(np.arange(256, dtype=np.uint8)[None, :] / 255.0)[0].reshape(-1).tolist()
         self.band_height = 0
         self._canvas: np.ndarray | None = None
         if self.layout == "panel":
@@ -87,6 +106,12 @@ class Composer:
             self._canvas[: band.shape[0]] = band
 
     @property
+    def canvas(self) -> np.ndarray | None:
+        """The panel's canvas: the label band over the background colour, the tiles as last
+        drawn (None for the overlay layout)."""
+        return self._canvas
+
+    @property
     def out_size(self) -> tuple[int, int]:
         """(h, w) of what `compose` returns."""
         return self.size if self._canvas is None else (self._canvas.shape[0], self._canvas.shape[1])
@@ -96,23 +121,17 @@ class Composer:
         non-zero pixels is resized and blended (a person covers a few percent of a camera's
         picture): outside it the tint's weight is 0, so the frame is the answer there."""
         small = grey(mask)
-        box = _tinted_box(np.asarray(small), self.size)
+        box = tinted_box(np.asarray(small), self.size)
         if box is None:
             return frame
-        x0, y0, x1, y1 = box
-        mw, mh = small.size
-        h, w = self.size
-        source = (x0 * mw / w, y0 * mh / h, x1 * mw / w, y1 * mh / h)  # the same pixels' centres as a whole-picture resize
-        alpha = small.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR, box=source).point(_ALPHA_LUT)
-        region = Image.composite(self._tint.crop((0, 0, x1 - x0, y1 - y0)), Image.fromarray(frame[y0:y1, x0:x1]), alpha)
         out = frame.copy()
-        out[y0:y1, x0:x1] = np.asarray(region)
+        blend_in(out, small, box, OVERLAY_RGB)
         return out
 
     def depth(self, depth: np.ndarray) -> np.ndarray:
         """The depth map's colour picture at `size` (magma: `imageio.colorize_depth`'s table)."""
         im = grey(depth, self.size)
-        im.putpalette(self._palette)
+        im.putpalette(self.palette)
         return np.asarray(im.convert("RGB"))
 
     def compose(self, frame: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> np.ndarray:

@@ -21,17 +21,19 @@ other frame is converted to RGB by FFmpeg as before.
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 from PIL import Image
 
 from ..render import imageio
 
-# limited-range Y'CbCr -> R'G'B' (rows R, G, B; columns Y-16, U-128, V-128), per FFmpeg colorspace tag
-_BT601 = ((1.16438, 0.0, 1.59603), (1.16438, -0.39176, -0.81297), (1.16438, 2.01723, 0.0))
-_BT709 = ((1.16438, 0.0, 1.79274), (1.16438, -0.21325, -0.53291), (1.16438, 2.11240, 0.0))
-MATRICES = {2: _BT601, 5: _BT601, 6: _BT601, 1: _BT709}  # AVColorSpace: 2 unspecified, 5/6 BT.601, 1 BT.709
+# limited-range Y'CbCr -> R'G'B' (rows R, G, B; columns Y-16, U-128, V-128)
+YUV_TO_RGB = {
+    "bt601": ((1.16438, 0.0, 1.59603), (1.16438, -0.39176, -0.81297), (1.16438, 2.01723, 0.0)),
+    "bt709": ((1.16438, 0.0, 1.79274), (1.16438, -0.21325, -0.53291), (1.16438, 2.11240, 0.0)),
+}
+MATRICES = {2: "bt601", 5: "bt601", 6: "bt601", 1: "bt709"}  # AVColorSpace: 2 unspecified, 5/6 BT.601, 1 BT.709
 # FFmpeg's fixed-point conversion truncates: its RGB sits about a grey level below the exact
 # formula (measured on x86: R 1.0, G 1.5, B 1.1); the model's copy follows FFmpeg's picture.
 _OFFSET = np.array([-1.0, -1.47, -1.11], np.float32)
@@ -43,11 +45,11 @@ class DecodedFrame:
     `np.asarray(frame)` is that array (made by FFmpeg once, then kept); `model_input(size)` the
     model's float32 copy made from the planes."""
 
-    __slots__ = ("_frame", "_rgb", "_matrix", "shape")
+    __slots__ = ("_frame", "_rgb", "matrix", "shape")
     dtype = np.dtype(np.uint8)
 
-    def __init__(self, frame: Any, matrix: tuple[tuple[float, ...], ...]):
-        self._frame, self._matrix, self._rgb = frame, matrix, None
+    def __init__(self, frame: Any, matrix: str):
+        self._frame, self.matrix, self._rgb = frame, matrix, None  # matrix: a YUV_TO_RGB key
         self.shape = (int(frame.height), int(frame.width), 3)
 
     @staticmethod
@@ -76,6 +78,18 @@ class DecodedFrame:
             return self.rgb()
         return self._frame.reformat(w, h, "rgb24", interpolation="BILINEAR").to_ndarray()
 
+    def planes_at(self, size: tuple[int, int]) -> Planes | None:
+        """A copy of the picture's planes at `size` (h, w; FFmpeg's scaler when it differs), to
+        draw on and encode as they are; None at an odd size (4:2:0 halves each side)."""
+        h, w = int(size[0]), int(size[1])
+        if h % 2 or w % 2:
+            return None
+        frame = self._frame if (h, w) == self.shape[:2] else self._frame.reformat(w, h, "yuv420p", interpolation="BILINEAR")
+        out = Planes.blank(h, w, self.matrix)
+        for plane, target in zip(frame.planes[:3], (out.y, out.u, out.v)):
+            target[:] = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+        return out
+
     def model_input(self, size: tuple[int, int]) -> np.ndarray:
         """float32 HxWx3 in [0, 1] at `size` (h, w): each plane resized (bilinear, as `infer`
         resizes), then converted."""
@@ -84,7 +98,7 @@ class DecodedFrame:
         planes[0] -= 16.0
         planes[1] -= 128.0
         planes[2] -= 128.0
-        rgb = np.stack(planes, axis=-1) @ np.asarray(self._matrix, np.float32).T
+        rgb = np.stack(planes, axis=-1) @ np.asarray(YUV_TO_RGB[self.matrix], np.float32).T
         rgb += _OFFSET
         np.clip(rgb, 0.0, 255.0, out=rgb)
         rgb *= np.float32(1 / 255)
@@ -98,6 +112,44 @@ def _resized_plane(plane: Any, h: int, w: int) -> np.ndarray:
 
 
 Frame: TypeAlias = "np.ndarray | DecodedFrame"  # what a FrameSource's decoded() yields
+
+
+class Planes(NamedTuple):
+    """An 8-bit 4:2:0 picture in one I420 buffer (Y, then U, then V, each plane's rows
+    contiguous: what the encoder takes as it is), and the matrix its colours are in."""
+
+    i420: np.ndarray  # uint8 (h * 3 / 2, w)
+    matrix: str  # a YUV_TO_RGB key
+
+    @staticmethod
+    def blank(h: int, w: int, matrix: str) -> Planes:
+        return Planes(np.empty((h * 3 // 2, w), np.uint8), matrix)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.i420.shape[0] * 2 // 3, self.i420.shape[1]
+
+    @property
+    def y(self) -> np.ndarray:
+        h, w = self.size
+        return self.i420.reshape(-1)[: h * w].reshape(h, w)
+
+    @property
+    def u(self) -> np.ndarray:
+        h, w = self.size
+        return self.i420.reshape(-1)[h * w : h * w * 5 // 4].reshape(h // 2, w // 2)
+
+    @property
+    def v(self) -> np.ndarray:
+        h, w = self.size
+        return self.i420.reshape(-1)[h * w * 5 // 4 :].reshape(h // 2, w // 2)
+
+
+def rgb_to_yuv(rgb: np.ndarray, matrix: str) -> np.ndarray:
+    """Limited-range Y, U, V (float, last axis) of RGB values (0-255, last axis): the inverse of
+    YUV_TO_RGB[matrix], for the colours the pictures add (the tint, the colour map, the labels)."""
+    inverse = np.linalg.inv(np.asarray(YUV_TO_RGB[matrix], np.float64))
+    return np.asarray(rgb, np.float64) @ inverse.T + (16.0, 128.0, 128.0)
 
 
 def model_input(frame: Frame, size: tuple[int, int]) -> np.ndarray:

@@ -54,7 +54,7 @@ class StreamOptions:
     it (default the camera's); `video` False: no video at all (masks, events, the summary, the
     preview, which still shows the layout); `events`: a JSON line per frame to this file or "-" (`toolkit.deploy.events`);
     `preset`: the H.264 encoder's speed (default ultrafast with zero latency for live sources,
-    veryfast for files)."""
+    veryfast for files, superfast for files of pictures of 2 MP and more)."""
 
     bg: Path | None = None
     bg_frames: int | None = None  # None: DEFAULT_BG_FRAMES (refused beside `bg`)

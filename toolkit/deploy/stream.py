@@ -102,7 +102,7 @@ def stream(
         report.source = f"{src.label} ({src.kind}, {src.fps:g} fps)"
         frames, background, expected = _open_frames(src, o, report)
         annotator = Annotator(runner, background, report, o, src, on_frame=on_frame, smoother=smoother, preview=preview)
-        writer = _writer(out, src, o, report, live=annotator.live)
+        writer = _writer(out, src, o, report, live=annotator.live, size=annotator.picture_size)
         if on_start is not None:
             on_start(report, expected)
         if preview is not None and report.self_test:
@@ -156,9 +156,10 @@ def _check_outputs(out: str | Path | None, options: StreamOptions, preview: Prev
 
 
 def _writer(out: Path | None, src: FrameSource, options: StreamOptions, report: StreamReport, *,
-            live: bool) -> FrameWriter | None:
+            live: bool, size: tuple[int, int] | None) -> FrameWriter | None:
     """The video or PNG writer for `out` (None: no video), its encoder said in the report;
-    `live`: the source runs at its own pace (the encoder is tuned for latency)."""
+    `live`: the source runs at its own pace (the encoder is tuned for latency); `size`: the
+    pictures' (h, w)."""
     if out is None:
         return None
     fmt = video_format(out)
@@ -166,7 +167,7 @@ def _writer(out: Path | None, src: FrameSource, options: StreamOptions, report: 
         writer: FrameWriter = PngFolderWriter(out)
         report.codec = report.encoder = "png"
     else:
-        writer = VideoWriter(out, fmt[0], fmt[1], src.fps, live=live, preset=options.preset)
+        writer = VideoWriter(out, fmt[0], fmt[1], src.fps, live=live, preset=options.preset, size=size)
         report.codec, report.encoder = writer.codec, writer.describe()
     if options.preset is not None and report.codec != "libx264":
         report.notes.append(f"--preset {options.preset} sets H.264's encoder (libx264); {out.name} is written with {report.codec}: ignored")

@@ -29,7 +29,7 @@ from ..core.fsutil import ensure_dir
 from ..core.optional import import_optional
 from ..render import imageio
 from ..tasks.infer import IMAGE_SUFFIXES
-from .decoded import DecodedFrame, Frame
+from .decoded import DecodedFrame, Frame, Planes
 
 # output suffix -> (container format, encoders to try in order)
 VIDEO_FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -239,6 +239,12 @@ class PngFolderWriter:
 
 
 FILE_PRESET, LIVE_PRESET = "veryfast", "ultrafast"
+# Pictures of this many pixels or more (the panel of a 720p camera: 3 MP) are encoded with
+# LARGE_FILE_PRESET: x264's CPU grows with the pixels, and at veryfast the panel of a 720p
+# camera cost more CPU than the model on 2 cores (superfast: 28 % less CPU, files ~45 % larger
+# at the same CRF; the panel 17.6 -> 22.0 frames/s, benchmarks/README.md).
+LARGE_PICTURE_PIXELS, LARGE_FILE_PRESET = 2_000_000, "superfast"
+STREAM_COLORSPACE = {"bt601": 6, "bt709": 1}  # decoded.YUV_TO_RGB key -> AVColorSpace (SMPTE170M, BT709)
 FILE_CRF = "20"
 
 
@@ -252,12 +258,13 @@ class VideoWriter:
     encode step mostly hands frames over. For a `live` source it is tuned for latency (x264's
     `ultrafast` preset, `zerolatency`: no look-ahead, no B-frames, slice threads, so a frame
     leaves the encoder as soon as it is in); for a file, for quality at a speed that keeps up
-    (`veryfast`, CRF 20, frame threads). `preset` overrides the x264 preset; `describe()` is
-    the line the stream says and records.
+    (`veryfast`, CRF 20, frame threads; `superfast` for pictures of `LARGE_PICTURE_PIXELS` and
+    more, when `size`, the pictures' (h, w), says so). `preset` overrides the x264 preset;
+    `describe()` is the line the stream says and records.
     """
 
     def __init__(self, path: Path, fmt: str, codecs: tuple[str, ...], fps: float, *, live: bool = False,
-                 preset: str | None = None):
+                 preset: str | None = None, size: tuple[int, int] | None = None):
         av = require_av()
         self.path = path
         self.fmt = fmt
@@ -267,42 +274,63 @@ class VideoWriter:
         self.live = live
         self.options: dict[str, str] = {}
         if self.codec == "libx264":
-            self.options = {"preset": preset or (LIVE_PRESET if live else FILE_PRESET)}
+            self.options = {"preset": preset or (LIVE_PRESET if live else file_preset(size))}
             self.options |= {"tune": "zerolatency"} if live else {"crf": FILE_CRF}
         self.container: Any = None
         self.stream: Any = None
+        self.matrix: str | None = None  # set by the first picture: Planes' matrix, or None for RGB
         self.count = 0
 
     def describe(self) -> str:
-        """'libx264 (preset veryfast, crf 20, frame threads): a file's quality': what encodes."""
+        """'libx264 (preset veryfast, crf 20, frame threads; a file: quality)': what encodes."""
         if not self.options:
             return f"{self.codec} (libx264 is not in this PyAV's FFmpeg)" if self.fmt != "avi" else f"{self.codec} (.avi's encoder)"
         settings = ", ".join(f"{k} {v}" for k, v in self.options.items())
-        why = "live: low latency" if self.live else "a file: quality"
+        large = self.options["preset"] == LARGE_FILE_PRESET and not self.live
+        why = "live: low latency" if self.live else "a file of large pictures: speed" if large else "a file: quality"
         return f"{self.codec} ({settings}, {'slice' if self.live else 'frame'} threads; {why})"
 
-    def _open(self, h: int, w: int) -> None:
+    def _open(self, h: int, w: int, matrix: str | None) -> None:
         av = require_av()
         self.container = av.open(str(self.path), mode="w", format=self.fmt)
         self.stream = self.container.add_stream(self.codec, rate=self.fps)
         self.stream.width, self.stream.height = w + w % 2, h + h % 2
         self.stream.pix_fmt = "yuv420p"
+        self.matrix = matrix
+        if matrix is not None:  # the pictures' colours are in the source's matrix: the file says which
+            self.stream.codec_context.colorspace = STREAM_COLORSPACE[matrix]
+            self.stream.codec_context.color_range = 1  # MPEG (limited), as decoded
         self.stream.codec_context.thread_count = 0  # FFmpeg's: one per core
         self.stream.codec_context.thread_type = "SLICE" if self.live else "FRAME"
         if self.options:
             self.stream.options = dict(self.options)
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, picture: np.ndarray | Planes) -> None:
+        """Encode one picture: uint8 RGB, or `Planes` (4:2:0, taken as they are; the first
+        picture's matrix is the file's)."""
         av = require_av()
-        h, w = rgb.shape[:2]
-        if self.container is None:
-            self._open(h, w)
-        if (h % 2) or (w % 2):
-            rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)))
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if isinstance(picture, Planes):
+            if self.container is None:
+                self._open(*picture.size, picture.matrix)
+            frame = av.VideoFrame.from_ndarray(picture.i420, format="yuv420p")
+        else:
+            frame = self._rgb_frame(picture)
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
         self.count += 1
+
+    def _rgb_frame(self, rgb: np.ndarray) -> Any:
+        """An RGB picture as the encoder's frame (padded to even sides; in the file's matrix)."""
+        av = require_av()
+        h, w = rgb.shape[:2]
+        if self.container is None:
+            self._open(h, w, None)
+        if (h % 2) or (w % 2):
+            rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)))
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if self.matrix is None:
+            return frame  # FFmpeg converts it as it always has (BT.601, untagged)
+        return frame.reformat(format="yuv420p", dst_colorspace=STREAM_COLORSPACE[self.matrix], dst_color_range=1)
 
     def close(self) -> None:
         """Flush the encoder and write the container's index: the file is then playable."""
@@ -314,6 +342,12 @@ class VideoWriter:
         finally:
             self.container.close()
             self.container = None
+
+
+def file_preset(size: tuple[int, int] | None) -> str:
+    """x264's preset for a file of pictures of `size` (h, w; None: not known)."""
+    large = size is not None and size[0] * size[1] >= LARGE_PICTURE_PIXELS
+    return LARGE_FILE_PRESET if large else FILE_PRESET
 
 
 def video_format(out: Path) -> tuple[str, tuple[str, ...]] | None:
