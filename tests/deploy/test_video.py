@@ -83,3 +83,13 @@ def test_output_kind_from_the_path(tmp_path):
     assert video_format(tmp_path) is None
     with pytest.raises(UserError, match="unknown video suffix '.gif'"):
         video_format(tmp_path / "x.gif")
+
+
+def test_live_sources_decode_without_frame_threads_which_hold_frames_back(clip):
+    """Frame threads delay each frame by the frames decoding beside it: latency for a camera or
+    a network stream, throughput for a file."""
+    from toolkit.deploy.video import AvSource
+
+    with AvSource(str(clip), "net", "network") as live, AvSource(str(clip), "file", "video") as file:
+        assert live.stream.thread_type.name == "SLICE" and file.stream.thread_type.name == "AUTO"
+        assert len(list(live)) == len(list(file)) == CLIP_FRAMES
