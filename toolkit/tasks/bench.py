@@ -21,7 +21,7 @@ import numpy as np
 from ..core.errors import UserError, positive
 from ..core.spec import INPUT_NAMES, MAX_BATCH
 from ..runtime import Runner, open_runner
-from .busy import BusyCheck, LoadReader, load_average
+from .busy import BusyCheck, LoadReader, machine_reading
 
 
 @dataclass
@@ -149,7 +149,7 @@ def bench(
     provider: str = "cpu",
     on_row: Callable[[BenchRow], None] | None = None,
     on_note: Callable[[str], None] | None = None,
-    load: LoadReader = load_average,
+    load: LoadReader = machine_reading,
 ) -> list[BenchRow]:
     """Rows per model (and provider, for `.onnx` models and a comma list such as `cpu,openvino`)
     and batch size, with images/s relative to the first row's at the same batch. `on_note` gets

@@ -36,7 +36,7 @@ from ..core.errors import UserError, positive
 from ..core.spec import INPUT_NAMES, ORIGINAL_DEPTH_CONVENTION, OUTPUT_NAMES, nearness
 from ..verify import metrics
 from .bench import Target, check_timing, open_targets, parse_providers, time_interleaved
-from .busy import BusyCheck, LoadReader, load_average
+from .busy import BusyCheck, LoadReader, machine_reading
 
 DEPTH_UNITS = ("auto", "synthetic", "gray")
 DEFAULT_LIMIT = 64
@@ -169,7 +169,7 @@ def validate(models: list[str | Path], data: str | Path | None = None, *, provid
              limit: int = DEFAULT_LIMIT, batches: list[int] | None = None, warmup: int = 3, iters: int = 20,
              holdout: float = HOLDOUT, seed: int = SPLIT_SEED, depth_units: str = "auto",
              on_row: Callable[[ValRow], None] | None = None, every_pair: bool = False,
-             load: LoadReader = load_average) -> ValReport:
+             load: LoadReader = machine_reading) -> ValReport:
     """Score each model against the labels, time each at `batches`; the CLI's `val`. A `.pt`
     runs at the first exported model's size; every model must take the same size. `every_pair`:
     `data` is a test set of its own, scored whole (up to `limit`), not split by background."""
