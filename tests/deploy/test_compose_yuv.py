@@ -6,9 +6,9 @@ import pytest
 
 from toolkit.deploy.compose import Composer
 from toolkit.deploy.compose_yuv import YuvComposer
-from toolkit.deploy.decoded import Planes
+from toolkit.deploy.decoded import MATRIX_TAG, Planes
 from toolkit.deploy.footage import walking_scene
-from toolkit.deploy.video import STREAM_COLORSPACE, VideoWriter, file_preset
+from toolkit.deploy.video import VideoWriter, file_preset
 
 av = pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
 
@@ -18,8 +18,8 @@ H, W = 96, 128
 def to_planes(rgb: np.ndarray, matrix: str) -> Planes:
     """FFmpeg's 4:2:0 of an RGB picture, in `matrix`: what the decoder hands over."""
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
-        format="yuv420p", dst_colorspace=STREAM_COLORSPACE[matrix], dst_color_range=1)
-    out = Planes.blank(*rgb.shape[:2], matrix)
+        format="yuv420p", dst_colorspace=MATRIX_TAG[matrix], dst_color_range=1)
+    out = Planes.blank(*rgb.shape[:2], MATRIX_TAG[matrix])
     for plane, target in zip(frame.planes, (out.y, out.u, out.v)):
         target[:] = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
     return out
@@ -28,7 +28,7 @@ def to_planes(rgb: np.ndarray, matrix: str) -> Planes:
 def to_rgb(planes: Planes) -> np.ndarray:
     """What a player shows of `planes` (FFmpeg's conversion, told the matrix)."""
     frame = av.VideoFrame.from_ndarray(planes.i420, format="yuv420p")
-    return frame.reformat(format="rgb24", src_colorspace=STREAM_COLORSPACE[planes.matrix], src_color_range=1).to_ndarray()
+    return frame.reformat(format="rgb24", src_colorspace=MATRIX_TAG[planes.matrix], src_color_range=1).to_ndarray()
 
 
 def model_outputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,9 +86,38 @@ def test_a_video_of_planes_says_its_matrix_and_plays_in_the_source_colours(tmp_p
     writer.close()
     with av.open(str(tmp_path / "v.mp4")) as container:
         decoded = list(container.decode(video=0))
-    assert [int(f.colorspace) for f in decoded] == [STREAM_COLORSPACE[matrix]] * 4
+    assert [int(f.colorspace) for f in decoded] == [MATRIX_TAG[matrix]] * 4
     want = to_rgb(to_planes(frame, matrix)).astype(int)  # the source's colours through 4:2:0
     for f in decoded:  # PyAV converts by the file's tag
         assert np.abs(f.to_ndarray(format="rgb24") - want).mean() < 2
     other = "bt601" if matrix == "bt709" else "bt709"  # read in the other matrix, the colours are off
-    assert np.abs(to_rgb(Planes(to_planes(frame, matrix).i420, other)) - want).mean() > 8
+    assert np.abs(to_rgb(Planes(to_planes(frame, matrix).i420, MATRIX_TAG[other])) - want).mean() > 8
+
+
+def test_planes_in_another_matrix_than_the_files_are_converted_to_it(tmp_path):
+    """A live source that comes back in another matrix after a reconnect, or a file that began
+    with RGB pictures: every picture plays in its own colours."""
+    colours = np.array([(220, 40, 40), (40, 200, 60), (40, 60, 220), (200, 200, 40)], np.uint8)
+    frame = np.ascontiguousarray(np.repeat(colours, W // 4, axis=0)[None].repeat(H, axis=0))
+    for first, then in (("bt709", "bt601"), ("bt601", "bt709"), (None, "bt709")):
+        writer = VideoWriter(tmp_path / "m.mp4", "mp4", ("libx264", "mpeg4"), 10)
+        writer.write(frame if first is None else to_planes(frame, first))
+        writer.write(to_planes(frame, then))
+        writer.close()
+        with av.open(str(tmp_path / "m.mp4")) as container:
+            shown = [f.to_ndarray(format="rgb24").astype(int) for f in container.decode(video=0)]
+        assert all(np.abs(s - frame).mean() < 5 for s in shown), (first, then, [np.abs(s - frame).mean() for s in shown])  # unconverted: 9-10
+
+
+def test_a_bt709_untagged_or_unconvertible_output_keeps_the_sources_tag_or_its_rgb(tmp_path):
+    from toolkit.deploy.decoded import DecodedFrame
+
+    frame, _, _ = model_outputs()
+    untagged = Planes(to_planes(frame, "bt601").i420, 2)  # a source that says nothing
+    writer = VideoWriter(tmp_path / "u.mp4", "mp4", ("libx264", "mpeg4"), 10)
+    writer.write(untagged)
+    writer.close()
+    with av.open(str(tmp_path / "u.mp4")) as container:
+        assert int(next(container.decode(video=0)).colorspace) == 2  # still says nothing, as its source
+    assert not VideoWriter(tmp_path / "a.avi", "avi", ("mpeg4",), 10).takes_planes  # mpeg4 drops the tag: RGB it is
+    assert DecodedFrame.wrap(av.VideoFrame(W - 2, H - 1, "yuv420p")).__class__ is np.ndarray  # odd size: FFmpeg's RGB

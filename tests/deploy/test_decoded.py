@@ -16,13 +16,13 @@ av = pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
 H, W, SIZE = 360, 640, (64, 64)  # a camera frame to a model: 5-10x smaller, as at 720p to 128
 
 
-def tagged_clip(path: Path, colorspace: int, color_range: int, n: int = 6) -> Path:
+def tagged_clip(path: Path, colorspace: int, color_range: int, n: int = 6, h: int = H, w: int = W) -> Path:
     """An H.264 clip of a walking figure whose stream says its colour matrix and range."""
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.colorspace, stream.codec_context.color_range = colorspace, color_range
-        for f in walking_frames(n, H, W):
+        for f in walking_frames(n, h, w):
             for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -46,7 +46,7 @@ def test_the_planes_copy_is_within_half_a_grey_level_of_infers_on_average(tmp_pa
     assert np.abs(off).mean() < 0.7 and np.abs(off).max() < 6, (np.abs(off).mean(), np.abs(off).max())  # the 8-bit RGB resize: 0.25, 1
     assert np.abs(off.mean(axis=(0, 1, 2))).max() < 0.35  # no colour cast: FFmpeg's rounding is followed
     if colorspace == 1:  # the figure above tells matrices apart: BT.601's on a BT.709 clip is far off
-        wrong = [DecodedFrame(f._frame, "bt601") for f in frames]
+        wrong = [DecodedFrame(f._frame, 6) for f in frames]  # BT.601's tag
         assert np.abs(grey_levels_from_infer(wrong)).mean() > 1.0
 
 

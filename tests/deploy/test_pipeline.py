@@ -109,6 +109,8 @@ def test_the_decode_and_encode_threads_yield_the_cores_to_the_model():
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     caller, seen = niceness(), {}
+    if caller >= 19:
+        pytest.skip("the tests run at the lowest priority already: nothing to lower")
 
     def items():
         for i in range(3):

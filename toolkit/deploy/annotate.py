@@ -126,7 +126,8 @@ class Annotator:
             self.out.composer = None  # nothing shows a picture: none is drawn
         # the decoder's planes straight to the encoder: only a video takes them (the preview and PNGs are RGB)
         composer = self.out.composer
-        on_planes = isinstance(writer, VideoWriter) and self.out.preview is None and composer is not None and YuvComposer.fits(composer)
+        on_planes = (isinstance(writer, VideoWriter) and writer.takes_planes and self.out.preview is None
+                     and composer is not None and YuvComposer.fits(composer))
         self.out.yuv = {} if on_planes else None
         self.started = time.perf_counter()
         batch = self.options.batch_for(self.live)

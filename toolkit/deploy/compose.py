@@ -9,7 +9,7 @@ Layouts (`--layout`):
 Why uint8: the float compose (mask and depth resized as float32 images, blended in float, the
 colour map through a float copy, the labels drawn again every frame) took 36 ms of a 1280x720
 frame's time on a 2-core box, three times the model's. Here the mask and depth are resized as
-8-bit grey (Pillow, bilinear), the tint is `Image.composite` with an alpha look-up table, the
+8-bit grey (Pillow, bilinear), the tint is Pillow's masked paste with an alpha look-up table, the
 colour map is a palette, and the label band is drawn once per stream: the same picture within
 one grey level (tests/deploy/test_compose.py holds it to the float formula), in C.
 """

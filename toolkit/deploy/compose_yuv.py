@@ -4,8 +4,10 @@ they are.
 Why: an RGB picture costs the video twice over at 720p: FFmpeg's RGB conversion of the frame
 (1.1 ms), then PyAV's copy of the picture into a frame (2.1) and FFmpeg's RGB -> YUV for the
 encoder (2.5; 6.2 and 9.8 for the 3840-wide panel), mostly holding Python's lock while the
-model's thread needs it. Drawn on the planes, the same pictures cost a copy of the planes and the
-box around the person; measured at 720p (benchmarks/README.md): the overlay 27.0 -> 36.1 frames/s.
+model's thread needs it. Drawn on the planes, the same pictures cost two copies of the planes
+(ours, and PyAV's into the encoder's frame: 0.2 ms at 720p) and the blend around the person;
+measured at 720p, interleaved (benchmarks/README.md): the overlay 28.5 -> 32.8 frames/s, the
+panel 19.5 -> 22.8.
 
 The same pictures as `compose.Composer` draws, within the 4:2:0 encoding both go through: the
 tint is the same blend (linear, so it is the same in YUV) at each plane's resolution; the colour
@@ -18,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .compose import GAP, OVERLAY_RGB, Composer, blend_in, blend_weights, grey, tinted_box
-from .decoded import Planes, rgb_to_yuv
+from .decoded import MATRIX_TAG, Planes, rgb_to_yuv
 
 
 def _levels(values: np.ndarray) -> np.ndarray:
@@ -27,8 +29,8 @@ def _levels(values: np.ndarray) -> np.ndarray:
 
 class YuvComposer:
     """`composer`'s layout, drawn on `Planes` in `matrix` (a `decoded.YUV_TO_RGB` key). Like
-    `Composer`, what `compose` returns is overwritten by the next call. `fits(size)` says whether
-    a layout can be drawn so at all (4:2:0 needs even sizes and even tile offsets)."""
+    `Composer`, what `compose` returns is overwritten by the next call. `fits(composer)` says
+    whether a layout can be drawn so at all (4:2:0 needs even sizes and even tile offsets)."""
 
     def __init__(self, composer: Composer, matrix: str):
         self.composer, self.matrix = composer, matrix
@@ -93,7 +95,7 @@ def _to_planes(rgb: np.ndarray, matrix: str) -> Planes:
     """An even-sized uint8 RGB picture as 4:2:0 planes (chroma: the mean of each 2x2 block)."""
     h, w = rgb.shape[:2]
     yuv = rgb_to_yuv(rgb.astype(np.float64), matrix)
-    out = Planes.blank(h, w, matrix)
+    out = Planes.blank(h, w, MATRIX_TAG[matrix])
     out.y[:] = _levels(yuv[..., 0])
     for i, plane in ((1, out.u), (2, out.v)):
         plane[:] = _levels(yuv[..., i].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)))

@@ -15,8 +15,9 @@ a few levels at most. FFmpeg's own scaler straight to the model's size (`reforma
 and moved the masks far more (IoU 0.79-0.88 against `infer`'s, against 0.97-0.99 here).
 
 Only what the conversion below reproduces takes this path: 8-bit 4:2:0 in limited ("TV")
-range, BT.601 or BT.709 (FFmpeg's own choice by the frame's tag, untagged is BT.601). Any
-other frame is converted to RGB by FFmpeg as before.
+range, BT.601 or BT.709 (FFmpeg's own choice by the frame's tag, untagged is BT.601; PyAV 17
+and later read the tag), at even sizes (FFmpeg converts odd sizes another way, without the
+rounding `_OFFSET` follows). Any other frame is converted to RGB by FFmpeg as before.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ YUV_TO_RGB = {
     "bt709": ((1.16438, 0.0, 1.79274), (1.16438, -0.21325, -0.53291), (1.16438, 2.11240, 0.0)),
 }
 MATRICES = {2: "bt601", 5: "bt601", 6: "bt601", 1: "bt709"}  # AVColorSpace: 2 unspecified, 5/6 BT.601, 1 BT.709
+MATRIX_TAG = {"bt601": 6, "bt709": 1}  # a tag that names each matrix (SMPTE170M, BT709)
 # FFmpeg's fixed-point conversion truncates: its RGB sits about a grey level below the exact
 # formula (measured on x86: R 1.0, G 1.5, B 1.1); the model's copy follows FFmpeg's picture.
 _OFFSET = np.array([-1.0, -1.47, -1.11], np.float32)
@@ -45,20 +47,25 @@ class DecodedFrame:
     `np.asarray(frame)` is that array (made by FFmpeg once, then kept); `model_input(size)` the
     model's float32 copy made from the planes."""
 
-    __slots__ = ("_frame", "_rgb", "matrix", "shape")
+    __slots__ = ("_frame", "_rgb", "tag", "shape")
     dtype = np.dtype(np.uint8)
 
-    def __init__(self, frame: Any, matrix: str):
-        self._frame, self.matrix, self._rgb = frame, matrix, None  # matrix: a YUV_TO_RGB key
+    def __init__(self, frame: Any, tag: int):
+        self._frame, self.tag, self._rgb = frame, tag, None  # tag: the frame's AVColorSpace, a MATRICES key
         self.shape = (int(frame.height), int(frame.width), 3)
+
+    @property
+    def matrix(self) -> str:
+        return MATRICES[self.tag]
 
     @staticmethod
     def wrap(frame: Any) -> DecodedFrame | np.ndarray:
         """A DecodedFrame for a frame the planes path reproduces; else FFmpeg's RGB array."""
-        matrix = MATRICES.get(int(frame.colorspace))
-        if frame.format.name != "yuv420p" or int(frame.color_range) not in _LIMITED or matrix is None:
+        tag = int(frame.colorspace)
+        reproduced = frame.format.name == "yuv420p" and int(frame.color_range) in _LIMITED and tag in MATRICES
+        if not reproduced or frame.width % 2 or frame.height % 2:
             return frame.to_ndarray(format="rgb24")
-        return DecodedFrame(frame, matrix)
+        return DecodedFrame(frame, tag)
 
     def rgb(self) -> np.ndarray:
         """The uint8 HxWx3 picture, as FFmpeg converts it (once)."""
@@ -68,7 +75,9 @@ class DecodedFrame:
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         rgb = self.rgb()
-        return rgb if dtype is None else rgb.astype(dtype)
+        if dtype is not None and np.dtype(dtype) != rgb.dtype:
+            return rgb.astype(dtype)
+        return rgb.copy() if copy else rgb  # np.asarray: the kept picture itself (treat it as read-only)
 
     def resized(self, size: tuple[int, int]) -> np.ndarray:
         """uint8 RGB at `size` (h, w) through FFmpeg's scaler: for pictures people look at,
@@ -85,7 +94,7 @@ class DecodedFrame:
         if h % 2 or w % 2:
             return None
         frame = self._frame if (h, w) == self.shape[:2] else self._frame.reformat(w, h, "yuv420p", interpolation="BILINEAR")
-        out = Planes.blank(h, w, self.matrix)
+        out = Planes.blank(h, w, self.tag)
         for plane, target in zip(frame.planes[:3], (out.y, out.u, out.v)):
             target[:] = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
         return out
@@ -116,14 +125,18 @@ Frame: TypeAlias = "np.ndarray | DecodedFrame"  # what a FrameSource's decoded()
 
 class Planes(NamedTuple):
     """An 8-bit 4:2:0 picture in one I420 buffer (Y, then U, then V, each plane's rows
-    contiguous: what the encoder takes as it is), and the matrix its colours are in."""
+    contiguous: what the encoder takes as it is), and the colour tag its source had."""
 
     i420: np.ndarray  # uint8 (h * 3 / 2, w)
-    matrix: str  # a YUV_TO_RGB key
+    tag: int  # AVColorSpace, a MATRICES key (2: untagged, read as BT.601)
 
     @staticmethod
-    def blank(h: int, w: int, matrix: str) -> Planes:
-        return Planes(np.empty((h * 3 // 2, w), np.uint8), matrix)
+    def blank(h: int, w: int, tag: int) -> Planes:
+        return Planes(np.empty((h * 3 // 2, w), np.uint8), tag)
+
+    @property
+    def matrix(self) -> str:
+        return MATRICES[self.tag]
 
     @property
     def size(self) -> tuple[int, int]:

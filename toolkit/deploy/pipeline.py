@@ -6,8 +6,10 @@ cores they overlap, and the slowest stage sets the frame rate instead of the sum
 The queues are bounded (a few frames) so memory stays flat and a slow encoder slows the decoder
 down instead of buffering the whole video.
 
-Priorities: the decode and encode threads (and the encoder's own threads, which inherit it)
-run at a lower priority than the model (`HELPER_NICE`, Linux). On a box whose cores the model
+Priorities: the decode and encode threads (and the threads they start: the encoder's) run at
+a lower priority than the model (`HELPER_NICE`, Linux). FFmpeg's decoder threads, started
+when the source was opened, and a live source's reader keep the caller's priority: a camera's
+frames must be read as they come. On a box whose cores the model
 fills, a helper that the scheduler runs in the middle of one of the model's parallel steps
 stalls the model's other threads, which wait for it; at a lower priority the helpers take the
 cores when the model waits instead. Measured at 720p on 2 cores (benchmarks/stream.py, medians

@@ -29,7 +29,7 @@ from ..core.fsutil import ensure_dir
 from ..core.optional import import_optional
 from ..render import imageio
 from ..tasks.infer import IMAGE_SUFFIXES
-from .decoded import DecodedFrame, Frame, Planes
+from .decoded import MATRICES, MATRIX_TAG, DecodedFrame, Frame, Planes
 
 # output suffix -> (container format, encoders to try in order)
 VIDEO_FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -247,12 +247,12 @@ FILE_PRESET, LIVE_PRESET = "veryfast", "ultrafast"
 # camera cost more CPU than the model on 2 cores (superfast: 28 % less CPU, files ~45 % larger
 # at the same CRF; the panel 17.6 -> 22.0 frames/s, benchmarks/README.md).
 LARGE_PICTURE_PIXELS, LARGE_FILE_PRESET = 2_000_000, "superfast"
-STREAM_COLORSPACE = {"bt601": 6, "bt709": 1}  # decoded.YUV_TO_RGB key -> AVColorSpace (SMPTE170M, BT709)
 FILE_CRF = "20"
 
 
 class VideoWriter:
-    """Encode uint8 RGB frames into `path` (already a temporary name: the caller renames it).
+    """Encode pictures (uint8 RGB, or the decoder's `Planes`) into `path` (already a temporary
+    name: the caller renames it).
 
     The container and stream are made at the first frame, once the size is known; odd sizes are
     padded by one dark pixel row/column because H.264 in yuv420p needs even dimensions.
@@ -264,6 +264,10 @@ class VideoWriter:
     (`veryfast`, CRF 20, frame threads; `superfast` for pictures of `LARGE_PICTURE_PIXELS` and
     more, when `size`, the pictures' (h, w), says so). `preset` overrides the x264 preset;
     `describe()` is the line the stream says and records.
+
+    Colours: a file that starts with `Planes` carries their source's colour tag (libx264 writes
+    it; `takes_planes` is False for encoders that drop it) and later pictures in another matrix
+    are converted to it; a file that starts with RGB is BT.601, untagged, as it always was.
     """
 
     def __init__(self, path: Path, fmt: str, codecs: tuple[str, ...], fps: float, *, live: bool = False,
@@ -276,32 +280,38 @@ class VideoWriter:
         self.codec = next((c for c in codecs if c in available), codecs[-1])
         self.live = live
         self.options: dict[str, str] = {}
+        self.why = "live: low latency" if live else "a file: quality"
         if self.codec == "libx264":
-            self.options = {"preset": preset or (LIVE_PRESET if live else file_preset(size))}
-            self.options |= {"tune": "zerolatency"} if live else {"crf": FILE_CRF}
+            chosen = preset or (LIVE_PRESET if live else file_preset(size))
+            self.options = {"preset": chosen} | ({"tune": "zerolatency"} if live else {"crf": FILE_CRF})
+            self.why = "--preset" if preset else "a file of large pictures: speed" if chosen == LARGE_FILE_PRESET and not live else self.why
         self.container: Any = None
         self.stream: Any = None
-        self.matrix: str | None = None  # set by the first picture: Planes' matrix, or None for RGB
+        self.matrix = "bt601"  # the file's colours: the first picture's (Planes' matrix; BT.601 for RGB)
         self.count = 0
+
+    @property
+    def takes_planes(self) -> bool:
+        """Whether `Planes` can be encoded as they are (the encoder keeps their colour tag)."""
+        return self.codec == "libx264"
 
     def describe(self) -> str:
         """'libx264 (preset veryfast, crf 20, frame threads; a file: quality)': what encodes."""
         if not self.options:
             return f"{self.codec} (libx264 is not in this PyAV's FFmpeg)" if self.fmt != "avi" else f"{self.codec} (.avi's encoder)"
         settings = ", ".join(f"{k} {v}" for k, v in self.options.items())
-        large = self.options["preset"] == LARGE_FILE_PRESET and not self.live
-        why = "live: low latency" if self.live else "a file of large pictures: speed" if large else "a file: quality"
-        return f"{self.codec} ({settings}, {'slice' if self.live else 'frame'} threads; {why})"
+        return f"{self.codec} ({settings}, {'slice' if self.live else 'frame'} threads; {self.why})"
 
-    def _open(self, h: int, w: int, matrix: str | None) -> None:
+    def _open(self, h: int, w: int, tag: int | None) -> None:
+        """The container and stream; `tag`: the first Planes' colour tag (None: RGB pictures)."""
         av = require_av()
         self.container = av.open(str(self.path), mode="w", format=self.fmt)
         self.stream = self.container.add_stream(self.codec, rate=self.fps)
         self.stream.width, self.stream.height = w + w % 2, h + h % 2
         self.stream.pix_fmt = "yuv420p"
-        self.matrix = matrix
-        if matrix is not None:  # the pictures' colours are in the source's matrix: the file says which
-            self.stream.codec_context.colorspace = STREAM_COLORSPACE[matrix]
+        if tag is not None:  # the pictures' colours are the source's: the file says what the source said
+            self.matrix = MATRICES[tag]
+            self.stream.codec_context.colorspace = tag
             self.stream.codec_context.color_range = 1  # MPEG (limited), as decoded
         self.stream.codec_context.thread_count = 0  # FFmpeg's: one per core
         self.stream.codec_context.thread_type = "SLICE" if self.live else "FRAME"
@@ -309,13 +319,16 @@ class VideoWriter:
             self.stream.options = dict(self.options)
 
     def write(self, picture: np.ndarray | Planes) -> None:
-        """Encode one picture: uint8 RGB, or `Planes` (4:2:0, taken as they are; the first
-        picture's matrix is the file's)."""
+        """Encode one picture: uint8 RGB, or `Planes` (4:2:0, taken as they are when in the
+        file's matrix, converted to it when not)."""
         av = require_av()
         if isinstance(picture, Planes):
             if self.container is None:
-                self._open(*picture.size, picture.matrix)
+                self._open(*picture.size, picture.tag)
             frame = av.VideoFrame.from_ndarray(picture.i420, format="yuv420p")
+            if picture.matrix != self.matrix:  # a source that changed after a reconnect, or an RGB start
+                frame = frame.reformat(format="yuv420p", src_colorspace=MATRIX_TAG[picture.matrix], src_color_range=1,
+                                       dst_colorspace=MATRIX_TAG[self.matrix], dst_color_range=1)
         else:
             frame = self._rgb_frame(picture)
         for packet in self.stream.encode(frame):
@@ -331,9 +344,9 @@ class VideoWriter:
         if (h % 2) or (w % 2):
             rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)))
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        if self.matrix is None:
-            return frame  # FFmpeg converts it as it always has (BT.601, untagged)
-        return frame.reformat(format="yuv420p", dst_colorspace=STREAM_COLORSPACE[self.matrix], dst_color_range=1)
+        if self.matrix == "bt601":
+            return frame  # FFmpeg converts it as it always has (BT.601)
+        return frame.reformat(format="yuv420p", dst_colorspace=MATRIX_TAG[self.matrix], dst_color_range=1)
 
     def close(self) -> None:
         """Flush the encoder and write the container's index: the file is then playable."""
