@@ -15,7 +15,7 @@ model, in the same process:
     outputs written (p50, p99), the figures a live user feels.
 Each clip size is its own table row group; rows are repeated, interleaved, and the best kept, so
 a burst of load elsewhere hits every row alike. Every stream runs with the file preset the CLI
-uses for files (veryfast, frame threads) unless it is live.
+uses for files (veryfast; superfast for pictures of 2 MP and more, the 720p panel) unless it is live.
 
     python benchmarks/stream.py                       # 1280x720 and 640x360, 64 frames, batch 4
     python benchmarks/stream.py --model model.onnx --sizes 1280x720 --frames 96
