@@ -237,3 +237,27 @@ def test_the_video_drawn_on_the_decoders_planes_shows_the_pictures_the_png_frame
     compared = decoded if out.endswith(".mp4") else decoded[:1]  # mpeg4 at FFmpeg's default bit rate blurs what follows
     diffs = [np.abs(f.to_ndarray(format="rgb24")[:h, :w].astype(int) - p).mean() for f, p in zip(compared, pngs)]
     assert max(diffs) < 4, diffs
+
+
+def test_match_infer_gives_the_masks_infer_gives_on_the_same_frames(tmp_path, clip, exported_onnx):
+    """--match-infer: each frame (and the background) resized for the model as `infer` resizes
+    an image, so the masks are byte for byte what the model gives on infer's inputs."""
+    from toolkit.deploy.background import median_background
+    from toolkit.deploy.compose import mask_at
+    from toolkit.deploy.video import open_source
+    from toolkit.render import imageio
+    from toolkit.runtime.fixed import open_fixed_camera
+
+    r = run_cli("stream", "-m", str(exported_onnx), "-s", str(clip), "--no-video", "--masks-dir", str(tmp_path / "masks"),
+                "--bg-frames", "6", "--batch", "1", "--match-infer", block_torch=True)
+    assert r.returncode == 0, r.stderr
+    with open_source(str(clip)) as src:
+        frames = list(src)
+    background, _ = median_background(frames[:6], 6)
+    as_infer = lambda picture, size: imageio.to_nchw([imageio.resize(picture.astype(np.float32) / 255, size)])  # noqa: E731
+    with open_fixed_camera(exported_onnx) as runner:
+        runner.set_background(as_infer(background, runner.spec.size))
+        want = [imageio.to_uint8(mask_at(runner.infer_frames(as_infer(f, runner.spec.size))["mask"][0, 0], f.shape[:2])) for f in frames]
+    got = _masks(tmp_path / "masks")
+    assert len(got) == len(want) == CLIP_FRAMES
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))

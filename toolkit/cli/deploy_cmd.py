@@ -30,6 +30,8 @@ def stream(
     preset: str | None = typer.Option(
         None, "--preset", help=("H.264 encoder preset (default: ultrafast with zero latency for cameras and URLs, veryfast for "
                                 "files, superfast for pictures of 2 MP and more, e.g. a 720p camera's panel).")),
+    match_infer: bool = typer.Option(
+        False, "--match-infer", help="Resize each frame for the model exactly as `toolkit infer` does (masks equal to infer's; slower at HD)."),
     bg: Path | None = typer.Option(None, "--bg", help="Image of the empty scene (resized to the frames' size if it differs)."),
     bg_frames: int | None = typer.Option(None, "--bg-frames", help="Learn the background as the per-pixel median of the first N frames (default 30)."),
     masks_dir: Path | None = typer.Option(None, "--masks-dir", help="Also write each frame's raw mask as a grey PNG here."),
@@ -72,7 +74,7 @@ def stream(
                             max_frames=max_frames, bg_cache=not no_bg_cache, smooth=smooth, live=live,
                             adapt=Adaptation(rate=bg_update, relearn=bg_relearn) if bg_update or bg_relearn else None,
                             layout=layout, out_size=parse_out_size(out_size) if out_size is not None else None, video=not no_video,
-                            events=events, preset=preset)
+                            events=events, preset=preset, match_infer=match_infer)
     if json_out is not None:
         from ..core.fsutil import check_output_file
 

@@ -97,7 +97,7 @@ class Annotator:
                  source: FrameSource | None = None, *, on_frame: Callable[[int, float], None] | None = None,
                  smoother: Smoother | None = None, preview: Preview | None = None):
         self.runner, self.size, self.frame_hw = runner, runner.spec.size, background.shape[:2]
-        start = imageio.resize_uint8(background, self.size).astype(np.float32) / 255.0
+        start = model_input(background, self.size, match_infer=options.match_infer)
         runner.set_background(imageio.to_nchw([start]))
         self.tracker = BackgroundTracker(start, options.adapt) if options.adapt is not None else None
         self._next_background: np.ndarray | None = None  # handed from the encode thread to the infer thread
@@ -144,7 +144,7 @@ class Annotator:
 
     def prepare(self, frame: Frame) -> Item:
         taken = time.perf_counter()
-        small = model_input(frame, self.size)
+        small = model_input(frame, self.size, match_infer=self.options.match_infer)
         shown: np.ndarray | Planes | None = None
         if self.out.yuv is not None and isinstance(frame, DecodedFrame):
             shown = frame.planes_at(self.tile)

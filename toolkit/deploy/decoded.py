@@ -165,10 +165,13 @@ def rgb_to_yuv(rgb: np.ndarray, matrix: str) -> np.ndarray:
     return np.asarray(rgb, np.float64) @ inverse.T + (16.0, 128.0, 128.0)
 
 
-def model_input(frame: Frame, size: tuple[int, int]) -> np.ndarray:
-    """The model's float32 HxWx3 copy of `frame` at `size` (h, w): from the planes when the
-    frame has them, else the 8-bit RGB resize (`imageio.resize_uint8`, a quarter of a grey
-    level from `infer`'s float resize)."""
+def model_input(frame: Frame, size: tuple[int, int], *, match_infer: bool = False) -> np.ndarray:
+    """The model's float32 HxWx3 copy of `frame` (or of a background) at `size` (h, w): from
+    the planes when the frame has them, else the 8-bit RGB resize (`imageio.resize_uint8`, a
+    quarter of a grey level from `infer`'s float resize); `match_infer`: `infer`'s own float
+    resize of the RGB picture, whatever the frame (what `infer` would feed the model)."""
+    if match_infer:
+        return imageio.resize(np.asarray(frame).astype(np.float32) / np.float32(255), size)
     if isinstance(frame, DecodedFrame):
         return frame.model_input(size)
     return imageio.resize_uint8(frame, size).astype(np.float32) / np.float32(255)
