@@ -75,15 +75,18 @@ def blend_weights(mask: Image.Image, box: tuple[int, int, int, int], size: tuple
     return mask.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR, box=source).point(ALPHA_LUT)
 
 
-def blend_in(target: np.ndarray, mask: Image.Image, box: tuple[int, int, int, int], tint: int | tuple[int, ...],
-             alpha: Image.Image | None = None) -> None:
+def blend_in(target: np.ndarray, alpha: Image.Image, box: tuple[int, int, int, int], tint: int | tuple[int, ...]) -> None:
     """Blend `tint` into `target` (uint8 HxW or HxWx3, in place) inside `box` (`tinted_box` at
-    the target's size), weighted by `alpha` (default: `blend_weights` of the grey `mask`)."""
+    the target's size), weighted by `alpha` (`blend_weights` for that box)."""
     x0, y0, x1, y1 = box
-    alpha = alpha if alpha is not None else blend_weights(mask, box, target.shape[:2])
     region = Image.fromarray(np.ascontiguousarray(target[y0:y1, x0:x1]))
     region.paste(tint, None, alpha)  # the blend Image.composite does, without its copy
     target[y0:y1, x0:x1] = np.asarray(region)
+
+
+def tile_lefts(w: int) -> list[int]:
+    """Where the panel's tiles (frame, overlay, depth; each `w` wide) start, left to right."""
+    return [i * (w + GAP) for i in range(len(PANEL_LABELS))]
 
 
 class Composer:
@@ -125,7 +128,7 @@ class Composer:
         if box is None:
             return frame
         out = frame.copy()
-        blend_in(out, small, box, OVERLAY_RGB)
+        blend_in(out, blend_weights(small, box, self.size), box, OVERLAY_RGB)
         return out
 
     def depth(self, depth: np.ndarray) -> np.ndarray:
@@ -143,8 +146,8 @@ class Composer:
             return overlay
         h, w = self.size
         top, canvas = self.band_height, self._canvas
-        for i, tile in enumerate((frame, overlay, self.depth(depth))):
-            canvas[top : top + h, i * (w + GAP) : i * (w + GAP) + w] = tile
+        for left, tile in zip(tile_lefts(w), (frame, overlay, self.depth(depth))):
+            canvas[top : top + h, left : left + w] = tile
         return canvas
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compose import GAP, OVERLAY_RGB, Composer, blend_in, blend_weights, grey, tinted_box
+from .compose import GAP, OVERLAY_RGB, Composer, blend_in, blend_weights, grey, tile_lefts, tinted_box
 from .decoded import MATRIX_TAG, Planes, rgb_to_yuv
 
 
@@ -44,8 +44,9 @@ class YuvComposer:
 
     @staticmethod
     def fits(composer: Composer) -> bool:
-        h, w = composer.out_size
-        return not (h % 2 or w % 2 or composer.size[0] % 2 or composer.size[1] % 2 or composer.band_height % 2)
+        """Even tiles under an even band (GAP is even): every tile and the picture are then even."""
+        h, w = composer.size
+        return not (h % 2 or w % 2 or composer.band_height % 2 or GAP % 2)
 
     def compose(self, frame: Planes, mask: np.ndarray, depth: np.ndarray) -> Planes:
         """`frame` (at `size`, drawn on in place for the overlay layout) with the mask and depth."""
@@ -56,7 +57,7 @@ class YuvComposer:
             return frame
         h, w = self.size
         top, canvas = self.composer.band_height, self._canvas
-        tiles = [_tile(canvas, top, i * (w + GAP), h, w) for i in range(3)]
+        tiles = [_tile(canvas, top, left, h, w) for left in tile_lefts(w)]
         for target in tiles[:2]:
             for plane, source in zip(target, (frame.y, frame.u, frame.v)):
                 plane[:] = source
@@ -71,11 +72,11 @@ class YuvComposer:
         box = tinted_box(np.asarray(small), y.shape)
         if box is None:
             return
-        blend_in(y, small, box, self._tint[0])
+        blend_in(y, blend_weights(small, box, y.shape), box, self._tint[0])
         box = tinted_box(np.asarray(small), u.shape)  # U and V: one size, one box, one weight map
         alpha = blend_weights(small, box, u.shape)
         for plane, tint in ((u, self._tint[1]), (v, self._tint[2])):
-            blend_in(plane, small, box, tint, alpha)
+            blend_in(plane, alpha, box, tint)
 
     def _depth_in(self, tile: tuple[np.ndarray, np.ndarray, np.ndarray], depth: np.ndarray) -> None:
         """The colour map (`Composer.depth`'s palette) looked up per plane from the depth in grey."""
