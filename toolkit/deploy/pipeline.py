@@ -7,15 +7,15 @@ The queues are bounded (a few frames) so memory stays flat and a slow encoder sl
 down instead of buffering the whole video.
 
 Priorities: the decode and encode threads (and the threads they start: the encoder's) run at
-a lower priority than the model (`HELPER_NICE`, Linux). FFmpeg's decoder threads, started
+a lower priority than the model (`HELPER_NICE`, Linux). On a box whose cores the model fills,
+a helper that the scheduler runs in the middle of one of the model's parallel steps stalls the
+model's other threads, which wait for it; at a lower priority the helpers take the cores when
+the model waits instead. Measured at 720p on 2 cores (interleaved A/B, medians of 3;
+benchmarks/README.md): --no-video 32.6 -> 40.3 frames/s, the overlay 23.8 -> 26.0, the panel
+16.3 -> 17.6. The helpers still get the cores whenever the model is not running, so they keep
+up; the queues between the stages stay bounded either way. FFmpeg's decoder threads, started
 when the source was opened, and a live source's reader keep the caller's priority: a camera's
-frames must be read as they come. On a box whose cores the model
-fills, a helper that the scheduler runs in the middle of one of the model's parallel steps
-stalls the model's other threads, which wait for it; at a lower priority the helpers take the
-cores when the model waits instead. Measured at 720p on 2 cores (benchmarks/stream.py, medians
-of 3, same run): --no-video 32.6 -> 40.3 frames/s, the overlay 23.8 -> 26.0, the panel 16.3 ->
-17.6. The helpers still get the cores whenever the model is not running, so they keep up; the
-queues between the stages stay bounded either way.
+frames must be read as they come.
 
 Batching is opportunistic: the infer stage takes one frame (waiting for it), then whatever else
 is already queued, up to `batch`. A file that decodes faster than the model runs fills the

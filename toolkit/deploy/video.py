@@ -280,11 +280,16 @@ class VideoWriter:
         self.codec = next((c for c in codecs if c in available), codecs[-1])
         self.live = live
         self.options: dict[str, str] = {}
-        self.why = "live: low latency" if live else "a file: quality"
+        self.why = ""  # why this preset, for `describe`
         if self.codec == "libx264":
             chosen = preset or (LIVE_PRESET if live else file_preset(size))
             self.options = {"preset": chosen} | ({"tune": "zerolatency"} if live else {"crf": FILE_CRF})
-            self.why = "--preset" if preset else "a file of large pictures: speed" if chosen == LARGE_FILE_PRESET and not live else self.why
+            if preset:
+                self.why = "--preset"
+            elif live:
+                self.why = "live: low latency"
+            else:
+                self.why = "a file of large pictures: speed" if chosen == LARGE_FILE_PRESET else "a file: quality"
         self.container: Any = None
         self.stream: Any = None
         self.matrix = "bt601"  # the file's colours: the first picture's (Planes' matrix; BT.601 for RGB)

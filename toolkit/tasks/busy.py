@@ -107,8 +107,8 @@ class BusyCheck:
             busy, why = before.load - 1.0 > 0.5 * self.cpus or after.load > self.cpus + 0.5, ""
         if not busy:
             return None
-        loads = "load average " + " before, ".join("?" if r.load is None else f"{r.load:.1f}" for r in (before, after))
-        return (f"warning: the machine was busy during this run ({loads} after, on {self.cpus} CPU{'s' if self.cpus != 1 else ''}"
+        return (f"warning: the machine was busy during this run (load average {_load(before)} before, {_load(after)} after, "
+                f"on {self.cpus} CPU{'s' if self.cpus != 1 else ''}"
                 f"{why}): other work shared the cores, so these {what} are not this machine's, and ratios between "
                 "runtimes that thread differently (PyTorch's OpenMP, ONNX Runtime) are unreliable; rerun on an idle machine")
 
@@ -121,6 +121,10 @@ def others_share(before: Reading, after: Reading) -> float | None:
         return None
     others = (after.machine_busy_s - before.machine_busy_s) - (after.own_s - before.own_s)
     return max(0.0, others) / (wall * after.machine_cpus)
+
+
+def _load(reading: Reading) -> str:
+    return "?" if reading.load is None else f"{reading.load:.1f}"
 
 
 def _as_reading(value: float | Reading | None) -> Reading | None:
