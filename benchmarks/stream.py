@@ -57,7 +57,7 @@ def infer_only(model: Path, frames: list[np.ndarray], batch: int) -> float:
 
     with open_runner(model) as runner:
         size = runner.spec.size
-        x = [imageio.resize_uint8(f, size).astype(np.float32) / 255.0 for f in frames]
+        x = [imageio.from_uint8(imageio.resize_uint8(f, size)) for f in frames]
         bg = imageio.to_nchw(x[:1])
         runner.infer({"bg": bg, "fgbg": bg})
         start = time.perf_counter()

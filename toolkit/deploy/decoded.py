@@ -171,10 +171,10 @@ def model_input(frame: Frame, size: tuple[int, int], *, match_infer: bool = Fals
     quarter of a grey level from `infer`'s float resize); `match_infer`: `infer`'s own float
     resize of the RGB picture, whatever the frame (what `infer` would feed the model)."""
     if match_infer:
-        return imageio.resize(np.asarray(frame).astype(np.float32) / np.float32(255), size)
+        return imageio.resize(imageio.from_uint8(np.asarray(frame)), size)
     if isinstance(frame, DecodedFrame):
         return frame.model_input(size)
-    return imageio.resize_uint8(frame, size).astype(np.float32) / np.float32(255)
+    return imageio.from_uint8(imageio.resize_uint8(frame, size))
 
 
 def picture_at(frame: Frame, size: tuple[int, int]) -> np.ndarray:

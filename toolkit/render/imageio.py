@@ -161,7 +161,12 @@ def image_to_array(im: Image.Image) -> np.ndarray:
         return a.astype(np.float32)
     if a.dtype != np.uint8:  # unexpected, but never silently mis-scale
         raise ValueError(f"unexpected pixel type {a.dtype} for mode {mode}")
-    return a.astype(np.float32) / np.float32(255.0)
+    return from_uint8(a)
+
+
+def from_uint8(a: np.ndarray) -> np.ndarray:
+    """8-bit pixels as float32 in [0, 1], as an 8-bit image file is read (`read_rgb`)."""
+    return np.asarray(a).astype(np.float32) / np.float32(255.0)
 
 
 def _minmax(a: np.ndarray) -> np.ndarray:

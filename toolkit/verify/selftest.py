@@ -78,8 +78,9 @@ def golden_images(size: tuple[int, int]) -> list[dict[str, np.ndarray]]:
 
 
 def prepare(pairs: list[dict[str, np.ndarray]], size: tuple[int, int]) -> dict[str, np.ndarray]:
-    """The deploy path's preprocessing: decoded images, resized to the model's size, as NCHW batches."""
-    return {k: imageio.to_nchw([imageio.resize(p[k].astype(np.float32) / 255.0 if p[k].dtype == np.uint8 else p[k], size)
+    """`infer`'s preprocessing (what `stream --match-infer` feeds the model too): decoded images,
+    float-resized to the model's size, as NCHW batches."""
+    return {k: imageio.to_nchw([imageio.resize(imageio.from_uint8(p[k]) if p[k].dtype == np.uint8 else p[k], size)
                                 for p in pairs]) for k in INPUT_NAMES}
 
 
