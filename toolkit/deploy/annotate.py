@@ -122,8 +122,6 @@ class Annotator:
         """Every frame through the model into `writer` (None: no video) and the other outputs;
         returns how many frames were run."""
         self.out.writer, self.out.events = writer, events
-        if writer is None and self.out.preview is None:
-            self.out.composer = None  # nothing shows a picture: none is drawn
         # the decoder's planes straight to the encoder: only a video takes them (the preview and PNGs are RGB)
         composer = self.out.composer
         on_planes = (isinstance(writer, VideoWriter) and writer.takes_planes and self.out.preview is None
